@@ -1,0 +1,252 @@
+//! The contract between the relay and its chat adapters.
+//!
+//! An adapter turns platform traffic into [`InboundMessage`]s and delivers outbound text; it
+//! knows nothing of jobs, events or storage. The key decision: inbound hand-off is
+//! *acknowledged*. An adapter calls [`InboundSink::accept`] and only confirms the message to its
+//! platform (a 200, a polling offset, …) once that returns `Ok`, because by then the relay has
+//! stored it durably. Outbound sends report a [`SendOutcome`] and never retry on their own:
+//! retries, backoff, ordering and dead-lettering live once, in the relay's outbox.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use tokio_util::sync::CancellationToken;
+
+/// Whether a conversation is one person's (DM) or shared (group, channel, thread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatType {
+    Direct,
+    Group,
+}
+
+impl ChatType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatType::Direct => "direct",
+            ChatType::Group => "group",
+        }
+    }
+}
+
+/// Where a message can be posted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// `webhook`, `local`, `telegram`, …: the name of the adapter that owns the route.
+    pub channel: String,
+    /// The bot account on that platform (one relay may serve several).
+    #[serde(default)]
+    pub account: String,
+    pub chat_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to_message_id: Option<String>,
+    pub chat_type: ChatType,
+}
+
+/// A message a person sent to the bot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundMessage {
+    pub route: Route,
+    /// The platform's id of the sender, without the channel prefix.
+    pub sender_id: String,
+    pub text: String,
+    /// The platform's id of the message (or update/event): the relay dedupes on it, so a
+    /// redelivered message is never run twice. `None` when the platform has no such id.
+    pub platform_message_id: Option<String>,
+}
+
+/// What [`InboundSink::accept`] did with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Stored durably; the relay will act on it.
+    Stored,
+    /// Seen before (same channel and platform message id); nothing new happened.
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The relay could not store the message; the adapter must not confirm it to the platform.
+    #[error("the relay could not store the message: {0}")]
+    Unavailable(String),
+}
+
+/// The relay's side of inbound hand-off.
+#[async_trait::async_trait]
+pub trait InboundSink: Send + Sync {
+    /// Returns once the message is durably stored (or recognised as a duplicate).
+    async fn accept(&self, message: InboundMessage) -> Result<Accepted, SinkError>;
+}
+
+/// How a platform measures message length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextUnit {
+    /// Unicode scalar values (Discord, the generic webhook).
+    Chars,
+    /// UTF-16 code units (Telegram).
+    Utf16,
+    /// UTF-8 bytes.
+    Bytes,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextLimit {
+    pub unit: TextUnit,
+    pub max: usize,
+}
+
+impl TextLimit {
+    /// The length of `text` in this limit's unit.
+    pub fn measure(&self, text: &str) -> usize {
+        match self.unit {
+            TextUnit::Chars => text.chars().count(),
+            TextUnit::Utf16 => text.encode_utf16().count(),
+            TextUnit::Bytes => text.len(),
+        }
+    }
+
+    /// The size of one character in this limit's unit.
+    pub fn char_len(&self, c: char) -> usize {
+        match self.unit {
+            TextUnit::Chars => 1,
+            TextUnit::Utf16 => c.len_utf16(),
+            TextUnit::Bytes => c.len_utf8(),
+        }
+    }
+}
+
+/// How one send attempt ended; the outbox decides what happens next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The platform accepted the message.
+    Delivered { platform_id: Option<String> },
+    /// The platform asked us to wait before trying again.
+    RetryAfter(Duration),
+    /// Worth retrying with backoff: 5xx, network errors, timeouts.
+    Transient(String),
+    /// Retrying cannot help: bad request, chat gone, bot blocked, no address configured.
+    Permanent(String),
+}
+
+/// One piece of an outbound message, already within the channel's [`TextLimit`].
+#[derive(Clone, Debug)]
+pub struct OutboundChunk<'a> {
+    pub route: &'a Route,
+    pub text: &'a str,
+    /// Stable across retries of the same chunk: platforms that dedupe use it.
+    pub idempotency_key: &'a str,
+    /// Position of this chunk in its message, from 0.
+    pub index: u32,
+    pub count: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A chat platform as the relay sees it. Object-safe: the relay holds `Arc<dyn Channel>`.
+#[async_trait::async_trait]
+pub trait Channel: Send + Sync {
+    /// The route `channel` name this adapter owns.
+    fn name(&self) -> &str;
+
+    /// The largest message the platform accepts.
+    fn limit(&self) -> TextLimit;
+
+    /// Attempts one send. Must not retry by itself and must not panic on platform input.
+    async fn send(&self, chunk: OutboundChunk<'_>) -> SendOutcome;
+
+    /// Receives platform traffic until `stop` fires, handing each message to `sink`. Adapters
+    /// whose inbound traffic arrives through the relay's HTTP server return `Ok(())` at once.
+    async fn run_inbound(
+        &self,
+        sink: Arc<dyn InboundSink>,
+        stop: CancellationToken,
+    ) -> Result<(), ChannelError>;
+}
+
+/// Wraps a secret so that `Debug` and `Display` never print it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_in_each_unit() {
+        let text = "a😀é";
+        assert_eq!(
+            TextLimit {
+                unit: TextUnit::Chars,
+                max: 0
+            }
+            .measure(text),
+            3
+        );
+        assert_eq!(
+            TextLimit {
+                unit: TextUnit::Utf16,
+                max: 0
+            }
+            .measure(text),
+            4
+        );
+        assert_eq!(
+            TextLimit {
+                unit: TextUnit::Bytes,
+                max: 0
+            }
+            .measure(text),
+            7
+        );
+    }
+
+    #[test]
+    fn secret_never_prints() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?} {secret}"), "*** ***");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+}

@@ -1,0 +1,329 @@
+//! The local HTTP API and the generic webhook's inbound endpoint.
+//!
+//! `/healthz` is open; `/v1/*` requires `Authorization: Bearer <api_token>` when a token is
+//! configured (without one the relay refuses to listen beyond loopback); `/webhook` is
+//! authenticated by its HMAC signature instead. Handlers translate HTTP to calls on the store,
+//! the inbound sink and the heartbeat; they hold no state of their own.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use execrelay_channel::{Accepted, InboundMessage, InboundSink, Secret};
+use execrelay_webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookChannel};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::heartbeat::{Heartbeat, Reason};
+use crate::inbound::{InboundHandler, LOCAL_USER};
+use crate::local::LocalChannel;
+use crate::outbox::Outbox;
+use crate::store::{NewEvent, Store, StoreError};
+
+pub const LOCAL_SESSION: &str = "user:local:local";
+const MAX_EVENT_TEXT: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub inbound: Arc<InboundHandler>,
+    pub heartbeat: Heartbeat,
+    pub outbox: Outbox,
+    pub local: Option<Arc<LocalChannel>>,
+    pub webhook: Option<Arc<WebhookChannel>>,
+    pub api_token: Option<Secret>,
+    pub max_queued: usize,
+}
+
+pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route("/jobs", get(list_jobs))
+        .route("/events", get(list_events).post(post_event))
+        .route("/outbox", get(list_outbox))
+        .route("/routes", get(list_routes))
+        .route("/chat", post(post_chat))
+        .route("/chat/stream", get(chat_stream))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+        .route("/webhook", post(webhook))
+        .nest("/v1", v1)
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+fn store_error(err: StoreError) -> Response {
+    tracing::error!(error = %err, "api: store error");
+    error(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+}
+
+/// Compares in time independent of where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.api_token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(presented.as_bytes(), token.expose().as_bytes()) {
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        }
+    }
+    next.run(request).await
+}
+
+async fn webhook(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(channel) = &state.webhook else {
+        return error(StatusCode::NOT_FOUND, "the webhook channel is not enabled");
+    };
+    let header_text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let now = chrono::Utc::now().timestamp();
+    let message = match channel.authenticate(
+        header_text(TIMESTAMP_HEADER),
+        header_text(SIGNATURE_HEADER),
+        &body,
+        now,
+    ) {
+        Ok(message) => message,
+        Err(err) => {
+            tracing::warn!(error = %err, "webhook: rejected a request");
+            let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return error(status, err.to_string());
+        }
+    };
+    accept(&state, message).await
+}
+
+async fn accept(state: &ApiState, message: InboundMessage) -> Response {
+    match state.inbound.accept(message).await {
+        Ok(accepted) => Json(json!({
+            "ok": true,
+            "duplicate": accepted == Accepted::Duplicate,
+        }))
+        .into_response(),
+        Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+    }
+}
+
+async fn list_jobs(State(state): State<ApiState>) -> Response {
+    match state.store.recent_jobs(None, 200).await {
+        Ok(jobs) => {
+            let jobs: Vec<_> = jobs
+                .iter()
+                .map(|job| {
+                    json!({
+                        "id": job.id,
+                        "session": job.session,
+                        "command": job.command,
+                        "state": job.state.as_str(),
+                        "exit_code": job.exit_code,
+                        "signal": job.signal,
+                        "created_at": job.created_at,
+                        "started_at": job.started_at,
+                        "finished_at": job.finished_at,
+                        "detail": job.detail,
+                    })
+                })
+                .collect();
+            Json(json!({"jobs": jobs})).into_response()
+        }
+        Err(err) => store_error(err),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventRequest {
+    session: Option<String>,
+    text: String,
+    #[serde(default)]
+    mode: EventMode,
+}
+
+#[derive(Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum EventMode {
+    #[default]
+    Now,
+    NextHeartbeat,
+}
+
+async fn post_event(
+    State(state): State<ApiState>,
+    body: Result<Json<EventRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    if request.text.trim().is_empty() || request.text.len() > MAX_EVENT_TEXT {
+        return error(StatusCode::BAD_REQUEST, "text must be 1 to 65536 bytes");
+    }
+    let session = request.session.unwrap_or_else(|| LOCAL_SESSION.into());
+    let wake = (request.mode == EventMode::Now).then_some(Reason::Wake);
+    let event = NewEvent {
+        session: session.clone(),
+        context_key: None,
+        text: request.text,
+        origin: None,
+        wake: wake.as_ref().map(Reason::as_string),
+    };
+    match state.store.enqueue_event(event, state.max_queued).await {
+        Ok(id) => {
+            if let Some(reason) = wake {
+                state.heartbeat.request(reason, Some(session));
+            }
+            Json(json!({"event_id": id})).into_response()
+        }
+        Err(err) => store_error(err),
+    }
+}
+
+async fn list_events(State(state): State<ApiState>) -> Response {
+    match state.store.all_queued_events().await {
+        Ok(events) => {
+            let events: Vec<_> = events
+                .iter()
+                .map(|e| {
+                    json!({
+                        "id": e.id,
+                        "session": e.session,
+                        "text": e.text,
+                        "state": "queued",
+                        "blocked": e.blocked,
+                        "wake": e.wake,
+                        "created_at": e.created_at,
+                    })
+                })
+                .collect();
+            Json(json!({"events": events})).into_response()
+        }
+        Err(err) => store_error(err),
+    }
+}
+
+#[derive(Deserialize)]
+struct OutboxQuery {
+    limit: Option<usize>,
+}
+
+async fn list_outbox(State(state): State<ApiState>, Query(query): Query<OutboxQuery>) -> Response {
+    match state
+        .store
+        .list_outbox(query.limit.unwrap_or(500).min(5000))
+        .await
+    {
+        Ok(entries) => {
+            let deliveries: Vec<_> = entries
+                .iter()
+                .map(|e| {
+                    json!({
+                        "id": e.id,
+                        "key": e.key,
+                        "channel": e.channel,
+                        "chat_id": e.chat_id,
+                        "state": e.state,
+                        "attempts": e.attempts,
+                        "last_error": e.last_error,
+                        "next_attempt_at": e.next_attempt_at,
+                        "text": e.text,
+                    })
+                })
+                .collect();
+            Json(json!({"deliveries": deliveries})).into_response()
+        }
+        Err(err) => store_error(err),
+    }
+}
+
+async fn list_routes(State(state): State<ApiState>) -> Response {
+    match state.store.list_routes().await {
+        Ok(routes) => {
+            let routes: Vec<_> = routes
+                .iter()
+                .map(|(session, route)| {
+                    json!({
+                        "session": session,
+                        "channel": route.channel,
+                        "chat_id": route.chat_id,
+                        "chat_type": route.chat_type.as_str(),
+                        "thread_id": route.thread_id,
+                    })
+                })
+                .collect();
+            Json(json!({"routes": routes})).into_response()
+        }
+        Err(err) => store_error(err),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    text: String,
+}
+
+async fn post_chat(
+    State(state): State<ApiState>,
+    body: Result<Json<ChatRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if state.local.is_none() {
+        return error(StatusCode::NOT_FOUND, "the local channel is not enabled");
+    }
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let message = InboundMessage {
+        route: LocalChannel::route(),
+        sender_id: LOCAL_USER.into(),
+        text: request.text,
+        platform_message_id: None,
+    };
+    accept(&state, message).await
+}
+
+/// Newline-delimited JSON, one `{"text": ...}` per bot message, for as long as the client stays.
+async fn chat_stream(State(state): State<ApiState>) -> Response {
+    let Some(local) = &state.local else {
+        return error(StatusCode::NOT_FOUND, "the local channel is not enabled");
+    };
+    let receiver = local.subscribe();
+    // Whatever waited for a client goes out now.
+    if let Err(err) = state.store.retry_now(crate::inbound::LOCAL_CHANNEL).await {
+        tracing::warn!(error = %err, "cannot reschedule local messages");
+    }
+    state.outbox.wake(crate::inbound::LOCAL_CHANNEL);
+    let hello = futures_util::stream::once(async {
+        Ok::<_, std::convert::Infallible>(Bytes::from("{\"connected\":true}\n"))
+    });
+    let messages = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(text) => {
+                    let line = format!("{}\n", json!({"text": text}));
+                    return Some((Ok(Bytes::from(line)), receiver));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let stream = futures_util::StreamExt::chain(hello, messages);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "stream"))
+}

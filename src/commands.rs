@@ -1,0 +1,359 @@
+//! Chat commands: `/exec` (alias `/run`), `/jobs`, `/tail`, `/kill`, `/status`, `/help`.
+//!
+//! The processor takes stored inbox messages in order and marks each processed in the same
+//! transaction as what it produced (a new job and its acknowledgement, or a reply), so a
+//! restart neither loses a command nor runs it twice. Text that is not a command only moved
+//! the session's last route (done at accept time) and gets no reply.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use execrelay_channel::CancellationToken;
+use tokio::sync::Notify;
+
+use crate::duration::format_duration;
+use crate::exec::ExecRuntime;
+use crate::jobs::{self, new_job_id};
+use crate::outbox::Outbox;
+use crate::store::{InboxRecord, JobRecord, NewJob, NewOutbox, Store, StoreError, now_ms};
+
+const BATCH: usize = 64;
+const POLL: Duration = Duration::from_secs(5);
+const DEFAULT_TAIL_LINES: usize = 40;
+const MAX_TAIL_LINES: usize = 2000;
+const MAX_TAIL_CHARS: usize = 20_000;
+
+const HELP: &str = "commands:
+/exec <command line>  run it (alias /run); you get `exec finished: ...` when it ends
+/jobs                 your recent jobs
+/tail <id> [lines]    the end of a job's output
+/kill <id>            stop a running job
+/status               the relay's state
+/help                 this list";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Exec(String),
+    Jobs,
+    Tail {
+        job: String,
+        lines: Option<String>,
+    },
+    Kill(String),
+    Status,
+    Help,
+    Unknown(String),
+    /// Not a command: plain chat.
+    Text,
+}
+
+/// Parses a chat line. `/cmd@botname` is accepted (platforms add the bot's name in groups).
+pub fn parse(text: &str) -> Command {
+    let text = text.trim();
+    let Some(rest) = text.strip_prefix('/') else {
+        return Command::Text;
+    };
+    let (word, args) = match rest.find(char::is_whitespace) {
+        Some(at) => (&rest[..at], rest[at..].trim()),
+        None => (rest, ""),
+    };
+    let name = word.split('@').next().unwrap_or(word).to_ascii_lowercase();
+    let mut parts = args.split_whitespace();
+    match name.as_str() {
+        "exec" | "run" => Command::Exec(args.to_string()),
+        "jobs" => Command::Jobs,
+        "tail" => Command::Tail {
+            job: parts.next().unwrap_or("").to_string(),
+            lines: parts.next().map(str::to_string),
+        },
+        "kill" => Command::Kill(parts.next().unwrap_or("").to_string()),
+        "status" => Command::Status,
+        "help" | "start" => Command::Help,
+        "" => Command::Text,
+        other => Command::Unknown(other.to_string()),
+    }
+}
+
+pub struct CommandProcessor {
+    store: Store,
+    outbox: Outbox,
+    exec: ExecRuntime,
+    workdir: String,
+    started: Instant,
+    wake: Arc<Notify>,
+}
+
+impl CommandProcessor {
+    pub fn new(
+        store: Store,
+        outbox: Outbox,
+        exec: ExecRuntime,
+        workdir: String,
+        wake: Arc<Notify>,
+    ) -> CommandProcessor {
+        CommandProcessor {
+            store,
+            outbox,
+            exec,
+            workdir,
+            started: Instant::now(),
+            wake,
+        }
+    }
+
+    pub async fn run(self, stop: CancellationToken) {
+        loop {
+            match self.store.pending_inbox(BATCH).await {
+                Ok(messages) => {
+                    let full = messages.len() == BATCH;
+                    for message in messages {
+                        if stop.is_cancelled() {
+                            return;
+                        }
+                        let id = message.id;
+                        if let Err(error) = self.process(message).await {
+                            tracing::error!(inbox_id = id, error = %error, "command failed; it stays pending");
+                        }
+                    }
+                    if full {
+                        continue;
+                    }
+                }
+                Err(error) => tracing::error!(error = %error, "cannot read the inbox"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    fn reply(&self, message: &InboxRecord, text: &str) -> Result<Vec<NewOutbox>, StoreError> {
+        match self
+            .outbox
+            .compose(&message.route, Some(&message.session), "reply", text)
+        {
+            Ok(reply) => Ok(vec![reply]),
+            Err(error) => {
+                // The channel went away (disabled in config since): nobody to answer.
+                tracing::warn!(error = %error, "cannot reply");
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    async fn answer(&self, message: &InboxRecord, text: &str) -> Result<(), StoreError> {
+        let replies = self.reply(message, text)?;
+        self.store.finish_inbox(message.id, None, replies).await?;
+        self.outbox.wake(&message.route.channel);
+        Ok(())
+    }
+
+    async fn process(&self, message: InboxRecord) -> Result<(), StoreError> {
+        match parse(&message.text) {
+            Command::Text => self.store.finish_inbox(message.id, None, Vec::new()).await,
+            Command::Exec(command) => self.exec(&message, command).await,
+            Command::Help => self.answer(&message, HELP).await,
+            Command::Unknown(name) => {
+                let text = format!("unknown command /{name}; /help lists the commands");
+                self.answer(&message, &text).await
+            }
+            Command::Jobs => {
+                let jobs = self.store.recent_jobs(Some(&message.session), 10).await?;
+                self.answer(&message, &render_jobs(&jobs)).await
+            }
+            Command::Status => {
+                let counts = self.store.counts().await?;
+                let text = format!(
+                    "execrelay {}: up {}, {} running jobs (max {}), {} queued events, {} deliveries pending, {} dead-lettered",
+                    env!("CARGO_PKG_VERSION"),
+                    format_duration(self.started.elapsed()),
+                    counts.running_jobs,
+                    self.exec.max_concurrent(),
+                    counts.queued_events,
+                    counts.pending_deliveries,
+                    counts.dead_deliveries
+                );
+                self.answer(&message, &text).await
+            }
+            Command::Tail { job, lines } => {
+                let text = match self.find_job(&message, &job).await? {
+                    Err(why) => why,
+                    Ok(found) => match lines.as_deref().map(str::parse::<usize>) {
+                        Some(Err(_)) => "usage: /tail <id> [lines]".to_string(),
+                        Some(Ok(n)) => self.render_tail(&found, n.min(MAX_TAIL_LINES)).await,
+                        None => self.render_tail(&found, DEFAULT_TAIL_LINES).await,
+                    },
+                };
+                self.answer(&message, &text).await
+            }
+            Command::Kill(job) => {
+                let text = match self.find_job(&message, &job).await? {
+                    Err(why) => why,
+                    Ok(found) => match self.exec.kill(&found) {
+                        Ok(()) => format!("stopping job {}", found.id),
+                        Err(why) => why,
+                    },
+                };
+                self.answer(&message, &text).await
+            }
+        }
+    }
+
+    async fn exec(&self, message: &InboxRecord, command: String) -> Result<(), StoreError> {
+        if command.is_empty() {
+            return self.answer(message, "usage: /exec <command line>").await;
+        }
+        if self.exec.running() >= self.exec.max_concurrent() {
+            let text = format!(
+                "not started: {} jobs are running, the limit is {}; try again when one ends",
+                self.exec.running(),
+                self.exec.max_concurrent()
+            );
+            return self.answer(message, &text).await;
+        }
+        for _ in 0..5 {
+            let job = NewJob {
+                id: new_job_id(),
+                session: message.session.clone(),
+                origin: message.route.clone(),
+                command: command.clone(),
+                cwd: self.workdir.clone(),
+                requester: message.sender.clone(),
+            };
+            let ack = format!("started job {}: {}", job.id, jobs::one_line(&command, 300));
+            let replies = self.reply(message, &ack)?;
+            match self
+                .store
+                .finish_inbox(message.id, Some(job.clone()), replies)
+                .await
+            {
+                Ok(()) => {
+                    self.outbox.wake(&message.route.channel);
+                    self.exec.start(JobRecord {
+                        id: job.id,
+                        session: job.session,
+                        origin: job.origin,
+                        command: job.command,
+                        cwd: job.cwd,
+                        requester: job.requester,
+                        state: crate::store::JobState::Starting,
+                        created_at: now_ms(),
+                        started_at: None,
+                        finished_at: None,
+                        supervisor_pid: None,
+                        exit_code: None,
+                        signal: None,
+                        detail: None,
+                    });
+                    return Ok(());
+                }
+                Err(StoreError::Conflict(why)) if why.contains("is taken") => continue,
+                Err(error) if error.is_disk_full() => {
+                    let text = "not started: the relay's disk is full; queued completions are kept";
+                    // Best effort: the refusal itself may not fit either.
+                    return self.answer(message, text).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(StoreError::Conflict("no free job id after 5 tries".into()))
+    }
+
+    /// A job of this session by unique id prefix; `Err` carries the reply explaining why not.
+    async fn find_job(
+        &self,
+        message: &InboxRecord,
+        prefix: &str,
+    ) -> Result<Result<JobRecord, String>, StoreError> {
+        if prefix.is_empty() {
+            return Ok(Err("which job? give its id (or a unique prefix)".into()));
+        }
+        let mut found = self
+            .store
+            .jobs_by_prefix(Some(&message.session), prefix)
+            .await?;
+        Ok(match found.len() {
+            0 => Err(format!("no job {prefix} in this conversation")),
+            1 => Ok(found.remove(0)),
+            n => Err(format!("{n} jobs start with {prefix}; give more of the id")),
+        })
+    }
+
+    async fn render_tail(&self, job: &JobRecord, lines: usize) -> String {
+        let tail = self.exec.tail(&job.id, lines, MAX_TAIL_CHARS).await;
+        if tail.text.is_empty() {
+            format!(
+                "job {} ({}) has printed nothing",
+                job.id,
+                job.state.as_str()
+            )
+        } else {
+            format!("job {} ({}):\n{}", job.id, job.state.as_str(), tail.text)
+        }
+    }
+}
+
+pub fn render_jobs(jobs: &[JobRecord]) -> String {
+    if jobs.is_empty() {
+        return "no jobs yet; start one with /exec <command>".into();
+    }
+    let mut lines = vec!["recent jobs:".to_string()];
+    for job in jobs {
+        let outcome = match (job.exit_code, job.signal) {
+            (Some(code), _) => format!("{} {code}", job.state.as_str()),
+            (None, Some(signal)) => format!(
+                "{} {}",
+                job.state.as_str(),
+                jobs::signal_name(signal as i32)
+            ),
+            _ => job.state.as_str().to_string(),
+        };
+        lines.push(format!(
+            "{}  {:<16} {}",
+            job.id,
+            outcome,
+            jobs::one_line(&job.command, 80)
+        ));
+    }
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(
+            parse("/exec sleep 3; echo hi"),
+            Command::Exec("sleep 3; echo hi".into())
+        );
+        assert_eq!(
+            parse("  /run@execrelay_bot  ls -la "),
+            Command::Exec("ls -la".into())
+        );
+        assert_eq!(parse("/EXEC"), Command::Exec(String::new()));
+        assert_eq!(parse("/jobs"), Command::Jobs);
+        assert_eq!(
+            parse("/tail 7f3 100"),
+            Command::Tail {
+                job: "7f3".into(),
+                lines: Some("100".into())
+            }
+        );
+        assert_eq!(parse("/kill abc"), Command::Kill("abc".into()));
+        assert_eq!(parse("/frobnicate"), Command::Unknown("frobnicate".into()));
+        assert_eq!(parse("hello there"), Command::Text);
+        assert_eq!(parse("/"), Command::Text);
+    }
+
+    #[test]
+    fn multi_line_exec_keeps_every_line() {
+        assert_eq!(
+            parse("/exec echo a\necho b"),
+            Command::Exec("echo a\necho b".into())
+        );
+    }
+}

@@ -1,0 +1,553 @@
+//! Configuration: one TOML file, or built-in defaults.
+//!
+//! Owns parsing, validation and secret loading (`*_file` keys and environment variables). Every
+//! error names the key and, where the file has it, the line. It does not decide what the values
+//! mean at run time; each stage reads its own section.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use execrelay_channel::Secret;
+use serde::{Deserialize, Deserializer};
+
+use crate::duration::parse_duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: line {line}, column {column}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub http: HttpConfig,
+    pub access: AccessConfig,
+    pub identities: BTreeMap<String, Vec<String>>,
+    pub exec: ExecConfig,
+    pub heartbeat: HeartbeatConfig,
+    pub events: EventsConfig,
+    pub outbox: OutboxConfig,
+    pub channels: ChannelsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    /// Names this relay in delivery leases; relays sharing one database need distinct names.
+    pub node: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("./data/execrelay.db"),
+            node: "local".into(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Jobs' logs and exit statuses live beside the database.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.data_dir().join("jobs")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub api_token: Option<Secret>,
+    pub api_token_file: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            api_token: None,
+            api_token_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// `"<channel>:<user_id>"` or an identity name. Empty: nobody (but the local user).
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecConfig {
+    pub shell: PathBuf,
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    pub max_concurrent: usize,
+    pub workdir: PathBuf,
+    pub tail_lines: usize,
+    pub tail_chars: usize,
+    pub notify_success: bool,
+    /// Hide the command line in completion messages (it may carry arguments users want private).
+    pub hide_command: bool,
+    #[serde(deserialize_with = "de_duration")]
+    pub kill_grace: Duration,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            shell: PathBuf::from("/bin/sh"),
+            timeout: Duration::from_secs(30 * 60),
+            max_concurrent: 64,
+            workdir: PathBuf::from("."),
+            tail_lines: 40,
+            tail_chars: 3500,
+            notify_success: true,
+            hide_command: false,
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetPolicy {
+    Last,
+    Origin,
+    None,
+    Explicit { channel: String, chat_id: String },
+}
+
+impl<'de> Deserialize<'de> for TargetPolicy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        match raw.as_str() {
+            "last" => Ok(TargetPolicy::Last),
+            "origin" => Ok(TargetPolicy::Origin),
+            "none" => Ok(TargetPolicy::None),
+            other => match other.split_once(':') {
+                Some((channel, chat_id)) if !channel.is_empty() && !chat_id.is_empty() => {
+                    Ok(TargetPolicy::Explicit {
+                        channel: channel.into(),
+                        chat_id: chat_id.into(),
+                    })
+                }
+                _ => Err(serde::de::Error::custom(format!(
+                    "invalid target `{other}`: expected last, origin, none or <channel>:<chat_id>"
+                ))),
+            },
+        }
+    }
+}
+
+/// `HH:MM-HH:MM` in the machine's local time; may wrap past midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveHours {
+    pub start_minute: u32,
+    pub end_minute: u32,
+}
+
+impl ActiveHours {
+    pub fn contains(&self, minute_of_day: u32) -> bool {
+        if self.start_minute <= self.end_minute {
+            (self.start_minute..self.end_minute).contains(&minute_of_day)
+        } else {
+            minute_of_day >= self.start_minute || minute_of_day < self.end_minute
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ActiveHours {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        let parse_clock = |s: &str| -> Option<u32> {
+            let (h, m) = s.trim().split_once(':')?;
+            let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+            (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
+        };
+        raw.split_once('-')
+            .and_then(|(a, b)| Some((parse_clock(a)?, parse_clock(b)?)))
+            .map(|(start_minute, end_minute)| ActiveHours {
+                start_minute,
+                end_minute,
+            })
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid active_hours `{raw}`: expected HH:MM-HH:MM"
+                ))
+            })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    pub enabled: bool,
+    #[serde(deserialize_with = "de_duration")]
+    pub every: Duration,
+    pub target: TargetPolicy,
+    pub file: Option<PathBuf>,
+    #[serde(deserialize_with = "de_duration")]
+    pub coalesce: Duration,
+    /// Exec completions wait less: a person is usually waiting for them.
+    #[serde(deserialize_with = "de_duration")]
+    pub exec_coalesce: Duration,
+    pub active_hours: Option<ActiveHours>,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            enabled: true,
+            every: Duration::from_secs(30 * 60),
+            target: TargetPolicy::Last,
+            file: None,
+            coalesce: Duration::from_millis(250),
+            exec_coalesce: Duration::from_millis(5),
+            active_hours: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Queued events per session before new ones coalesce into the newest.
+    pub max_queued: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig { max_queued: 200 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff_base: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff_cap: Duration,
+    /// Sends in flight at once per channel (different chats; one chat is always sequential).
+    pub concurrency: usize,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            backoff_base: Duration::from_millis(500),
+            backoff_cap: Duration::from_secs(300),
+            concurrency: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelsConfig {
+    pub local: LocalChannelConfig,
+    pub webhook: WebhookChannelConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalChannelConfig {
+    pub enabled: bool,
+}
+
+impl Default for LocalChannelConfig {
+    fn default() -> Self {
+        LocalChannelConfig { enabled: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookChannelConfig {
+    pub enabled: bool,
+    pub secret: Option<Secret>,
+    pub secret_file: Option<PathBuf>,
+    pub callback_url: Option<String>,
+    pub max_chars: usize,
+}
+
+impl Default for WebhookChannelConfig {
+    fn default() -> Self {
+        WebhookChannelConfig {
+            enabled: true,
+            secret: None,
+            secret_file: None,
+            callback_url: None,
+            max_chars: 4000,
+        }
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let raw = String::deserialize(deserializer)?;
+    parse_duration(&raw).map_err(serde::de::Error::custom)
+}
+
+impl Config {
+    /// Reads `path`, or, when `path` is `None`, `execrelay.toml` if present, else the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = match path {
+            Some(path) => path.to_path_buf(),
+            None => {
+                let default = PathBuf::from("execrelay.toml");
+                if !default.exists() {
+                    let mut config = Config::default();
+                    config.resolve_secrets("<defaults>")?;
+                    return Ok(config);
+                }
+                default
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let shown = path.display().to_string();
+        let mut config = Config::parse(&text, &shown)?;
+        config.resolve_secrets(&shown)?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|error| {
+            let (line, column) = error
+                .span()
+                .map(|span| line_and_column(text, span.start))
+                .unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: origin.to_string(),
+                line,
+                column,
+                message: error.message().trim().to_string(),
+            }
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            message,
+        };
+        if self.exec.max_concurrent == 0 {
+            return Err(invalid("exec.max_concurrent must be at least 1".into()));
+        }
+        if self.exec.timeout.is_zero() {
+            return Err(invalid("exec.timeout must be longer than 0".into()));
+        }
+        if self.channels.webhook.max_chars < 16 {
+            return Err(invalid(
+                "channels.webhook.max_chars must be at least 16".into(),
+            ));
+        }
+        if self.outbox.concurrency == 0 {
+            return Err(invalid("outbox.concurrency must be at least 1".into()));
+        }
+        if self.events.max_queued == 0 {
+            return Err(invalid("events.max_queued must be at least 1".into()));
+        }
+        for entry in &self.access.allow {
+            if !entry.contains(':') && !self.identities.contains_key(entry) {
+                return Err(invalid(format!(
+                    "access.allow entry `{entry}` is neither <channel>:<user_id> nor a name in [identities]"
+                )));
+            }
+        }
+        for (name, accounts) in &self.identities {
+            if let Some(bad) = accounts.iter().find(|a| !a.contains(':')) {
+                return Err(invalid(format!(
+                    "identities.{name}: `{bad}` should be <channel>:<user_id>"
+                )));
+            }
+        }
+        if self.http.api_token.is_some() && self.http.api_token_file.is_some() {
+            return Err(invalid(
+                "http.api_token and http.api_token_file are both set; keep one".into(),
+            ));
+        }
+        let webhook = &self.channels.webhook;
+        if webhook.secret.is_some() && webhook.secret_file.is_some() {
+            return Err(invalid(
+                "channels.webhook.secret and channels.webhook.secret_file are both set; keep one"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fills secrets from `*_file` keys, then from the environment where the file left them unset.
+    fn resolve_secrets(&mut self, origin: &str) -> Result<(), ConfigError> {
+        if let Some(path) = &self.http.api_token_file {
+            self.http.api_token = Some(read_secret_file(path, "http.api_token_file", origin)?);
+        }
+        if self.http.api_token.is_none() {
+            self.http.api_token = secret_from_env("EXECRELAY_API_TOKEN");
+        }
+        let webhook = &mut self.channels.webhook;
+        if let Some(path) = &webhook.secret_file {
+            webhook.secret = Some(read_secret_file(
+                path,
+                "channels.webhook.secret_file",
+                origin,
+            )?);
+        }
+        if webhook.secret.is_none() {
+            webhook.secret = secret_from_env("EXECRELAY_WEBHOOK_SECRET");
+        }
+        Ok(())
+    }
+
+    /// Every configured secret, so that job output quoting one is redacted.
+    pub fn secrets(&self) -> Vec<Secret> {
+        [
+            self.http.api_token.clone(),
+            self.channels.webhook.secret.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|s| s.expose().len() >= 4)
+        .collect()
+    }
+}
+
+fn secret_from_env(name: &str) -> Option<Secret> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(Secret::new)
+}
+
+fn read_secret_file(path: &Path, key: &str, origin: &str) -> Result<Secret, ConfigError> {
+    let value = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        path: origin.to_string(),
+        message: format!("{key}: cannot read {}: {e}", path.display()),
+    })?;
+    Ok(Secret::new(value.trim()))
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::parse("", "test").unwrap();
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:8787");
+        assert_eq!(config.heartbeat.every, Duration::from_secs(1800));
+        assert_eq!(config.heartbeat.target, TargetPolicy::Last);
+        assert_eq!(config.exec.tail_lines, 40);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let error = Config::parse("[exec]\ntimout = \"5m\"\n", "cfg.toml").unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("timout"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+    }
+
+    #[test]
+    fn bad_duration_names_line() {
+        let error = Config::parse("[heartbeat]\n\nevery = \"soon\"\n", "cfg.toml").unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("line 3"), "{text}");
+        assert!(text.contains("soon"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let error = Config::parse("[exec]\nmax_concurrent = \"many\"\n", "c").unwrap_err();
+        assert!(error.to_string().contains("line 2"), "{error}");
+    }
+
+    #[test]
+    fn targets_parse() {
+        let config = Config::parse("[heartbeat]\ntarget = \"webhook:room-1\"\n", "c").unwrap();
+        assert_eq!(
+            config.heartbeat.target,
+            TargetPolicy::Explicit {
+                channel: "webhook".into(),
+                chat_id: "room-1".into()
+            }
+        );
+        assert!(Config::parse("[heartbeat]\ntarget = \"nowhere\"\n", "c").is_err());
+    }
+
+    #[test]
+    fn active_hours_wrap_midnight() {
+        let config = Config::parse("[heartbeat]\nactive_hours = \"22:00-06:30\"\n", "c").unwrap();
+        let hours = config.heartbeat.active_hours.unwrap();
+        assert!(hours.contains(23 * 60));
+        assert!(hours.contains(60));
+        assert!(!hours.contains(12 * 60));
+    }
+
+    #[test]
+    fn allow_entries_must_resolve() {
+        assert!(Config::parse("[access]\nallow = [\"ghost\"]\n", "c").is_err());
+        let ok = "[access]\nallow = [\"alice\"]\n[identities]\nalice = [\"webhook:a\"]\n";
+        assert!(Config::parse(ok, "c").is_ok());
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_complete() {
+        let example = include_str!("../config.example.toml");
+        Config::parse(example, "config.example.toml").unwrap();
+        // Every commented-out key is also valid when switched on.
+        let uncommented: String = example
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.contains(" = ") && !rest.contains("Also:") => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        Config::parse(&uncommented, "uncommented example").unwrap();
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = Config::parse("[channels.webhook]\nsecret = \"s3cret-value\"\n", "c").unwrap();
+        assert!(!format!("{config:?}").contains("s3cret-value"));
+    }
+}

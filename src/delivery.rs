@@ -1,0 +1,182 @@
+//! Delivery workers: one per channel, sending what the outbox holds.
+//!
+//! A worker leases the head chunk of every chat whose turn it is (`Store::claim_due`), sends
+//! each outside any transaction, and records how it ended (`Store::record_outcome`): delivered;
+//! rate-limited (due again after the platform's `retry_after`); transient (exponential backoff
+//! with jitter, capped); permanent (dead-lettered, shown by `execrelay outbox`). Chats proceed
+//! in parallel up to `[outbox] concurrency`; within a chat, one chunk at a time, in order.
+//! The worker wakes on a hint from `Outbox::wake` or when the next retry falls due, and also
+//! polls, so a lost hint only delays.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use execrelay_channel::{CancellationToken, Channel, OutboundChunk, SendOutcome};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::config::OutboxConfig;
+use crate::store::{ChunkOutcome, ClaimedChunk, Store, now_ms};
+
+/// Longer than any send may take (adapters time out well before), so a live send keeps it.
+const LEASE_MS: i64 = 120_000;
+const POLL: Duration = Duration::from_secs(5);
+const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub fn backoff(config: &OutboxConfig, attempts: u32) -> Duration {
+    let exponent = attempts.saturating_sub(1).min(20);
+    let raw = config.backoff_base.saturating_mul(1u32 << exponent);
+    let capped = raw.min(config.backoff_cap);
+    // ±20 % jitter so that many chats failing together do not retry in lockstep.
+    let jitter = rand::random_range(0.8..1.2);
+    capped.mul_f64(jitter).min(config.backoff_cap)
+}
+
+fn settle(outcome: SendOutcome, attempts: u32, config: &OutboxConfig) -> ChunkOutcome {
+    match outcome {
+        SendOutcome::Delivered { platform_id } => ChunkOutcome::Sent { platform_id },
+        SendOutcome::RetryAfter(wait) => ChunkOutcome::Retry {
+            at: now_ms() + wait.as_millis() as i64,
+            error: format!("rate limited: retry after {}ms", wait.as_millis()),
+        },
+        SendOutcome::Transient(error) => ChunkOutcome::Retry {
+            at: now_ms() + backoff(config, attempts).as_millis() as i64,
+            error,
+        },
+        SendOutcome::Permanent(error) => ChunkOutcome::Dead { error },
+    }
+}
+
+async fn deliver(
+    channel: Arc<dyn Channel>,
+    store: Store,
+    config: OutboxConfig,
+    chunk: ClaimedChunk,
+) {
+    let delivery_id = format!("{}.{}", chunk.key, chunk.index);
+    let outcome = channel
+        .send(OutboundChunk {
+            route: &chunk.route,
+            text: &chunk.text,
+            idempotency_key: &delivery_id,
+            index: chunk.index,
+            count: chunk.count,
+        })
+        .await;
+    match &outcome {
+        SendOutcome::Delivered { .. } => tracing::debug!("delivered"),
+        SendOutcome::RetryAfter(wait) => {
+            tracing::warn!(retry_after_ms = wait.as_millis() as u64, "rate limited")
+        }
+        SendOutcome::Transient(error) => tracing::warn!(error = %error, "send failed; will retry"),
+        SendOutcome::Permanent(error) => {
+            tracing::error!(error = %error, "send failed permanently; dead-lettered")
+        }
+    }
+    let settled = settle(outcome, chunk.attempts, &config);
+    // If this write fails the lease expires and the chunk is sent again: at least once.
+    if let Err(error) = store
+        .record_outcome(chunk.outbox_id, chunk.index, settled)
+        .await
+    {
+        tracing::error!(error = %error, "cannot record the send outcome");
+    }
+}
+
+pub async fn run_worker(
+    channel: Arc<dyn Channel>,
+    store: Store,
+    config: OutboxConfig,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let name = channel.name().to_string();
+    let mut in_flight = JoinSet::new();
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        let free = config.concurrency.saturating_sub(in_flight.len());
+        let mut claimed_any = false;
+        if free > 0 {
+            match store.claim_due(&name, free, LEASE_MS).await {
+                Ok(claimed) => {
+                    claimed_any = !claimed.is_empty();
+                    for chunk in claimed {
+                        let span = tracing::info_span!(
+                            "delivery",
+                            delivery_id = %format!("{}.{}", chunk.key, chunk.index),
+                            channel = %name,
+                            attempt = chunk.attempts,
+                        );
+                        in_flight.spawn(
+                            deliver(channel.clone(), store.clone(), config.clone(), chunk)
+                                .instrument(span),
+                        );
+                    }
+                }
+                Err(error) => tracing::error!(channel = %name, error = %error, "claim failed"),
+            }
+        }
+        let until_due = match store.next_due(&name).await {
+            Ok(Some(at)) => {
+                Duration::from_millis((at - now_ms()).clamp(0, POLL.as_millis() as i64) as u64)
+            }
+            _ => POLL,
+        };
+        // Something due that we could not claim (all slots busy, or a race): never spin.
+        let until_due = if claimed_any {
+            until_due
+        } else {
+            until_due.max(MIN_IDLE_WAIT)
+        };
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = wake.notified() => {}
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            _ = tokio::time::sleep(until_due) => {}
+        }
+    }
+    // Finish what is in flight so its outcome is recorded; unsent rows wait for the next start.
+    let finish = async { while in_flight.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, finish).await.is_err() {
+        tracing::warn!(channel = %name, "sends still in flight at shutdown; they will be retried");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let config = OutboxConfig {
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(1),
+            concurrency: 1,
+        };
+        let first = backoff(&config, 1);
+        assert!(first >= Duration::from_millis(80) && first <= Duration::from_millis(120));
+        let third = backoff(&config, 3);
+        assert!(third >= Duration::from_millis(320) && third <= Duration::from_millis(480));
+        assert!(backoff(&config, 30) <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn outcomes_settle_as_the_contract_says() {
+        let config = OutboxConfig::default();
+        assert!(matches!(
+            settle(SendOutcome::Permanent("410".into()), 1, &config),
+            ChunkOutcome::Dead { .. }
+        ));
+        let before = now_ms();
+        let ChunkOutcome::Retry { at, .. } =
+            settle(SendOutcome::RetryAfter(Duration::from_secs(2)), 1, &config)
+        else {
+            panic!("not a retry")
+        };
+        assert!(at >= before + 2000);
+    }
+}

@@ -1,0 +1,338 @@
+//! The exec runtime: starts jobs under their supervisor, watches them, and turns an exit into
+//! the job's final state plus its completion event, then asks for an `exec-event` heartbeat.
+//!
+//! It does not parse commands (`commands`) or render messages (`jobs`). The job directory is
+//! the claim that a spawn was attempted: it is created right before the supervisor starts, so a
+//! restart that finds a `starting` job without one knows the command never ran and starts it,
+//! and one that finds the directory re-attaches to a live supervisor, reads the recorded exit,
+//! or, when neither is there, reports the job `lost`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use crate::config::ExecConfig;
+use crate::heartbeat::{Heartbeat, Reason};
+use crate::jobs::{self, Completion, Outcome, Redactor, Tail};
+use crate::store::{JobFinal, JobRecord, JobState, NewEvent, Store, now_ms};
+use crate::supervisor::{self, LOG_FILE};
+
+const REATTACH_POLL: Duration = Duration::from_millis(100);
+const FINISH_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub struct ExecRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    config: ExecConfig,
+    jobs_dir: PathBuf,
+    heartbeat: Heartbeat,
+    redactor: Redactor,
+    max_queued: usize,
+    running: AtomicUsize,
+    executable: PathBuf,
+}
+
+impl ExecRuntime {
+    pub fn new(
+        store: Store,
+        config: ExecConfig,
+        jobs_dir: PathBuf,
+        heartbeat: Heartbeat,
+        redactor: Redactor,
+        max_queued: usize,
+    ) -> std::io::Result<ExecRuntime> {
+        std::fs::create_dir_all(&jobs_dir)?;
+        Ok(ExecRuntime {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                jobs_dir,
+                heartbeat,
+                redactor,
+                max_queued,
+                running: AtomicUsize::new(0),
+                executable: std::env::current_exe()?,
+            }),
+        })
+    }
+
+    pub fn running(&self) -> usize {
+        self.inner.running.load(Ordering::SeqCst)
+    }
+
+    pub fn max_concurrent(&self) -> usize {
+        self.inner.config.max_concurrent
+    }
+
+    pub fn job_dir(&self, id: &str) -> PathBuf {
+        self.inner.jobs_dir.join(id)
+    }
+
+    /// Starts a job whose ledger row is committed; returns at once, the job runs on.
+    pub fn start(&self, job: JobRecord) {
+        self.inner.running.fetch_add(1, Ordering::SeqCst);
+        let runtime = self.clone();
+        let span = tracing::info_span!("job", job_id = %job.id);
+        tokio::spawn(async move { runtime.spawn_and_watch(job).await }.instrument(span));
+    }
+
+    async fn spawn_and_watch(&self, job: JobRecord) {
+        let dir = self.job_dir(&job.id);
+        if let Err(error) = std::fs::create_dir(&dir) {
+            let outcome =
+                Outcome::FailedToStart(format!("cannot create the job directory: {error}"));
+            self.finish(&job, outcome, None, now_ms()).await;
+            return;
+        }
+        let config = &self.inner.config;
+        let mut command = tokio::process::Command::new(&self.inner.executable);
+        command
+            .arg("supervise")
+            .arg("--job-dir")
+            .arg(&dir)
+            .arg("--job-id")
+            .arg(&job.id)
+            .arg("--shell")
+            .arg(&config.shell)
+            .arg("--workdir")
+            .arg(&job.cwd)
+            .arg("--timeout-ms")
+            .arg(config.timeout.as_millis().to_string())
+            .arg("--grace-ms")
+            .arg(config.kill_grace.as_millis().to_string())
+            .arg("--")
+            .arg(&job.command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(false);
+        // SAFETY: setsid is async-signal-safe. A session of its own keeps the supervisor (and
+        // so the job) alive when the relay stops or its terminal sends SIGINT/SIGHUP.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let started_at = now_ms();
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                let outcome =
+                    Outcome::FailedToStart(format!("cannot start the supervisor: {error}"));
+                self.finish(&job, outcome, None, now_ms()).await;
+                return;
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        tracing::info!(pid, command = %jobs::one_line(&job.command, 200), "job started");
+        if let Err(error) = self
+            .inner
+            .store
+            .mark_job_running(&job.id, pid, started_at)
+            .await
+        {
+            // The supervisor runs regardless; its status file will tell the outcome.
+            tracing::error!(error = %error, "cannot record the job as running");
+        }
+        if let Err(error) = child.wait().await {
+            tracing::error!(error = %error, "waiting for the supervisor failed");
+        }
+        self.complete_from_dir(&job).await;
+    }
+
+    /// Reads what the supervisor recorded and finishes the job with it.
+    async fn complete_from_dir(&self, job: &JobRecord) {
+        let dir = self.job_dir(&job.id);
+        let (outcome, started, finished) = match supervisor::read_status(&dir) {
+            Some(Ok(record)) => (
+                Outcome::from_record(&record, self.inner.config.timeout),
+                Some(record.started_at),
+                record.finished_at,
+            ),
+            Some(Err(error)) => (
+                Outcome::Lost(format!("its exit status could not be read: {error}")),
+                job.started_at,
+                now_ms(),
+            ),
+            None => (
+                Outcome::Lost("its supervisor ended without recording an exit status".into()),
+                job.started_at,
+                now_ms(),
+            ),
+        };
+        self.finish(job, outcome, started, finished).await;
+    }
+
+    /// Final state + completion event in one transaction, then the `exec-event` wake.
+    async fn finish(&self, job: &JobRecord, outcome: Outcome, started: Option<i64>, finished: i64) {
+        let inner = &self.inner;
+        let log = self.job_dir(&job.id).join(LOG_FILE);
+        let (lines, chars) = (inner.config.tail_lines, inner.config.tail_chars);
+        let tail = tokio::task::spawn_blocking(move || jobs::read_tail(&log, lines, chars))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| Tail {
+                text: "[output unavailable]".into(),
+                omitted_lines: None,
+                truncated: false,
+            });
+        let duration = started
+            .filter(|_| !matches!(outcome, Outcome::Lost(_)))
+            .map(|s| Duration::from_millis((finished - s).max(0) as u64));
+        let text = jobs::render_completion(
+            &Completion {
+                job_id: &job.id,
+                command: &job.command,
+                hide_command: inner.config.hide_command,
+                outcome: &outcome,
+                duration,
+                tail: &tail,
+            },
+            &inner.redactor,
+        );
+        let event = (!outcome.is_success() || inner.config.notify_success).then(|| NewEvent {
+            session: job.session.clone(),
+            context_key: Some(format!("exec:{}", job.id)),
+            text,
+            origin: Some(job.origin.clone()),
+            wake: Some(Reason::ExecEvent.as_string()),
+        });
+        let record = JobFinal {
+            state: outcome.state(),
+            exit_code: match outcome {
+                Outcome::Exit(code) => Some(code as i64),
+                _ => None,
+            },
+            signal: match outcome {
+                Outcome::Signal(signal) => Some(signal as i64),
+                _ => None,
+            },
+            started_at: started,
+            finished_at: finished,
+            detail: match &outcome {
+                Outcome::Lost(why) | Outcome::FailedToStart(why) => Some(why.clone()),
+                _ => None,
+            },
+        };
+        // The outcome is on disk (status.json), so retrying until the store takes it is safe;
+        // a restart in the meantime re-reads it.
+        let wrote_event = loop {
+            match inner
+                .store
+                .finish_job(&job.id, record.clone(), event.clone(), inner.max_queued)
+                .await
+            {
+                Ok(wrote) => break wrote,
+                Err(error) => {
+                    tracing::error!(error = %error, "cannot record the job's end; retrying");
+                    tokio::time::sleep(FINISH_RETRY).await;
+                }
+            }
+        };
+        inner.running.fetch_sub(1, Ordering::SeqCst);
+        tracing::info!(state = outcome.state().as_str(), "job finished");
+        if wrote_event && event.is_some() {
+            inner
+                .heartbeat
+                .request(Reason::ExecEvent, Some(job.session.clone()));
+        }
+    }
+
+    /// After a restart: no job stays `starting` or `running` without someone watching it.
+    pub async fn reconcile(&self) -> Result<(), crate::store::StoreError> {
+        for job in self.inner.store.unfinished_jobs().await? {
+            let dir = self.job_dir(&job.id);
+            let span = tracing::info_span!("job", job_id = %job.id);
+            let _entered = span.enter();
+            if job.state == JobState::Starting && !dir.exists() {
+                tracing::info!("starting a job accepted before the restart");
+                self.start(job);
+            } else if supervisor::read_status(&dir).is_some() {
+                tracing::info!("collecting the exit recorded while the relay was down");
+                self.inner.running.fetch_add(1, Ordering::SeqCst);
+                let runtime = self.clone();
+                tokio::spawn(
+                    async move { runtime.complete_from_dir(&job).await }.instrument(span.clone()),
+                );
+            } else if let Some(pid) = supervisor::live_supervisor(&dir) {
+                tracing::info!(pid, "re-attaching to a job that outlived the relay");
+                self.inner.running.fetch_add(1, Ordering::SeqCst);
+                let runtime = self.clone();
+                tokio::spawn(
+                    async move {
+                        while supervisor::live_supervisor(&runtime.job_dir(&job.id)).is_some() {
+                            tokio::time::sleep(REATTACH_POLL).await;
+                        }
+                        runtime.complete_from_dir(&job).await;
+                    }
+                    .instrument(span.clone()),
+                );
+            } else {
+                tracing::warn!("the job's supervisor is gone and recorded nothing: lost");
+                self.inner.running.fetch_add(1, Ordering::SeqCst);
+                let outcome = Outcome::Lost("the relay restarted while it ran".into());
+                let runtime = self.clone();
+                tokio::spawn(
+                    async move { runtime.finish(&job, outcome, None, now_ms()).await }
+                        .instrument(span.clone()),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the job's supervisor to stop it (TERM to the group, KILL after the grace period).
+    pub fn kill(&self, job: &JobRecord) -> Result<(), String> {
+        if job.state.is_final() {
+            return Err(format!(
+                "job {} has already ended ({})",
+                job.id,
+                job.state.as_str()
+            ));
+        }
+        let pid = supervisor::live_supervisor(&self.job_dir(&job.id))
+            .ok_or_else(|| format!("job {} is not running any more", job.id))?;
+        // SAFETY: a plain kill(2) on a pid verified to be this job's supervisor.
+        let result = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "cannot signal job {}: {}",
+                job.id,
+                std::io::Error::last_os_error()
+            ))
+        }
+    }
+
+    /// The last `lines` lines of a job's output (at most `max_chars` characters).
+    pub async fn tail(&self, job_id: &str, lines: usize, max_chars: usize) -> Tail {
+        let log = self.job_dir(job_id).join(LOG_FILE);
+        let redactor = self.inner.redactor.clone();
+        tokio::task::spawn_blocking(move || {
+            jobs::read_tail(&log, lines, max_chars).map(|mut tail| {
+                tail.text = redactor.redact(&tail.text);
+                tail
+            })
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+    }
+}
+
+/// Where a job runs: the configured workdir, made absolute so a restart resolves it the same.
+pub fn resolve_workdir(workdir: &Path) -> PathBuf {
+    std::fs::canonicalize(workdir).unwrap_or_else(|_| workdir.to_path_buf())
+}

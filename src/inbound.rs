@@ -1,0 +1,216 @@
+//! The relay's side of inbound hand-off: who may talk to the bot, which session a message
+//! belongs to, and storing it (with its last route) before anything acts on it.
+//!
+//! Deny by default: a sender is allowed only if `[access] allow` names its account or an
+//! identity that includes it. The local channel's user is allowed because reaching it already
+//! required the API's bearer token (or a loopback-only API). A refused sender records nothing;
+//! it gets one short "not authorized" reply, at most once an hour.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use execrelay_channel::{Accepted, ChatType, InboundMessage, InboundSink, Route, SinkError};
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::heartbeat::{Heartbeat, Reason};
+use crate::outbox::Outbox;
+use crate::store::{InboundRecord, InboundResult, Store};
+
+pub const LOCAL_CHANNEL: &str = "local";
+pub const LOCAL_USER: &str = "local";
+const REFUSAL_INTERVAL: Duration = Duration::from_secs(3600);
+const REFUSAL_MEMORY: usize = 10_000;
+
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    allowed: HashSet<String>,
+    /// Account (`telegram:111`) → identity name (`alice`).
+    identity_of: HashMap<String, String>,
+}
+
+impl Access {
+    pub fn from_config(config: &Config) -> Access {
+        let mut identity_of = HashMap::new();
+        for (name, accounts) in &config.identities {
+            for account in accounts {
+                identity_of.insert(account.clone(), name.clone());
+            }
+        }
+        let mut allowed = HashSet::new();
+        for entry in &config.access.allow {
+            match config.identities.get(entry) {
+                Some(accounts) => allowed.extend(accounts.iter().cloned()),
+                None => {
+                    allowed.insert(entry.clone());
+                }
+            }
+        }
+        Access {
+            allowed,
+            identity_of,
+        }
+    }
+
+    pub fn is_allowed(&self, channel: &str, user_id: &str) -> bool {
+        (channel == LOCAL_CHANNEL && user_id == LOCAL_USER)
+            || self.allowed.contains(&format!("{channel}:{user_id}"))
+    }
+
+    /// `user:<identity>` for a direct chat, `chat:<channel>:<chat_id>` for a group.
+    pub fn session_key(&self, route: &Route, user_id: &str) -> String {
+        match route.chat_type {
+            ChatType::Direct => {
+                let account = format!("{}:{user_id}", route.channel);
+                match self.identity_of.get(&account) {
+                    Some(name) => format!("user:{name}"),
+                    None => format!("user:{account}"),
+                }
+            }
+            ChatType::Group => format!("chat:{}:{}", route.channel, route.chat_id),
+        }
+    }
+}
+
+pub struct InboundHandler {
+    store: Store,
+    access: Access,
+    outbox: Outbox,
+    heartbeat: Heartbeat,
+    commands: Arc<Notify>,
+    refused_recently: Mutex<HashMap<String, Instant>>,
+}
+
+impl InboundHandler {
+    pub fn new(
+        store: Store,
+        access: Access,
+        outbox: Outbox,
+        heartbeat: Heartbeat,
+        commands: Arc<Notify>,
+    ) -> InboundHandler {
+        InboundHandler {
+            store,
+            access,
+            outbox,
+            heartbeat,
+            commands,
+            refused_recently: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn should_answer_refusal(&self, sender: &str) -> bool {
+        let Ok(mut recent) = self.refused_recently.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        if recent.len() >= REFUSAL_MEMORY {
+            recent.retain(|_, at| now.duration_since(*at) < REFUSAL_INTERVAL);
+            if recent.len() >= REFUSAL_MEMORY {
+                // A flood of distinct senders: stay silent rather than amplify it.
+                return false;
+            }
+        }
+        match recent.get(sender) {
+            Some(at) if now.duration_since(*at) < REFUSAL_INTERVAL => false,
+            _ => {
+                recent.insert(sender.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl InboundSink for InboundHandler {
+    async fn accept(&self, message: InboundMessage) -> Result<Accepted, SinkError> {
+        let channel = message.route.channel.clone();
+        let sender = format!("{channel}:{}", message.sender_id);
+        if !self.access.is_allowed(&channel, &message.sender_id) {
+            tracing::warn!(sender = %sender, "refused a message from a sender not in [access] allow");
+            if self.should_answer_refusal(&sender)
+                && let Err(error) = self
+                    .outbox
+                    .send_reply(
+                        &message.route,
+                        &format!("not authorized: {sender} is not allowed to use this relay"),
+                    )
+                    .await
+            {
+                tracing::error!(error = %error, "cannot queue the refusal");
+            }
+            return Ok(Accepted::Stored);
+        }
+        let session = self.access.session_key(&message.route, &message.sender_id);
+        let record = InboundRecord {
+            session: session.clone(),
+            route: message.route,
+            sender,
+            text: message.text,
+            platform_message_id: message.platform_message_id,
+        };
+        match self.store.accept_inbound(record).await {
+            Ok(InboundResult::Duplicate) => Ok(Accepted::Duplicate),
+            Ok(InboundResult::Stored {
+                has_queued_events, ..
+            }) => {
+                self.commands.notify_one();
+                if has_queued_events {
+                    // Events waiting for a route (or for this person) go out now.
+                    self.heartbeat.request(Reason::Wake, Some(session));
+                }
+                Ok(Accepted::Stored)
+            }
+            Err(error) => Err(SinkError::Unavailable(error.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, "test").unwrap()
+    }
+
+    fn route(channel: &str, chat: &str, chat_type: ChatType) -> Route {
+        Route {
+            channel: channel.into(),
+            account: String::new(),
+            chat_id: chat.into(),
+            thread_id: None,
+            reply_to_message_id: None,
+            chat_type,
+        }
+    }
+
+    #[test]
+    fn deny_by_default_and_identities_expand() {
+        let access = Access::from_config(&config(
+            "[access]\nallow = [\"alice\", \"webhook:bob\"]\n[identities]\nalice = [\"telegram:5\", \"webhook:alice\"]\n",
+        ));
+        assert!(access.is_allowed("telegram", "5"));
+        assert!(access.is_allowed("webhook", "alice"));
+        assert!(access.is_allowed("webhook", "bob"));
+        assert!(!access.is_allowed("webhook", "mallory"));
+        assert!(!access.is_allowed("telegram", "bob"));
+        assert!(access.is_allowed(LOCAL_CHANNEL, LOCAL_USER));
+        assert!(!Access::default().is_allowed("webhook", "alice"));
+    }
+
+    #[test]
+    fn sessions_follow_the_contract() {
+        let access = Access::from_config(&config(
+            "[identities]\nalice = [\"telegram:5\", \"webhook:alice\"]\n",
+        ));
+        let dm_tg = route("telegram", "5", ChatType::Direct);
+        let dm_wh = route("webhook", "conv-9", ChatType::Direct);
+        assert_eq!(access.session_key(&dm_tg, "5"), "user:alice");
+        assert_eq!(access.session_key(&dm_wh, "alice"), "user:alice");
+        assert_eq!(access.session_key(&dm_wh, "carol"), "user:webhook:carol");
+        let group = route("webhook", "room", ChatType::Group);
+        assert_eq!(access.session_key(&group, "alice"), "chat:webhook:room");
+    }
+}

@@ -1,0 +1,339 @@
+//! The job ledger's vocabulary: ids, outcomes, the `exec finished:` text and the output tail.
+//!
+//! Pure functions and small types; the process side is `exec`, the rows are `store`'s.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::time::Duration;
+
+use execrelay_channel::Secret;
+
+use crate::duration::format_duration;
+use crate::store::JobState;
+use crate::supervisor::ExitRecord;
+
+/// Six hex digits: short enough to type, and `/tail` takes a unique prefix anyway.
+pub fn new_job_id() -> String {
+    format!("{:06x}", rand::random_range(0..0x100_0000u32))
+}
+
+/// How a job ended, as said in its completion message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Exit(i32),
+    Signal(i32),
+    TimedOut(Duration),
+    Killed,
+    FailedToStart(String),
+    Lost(String),
+}
+
+impl Outcome {
+    pub fn from_record(record: &ExitRecord, timeout: Duration) -> Outcome {
+        if let Some(error) = &record.spawn_error {
+            return Outcome::FailedToStart(error.clone());
+        }
+        if record.timed_out {
+            return Outcome::TimedOut(timeout);
+        }
+        if record.killed {
+            return Outcome::Killed;
+        }
+        match (record.exit_code, record.signal) {
+            (Some(code), _) => Outcome::Exit(code),
+            (None, Some(signal)) => Outcome::Signal(signal),
+            (None, None) => Outcome::Lost("the supervisor recorded no exit status".into()),
+        }
+    }
+
+    pub fn state(&self) -> JobState {
+        match self {
+            Outcome::Exit(_) | Outcome::Signal(_) => JobState::Exited,
+            Outcome::TimedOut(_) => JobState::TimedOut,
+            Outcome::Killed => JobState::Killed,
+            Outcome::FailedToStart(_) => JobState::FailedToStart,
+            Outcome::Lost(_) => JobState::Lost,
+        }
+    }
+
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Exit(0))
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Outcome::Exit(code) => format!("exit {code}"),
+            Outcome::Signal(signal) => format!("signal {}", signal_name(*signal)),
+            Outcome::TimedOut(limit) => format!("timed out after {}", format_duration(*limit)),
+            Outcome::Killed => "killed".into(),
+            Outcome::FailedToStart(_) => "failed to start".into(),
+            Outcome::Lost(_) => "lost".into(),
+        }
+    }
+}
+
+pub fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        other => return format!("{other}"),
+    };
+    name.to_string()
+}
+
+/// The last lines of a job's output, bounded in lines and characters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tail {
+    pub text: String,
+    /// Lines before the tail; `None` when the log was too large to count cheaply.
+    pub omitted_lines: Option<usize>,
+    pub truncated: bool,
+}
+
+/// Reads the end of `log` only: a job that printed gigabytes costs a few kilobytes here.
+pub fn read_tail(log: &Path, max_lines: usize, max_chars: usize) -> std::io::Result<Tail> {
+    let mut file = match std::fs::File::open(log) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Tail::default()),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    // Four bytes a character at most, plus room to find line starts.
+    let window = (max_chars as u64).saturating_mul(4).saturating_add(4096);
+    let start = len.saturating_sub(window);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::with_capacity((len - start) as usize);
+    file.take(window).read_to_end(&mut bytes)?;
+    let whole_file = start == 0;
+    let text = String::from_utf8_lossy(&bytes);
+    // A window that starts mid-file starts mid-line (or mid-character): drop that partial line.
+    let text = if whole_file {
+        &text[..]
+    } else {
+        text.split_once('\n').map_or("", |(_, rest)| rest)
+    };
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let lines: Vec<&str> = if text.is_empty() {
+        Vec::new()
+    } else {
+        text.split('\n').collect()
+    };
+    let keep_from = lines.len().saturating_sub(max_lines);
+    let mut kept = lines[keep_from..].join("\n");
+    let mut truncated = keep_from > 0 || !whole_file;
+    let char_count = kept.chars().count();
+    if char_count > max_chars {
+        let skip = char_count - max_chars;
+        let cut = kept.char_indices().nth(skip).map_or(kept.len(), |(i, _)| i);
+        kept = kept[cut..].to_string();
+        truncated = true;
+    }
+    Ok(Tail {
+        text: kept,
+        omitted_lines: whole_file.then_some(keep_from),
+        truncated,
+    })
+}
+
+/// Replaces configured secrets in text that leaves the relay.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<Secret>,
+}
+
+impl Redactor {
+    pub fn new(secrets: Vec<Secret>) -> Redactor {
+        Redactor { secrets }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for secret in &self.secrets {
+            if !secret.is_empty() && out.contains(secret.expose()) {
+                out = out.replace(secret.expose(), "[redacted]");
+            }
+        }
+        out
+    }
+}
+
+pub struct Completion<'a> {
+    pub job_id: &'a str,
+    pub command: &'a str,
+    pub hide_command: bool,
+    pub outcome: &'a Outcome,
+    pub duration: Option<Duration>,
+    pub tail: &'a Tail,
+}
+
+/// `exec finished: <command> (<outcome> after <duration>, job <id>)` and the output tail.
+pub fn render_completion(completion: &Completion<'_>, redactor: &Redactor) -> String {
+    let command = if completion.hide_command {
+        "command".to_string()
+    } else {
+        one_line(completion.command, 200)
+    };
+    let timing = match (completion.outcome, completion.duration) {
+        (Outcome::TimedOut(_), _) | (_, None) => String::new(),
+        (_, Some(duration)) => format!(" after {}", format_duration(duration)),
+    };
+    let mut text = format!(
+        "exec finished: {command} ({}{timing}, job {})",
+        completion.outcome.label(),
+        completion.job_id
+    );
+    match completion.outcome {
+        Outcome::Lost(why) => {
+            text.push_str(&format!("\noutcome unknown: {why}"));
+        }
+        Outcome::FailedToStart(why) => text.push_str(&format!("\n{why}")),
+        _ => {}
+    }
+    let tail = completion.tail;
+    if tail.truncated {
+        match tail.omitted_lines {
+            Some(n) if n > 0 => text.push_str(&format!(
+                "\n[{n} earlier lines omitted; /tail {} for more]",
+                completion.job_id
+            )),
+            _ => text.push_str(&format!(
+                "\n[earlier output omitted; /tail {} for more]",
+                completion.job_id
+            )),
+        }
+    }
+    if !tail.text.is_empty() {
+        text.push('\n');
+        text.push_str(&tail.text);
+    }
+    redactor.redact(&text)
+}
+
+/// The first line of `text`, cut at `max` characters.
+pub fn one_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    let mut out: String = line.chars().take(max).collect();
+    if out.len() < line.len() || text.lines().nth(1).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_log(content: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("output.log");
+        std::fs::write(&path, content).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines_and_counts_the_rest() {
+        let content: String = (1..=50).map(|n| format!("line {n}\n")).collect();
+        let (_dir, path) = write_log(content.as_bytes());
+        let tail = read_tail(&path, 3, 1000).unwrap();
+        assert_eq!(tail.text, "line 48\nline 49\nline 50");
+        assert_eq!(tail.omitted_lines, Some(47));
+        assert!(tail.truncated);
+    }
+
+    #[test]
+    fn tail_is_bounded_in_characters_and_lossy() {
+        let (_dir, path) = write_log(b"ok\xff\xfeend\nsecond");
+        let tail = read_tail(&path, 40, 1000).unwrap();
+        assert_eq!(tail.text, "ok\u{fffd}\u{fffd}end\nsecond");
+        let tail = read_tail(&path, 40, 4).unwrap();
+        assert_eq!(tail.text, "cond");
+        assert!(tail.truncated);
+    }
+
+    #[test]
+    fn tail_of_a_huge_log_reads_only_its_end() {
+        let mut content = vec![b'x'; 3_000_000];
+        content.extend_from_slice("\nlast line é\n".as_bytes());
+        let (_dir, path) = write_log(&content);
+        let tail = read_tail(&path, 40, 100).unwrap();
+        assert!(tail.text.ends_with("last line é"), "{}", tail.text);
+        assert_eq!(tail.omitted_lines, None);
+    }
+
+    #[test]
+    fn missing_log_is_an_empty_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            read_tail(&dir.path().join("none"), 5, 5).unwrap(),
+            Tail::default()
+        );
+    }
+
+    #[test]
+    fn completion_text_has_the_exact_prefix() {
+        let tail = Tail {
+            text: "hi".into(),
+            omitted_lines: Some(0),
+            truncated: false,
+        };
+        let text = render_completion(
+            &Completion {
+                job_id: "7f3a9c",
+                command: "cargo test",
+                hide_command: false,
+                outcome: &Outcome::Exit(101),
+                duration: Some(Duration::from_secs(133)),
+                tail: &tail,
+            },
+            &Redactor::default(),
+        );
+        assert_eq!(
+            text,
+            "exec finished: cargo test (exit 101 after 2m 13s, job 7f3a9c)\nhi"
+        );
+    }
+
+    #[test]
+    fn lost_and_signals_say_so() {
+        let tail = Tail::default();
+        let lost = Outcome::Lost("the relay restarted while it ran".into());
+        let text = render_completion(
+            &Completion {
+                job_id: "a",
+                command: "sleep 9",
+                hide_command: true,
+                outcome: &lost,
+                duration: None,
+                tail: &tail,
+            },
+            &Redactor::default(),
+        );
+        assert_eq!(
+            text,
+            "exec finished: command (lost, job a)\noutcome unknown: the relay restarted while it ran"
+        );
+        assert_eq!(Outcome::Signal(9).label(), "signal SIGKILL");
+        assert_eq!(
+            Outcome::TimedOut(Duration::from_secs(1800)).label(),
+            "timed out after 30m"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let redactor = Redactor::new(vec![Secret::new("hunter22")]);
+        assert_eq!(redactor.redact("pw=hunter22!"), "pw=[redacted]!");
+    }
+}

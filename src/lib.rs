@@ -1,0 +1,23 @@
+//! execrelay: run long shell commands from chat; every completion reaches the right chat, once.
+//!
+//! Data flows one way: inbound message → route recorded → command → job → exit → system event
+//! → wake(`exec-event`) → heartbeat → target → outbox → adapter. Each stage is one module; see
+//! ARCHITECTURE.md for the map and the invariants.
+
+pub mod api;
+pub mod chunk;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod delivery;
+pub mod duration;
+pub mod exec;
+pub mod heartbeat;
+pub mod inbound;
+pub mod jobs;
+pub mod local;
+pub mod outbox;
+pub mod relay;
+pub mod store;
+pub mod supervisor;
+pub mod target;

@@ -1,0 +1,240 @@
+//! Wiring: builds every stage from the config, starts them in order, and stops them in order.
+//!
+//! Start: store (migrations, release this node's leases) → channels → outbox → heartbeat →
+//! exec runtime → command processor → delivery workers → job reconciliation → wakes for events
+//! left queued → HTTP. Stop (SIGTERM/SIGINT): HTTP and inbound stop taking work, the command
+//! processor and heartbeat finish their current step, delivery workers record what is in
+//! flight (bounded), then the process exits. Jobs keep running under their supervisors.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use execrelay_channel::{CancellationToken, Channel, Secret};
+use execrelay_webhook::{WebhookChannel, WebhookConfig};
+use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{ApiState, router};
+use crate::commands::CommandProcessor;
+use crate::config::Config;
+use crate::exec::{ExecRuntime, resolve_workdir};
+use crate::heartbeat::{self, Reason};
+use crate::inbound::{Access, InboundHandler};
+use crate::jobs::Redactor;
+use crate::local::LocalChannel;
+use crate::outbox::Outbox;
+use crate::store::Store;
+
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+
+/// The webhook secret when none is configured: generated once, kept beside the database.
+fn webhook_secret(config: &Config) -> anyhow::Result<Secret> {
+    if let Some(secret) = &config.channels.webhook.secret {
+        return Ok(secret.clone());
+    }
+    let path = config.store.data_dir().join("webhook.secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if !existing.is_empty() {
+            return Ok(Secret::new(existing));
+        }
+    }
+    let secret: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    write_private(&path, &secret)
+        .with_context(|| format!("cannot write the webhook secret to {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated a webhook secret (no channels.webhook.secret configured)");
+    Ok(Secret::new(secret))
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content.as_bytes())?;
+    file.sync_all()
+}
+
+fn write_ready_file(path: &Path, addr: SocketAddr) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, addr.to_string())?;
+    std::fs::rename(tmp, path)
+}
+
+async fn shutdown_signal(stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = stop.cancelled() => {}
+    }
+    stop.cancel();
+}
+
+pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let listen = config.http.listen;
+    if config.http.api_token.is_none() && !listen.ip().is_loopback() {
+        bail!(
+            "refusing to serve the API on {listen} without http.api_token: set a token or listen on 127.0.0.1"
+        );
+    }
+    let store = Store::open(&config.store.path, &config.store.node)
+        .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
+    let released = store.release_own_leases().await?;
+    if released > 0 {
+        tracing::info!(
+            released,
+            "released delivery leases left by the previous run"
+        );
+    }
+
+    let mut channels: Vec<Arc<dyn Channel>> = Vec::new();
+    let local = config
+        .channels
+        .local
+        .enabled
+        .then(|| Arc::new(LocalChannel::default()));
+    if let Some(local) = &local {
+        channels.push(local.clone());
+    }
+    let mut secrets = config.secrets();
+    let webhook = if config.channels.webhook.enabled {
+        let secret = webhook_secret(&config)?;
+        secrets.push(secret.clone());
+        let mut webhook_config = WebhookConfig::new(secret);
+        webhook_config.callback_url = config.channels.webhook.callback_url.clone();
+        webhook_config.max_chars = config.channels.webhook.max_chars;
+        let channel = Arc::new(
+            WebhookChannel::new(webhook_config).context("cannot set up the webhook channel")?,
+        );
+        channels.push(channel.clone());
+        Some(channel)
+    } else {
+        None
+    };
+    let outbox = Outbox::new(store.clone(), channels.clone());
+
+    let (heartbeat, start_heartbeat) =
+        heartbeat::spawn(config.heartbeat.clone(), store.clone(), outbox.clone());
+    let exec = ExecRuntime::new(
+        store.clone(),
+        config.exec.clone(),
+        config.store.jobs_dir(),
+        heartbeat.clone(),
+        Redactor::new(secrets),
+        config.events.max_queued,
+    )
+    .context("cannot prepare the jobs directory")?;
+    let command_wake = Arc::new(Notify::new());
+    let inbound = Arc::new(InboundHandler::new(
+        store.clone(),
+        Access::from_config(&config),
+        outbox.clone(),
+        heartbeat.clone(),
+        command_wake.clone(),
+    ));
+    let workdir = resolve_workdir(&config.exec.workdir)
+        .to_string_lossy()
+        .into_owned();
+    let commands = CommandProcessor::new(
+        store.clone(),
+        outbox.clone(),
+        exec.clone(),
+        workdir,
+        command_wake,
+    );
+
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let heartbeat_task = start_heartbeat(stop.child_token());
+    tracker.spawn(commands.run(stop.child_token()));
+    for channel in &channels {
+        let Some(wake) = outbox.waker(channel.name()) else {
+            continue;
+        };
+        tracker.spawn(crate::delivery::run_worker(
+            channel.clone(),
+            store.clone(),
+            config.outbox.clone(),
+            wake,
+            stop.child_token(),
+        ));
+        let (channel, sink, token) = (channel.clone(), inbound.clone(), stop.child_token());
+        tracker.spawn(async move {
+            if let Err(error) = channel.run_inbound(sink, token).await {
+                tracing::error!(channel = channel.name(), error = %error, "inbound stopped");
+            }
+        });
+    }
+
+    exec.reconcile().await.context("cannot reconcile jobs")?;
+    // Events left queued by the previous run go out with the reason they asked for.
+    for event in store.all_queued_events().await? {
+        if let Some(wake) = &event.wake {
+            heartbeat.request(Reason::parse(wake), Some(event.session.clone()));
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr()?;
+    if config.http.api_token.is_none() {
+        tracing::warn!(addr = %bound, "no http.api_token: the API is open to local processes, on loopback only");
+    }
+    let app = router(ApiState {
+        store: store.clone(),
+        inbound,
+        heartbeat,
+        outbox,
+        local,
+        webhook,
+        api_token: config.http.api_token.clone(),
+        max_queued: config.events.max_queued,
+    });
+    tracing::info!(addr = %bound, db = %config.store.path.display(), "execrelay is running");
+    if let Some(path) = &ready_file {
+        write_ready_file(path, bound)
+            .with_context(|| format!("cannot write the ready file {}", path.display()))?;
+    }
+    tokio::spawn(shutdown_signal(stop.clone()));
+    let server_stop = stop.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { server_stop.cancelled().await })
+        .await
+        .context("the HTTP server failed")?;
+
+    stop.cancel();
+    tracker.close();
+    let drained = async {
+        tracker.wait().await;
+        let _ = heartbeat_task.await;
+    };
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown deadline passed; unfinished work resumes at the next start");
+    }
+    tracing::info!("stopped; running jobs continue under their supervisors");
+    Ok(())
+}

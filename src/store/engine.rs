@@ -1,0 +1,110 @@
+//! The SQLite writer thread and group commit.
+//!
+//! One thread owns the connection. Callers queue closures; the thread takes every closure waiting
+//! at that moment (up to [`MAX_BATCH`]), runs each inside its own SAVEPOINT, and commits them all
+//! with one COMMIT (one fsync). A caller's future resolves only after that COMMIT, so "returned
+//! Ok" always means "durable". One closure failing rolls back only its savepoint.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::StoreError;
+
+const MAX_BATCH: usize = 512;
+
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// `None` means the batch could not open a transaction: the op only answers with the error.
+type Op = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
+
+#[derive(Clone)]
+pub(super) struct Engine {
+    ops: mpsc::Sender<Op>,
+}
+
+impl Engine {
+    pub(super) fn open(path: &Path) -> Result<Engine, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Io(format!("create {}: {e}", parent.display())))?;
+        }
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        super::schema::migrate(&mut conn)?;
+        let (ops, receiver) = mpsc::channel::<Op>();
+        std::thread::Builder::new()
+            .name("execrelay-store".into())
+            .spawn(move || run_writer(conn, receiver))
+            .map_err(|e| StoreError::Io(format!("spawn store thread: {e}")))?;
+        Ok(Engine { ops })
+    }
+
+    /// Runs `f` on the store thread in the next group commit; resolves once it is durable.
+    pub(super) async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (sender, receiver) = oneshot::channel();
+        let op: Op = Box::new(move |conn| {
+            let outcome = match conn {
+                Some(conn) => in_savepoint(conn, f),
+                None => Err(StoreError::Unavailable(
+                    "transaction could not start".into(),
+                )),
+            };
+            Box::new(move |commit: Result<(), StoreError>| {
+                let _ = sender.send(commit.and(outcome));
+            })
+        });
+        self.ops.send(op).map_err(|_| StoreError::Closed)?;
+        receiver.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn in_savepoint<R>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    conn.execute_batch("SAVEPOINT op")?;
+    let outcome = f(conn);
+    if outcome.is_err() {
+        conn.execute_batch("ROLLBACK TO op")?;
+    }
+    conn.execute_batch("RELEASE op")?;
+    outcome
+}
+
+fn run_writer(conn: Connection, receiver: mpsc::Receiver<Op>) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let error = StoreError::from(error);
+            tracing::error!(error = %error, "store: cannot begin a transaction");
+            for op in batch {
+                op(None)(Err(error.clone()));
+            }
+            continue;
+        }
+        let replies: Vec<Reply> = batch.into_iter().map(|op| op(Some(&conn))).collect();
+        let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        if let Err(error) = &commit {
+            tracing::error!(error = %error, "store: commit failed; the batch is rolled back");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies {
+            reply(commit.clone());
+        }
+    }
+}

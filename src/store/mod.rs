@@ -1,0 +1,1037 @@
+//! The store: every SQL statement in execrelay lives in this module.
+//!
+//! The rest of the relay sees domain operations ("accept this inbound message", "finish this job
+//! and queue its completion", "consume these events into this outbox row"), never SQL, so that a
+//! PostgreSQL backend can replace SQLite behind the same methods.
+//!
+//! Tables (see `schema.rs`): `routes` (last route per session), `inbound_seen` (dedupe),
+//! `inbox` (accepted messages not yet processed), `jobs` (the ledger), `events` (the system-event
+//! queue), `outbox` + `outbox_chunks` (deliveries with per-chunk progress).
+//!
+//! Which transaction does what (each method is one transaction; see `engine.rs` for batching):
+//! - `accept_inbound`: dedupe row + inbox row + last-route upsert. Crash before: the platform
+//!   redelivers. Crash after: the command runs on restart, once.
+//! - `finish_inbox`: inbox row processed + new job (`starting`) + its replies in the outbox.
+//!   Crash after it but before the spawn: restart finds the job `starting` with no job directory
+//!   and spawns it; with a directory, it re-attaches or reports `lost`.
+//! - `finish_job`: final job state + its `exec:<id>` event (unique: at most one per job).
+//! - `consume_events`: events still queued → consumed + their outbox rows; conditional, so a
+//!   concurrent consumer makes it fail instead of sending twice.
+//! - `claim_due` / `record_outcomes`: a lease on the head chunk of each chat, then the send's
+//!   result. No send happens inside a transaction. Crash mid-send: the lease is released at
+//!   start-up (same node) or expires, and the chunk is sent again with the same key.
+
+mod engine;
+mod schema;
+
+use std::path::Path;
+
+use execrelay_channel::Route;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use engine::Engine;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("the store is closed")]
+    Closed,
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Sqlite(error.to_string())
+    }
+}
+
+impl StoreError {
+    /// Whether the disk (or its quota) is full: new work is refused, queued work waits.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Sqlite(text) | StoreError::Io(text) => {
+                text.contains("disk is full")
+                    || text.contains("No space left")
+                    || text.contains("File too large")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch: every timestamp in the store.
+pub type Millis = i64;
+
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Starting,
+    Running,
+    Exited,
+    FailedToStart,
+    TimedOut,
+    Killed,
+    Lost,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Starting => "starting",
+            JobState::Running => "running",
+            JobState::Exited => "exited",
+            JobState::FailedToStart => "failed_to_start",
+            JobState::TimedOut => "timed_out",
+            JobState::Killed => "killed",
+            JobState::Lost => "lost",
+        }
+    }
+
+    fn parse(text: &str) -> Result<JobState, StoreError> {
+        Ok(match text {
+            "starting" => JobState::Starting,
+            "running" => JobState::Running,
+            "exited" => JobState::Exited,
+            "failed_to_start" => JobState::FailedToStart,
+            "timed_out" => JobState::TimedOut,
+            "killed" => JobState::Killed,
+            "lost" => JobState::Lost,
+            other => return Err(StoreError::Corrupt(format!("unknown job state `{other}`"))),
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobState::Starting | JobState::Running)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub session: String,
+    pub origin: Route,
+    pub command: String,
+    pub cwd: String,
+    pub requester: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub id: String,
+    pub session: String,
+    pub origin: Route,
+    pub command: String,
+    pub cwd: String,
+    pub requester: String,
+    pub state: JobState,
+    pub created_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub supervisor_pid: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub signal: Option<i64>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobFinal {
+    pub state: JobState,
+    pub exit_code: Option<i64>,
+    pub signal: Option<i64>,
+    pub started_at: Option<Millis>,
+    pub finished_at: Millis,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub session: String,
+    /// At most one event per key, ever (`exec:<job id>`).
+    pub context_key: Option<String>,
+    pub text: String,
+    pub origin: Option<Route>,
+    /// The heartbeat reason this event asks for; `None` waits for the next scheduled run.
+    pub wake: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub id: i64,
+    pub session: String,
+    pub context_key: Option<String>,
+    pub text: String,
+    pub origin: Option<Route>,
+    pub wake: Option<String>,
+    pub blocked: Option<String>,
+    pub coalesced: i64,
+    pub created_at: Millis,
+}
+
+/// A message to write to the outbox, already split into chunks for its channel.
+#[derive(Debug, Clone)]
+pub struct NewOutbox {
+    pub route: Route,
+    pub session: Option<String>,
+    /// `reply` (to a command) or `events` (a heartbeat's delivery).
+    pub kind: &'static str,
+    pub chunks: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InboxRecord {
+    pub id: i64,
+    pub session: String,
+    pub route: Route,
+    pub sender: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct InboundRecord {
+    pub session: String,
+    pub route: Route,
+    /// `<channel>:<user_id>`.
+    pub sender: String,
+    pub text: String,
+    pub platform_message_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundResult {
+    Stored {
+        inbox_id: i64,
+        has_queued_events: bool,
+    },
+    Duplicate,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimedChunk {
+    pub outbox_id: i64,
+    pub key: String,
+    pub index: u32,
+    pub count: u32,
+    pub route: Route,
+    pub text: String,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum ChunkOutcome {
+    Sent { platform_id: Option<String> },
+    Retry { at: Millis, error: String },
+    Dead { error: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub key: String,
+    pub channel: String,
+    pub chat_id: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<Millis>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    pub running_jobs: i64,
+    pub queued_events: i64,
+    pub pending_deliveries: i64,
+    pub dead_deliveries: i64,
+}
+
+/// The handle every stage holds. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    engine: Engine,
+    node: String,
+}
+
+fn route_json(route: &Route) -> Result<String, StoreError> {
+    serde_json::to_string(route).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn route_from(text: &str) -> Result<Route, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("route: {e}")))
+}
+
+/// Messages to one chat are delivered in order; threads of a chat share the order.
+fn chat_key(route: &Route) -> String {
+    format!("{}|{}|{}", route.channel, route.account, route.chat_id)
+}
+
+const JOB_COLUMNS: &str = "id, session, origin, command, cwd, requester, state, created_at, \
+     started_at, finished_at, supervisor_pid, exit_code, signal, detail";
+
+fn job_from_row(row: &rusqlite::Row<'_>) -> Result<JobRecord, StoreError> {
+    let origin: String = row.get(2)?;
+    let state: String = row.get(6)?;
+    Ok(JobRecord {
+        id: row.get(0)?,
+        session: row.get(1)?,
+        origin: route_from(&origin)?,
+        command: row.get(3)?,
+        cwd: row.get(4)?,
+        requester: row.get(5)?,
+        state: JobState::parse(&state)?,
+        created_at: row.get(7)?,
+        started_at: row.get(8)?,
+        finished_at: row.get(9)?,
+        supervisor_pid: row.get(10)?,
+        exit_code: row.get(11)?,
+        signal: row.get(12)?,
+        detail: row.get(13)?,
+    })
+}
+
+fn query_jobs(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<JobRecord>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    let mut jobs = Vec::new();
+    while let Some(row) = rows.next()? {
+        jobs.push(job_from_row(row)?);
+    }
+    Ok(jobs)
+}
+
+fn insert_outbox(conn: &Connection, message: &NewOutbox, now: Millis) -> Result<i64, StoreError> {
+    let install: String = conn.query_row(
+        "SELECT value FROM meta WHERE key = 'install_id'",
+        [],
+        |row| row.get(0),
+    )?;
+    let next_id: i64 =
+        conn.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM outbox", [], |row| {
+            row.get(0)
+        })?;
+    // Short on purpose: Discord nonces allow 25 characters, Feishu uuids 50.
+    let key = format!("{install}{next_id:x}");
+    conn.prepare_cached(
+        "INSERT INTO outbox (id, key, channel, chat_key, route, session, kind, state, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
+    )?
+    .execute(params![
+        next_id,
+        key,
+        message.route.channel,
+        chat_key(&message.route),
+        route_json(&message.route)?,
+        message.session,
+        message.kind,
+        now
+    ])?;
+    let mut insert_chunk = conn.prepare_cached(
+        "INSERT INTO outbox_chunks (outbox_id, idx, text, state, next_attempt_at)
+         VALUES (?1, ?2, ?3, 'pending', ?4)",
+    )?;
+    for (index, text) in message.chunks.iter().enumerate() {
+        insert_chunk.execute(params![next_id, index as i64, text, now])?;
+    }
+    Ok(next_id)
+}
+
+fn events_from(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next()? {
+        let origin: Option<String> = row.get(4)?;
+        events.push(EventRecord {
+            id: row.get(0)?,
+            session: row.get(1)?,
+            context_key: row.get(2)?,
+            text: row.get(3)?,
+            origin: origin.as_deref().map(route_from).transpose()?,
+            wake: row.get(5)?,
+            blocked: row.get(6)?,
+            coalesced: row.get(7)?,
+            created_at: row.get(8)?,
+        });
+    }
+    Ok(events)
+}
+
+const EVENT_COLUMNS: &str =
+    "id, session, context_key, text, origin, wake, blocked, coalesced, created_at";
+
+impl Store {
+    /// Opens (creating if needed) the database and applies migrations.
+    pub fn open(path: &Path, node: &str) -> Result<Store, StoreError> {
+        Ok(Store {
+            engine: Engine::open(path)?,
+            node: node.to_string(),
+        })
+    }
+
+    // ----- inbound and routes -----
+
+    /// Dedupes, stores the message for the command processor and records the session's last
+    /// route, in one transaction. Only for allowed senders: refused ones record nothing.
+    pub async fn accept_inbound(&self, record: InboundRecord) -> Result<InboundResult, StoreError> {
+        self.engine
+            .call(move |conn| {
+                let now = now_ms();
+                if let Some(id) = &record.platform_message_id {
+                    let inserted = conn
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO inbound_seen (channel, platform_id, seen_at)
+                             VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(params![record.route.channel, id, now])?;
+                    if inserted == 0 {
+                        return Ok(InboundResult::Duplicate);
+                    }
+                }
+                let route = route_json(&record.route)?;
+                conn.prepare_cached(
+                    "INSERT INTO inbox (session, route, sender, text, received_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![record.session, route, record.sender, record.text, now])?;
+                let inbox_id = conn.last_insert_rowid();
+                conn.prepare_cached(
+                    "INSERT INTO routes (session, route, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (session) DO UPDATE SET route = excluded.route,
+                                                         updated_at = excluded.updated_at",
+                )?
+                .execute(params![record.session, route, now])?;
+                let has_queued_events: bool = conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM events WHERE session = ?1 AND state = 'queued')",
+                    )?
+                    .query_row([&record.session], |row| row.get(0))?;
+                Ok(InboundResult::Stored {
+                    inbox_id,
+                    has_queued_events,
+                })
+            })
+            .await
+    }
+
+    pub async fn pending_inbox(&self, limit: usize) -> Result<Vec<InboxRecord>, StoreError> {
+        self.engine
+            .call(move |conn| {
+                let mut statement = conn.prepare_cached(
+                    "SELECT id, session, route, sender, text FROM inbox
+                     WHERE processed_at IS NULL ORDER BY id LIMIT ?1",
+                )?;
+                let mut rows = statement.query([limit as i64])?;
+                let mut records = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let route: String = row.get(2)?;
+                    records.push(InboxRecord {
+                        id: row.get(0)?,
+                        session: row.get(1)?,
+                        route: route_from(&route)?,
+                        sender: row.get(3)?,
+                        text: row.get(4)?,
+                    });
+                }
+                Ok(records)
+            })
+            .await
+    }
+
+    /// Marks a message processed, with what processing it produced: at most one new job, and
+    /// replies. One transaction, so a restart neither loses nor repeats the command.
+    pub async fn finish_inbox(
+        &self,
+        inbox_id: i64,
+        job: Option<NewJob>,
+        replies: Vec<NewOutbox>,
+    ) -> Result<(), StoreError> {
+        self.engine
+            .call(move |conn| {
+                let now = now_ms();
+                let updated = conn
+                    .prepare_cached(
+                        "UPDATE inbox SET processed_at = ?2 WHERE id = ?1 AND processed_at IS NULL",
+                    )?
+                    .execute(params![inbox_id, now])?;
+                if updated == 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "inbox message {inbox_id} was already processed"
+                    )));
+                }
+                if let Some(job) = &job {
+                    let inserted = conn
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO jobs
+                               (id, session, origin, command, cwd, requester, state, created_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'starting', ?7)",
+                        )?
+                        .execute(params![
+                            job.id,
+                            job.session,
+                            route_json(&job.origin)?,
+                            job.command,
+                            job.cwd,
+                            job.requester,
+                            now
+                        ])?;
+                    if inserted == 0 {
+                        return Err(StoreError::Conflict(format!("job id {} is taken", job.id)));
+                    }
+                }
+                for reply in &replies {
+                    insert_outbox(conn, reply, now)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Writes replies that belong to no inbox message (refusals, notices).
+    pub async fn enqueue_outbox(&self, messages: Vec<NewOutbox>) -> Result<(), StoreError> {
+        self.engine
+            .call(move |conn| {
+                let now = now_ms();
+                for message in &messages {
+                    insert_outbox(conn, message, now)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn last_route(&self, session: &str) -> Result<Option<Route>, StoreError> {
+        let session = session.to_string();
+        self.engine
+            .call(move |conn| {
+                let route: Option<String> = conn
+                    .prepare_cached("SELECT route FROM routes WHERE session = ?1")?
+                    .query_row([&session], |row| row.get(0))
+                    .optional()?;
+                route.as_deref().map(route_from).transpose()
+            })
+            .await
+    }
+
+    pub async fn list_routes(&self) -> Result<Vec<(String, Route)>, StoreError> {
+        self.engine
+            .call(|conn| {
+                let mut statement =
+                    conn.prepare_cached("SELECT session, route FROM routes ORDER BY session")?;
+                let mut rows = statement.query([])?;
+                let mut routes = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let route: String = row.get(1)?;
+                    routes.push((row.get(0)?, route_from(&route)?));
+                }
+                Ok(routes)
+            })
+            .await
+    }
+
+    // ----- jobs -----
+
+    pub async fn mark_job_running(
+        &self,
+        id: &str,
+        supervisor_pid: u32,
+        started_at: Millis,
+    ) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.engine
+            .call(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE jobs SET state = 'running', supervisor_pid = ?2, started_at = ?3
+                     WHERE id = ?1 AND state IN ('starting', 'running')",
+                )?
+                .execute(params![id, supervisor_pid as i64, started_at])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Records the job's outcome and queues its completion event, in one transaction. Returns
+    /// false when the job was already final (a second watcher, a replay): nothing is written.
+    pub async fn finish_job(
+        &self,
+        id: &str,
+        outcome: JobFinal,
+        event: Option<NewEvent>,
+        max_queued: usize,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.engine
+            .call(move |conn| {
+                let updated = conn
+                    .prepare_cached(
+                        "UPDATE jobs SET state = ?2, exit_code = ?3, signal = ?4,
+                                         started_at = COALESCE(started_at, ?5),
+                                         finished_at = ?6, detail = ?7
+                         WHERE id = ?1 AND state IN ('starting', 'running')",
+                    )?
+                    .execute(params![
+                        id,
+                        outcome.state.as_str(),
+                        outcome.exit_code,
+                        outcome.signal,
+                        outcome.started_at,
+                        outcome.finished_at,
+                        outcome.detail
+                    ])?;
+                if updated == 0 {
+                    return Ok(false);
+                }
+                if let Some(event) = &event {
+                    insert_event(conn, event, max_queued)?;
+                }
+                Ok(true)
+            })
+            .await
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let id = id.to_string();
+        self.engine
+            .call(move |conn| {
+                let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+                Ok(query_jobs(conn, &sql, [&id])?.into_iter().next())
+            })
+            .await
+    }
+
+    /// Jobs of `session` (all sessions when `None`) whose id starts with `prefix`.
+    pub async fn jobs_by_prefix(
+        &self,
+        session: Option<&str>,
+        prefix: &str,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let session = session.map(str::to_string);
+        // The prefix is user input: escape LIKE's wildcards.
+        let pattern = format!(
+            "{}%",
+            prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        self.engine
+            .call(move |conn| {
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE id LIKE ?1 ESCAPE '\\'
+                     AND (?2 IS NULL OR session = ?2) ORDER BY created_at DESC LIMIT 10"
+                );
+                query_jobs(conn, &sql, params![pattern, session])
+            })
+            .await
+    }
+
+    pub async fn recent_jobs(
+        &self,
+        session: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let session = session.map(str::to_string);
+        self.engine
+            .call(move |conn| {
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR session = ?1)
+                     ORDER BY created_at DESC, rowid DESC LIMIT ?2"
+                );
+                query_jobs(conn, &sql, params![session, limit as i64])
+            })
+            .await
+    }
+
+    pub async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        self.engine
+            .call(|conn| {
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('starting', 'running')
+                     ORDER BY created_at"
+                );
+                query_jobs(conn, &sql, [])
+            })
+            .await
+    }
+
+    // ----- events -----
+
+    pub async fn enqueue_event(
+        &self,
+        event: NewEvent,
+        max_queued: usize,
+    ) -> Result<i64, StoreError> {
+        self.engine
+            .call(move |conn| insert_event(conn, &event, max_queued))
+            .await
+    }
+
+    /// Queued events of one session, oldest first.
+    pub async fn queued_events(&self, session: &str) -> Result<Vec<EventRecord>, StoreError> {
+        let session = session.to_string();
+        self.engine
+            .call(move |conn| {
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE session = ?1 AND state = 'queued'
+                     ORDER BY id"
+                );
+                events_from(conn, &sql, [&session])
+            })
+            .await
+    }
+
+    pub async fn all_queued_events(&self) -> Result<Vec<EventRecord>, StoreError> {
+        self.engine
+            .call(|conn| {
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE state = 'queued' ORDER BY id"
+                );
+                events_from(conn, &sql, [])
+            })
+            .await
+    }
+
+    /// Notes why queued events wait (`heartbeat file empty`, `no-route`, …). They stay queued.
+    pub async fn mark_events_blocked(
+        &self,
+        ids: Vec<i64>,
+        reason: String,
+    ) -> Result<(), StoreError> {
+        self.engine
+            .call(move |conn| {
+                let mut statement = conn.prepare_cached(
+                    "UPDATE events SET blocked = ?2 WHERE id = ?1 AND state = 'queued'",
+                )?;
+                for id in &ids {
+                    statement.execute(params![id, reason])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Marks `event_ids` consumed and writes `message` to the outbox, in one transaction, only
+    /// if every event is still queued; otherwise nothing changes and `Conflict` is returned.
+    pub async fn consume_events(
+        &self,
+        event_ids: Vec<i64>,
+        message: NewOutbox,
+    ) -> Result<i64, StoreError> {
+        self.engine
+            .call(move |conn| {
+                let now = now_ms();
+                let outbox_id = insert_outbox(conn, &message, now)?;
+                let mut consume = conn.prepare_cached(
+                    "UPDATE events SET state = 'consumed', consumed_at = ?2, outbox_id = ?3,
+                                       blocked = NULL
+                     WHERE id = ?1 AND state = 'queued'",
+                )?;
+                for id in &event_ids {
+                    if consume.execute(params![id, now, outbox_id])? != 1 {
+                        return Err(StoreError::Conflict(format!(
+                            "event {id} is no longer queued"
+                        )));
+                    }
+                }
+                Ok(outbox_id)
+            })
+            .await
+    }
+
+    // ----- outbox -----
+
+    /// Releases leases this node held before a restart: those sends never finished.
+    pub async fn release_own_leases(&self) -> Result<usize, StoreError> {
+        let node = self.node.clone();
+        self.engine
+            .call(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "UPDATE outbox_chunks SET lease_owner = NULL, lease_until = NULL
+                         WHERE lease_owner = ?1",
+                    )?
+                    .execute([node])?)
+            })
+            .await
+    }
+
+    /// Leases the next chunk of every chat on `channel` whose turn it is, up to `limit`.
+    pub async fn claim_due(
+        &self,
+        channel: &str,
+        limit: usize,
+        lease_ms: Millis,
+    ) -> Result<Vec<ClaimedChunk>, StoreError> {
+        let channel = channel.to_string();
+        let node = self.node.clone();
+        self.engine
+            .call(move |conn| {
+                let now = now_ms();
+                // The head of a chat: its oldest pending message's first unsent chunk. A head
+                // that is leased or not yet due holds the chat back, which keeps order.
+                let mut statement = conn.prepare_cached(
+                    "SELECT o.id, o.key, c.idx, o.route, c.text, c.attempts,
+                            (SELECT COUNT(*) FROM outbox_chunks n WHERE n.outbox_id = o.id)
+                     FROM outbox o JOIN outbox_chunks c ON c.outbox_id = o.id
+                     WHERE o.channel = ?1 AND o.state = 'pending' AND c.state = 'pending'
+                       AND o.id = (SELECT MIN(p.id) FROM outbox p
+                                   WHERE p.channel = o.channel AND p.chat_key = o.chat_key
+                                     AND p.state = 'pending')
+                       AND c.idx = (SELECT MIN(q.idx) FROM outbox_chunks q
+                                    WHERE q.outbox_id = o.id AND q.state = 'pending')
+                       AND c.next_attempt_at <= ?2
+                       AND (c.lease_until IS NULL OR c.lease_until < ?2)
+                     ORDER BY o.id LIMIT ?3",
+                )?;
+                let mut rows = statement.query(params![channel, now, limit as i64])?;
+                let mut claimed = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let route: String = row.get(3)?;
+                    claimed.push(ClaimedChunk {
+                        outbox_id: row.get(0)?,
+                        key: row.get(1)?,
+                        index: row.get::<_, i64>(2)? as u32,
+                        route: route_from(&route)?,
+                        text: row.get(4)?,
+                        attempts: row.get::<_, i64>(5)? as u32,
+                        count: row.get::<_, i64>(6)? as u32,
+                    });
+                }
+                drop(rows);
+                let mut lease = conn.prepare_cached(
+                    "UPDATE outbox_chunks SET lease_owner = ?3, lease_until = ?4,
+                                              attempts = attempts + 1
+                     WHERE outbox_id = ?1 AND idx = ?2",
+                )?;
+                for chunk in &mut claimed {
+                    lease.execute(params![
+                        chunk.outbox_id,
+                        chunk.index as i64,
+                        node,
+                        now + lease_ms
+                    ])?;
+                    chunk.attempts += 1;
+                }
+                Ok(claimed)
+            })
+            .await
+    }
+
+    /// Records how sends ended; a message whose chunks are all sent is delivered, and one
+    /// dead chunk dead-letters the rest of its message.
+    pub async fn record_outcome(
+        &self,
+        outbox_id: i64,
+        index: u32,
+        outcome: ChunkOutcome,
+    ) -> Result<(), StoreError> {
+        self.engine
+            .call(move |conn| {
+                let now = now_ms();
+                let index = index as i64;
+                match &outcome {
+                    ChunkOutcome::Sent { platform_id } => {
+                        conn.prepare_cached(
+                            "UPDATE outbox_chunks SET state = 'sent', sent_at = ?3, platform_id = ?4,
+                                    lease_owner = NULL, lease_until = NULL, last_error = NULL
+                             WHERE outbox_id = ?1 AND idx = ?2",
+                        )?
+                        .execute(params![outbox_id, index, now, platform_id])?;
+                        conn.prepare_cached(
+                            "UPDATE outbox SET state = 'delivered', finished_at = ?2
+                             WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM outbox_chunks
+                                 WHERE outbox_id = ?1 AND state = 'pending')",
+                        )?
+                        .execute(params![outbox_id, now])?;
+                    }
+                    ChunkOutcome::Retry { at, error } => {
+                        conn.prepare_cached(
+                            "UPDATE outbox_chunks SET next_attempt_at = ?3, last_error = ?4,
+                                    lease_owner = NULL, lease_until = NULL
+                             WHERE outbox_id = ?1 AND idx = ?2",
+                        )?
+                        .execute(params![outbox_id, index, at, error])?;
+                    }
+                    ChunkOutcome::Dead { error } => {
+                        conn.prepare_cached(
+                            "UPDATE outbox_chunks SET state = 'dead', last_error = ?3,
+                                    lease_owner = NULL, lease_until = NULL
+                             WHERE outbox_id = ?1 AND idx >= ?2 AND state = 'pending'",
+                        )?
+                        .execute(params![outbox_id, index, error])?;
+                        conn.prepare_cached(
+                            "UPDATE outbox SET state = 'dead', finished_at = ?2 WHERE id = ?1",
+                        )?
+                        .execute(params![outbox_id, now])?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// The earliest moment the head chunk of some chat on `channel` becomes due, if any.
+    pub async fn next_due(&self, channel: &str) -> Result<Option<Millis>, StoreError> {
+        let channel = channel.to_string();
+        self.engine
+            .call(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT MIN(MAX(c.next_attempt_at, COALESCE(c.lease_until, 0)))
+                         FROM outbox o JOIN outbox_chunks c ON c.outbox_id = o.id
+                         WHERE o.channel = ?1 AND o.state = 'pending' AND c.state = 'pending'
+                           AND o.id = (SELECT MIN(p.id) FROM outbox p
+                                       WHERE p.channel = o.channel AND p.chat_key = o.chat_key
+                                         AND p.state = 'pending')
+                           AND c.idx = (SELECT MIN(q.idx) FROM outbox_chunks q
+                                        WHERE q.outbox_id = o.id AND q.state = 'pending')",
+                    )?
+                    .query_row([channel], |row| row.get(0))?)
+            })
+            .await
+    }
+
+    /// Makes every waiting chunk on `channel` due now (a client just connected).
+    pub async fn retry_now(&self, channel: &str) -> Result<(), StoreError> {
+        let channel = channel.to_string();
+        self.engine
+            .call(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE outbox_chunks SET next_attempt_at = ?2
+                     WHERE state = 'pending' AND next_attempt_at > ?2 AND outbox_id IN
+                         (SELECT id FROM outbox WHERE channel = ?1 AND state = 'pending')",
+                )?
+                .execute(params![channel, now_ms()])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Pending and dead-lettered deliveries, oldest first (delivered ones are history).
+    pub async fn list_outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.engine
+            .call(move |conn| {
+                let mut statement = conn.prepare_cached(
+                    "SELECT o.id, o.key, o.channel, o.route, o.state,
+                            (SELECT MAX(attempts) FROM outbox_chunks c WHERE c.outbox_id = o.id),
+                            (SELECT last_error FROM outbox_chunks c WHERE c.outbox_id = o.id
+                               AND last_error IS NOT NULL ORDER BY idx DESC LIMIT 1),
+                            (SELECT MIN(next_attempt_at) FROM outbox_chunks c
+                               WHERE c.outbox_id = o.id AND c.state = 'pending'),
+                            (SELECT group_concat(text, '') FROM
+                               (SELECT text FROM outbox_chunks c WHERE c.outbox_id = o.id
+                                ORDER BY idx))
+                     FROM outbox o WHERE o.state IN ('pending', 'dead') ORDER BY o.id LIMIT ?1",
+                )?;
+                let mut rows = statement.query([limit as i64])?;
+                let mut entries = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let route: String = row.get(3)?;
+                    entries.push(OutboxEntry {
+                        id: row.get(0)?,
+                        key: row.get(1)?,
+                        channel: row.get(2)?,
+                        chat_id: route_from(&route)?.chat_id,
+                        state: row.get(4)?,
+                        attempts: row.get::<_, Option<i64>>(5)?.unwrap_or(0),
+                        last_error: row.get(6)?,
+                        next_attempt_at: row.get(7)?,
+                        text: row.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                    });
+                }
+                Ok(entries)
+            })
+            .await
+    }
+
+    pub async fn counts(&self) -> Result<Counts, StoreError> {
+        self.engine
+            .call(|conn| {
+                let count = |sql: &str| -> Result<i64, StoreError> {
+                    Ok(conn.prepare_cached(sql)?.query_row([], |row| row.get(0))?)
+                };
+                Ok(Counts {
+                    running_jobs: count(
+                        "SELECT COUNT(*) FROM jobs WHERE state IN ('starting', 'running')",
+                    )?,
+                    queued_events: count("SELECT COUNT(*) FROM events WHERE state = 'queued'")?,
+                    pending_deliveries: count(
+                        "SELECT COUNT(*) FROM outbox WHERE state = 'pending'",
+                    )?,
+                    dead_deliveries: count("SELECT COUNT(*) FROM outbox WHERE state = 'dead'")?,
+                })
+            })
+            .await
+    }
+}
+
+/// Inserts an event, or, past the session's bound, folds it into the newest queued one so that
+/// nothing is evicted silently. A repeated `context_key` is ignored (returns the existing id).
+fn insert_event(conn: &Connection, event: &NewEvent, max_queued: usize) -> Result<i64, StoreError> {
+    if let Some(key) = &event.context_key {
+        let existing: Option<i64> = conn
+            .prepare_cached("SELECT id FROM events WHERE context_key = ?1")?
+            .query_row([key], |row| row.get(0))
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok(id);
+        }
+    }
+    let queued: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM events WHERE session = ?1 AND state = 'queued'")?
+        .query_row([&event.session], |row| row.get(0))?;
+    let origin = event.origin.as_ref().map(route_json).transpose()?;
+    if queued as usize >= max_queued {
+        let newest: Option<i64> = conn
+            .prepare_cached("SELECT MAX(id) FROM events WHERE session = ?1 AND state = 'queued'")?
+            .query_row([&event.session], |row| row.get(0))?;
+        if let Some(id) = newest {
+            const FOLDED_TEXT_CAP: usize = 16_000;
+            conn.prepare_cached(
+                "UPDATE events SET coalesced = coalesced + 1,
+                        text = CASE WHEN length(text) < ?3 THEN text || char(10) || char(10) || ?2
+                                    ELSE text END,
+                        wake = COALESCE(?4, wake)
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, event.text, FOLDED_TEXT_CAP as i64, event.wake])?;
+            return Ok(id);
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO events (session, context_key, text, origin, wake, state, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+    )?
+    .execute(params![
+        event.session,
+        event.context_key,
+        event.text,
+        origin,
+        event.wake,
+        now_ms()
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+#[cfg(test)]
+mod tests;

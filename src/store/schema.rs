@@ -1,0 +1,133 @@
+//! Schema migrations, versioned in code: `user_version` counts the steps applied.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+    -- The last place each session spoke from (§1 of the relay semantics).
+    CREATE TABLE routes (
+        session    TEXT PRIMARY KEY,
+        route      TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+
+    -- Platform message ids already accepted: a redelivery is never run twice.
+    CREATE TABLE inbound_seen (
+        channel     TEXT NOT NULL,
+        platform_id TEXT NOT NULL,
+        seen_at     INTEGER NOT NULL,
+        PRIMARY KEY (channel, platform_id)
+    );
+
+    -- Accepted messages waiting for the command processor.
+    CREATE TABLE inbox (
+        id           INTEGER PRIMARY KEY,
+        session      TEXT NOT NULL,
+        route        TEXT NOT NULL,
+        sender       TEXT NOT NULL,
+        text         TEXT NOT NULL,
+        received_at  INTEGER NOT NULL,
+        processed_at INTEGER
+    );
+    CREATE INDEX inbox_pending ON inbox (id) WHERE processed_at IS NULL;
+
+    CREATE TABLE jobs (
+        id             TEXT PRIMARY KEY,
+        session        TEXT NOT NULL,
+        origin         TEXT NOT NULL,
+        command        TEXT NOT NULL,
+        cwd            TEXT NOT NULL,
+        requester      TEXT NOT NULL,
+        state          TEXT NOT NULL,
+        created_at     INTEGER NOT NULL,
+        started_at     INTEGER,
+        finished_at    INTEGER,
+        supervisor_pid INTEGER,
+        exit_code      INTEGER,
+        signal         INTEGER,
+        detail         TEXT
+    );
+    CREATE INDEX jobs_session ON jobs (session, created_at);
+    CREATE INDEX jobs_unfinished ON jobs (state) WHERE state IN ('starting', 'running');
+
+    -- The system-event queue (§4). `wake` is the heartbeat reason the event asks for; NULL
+    -- waits for the next scheduled run.
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY,
+        session     TEXT NOT NULL,
+        context_key TEXT UNIQUE,
+        text        TEXT NOT NULL,
+        origin      TEXT,
+        wake        TEXT,
+        state       TEXT NOT NULL,
+        blocked     TEXT,
+        coalesced   INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL,
+        consumed_at INTEGER,
+        outbox_id   INTEGER
+    );
+    CREATE INDEX events_queued ON events (session, id) WHERE state = 'queued';
+
+    -- One row per outbound message; its text lives in chunks with per-chunk progress (§7).
+    CREATE TABLE outbox (
+        id          INTEGER PRIMARY KEY,
+        key         TEXT NOT NULL UNIQUE,
+        channel     TEXT NOT NULL,
+        chat_key    TEXT NOT NULL,
+        route       TEXT NOT NULL,
+        session     TEXT,
+        kind        TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        finished_at INTEGER
+    );
+    CREATE INDEX outbox_pending ON outbox (channel, chat_key, id) WHERE state = 'pending';
+
+    CREATE TABLE outbox_chunks (
+        outbox_id       INTEGER NOT NULL REFERENCES outbox (id),
+        idx             INTEGER NOT NULL,
+        text            TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        lease_owner     TEXT,
+        lease_until     INTEGER,
+        last_error      TEXT,
+        platform_id     TEXT,
+        sent_at         INTEGER,
+        PRIMARY KEY (outbox_id, idx)
+    );
+    "#,
+];
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if applied > known {
+        return Err(StoreError::Corrupt(format!(
+            "the database has schema version {applied}, newer than this relay knows ({known})"
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        if index == 0 {
+            // A short install id makes idempotency keys unique across databases.
+            let install: String = (0..4)
+                .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
+                .collect();
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('install_id', ?1)",
+                [install],
+            )?;
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}

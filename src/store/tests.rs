@@ -1,0 +1,239 @@
+use execrelay_channel::ChatType;
+
+use super::*;
+
+fn route(chat: &str) -> Route {
+    Route {
+        channel: "webhook".into(),
+        account: String::new(),
+        chat_id: chat.into(),
+        thread_id: None,
+        reply_to_message_id: None,
+        chat_type: ChatType::Direct,
+    }
+}
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db.sqlite"), "test").unwrap();
+    (dir, store)
+}
+
+fn inbound(chat: &str, id: Option<&str>) -> InboundRecord {
+    InboundRecord {
+        session: "user:webhook:alice".into(),
+        route: route(chat),
+        sender: "webhook:alice".into(),
+        text: "/status".into(),
+        platform_message_id: id.map(str::to_string),
+    }
+}
+
+fn reply(chat: &str, chunks: &[&str]) -> NewOutbox {
+    NewOutbox {
+        route: route(chat),
+        session: None,
+        kind: "reply",
+        chunks: chunks.iter().map(|c| c.to_string()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn inbound_is_deduped_and_records_the_last_route() {
+    let (_dir, store) = open();
+    let first = store
+        .accept_inbound(inbound("a", Some("m1")))
+        .await
+        .unwrap();
+    assert!(matches!(first, InboundResult::Stored { .. }));
+    let again = store
+        .accept_inbound(inbound("b", Some("m1")))
+        .await
+        .unwrap();
+    assert_eq!(again, InboundResult::Duplicate);
+    let last = store
+        .last_route("user:webhook:alice")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.chat_id, "a", "a duplicate must not move the route");
+    store.accept_inbound(inbound("b", None)).await.unwrap();
+    let last = store
+        .last_route("user:webhook:alice")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.chat_id, "b");
+    assert_eq!(store.pending_inbox(10).await.unwrap().len(), 2);
+}
+
+fn new_job(id: &str) -> NewJob {
+    NewJob {
+        id: id.into(),
+        session: "user:webhook:alice".into(),
+        origin: route("a"),
+        command: "true".into(),
+        cwd: ".".into(),
+        requester: "webhook:alice".into(),
+    }
+}
+
+fn exit_ok() -> JobFinal {
+    JobFinal {
+        state: JobState::Exited,
+        exit_code: Some(0),
+        signal: None,
+        started_at: Some(1),
+        finished_at: 2,
+        detail: None,
+    }
+}
+
+fn completion(job: &str) -> NewEvent {
+    NewEvent {
+        session: "user:webhook:alice".into(),
+        context_key: Some(format!("exec:{job}")),
+        text: format!("exec finished: true (exit 0 after 1ms, job {job})"),
+        origin: Some(route("a")),
+        wake: Some("exec-event".into()),
+    }
+}
+
+#[tokio::test]
+async fn a_job_finishes_once_with_one_event() {
+    let (_dir, store) = open();
+    let InboundResult::Stored { inbox_id, .. } =
+        store.accept_inbound(inbound("a", None)).await.unwrap()
+    else {
+        panic!("not stored")
+    };
+    store
+        .finish_inbox(
+            inbox_id,
+            Some(new_job("abc123")),
+            vec![reply("a", &["started"])],
+        )
+        .await
+        .unwrap();
+    assert!(store.finish_inbox(inbox_id, None, vec![]).await.is_err());
+    assert!(
+        store
+            .finish_job("abc123", exit_ok(), Some(completion("abc123")), 100)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_job("abc123", exit_ok(), Some(completion("abc123")), 100)
+            .await
+            .unwrap()
+    );
+    let events = store.queued_events("user:webhook:alice").await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        store.job("abc123").await.unwrap().unwrap().state,
+        JobState::Exited
+    );
+}
+
+#[tokio::test]
+async fn consuming_events_is_all_or_nothing() {
+    let (_dir, store) = open();
+    let id = store.enqueue_event(completion("j1"), 100).await.unwrap();
+    let outbox = store
+        .consume_events(vec![id], reply("a", &["x"]))
+        .await
+        .unwrap();
+    assert!(outbox > 0);
+    let again = store.consume_events(vec![id], reply("a", &["x"])).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))));
+    // The failed attempt wrote no outbox row.
+    assert_eq!(store.list_outbox(10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn past_the_bound_events_fold_into_the_newest() {
+    let (_dir, store) = open();
+    for n in 0..5 {
+        let mut event = completion(&format!("j{n}"));
+        event.text = format!("event {n}");
+        store.enqueue_event(event, 3).await.unwrap();
+    }
+    let events = store.queued_events("user:webhook:alice").await.unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[2].coalesced, 2);
+    assert!(events[2].text.contains("event 4"));
+}
+
+#[tokio::test]
+async fn chunks_go_out_in_order_per_chat() {
+    let (_dir, store) = open();
+    store
+        .enqueue_outbox(vec![
+            reply("a", &["a1", "a2"]),
+            reply("a", &["a3"]),
+            reply("b", &["b1"]),
+        ])
+        .await
+        .unwrap();
+    let first = store.claim_due("webhook", 10, 60_000).await.unwrap();
+    let texts: Vec<_> = first.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(texts, ["a1", "b1"], "one head per chat");
+    // While a1 is leased, chat a waits.
+    assert!(
+        store
+            .claim_due("webhook", 10, 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let a1 = &first[0];
+    store
+        .record_outcome(
+            a1.outbox_id,
+            a1.index,
+            ChunkOutcome::Sent { platform_id: None },
+        )
+        .await
+        .unwrap();
+    let next = store.claim_due("webhook", 10, 60_000).await.unwrap();
+    assert_eq!(next[0].text, "a2");
+    assert_eq!((next[0].index, next[0].count), (1, 2));
+    store
+        .record_outcome(
+            next[0].outbox_id,
+            1,
+            ChunkOutcome::Dead {
+                error: "HTTP 410".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let next = store.claim_due("webhook", 10, 60_000).await.unwrap();
+    assert_eq!(next[0].text, "a3", "a dead message does not block the chat");
+    let listed = store.list_outbox(10).await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|e| e.state == "dead" && e.last_error.as_deref() == Some("HTTP 410"))
+    );
+}
+
+#[tokio::test]
+async fn a_restart_releases_this_nodes_leases() {
+    let (dir, store) = open();
+    store
+        .enqueue_outbox(vec![reply("a", &["a1"])])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim_due("webhook", 10, 60_000).await.unwrap().len(),
+        1
+    );
+    drop(store);
+    let store = Store::open(&dir.path().join("db.sqlite"), "test").unwrap();
+    assert_eq!(store.release_own_leases().await.unwrap(), 1);
+    let again = store.claim_due("webhook", 10, 60_000).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+}

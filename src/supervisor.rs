@@ -1,0 +1,200 @@
+//! The job supervisor: the hidden `execrelay supervise` subcommand, one process per job.
+//!
+//! It outlives the relay (the relay starts it in a session of its own), runs the command in a
+//! new process group with stdout and stderr appended to the job's log file, enforces the
+//! timeout and `/kill` (SIGTERM to the supervisor), and writes the exit status to
+//! `status.json` durably (write, fsync, rename, fsync the directory) before it exits. A relay
+//! that restarts reads that file and so learns the real outcome. Files in the job directory:
+//! `supervisor.pid`, `output.log`, `status.json`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub const PID_FILE: &str = "supervisor.pid";
+pub const LOG_FILE: &str = "output.log";
+pub const STATUS_FILE: &str = "status.json";
+
+/// What the supervisor learned, as written to `status.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub killed: bool,
+    pub spawn_error: Option<String>,
+    pub started_at: i64,
+    pub finished_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SuperviseArgs {
+    pub job_dir: PathBuf,
+    pub shell: PathBuf,
+    pub workdir: PathBuf,
+    pub command: String,
+    pub timeout: Duration,
+    pub grace: Duration,
+    pub job_id: String,
+}
+
+static TERM_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    TERM_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+fn now_ms() -> i64 {
+    crate::store::now_ms()
+}
+
+/// Runs the job to its end and records the outcome; returns the process exit code.
+pub fn run(args: &SuperviseArgs) -> i32 {
+    // SAFETY: installing a handler that only stores to an atomic is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+    let started_at = now_ms();
+    if let Err(error) = std::fs::write(
+        args.job_dir.join(PID_FILE),
+        format!("{}\n", std::process::id()),
+    ) {
+        eprintln!("supervisor: cannot write pid file: {error}");
+    }
+    let record = match supervise(args, started_at) {
+        Ok(record) => record,
+        Err(spawn_error) => ExitRecord {
+            spawn_error: Some(spawn_error),
+            started_at,
+            finished_at: now_ms(),
+            ..ExitRecord::default()
+        },
+    };
+    match write_status(&args.job_dir, &record) {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("supervisor: cannot record the exit status: {error}");
+            1
+        }
+    }
+}
+
+fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(args.job_dir.join(LOG_FILE))
+        .map_err(|e| format!("cannot open the job log: {e}"))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| format!("cannot open the job log: {e}"))?;
+    let mut child = Command::new(&args.shell)
+        .arg("-c")
+        .arg(&args.command)
+        .current_dir(&args.workdir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .env("EXECRELAY_JOB_ID", &args.job_id)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", args.shell.display()))?;
+    let group = child.id() as libc::pid_t;
+
+    // A thread blocks in wait() so that the exit is seen at once, not at the next poll.
+    let (exited, exit) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exited.send(child.wait());
+    });
+
+    let deadline = Instant::now() + args.timeout;
+    let mut timed_out = false;
+    let mut killed = false;
+    let status = loop {
+        match exit.recv_timeout(Duration::from_millis(50)) {
+            Ok(status) => break status,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err("lost track of the command".into());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let term = TERM_REQUESTED.load(Ordering::SeqCst);
+        if term || Instant::now() >= deadline {
+            killed = term;
+            timed_out = !term;
+            break stop_group(group, args.grace, &exit)?;
+        }
+    };
+    let status = status.map_err(|e| format!("waiting for the command failed: {e}"))?;
+    Ok(ExitRecord {
+        exit_code: status.code(),
+        signal: status.signal(),
+        timed_out,
+        killed,
+        spawn_error: None,
+        started_at,
+        finished_at: now_ms(),
+    })
+}
+
+/// SIGTERM to the whole group, SIGKILL after `grace`, then wait for the exit.
+fn stop_group(
+    group: libc::pid_t,
+    grace: Duration,
+    exit: &mpsc::Receiver<std::io::Result<std::process::ExitStatus>>,
+) -> Result<std::io::Result<std::process::ExitStatus>, String> {
+    // SAFETY: plain syscalls on a process group we created.
+    unsafe { libc::kill(-group, libc::SIGTERM) };
+    if let Ok(status) = exit.recv_timeout(grace) {
+        return Ok(status);
+    }
+    unsafe { libc::kill(-group, libc::SIGKILL) };
+    exit.recv_timeout(Duration::from_secs(30))
+        .map_err(|_| "the command did not die after SIGKILL".to_string())
+}
+
+fn write_status(job_dir: &Path, record: &ExitRecord) -> std::io::Result<()> {
+    let tmp = job_dir.join("status.json.tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(&serde_json::to_vec(record).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, job_dir.join(STATUS_FILE))?;
+    File::open(job_dir)?.sync_all()
+}
+
+/// Reads a job's recorded exit, if the supervisor got that far.
+pub fn read_status(job_dir: &Path) -> Option<Result<ExitRecord, String>> {
+    match std::fs::read(job_dir.join(STATUS_FILE)) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(Err(e.to_string())),
+    }
+}
+
+/// The pid of a job's supervisor if it is still alive and really is that job's supervisor
+/// (pids are reused: the command line must name the job directory).
+pub fn live_supervisor(job_dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(job_dir.join(PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let needle = job_dir.as_os_str().as_encoded_bytes();
+    let is_ours = cmdline.windows(needle.len().max(1)).any(|w| w == needle);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // A zombie has exited; its status file tells the rest.
+    let zombie = stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    (is_ours && !zombie).then_some(pid)
+}

@@ -1,0 +1,116 @@
+//! Acceptance 4: SIGKILL never loses a completion, and a restart does not duplicate one.
+
+use crate::fakes::receiver::Receiver;
+use crate::harness::*;
+
+#[test]
+fn pending_completion_survives_sigkill_and_is_delivered_exactly_once() {
+    let rx = Receiver::start();
+    let mut relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .set("outbox", "backoff_base", &toml_str("200ms"))
+        .set("outbox", "backoff_cap", &toml_str("1s"))
+        .start();
+
+    let job = relay.start_job(
+        &rx,
+        &dm("dm-a", "alice", "/exec sh -c 'sleep 1; echo crash-once'"),
+    );
+    rx.set_unavailable(true);
+    let pending = wait_for(
+        "the completion pending in GET /v1/outbox with attempts >= 1",
+        SOON,
+        || {
+            relay.deliveries().into_iter().find(|d| {
+                d["state"] == "pending"
+                    && d["attempts"].as_u64().unwrap_or(0) >= 1
+                    && is_completion_of(d["text"].as_str().unwrap_or(""), &job.id)
+            })
+        },
+    );
+    assert_eq!(pending["channel"], "webhook", "{pending}");
+    assert_eq!(pending["chat_id"], "dm-a", "{pending}");
+    assert_eq!(
+        rx.count(|d| is_completion_of(&d.text, &job.id)),
+        0,
+        "precondition: not delivered yet"
+    );
+    assert!(
+        rx.attempts().iter().any(|d| d.status == 503),
+        "the receiver answered 503 at least once"
+    );
+
+    relay.kill9();
+    rx.set_unavailable(false);
+    relay.restart();
+
+    let done = rx.wait_for_message("the completion after the restart", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+    assert_eq!(done.conversation_id, "dm-a");
+    assert!(
+        output_lines(&done.text).contains(&"crash-once"),
+        "{:?}",
+        done.text
+    );
+    relay.wait_outbox_drained();
+    assert_eq!(
+        rx.count(|d| is_completion_of(&d.text, &job.id)),
+        1,
+        "exactly one completion"
+    );
+}
+
+#[test]
+fn job_running_across_sigkill_is_still_reported() {
+    let rx = Receiver::start();
+    let mut relay = Relay::start(&rx, &["webhook:alice"]);
+    let marker = relay.path("survived.done");
+    let cmd = format!("sh -c 'sleep 1; echo survived; touch {}'", marker.display());
+
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", &format!("/exec {cmd}")));
+    relay.kill9();
+    assert!(
+        !marker.exists(),
+        "precondition: the job was still running when the relay died"
+    );
+    relay.restart();
+
+    let done = rx.wait_for_message(
+        "a completion (exit or lost) for the job that outlived the relay",
+        secs(15.0),
+        |d| is_completion_of(&d.text, &job.id),
+    );
+    assert_eq!(done.conversation_id, "dm-a");
+    let first = done.text.lines().next().unwrap();
+    let exited = first.contains("exit 0") && output_lines(&done.text).contains(&"survived");
+    let lost = done.text.contains("lost") || done.text.contains("outcome unknown");
+    assert!(
+        exited || lost,
+        "expected `exit 0` + `survived`, or `lost`/`outcome unknown`: {:?}",
+        done.text
+    );
+
+    // The job's process group outlives the relay; once it has finished, no second report follows.
+    wait_for("the job's process to finish (marker file)", SOON, || {
+        marker.exists().then_some(())
+    });
+    wait_for(
+        "the job to reach a final state in GET /v1/jobs",
+        SOON,
+        || {
+            relay
+                .job(&job.id)
+                .filter(|j| j["state"] != "running" && j["state"] != "starting")
+        },
+    );
+    relay.wait_outbox_drained();
+    rx.assert_none_for("second completion", secs(0.5), |d| {
+        is_completion_of(&d.text, &job.id) && d.idempotency_key != done.idempotency_key
+    });
+    assert_eq!(
+        rx.count(|d| is_completion_of(&d.text, &job.id)),
+        1,
+        "exactly one completion"
+    );
+}

@@ -1,0 +1,40 @@
+//! Acceptance 9: a redelivered webhook message (same `message_id`) runs nothing twice.
+
+use crate::fakes::receiver::Receiver;
+use crate::harness::*;
+
+#[test]
+fn duplicate_message_id_runs_the_command_once() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
+    let log = relay.path("ran.log");
+    let msg = dm(
+        "dm-a",
+        "alice",
+        &format!("/exec sh -c 'echo ran >> {}'", log.display()),
+    );
+
+    let (s1, b1) = relay.post_webhook(&msg);
+    assert_eq!(
+        (s1, &b1["ok"], &b1["duplicate"]),
+        (200, &true.into(), &false.into()),
+        "first POST: {b1}"
+    );
+    let (s2, b2) = relay.post_webhook(&msg);
+    assert_eq!(
+        (s2, &b2["ok"], &b2["duplicate"]),
+        (200, &true.into(), &true.into()),
+        "second POST: {b2}"
+    );
+
+    let ack = rx.wait_for_message("the acknowledgement", SOON, is_ack);
+    let id = ack_job_id(&ack.text).expect("job id in ack");
+    rx.wait_for_message("the completion", SOON, |d| is_completion_of(&d.text, &id));
+    relay.wait_outbox_drained();
+
+    assert_eq!(rx.count(is_ack), 1, "one acknowledgement");
+    assert_eq!(rx.count(is_completion), 1, "one completion");
+    assert_eq!(relay.jobs().len(), 1, "one job: {:?}", relay.jobs());
+    let ran = std::fs::read_to_string(&log).expect("the command ran");
+    assert_eq!(ran, "ran\n", "the command ran more than once");
+}

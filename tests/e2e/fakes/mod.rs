@@ -1,0 +1,4 @@
+//! In-process fakes of the platforms the relay talks to. Each records every request and follows
+//! a script of failures.
+
+pub mod receiver;

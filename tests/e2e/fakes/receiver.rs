@@ -1,0 +1,344 @@
+//! A fake generic-webhook receiver: the `callback_url` the relay delivers to.
+//!
+//! It verifies the signature headers exactly as a real receiver would (HMAC-SHA256 over
+//! `timestamp + "." + body`, timestamp within 300 s), records every verified request with its
+//! arrival time and the status it was answered with, and answers from a script: an "answer N to
+//! everything" switch, then queued rules (`respond_next`), else 200. Requests that fail
+//! verification are answered 401 and counted, never recorded as messages.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::routing::post;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::harness::{self, SECRET};
+
+/// One verified callback request.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub conversation_id: String,
+    pub text: String,
+    pub idempotency_key: String,
+    pub thread_id: Option<String>,
+    pub reply_to: Option<Value>,
+    pub at: Instant,
+    /// The status the fake answered with (2xx = the relay may consider it delivered).
+    pub status: u16,
+}
+
+impl Delivery {
+    pub fn accepted(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+type Filter = Box<dyn Fn(&Delivery) -> bool + Send + Sync>;
+
+struct Rule {
+    remaining: usize,
+    status: u16,
+    headers: Vec<(String, String)>,
+    filter: Option<Filter>,
+}
+
+#[derive(Default)]
+struct Inner {
+    attempts: Vec<Delivery>,
+    rejected: Vec<String>,
+    answer_all: Option<u16>,
+    script: Vec<Rule>,
+}
+
+struct Shared {
+    secret: String,
+    inner: Mutex<Inner>,
+}
+
+pub struct Receiver {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    // Last field: dropped after everything else, stopping the server.
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Receiver {
+    /// Binds 127.0.0.1:0 and serves `POST /callback` on a private runtime.
+    pub fn start() -> Receiver {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("fake-receiver")
+            .enable_all()
+            .build()
+            .expect("build the fake receiver's runtime");
+        let shared = Arc::new(Shared {
+            secret: SECRET.to_string(),
+            inner: Mutex::new(Inner::default()),
+        });
+        let app = Router::new()
+            .route("/callback", post(callback))
+            .with_state(shared.clone());
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind the fake receiver");
+        let addr = listener.local_addr().expect("fake receiver address");
+        rt.spawn(async move {
+            axum::serve(listener, app)
+                .await
+                .expect("fake receiver serve");
+        });
+        Receiver {
+            addr,
+            shared,
+            rt: Some(rt),
+        }
+    }
+
+    pub fn callback_url(&self) -> String {
+        format!("http://{}/callback", self.addr)
+    }
+
+    /// The next `n` requests are answered `status` with `headers`.
+    #[allow(dead_code)] // part of the fake's script vocabulary
+    pub fn respond_next(&self, n: usize, status: u16, headers: &[(&str, &str)]) {
+        self.push_rule(n, status, headers, None);
+    }
+
+    /// The next `n` requests matching `pred` are answered `status` with `headers`; others are
+    /// unaffected. `usize::MAX` makes it permanent.
+    pub fn respond_next_where(
+        &self,
+        n: usize,
+        status: u16,
+        headers: &[(&str, &str)],
+        pred: impl Fn(&Delivery) -> bool + Send + Sync + 'static,
+    ) {
+        self.push_rule(n, status, headers, Some(Box::new(pred)));
+    }
+
+    fn push_rule(&self, n: usize, status: u16, headers: &[(&str, &str)], filter: Option<Filter>) {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.lock().script.push(Rule {
+            remaining: n,
+            status,
+            headers,
+            filter,
+        });
+    }
+
+    /// `true`: answer 503 to everything (before any script rule) until switched off.
+    pub fn set_unavailable(&self, on: bool) {
+        self.lock().answer_all = on.then_some(503);
+    }
+
+    /// Every verified request, in arrival order, whatever it was answered.
+    pub fn attempts(&self) -> Vec<Delivery> {
+        self.lock().attempts.clone()
+    }
+
+    /// Verified requests answered 2xx, in arrival order: what the chat would show.
+    pub fn messages(&self) -> Vec<Delivery> {
+        self.lock()
+            .attempts
+            .iter()
+            .filter(|d| d.accepted())
+            .cloned()
+            .collect()
+    }
+
+    pub fn count(&self, pred: impl Fn(&Delivery) -> bool) -> usize {
+        self.lock()
+            .attempts
+            .iter()
+            .filter(|d| d.accepted() && pred(d))
+            .count()
+    }
+
+    /// Requests that failed signature/timestamp/body verification.
+    pub fn rejected_count(&self) -> usize {
+        self.lock().rejected.len()
+    }
+
+    /// The first accepted message matching `pred` (waiting for it, bounded).
+    #[track_caller]
+    pub fn wait_for_message(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Delivery) -> bool,
+    ) -> Delivery {
+        harness::wait_for(&format!("the receiver to get {what}"), timeout, || {
+            self.lock()
+                .attempts
+                .iter()
+                .find(|d| d.accepted() && pred(d))
+                .cloned()
+        })
+    }
+
+    /// Asserts that for `window` no accepted message matches `pred` (a negative check over a
+    /// bounded window; not a synchronisation point).
+    #[track_caller]
+    pub fn assert_none_for(&self, what: &str, window: Duration, pred: impl Fn(&Delivery) -> bool) {
+        harness::assert_holds(&format!("no {what} reaches the receiver"), window, || {
+            self.count(&pred) == 0
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.shared.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn dump(&self) -> String {
+        let inner = self.lock();
+        let mut out = String::new();
+        let t0 = inner.attempts.first().map(|d| d.at);
+        for d in &inner.attempts {
+            let dt = t0.map(|t| d.at.duration_since(t)).unwrap_or_default();
+            out.push_str(&format!(
+                "  +{:>7.3}s {} conv={} thread={:?} reply_to={:?} key={} text={:?}\n",
+                dt.as_secs_f64(),
+                d.status,
+                d.conversation_id,
+                d.thread_id,
+                d.reply_to,
+                d.idempotency_key,
+                d.text
+            ));
+        }
+        for r in &inner.rejected {
+            out.push_str(&format!("  rejected: {r}\n"));
+        }
+        out
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- fake receiver saw:\n{}---", self.dump());
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn callback(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, HeaderMap, String) {
+    handle(&shared, &headers, &body)
+}
+
+fn handle(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> (StatusCode, HeaderMap, String) {
+    let parsed = verify(&shared.secret, headers, body).and_then(|()| parse(body));
+    let mut inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+    let mut delivery = match parsed {
+        Ok(d) => d,
+        Err(why) => {
+            let status = if why.starts_with("body:") { 400 } else { 401 };
+            inner.rejected.push(why.clone());
+            return (
+                StatusCode::from_u16(status).unwrap(),
+                HeaderMap::new(),
+                serde_json::json!({ "error": why }).to_string(),
+            );
+        }
+    };
+    let (status, extra) = if let Some(s) = inner.answer_all {
+        (s, Vec::new())
+    } else if let Some(rule) = inner
+        .script
+        .iter_mut()
+        .find(|r| r.remaining > 0 && r.filter.as_ref().is_none_or(|f| f(&delivery)))
+    {
+        rule.remaining -= 1;
+        (rule.status, rule.headers.clone())
+    } else {
+        (200, Vec::new())
+    };
+    delivery.status = status;
+    inner.attempts.push(delivery);
+    let mut out = HeaderMap::new();
+    for (k, v) in extra {
+        out.insert(
+            HeaderName::from_bytes(k.as_bytes()).expect("scripted header name"),
+            HeaderValue::from_str(&v).expect("scripted header value"),
+        );
+    }
+    let body = if (200..300).contains(&status) {
+        r#"{"ok":true}"#.to_string()
+    } else {
+        format!(r#"{{"ok":false,"error":"scripted {status}"}}"#)
+    };
+    (
+        StatusCode::from_u16(status).expect("scripted status"),
+        out,
+        body,
+    )
+}
+
+fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .ok_or_else(|| format!("missing {name}"))?
+            .to_str()
+            .map_err(|_| format!("{name} is not ASCII"))
+    };
+    let ts = header("x-execrelay-timestamp")?;
+    let sig = header("x-execrelay-signature")?;
+    let ts_num: i64 = ts
+        .parse()
+        .map_err(|_| format!("timestamp {ts:?} is not a number"))?;
+    let skew = (harness::unix_now() - ts_num).abs();
+    if skew > 300 {
+        return Err(format!("timestamp {ts} is {skew}s off"));
+    }
+    let hex_sig = sig
+        .strip_prefix("sha256=")
+        .ok_or_else(|| format!("signature {sig:?} lacks sha256="))?;
+    if hex_sig.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(format!("signature {sig:?} is not lowercase hex"));
+    }
+    let raw = hex::decode(hex_sig).map_err(|_| format!("signature {sig:?} is not hex"))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
+    mac.update(ts.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&raw)
+        .map_err(|_| "signature mismatch".to_string())
+}
+
+fn parse(body: &[u8]) -> Result<Delivery, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("body: not JSON: {e}"))?;
+    let s = |k: &str| -> Result<String, String> {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| format!("body: missing string field {k:?} in {v}"))
+    };
+    let opt = |k: &str| v.get(k).filter(|x| !x.is_null()).cloned();
+    Ok(Delivery {
+        conversation_id: s("conversation_id")?,
+        text: s("text")?,
+        idempotency_key: s("idempotency_key")?,
+        thread_id: opt("thread_id")
+            .map(|t| t.as_str().map(str::to_string).unwrap_or(t.to_string())),
+        reply_to: opt("reply_to"),
+        at: Instant::now(),
+        status: 0,
+    })
+}

@@ -1,0 +1,614 @@
+//! Runs the real `execrelay` binary: temp dir, port 0, webhook callbacks pointed at a fake.
+//!
+//! Tests are plain `#[test]` functions. The relay is a `std::process::Child`; the fake receiver
+//! and the HTTP client each own a small private tokio runtime, so nothing here blocks a runtime
+//! thread and every test can run in parallel with the others.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::fakes::receiver::{Delivery, Receiver};
+
+/// The binary under test: cargo's build of `execrelay`, or `$EXECRELAY_E2E_BIN` (to run the
+/// suite against another build).
+pub fn bin() -> PathBuf {
+    std::env::var_os("EXECRELAY_E2E_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_execrelay")))
+}
+/// The webhook secret shared by the relay under test and the fake receiver.
+pub const SECRET: &str = "e2e-webhook-secret-3f9a1c";
+
+const POLL: Duration = Duration::from_millis(15);
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const CLI_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Default bound for "the relay should do this promptly" waits. Generous on purpose: the tests
+/// that are about latency assert it explicitly.
+pub const SOON: Duration = Duration::from_secs(10);
+
+pub fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting
+
+/// Polls `f` every ~15 ms until it returns `Some`, panicking with `what` after `timeout`.
+#[track_caller]
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() >= timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Asserts `f` holds at every poll for the whole `window` (bounded negative check).
+#[track_caller]
+pub fn assert_holds(what: &str, window: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    loop {
+        assert!(
+            f(),
+            "expected {what} for {window:?}, but it failed after {:?}",
+            start.elapsed()
+        );
+        if start.elapsed() >= window {
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signing and messages
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// `sha256=<lowercase hex HMAC-SHA256(secret, timestamp + "." + body)>`.
+pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+static MESSAGE_SEQ: AtomicU64 = AtomicU64::new(1);
+
+fn next_message_id() -> String {
+    format!(
+        "e2e-{}-{}",
+        std::process::id(),
+        MESSAGE_SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// An inbound direct message with a fresh `message_id`.
+pub fn dm(conversation_id: &str, user_id: &str, text: &str) -> Value {
+    json!({
+        "conversation_id": conversation_id,
+        "user_id": user_id,
+        "text": text,
+        "message_id": next_message_id(),
+        "chat_type": "direct",
+    })
+}
+
+/// An inbound group message with a fresh `message_id`.
+pub fn group_msg(conversation_id: &str, user_id: &str, text: &str) -> Value {
+    json!({
+        "conversation_id": conversation_id,
+        "user_id": user_id,
+        "text": text,
+        "message_id": next_message_id(),
+        "chat_type": "group",
+    })
+}
+
+/// `started job <id>: <command>` → `<id>`.
+pub fn ack_job_id(text: &str) -> Option<String> {
+    let rest = text.strip_prefix("started job ")?;
+    let id = rest.split(':').next()?.trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+pub fn is_ack(d: &Delivery) -> bool {
+    d.text.starts_with("started job ")
+}
+
+pub fn is_completion(d: &Delivery) -> bool {
+    d.text.starts_with("exec finished: ")
+}
+
+/// Whether `text` is a completion whose first line names job `id` (as a whole token, so job
+/// `1` does not match job `12`).
+pub fn is_completion_of(text: &str, id: &str) -> bool {
+    text.starts_with("exec finished: ") && first_line_has_token(text, id)
+}
+
+pub fn first_line_has_token(text: &str, token: &str) -> bool {
+    let first = text.lines().next().unwrap_or("");
+    first
+        .split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_'))
+        .any(|t| t == token)
+}
+
+/// The output part of a completion: its lines after the first, trimmed.
+pub fn output_lines(text: &str) -> Vec<&str> {
+    text.lines().skip(1).map(str::trim).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLI
+
+/// Runs the binary with `args` (bounded), capturing its output.
+pub fn run_cli(args: &[&std::ffi::OsStr], cwd: &Path) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("EXECRELAY_WEBHOOK_SECRET")
+        .env_remove("EXECRELAY_API_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn execrelay CLI");
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = so.read_to_end(&mut b);
+        b
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = se.read_to_end(&mut b);
+        b
+    });
+    let status = wait_for(
+        &format!("`execrelay {args:?}` to exit"),
+        CLI_TIMEOUT,
+        || child.try_wait().expect("try_wait on CLI"),
+    );
+    Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The relay
+
+/// Builds a relay config. Values are raw TOML (use [`toml_str`] for strings).
+pub struct RelayBuilder {
+    dir: tempfile::TempDir,
+    tables: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// A TOML basic string literal (JSON string escaping is valid TOML).
+pub fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+impl RelayBuilder {
+    /// `[access] allow`.
+    pub fn allow(self, who: &[&str]) -> Self {
+        let list = who
+            .iter()
+            .map(|w| toml_str(w))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.set("access", "allow", &format!("[{list}]"))
+    }
+
+    /// Sets `key = raw_value` in `[table]` (e.g. `"channels.webhook"`), replacing a default.
+    pub fn set(mut self, table: &str, key: &str, raw_value: &str) -> Self {
+        self.tables
+            .entry(table.to_string())
+            .or_default()
+            .insert(key.to_string(), raw_value.to_string());
+        self
+    }
+
+    /// The relay's temp dir (exists already, so tests can put files there before `start`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn render(&self) -> String {
+        let order = [
+            "store",
+            "http",
+            "access",
+            "identities",
+            "exec",
+            "heartbeat",
+            "outbox",
+        ];
+        let mut names: Vec<&String> = self.tables.keys().collect();
+        names.sort_by_key(|n| (order.iter().position(|o| o == n).unwrap_or(order.len()), *n));
+        let mut out = String::new();
+        for name in names {
+            out.push_str(&format!("[{name}]\n"));
+            for (k, v) in &self.tables[name] {
+                out.push_str(&format!("{k} = {v}\n"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    pub fn start(self) -> Relay {
+        let cfg = self.dir.path().join("execrelay.toml");
+        fs::write(&cfg, self.render()).expect("write relay config");
+        let log = self.dir.path().join("relay.log");
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("client runtime");
+        let mut relay = Relay {
+            dir: self.dir,
+            cfg,
+            log,
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            starts: 0,
+            client,
+            rt,
+        };
+        relay.spawn();
+        relay
+    }
+}
+
+pub struct Relay {
+    dir: tempfile::TempDir,
+    cfg: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    starts: u32,
+    client: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+/// A job started through a chat message, with its acknowledgement.
+pub struct Started {
+    pub id: String,
+    pub ack: Delivery,
+}
+
+impl Relay {
+    /// A config with: the store and workdir in a fresh temp dir, HTTP on 127.0.0.1:0, the
+    /// webhook channel enabled with [`SECRET`] and callbacks to `rx`, and scheduled heartbeats
+    /// every 30 min (so within a test only a wake delivers). `[access] allow` is empty until
+    /// [`RelayBuilder::allow`].
+    pub fn builder(rx: &Receiver) -> RelayBuilder {
+        Self::builder_with_callback(&rx.callback_url())
+    }
+
+    pub fn builder_with_callback(callback_url: &str) -> RelayBuilder {
+        let dir = tempfile::Builder::new()
+            .prefix("execrelay-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let db = toml_str(&dir.path().join("execrelay.db").to_string_lossy());
+        let workdir = toml_str(&dir.path().to_string_lossy());
+        RelayBuilder {
+            dir,
+            tables: BTreeMap::new(),
+        }
+        .set("store", "path", &db)
+        .set("http", "listen", &toml_str("127.0.0.1:0"))
+        .set("access", "allow", "[]")
+        .set("exec", "workdir", &workdir)
+        .set("heartbeat", "every", &toml_str("30m"))
+        .set("channels.webhook", "enabled", "true")
+        .set("channels.webhook", "secret", &toml_str(SECRET))
+        .set("channels.webhook", "callback_url", &toml_str(callback_url))
+    }
+
+    /// Shorthand: default config, `allow` as given.
+    pub fn start(rx: &Receiver, allow: &[&str]) -> Relay {
+        Self::builder(rx).allow(allow).start()
+    }
+
+    #[allow(dead_code)]
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    #[allow(dead_code)]
+    pub fn config_path(&self) -> &Path {
+        &self.cfg
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let ready = self.dir.path().join(format!("ready-{}", self.starts));
+        let _ = fs::remove_file(&ready);
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open relay log");
+        writeln!(log, "=== e2e harness: start #{} ===", self.starts).unwrap();
+        let child = Command::new(bin())
+            .arg("--config")
+            .arg(&self.cfg)
+            .arg("run")
+            .arg("--ready-file")
+            .arg(&ready)
+            .current_dir(self.dir.path())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,execrelay=debug".into()),
+            )
+            .env_remove("EXECRELAY_WEBHOOK_SECRET")
+            .env_remove("EXECRELAY_API_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn execrelay run");
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if let Ok(s) = fs::read_to_string(&ready)
+                && let Ok(addr) = s.trim().parse::<SocketAddr>()
+            {
+                self.addr = addr;
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
+                self.child = None;
+                panic!(
+                    "relay exited before writing its ready file ({status}); log tail:\n{}",
+                    self.log_tail(6000)
+                );
+            }
+            if start.elapsed() >= READY_TIMEOUT {
+                panic!(
+                    "timed out after {READY_TIMEOUT:?} waiting for the relay's ready file {}; log tail:\n{}",
+                    ready.display(),
+                    self.log_tail(6000)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The last `max` bytes of the relay's stderr log (all starts).
+    pub fn log_tail(&self, max: u64) -> String {
+        let Ok(mut f) = File::open(&self.log) else {
+            return "<no log>".into();
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
+        let mut buf = Vec::new();
+        let _ = f.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// SIGKILL the relay (only the relay's own pid; its jobs live in their own process groups).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same dir, config and database (a new port; waits for readiness).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    // --- HTTP ---------------------------------------------------------------------------
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    #[track_caller]
+    fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        self.rt.block_on(async move {
+            let resp = req.send().await.expect("HTTP request to the relay");
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await.expect("read relay response");
+            let v = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+            (status, v)
+        })
+    }
+
+    /// Posts `body` to `/webhook`, signed with a current timestamp.
+    pub fn post_webhook(&self, body: &Value) -> (u16, Value) {
+        let raw = serde_json::to_vec(body).unwrap();
+        let ts = unix_now().to_string();
+        let sig = sign(SECRET, &ts, &raw);
+        self.post_webhook_raw(
+            &[
+                ("Content-Type", "application/json".into()),
+                ("X-Execrelay-Timestamp", ts),
+                ("X-Execrelay-Signature", sig),
+            ],
+            raw,
+        )
+    }
+
+    /// Posts `body` to `/webhook` with exactly `headers` (for bad signatures and the like).
+    pub fn post_webhook_raw(
+        &self,
+        headers: &[(&str, String)],
+        body: impl Into<Vec<u8>>,
+    ) -> (u16, Value) {
+        let mut req = self.client.post(self.url("/webhook")).body(body.into());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        self.send(req)
+    }
+
+    /// Posts a message that must be accepted as new (`200 {"ok":true,"duplicate":false}`).
+    #[track_caller]
+    pub fn say(&self, msg: &Value) {
+        let (status, body) = self.post_webhook(msg);
+        assert_eq!(status, 200, "webhook POST of {msg} answered {body}");
+        assert_eq!(
+            body["ok"],
+            json!(true),
+            "webhook POST of {msg} answered {body}"
+        );
+        assert_eq!(
+            body["duplicate"],
+            json!(false),
+            "webhook POST of {msg} answered {body}"
+        );
+    }
+
+    /// Sends `msg` (an `/exec ...` message) and waits for the acknowledgement in its
+    /// conversation; returns the job id parsed from `started job <id>: ...`.
+    #[track_caller]
+    pub fn start_job(&self, rx: &Receiver, msg: &Value) -> Started {
+        let conv = msg["conversation_id"]
+            .as_str()
+            .expect("conversation_id")
+            .to_string();
+        let before = rx.count(|d| d.conversation_id == conv && is_ack(d));
+        self.say(msg);
+        let ack = wait_for(
+            &format!("an acknowledgement of {} in {conv}", msg["text"]),
+            SOON,
+            || {
+                rx.messages()
+                    .into_iter()
+                    .filter(|d| d.conversation_id == conv && is_ack(d))
+                    .nth(before)
+            },
+        );
+        let id = ack_job_id(&ack.text).unwrap_or_else(|| panic!("no job id in ack {:?}", ack.text));
+        Started { id, ack }
+    }
+
+    /// GET `path`; panics unless 200.
+    #[track_caller]
+    pub fn api_get(&self, path: &str) -> Value {
+        let (status, body) = self.send(self.client.get(self.url(path)));
+        assert_eq!(status, 200, "GET {path} answered {status} {body}");
+        body
+    }
+
+    /// POST `json` to `path`; panics unless 2xx.
+    #[track_caller]
+    pub fn api_post(&self, path: &str, json: &Value) -> Value {
+        let (status, body) = self.send(self.client.post(self.url(path)).json(json));
+        assert!(
+            (200..300).contains(&status),
+            "POST {path} {json} answered {status} {body}"
+        );
+        body
+    }
+
+    pub fn jobs(&self) -> Vec<Value> {
+        array(&self.api_get("/v1/jobs"), "jobs")
+    }
+
+    pub fn job(&self, id: &str) -> Option<Value> {
+        self.jobs().into_iter().find(|j| json_id(&j["id"]) == id)
+    }
+
+    pub fn deliveries(&self) -> Vec<Value> {
+        array(&self.api_get("/v1/outbox"), "deliveries")
+    }
+
+    pub fn routes(&self) -> Vec<Value> {
+        array(&self.api_get("/v1/routes"), "routes")
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        array(&self.api_get("/v1/events"), "events")
+    }
+
+    /// Waits until GET /v1/outbox lists nothing `pending`.
+    #[track_caller]
+    pub fn wait_outbox_drained(&self) {
+        wait_for("GET /v1/outbox to show nothing pending", SOON, || {
+            self.deliveries()
+                .iter()
+                .all(|d| d["state"] != "pending")
+                .then_some(())
+        });
+    }
+
+    /// Runs a client subcommand: `execrelay --config <cfg> <args...> --addr <addr>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), self.cfg.as_os_str()];
+        all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+        let addr = self.addr.to_string();
+        all.push("--addr".as_ref());
+        all.push(addr.as_ref());
+        run_cli(&all, self.dir.path())
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- relay dir {} ; log tail:\n{}\n---",
+                self.dir.path().display(),
+                self.log_tail(8000)
+            );
+        }
+        self.kill9();
+    }
+}
+
+/// `v[key]` as an array; panics naming the body otherwise.
+pub fn array(v: &Value, key: &str) -> Vec<Value> {
+    v[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("expected an array {key:?} in {v}"))
+        .clone()
+}
+
+/// An id field that may be a JSON string or number, as text.
+pub fn json_id(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,169 @@
+//! Acceptance 7: who may run commands, what the webhook refuses, and output that is not UTF-8.
+
+use serde_json::json;
+
+use crate::fakes::receiver::Receiver;
+use crate::harness::*;
+
+#[test]
+fn unauthorized_sender_is_refused_and_nothing_runs_or_is_recorded() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
+    let pwned = relay.path("pwned");
+
+    let (status, body) = relay.post_webhook(&dm(
+        "dm-m",
+        "mallory",
+        &format!("/exec touch {}", pwned.display()),
+    ));
+    assert!(status < 500, "webhook answered {status} {body}");
+    let reply = rx.wait_for_message("the refusal in mallory's conversation", SOON, |d| {
+        d.conversation_id == "dm-m"
+    });
+    assert!(
+        reply.text.contains("not authorized"),
+        "refusal: {:?}",
+        reply.text
+    );
+
+    assert!(!pwned.exists(), "a refused sender's command ran");
+    assert!(
+        relay.jobs().is_empty(),
+        "a refused sender's job was recorded: {:?}",
+        relay.jobs()
+    );
+    let routes = relay.routes();
+    assert!(
+        !routes
+            .iter()
+            .any(|r| r["session"] == "user:webhook:mallory" || r["chat_id"] == "dm-m"),
+        "a refused sender's route was recorded: {routes:?}"
+    );
+    relay.wait_outbox_drained();
+    assert_eq!(
+        rx.count(|d| d.conversation_id == "dm-m"),
+        1,
+        "exactly one reply to a refused sender"
+    );
+    assert!(!pwned.exists(), "a refused sender's command ran");
+}
+
+#[test]
+fn webhook_rejects_bad_signatures_stale_timestamps_and_malformed_bodies() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
+    let forged = relay.path("forged");
+    let body = serde_json::to_vec(&dm(
+        "dm-a",
+        "alice",
+        &format!("/exec touch {}", forged.display()),
+    ))
+    .unwrap();
+    let now = unix_now().to_string();
+    let ct = ("Content-Type", "application/json".to_string());
+
+    let wrong_secret = sign("not-the-secret", &now, &body);
+    let (s, b) = relay.post_webhook_raw(
+        &[
+            ct.clone(),
+            ("X-Execrelay-Timestamp", now.clone()),
+            ("X-Execrelay-Signature", wrong_secret),
+        ],
+        body.clone(),
+    );
+    assert_eq!(s, 401, "wrong secret: {b}");
+
+    let (s, b) = relay.post_webhook_raw(
+        &[ct.clone(), ("X-Execrelay-Timestamp", now.clone())],
+        body.clone(),
+    );
+    assert_eq!(s, 401, "missing signature: {b}");
+
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b" ");
+    let (s, b) = relay.post_webhook_raw(
+        &[
+            ct.clone(),
+            ("X-Execrelay-Timestamp", now.clone()),
+            ("X-Execrelay-Signature", sign(SECRET, &now, &body)),
+        ],
+        tampered,
+    );
+    assert_eq!(s, 401, "signature over a different body: {b}");
+
+    for (label, ts) in [("stale", unix_now() - 600), ("future", unix_now() + 600)] {
+        let ts = ts.to_string();
+        let (s, b) = relay.post_webhook_raw(
+            &[
+                ct.clone(),
+                ("X-Execrelay-Timestamp", ts.clone()),
+                ("X-Execrelay-Signature", sign(SECRET, &ts, &body)),
+            ],
+            body.clone(),
+        );
+        assert_eq!(s, 401, "{label} timestamp, correctly signed: {b}");
+    }
+
+    let signed = |raw: &[u8]| {
+        let ts = unix_now().to_string();
+        vec![
+            ct.clone(),
+            ("X-Execrelay-Timestamp", ts.clone()),
+            ("X-Execrelay-Signature", sign(SECRET, &ts, raw)),
+        ]
+    };
+    let malformed =
+        br#"{"conversation_id": "dm-a", "user_id": "alice", "text": "/exec tr"#.to_vec();
+    let (s, b) = relay.post_webhook_raw(&signed(&malformed), malformed.clone());
+    assert_eq!(s, 400, "malformed JSON: {b}");
+    assert!(b["error"].is_string(), "400 should carry a JSON error: {b}");
+
+    let missing =
+        serde_json::to_vec(&json!({"conversation_id": "dm-a", "text": "/status"})).unwrap();
+    let (s, b) = relay.post_webhook_raw(&signed(&missing), missing.clone());
+    assert_eq!(s, 400, "missing user_id: {b}");
+    assert!(b["error"].is_string(), "400 should carry a JSON error: {b}");
+
+    // None of it was acted upon.
+    assert!(
+        relay.jobs().is_empty(),
+        "a rejected request started a job: {:?}",
+        relay.jobs()
+    );
+    assert!(
+        relay.routes().is_empty(),
+        "a rejected request recorded a route: {:?}",
+        relay.routes()
+    );
+    assert!(!forged.exists(), "a rejected request's command ran");
+    assert_eq!(
+        rx.messages().len(),
+        0,
+        "a rejected request got a reply: {:?}",
+        rx.messages()
+    );
+}
+
+#[test]
+fn invalid_utf8_output_is_delivered_lossily() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
+
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", r"/exec printf 'ok\377\376end'"));
+    let done = rx.wait_for_message("the completion of the non-UTF-8 job", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+    let first = done.text.lines().next().unwrap();
+    assert!(first.contains("exit 0"), "{:?}", done.text);
+    let output = output_lines(&done.text).join("\n");
+    assert!(
+        output.contains("ok") && output.contains("end"),
+        "output should keep `ok` and `end`: {:?}",
+        done.text
+    );
+    let ok_at = output.find("ok").unwrap();
+    assert!(
+        output[ok_at..].contains("end"),
+        "`end` should follow `ok`: {output:?}"
+    );
+}

@@ -1,0 +1,19 @@
+//! End-to-end tests: the real `execrelay` binary on 127.0.0.1, driven through its signed
+//! webhook, HTTP API and CLI, delivering to an in-process fake webhook receiver.
+//!
+//! One test binary (style §10). Every test owns its temp dir, relay process and receiver, so the
+//! tests run in parallel. Every wait is bounded and names what it waited for.
+
+mod fakes;
+mod harness;
+
+mod chunking;
+mod config_check;
+mod core_flow;
+mod crash;
+mod duplicate;
+mod fakes_self_test;
+mod heartbeat;
+mod inbound;
+mod last_active;
+mod outbox;
