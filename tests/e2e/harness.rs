@@ -430,6 +430,16 @@ impl Relay {
         }
     }
 
+    /// SIGTERM the relay and wait (bounded) for it to exit; returns its exit status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the relay is running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        wait_for("the relay to exit after SIGTERM", within, || {
+            child.try_wait().expect("try_wait")
+        })
+    }
+
     /// Start again on the same dir, config and database (a new port; waits for readiness).
     pub fn restart(&mut self) {
         self.kill9();

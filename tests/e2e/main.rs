@@ -16,4 +16,5 @@ mod fakes_self_test;
 mod heartbeat;
 mod inbound;
 mod last_active;
+mod lifecycle;
 mod outbox;

@@ -1,0 +1,128 @@
+//! A job's life beyond the happy path: timeout, /kill, the concurrency limit, events waiting
+//! for a route, and a graceful shutdown that leaves jobs running.
+
+use crate::fakes::receiver::Receiver;
+use crate::harness::*;
+use serde_json::json;
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+#[test]
+fn a_job_past_its_timeout_is_stopped_and_reported() {
+    let rx = Receiver::start();
+    let relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .set("exec", "timeout", &toml_str("1s"))
+        .set("exec", "kill_grace", &toml_str("200ms"))
+        .start();
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", "/exec echo before; sleep 30"));
+    let done = rx.wait_for_message("the timed-out completion", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+    assert!(
+        first_line(&done.text).contains("timed out after 1.0s"),
+        "{:?}",
+        done.text
+    );
+    assert!(
+        output_lines(&done.text).contains(&"before"),
+        "{:?}",
+        done.text
+    );
+    assert_eq!(relay.job(&job.id).unwrap()["state"], "timed_out");
+}
+
+#[test]
+fn kill_stops_a_running_job_by_id_prefix() {
+    let rx = Receiver::start();
+    let relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .set("exec", "kill_grace", &toml_str("200ms"))
+        .start();
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", "/exec sleep 30"));
+    wait_for("the job to be running", SOON, || {
+        (relay.job(&job.id)?["state"] == "running").then_some(())
+    });
+    relay.say(&dm("dm-a", "alice", &format!("/kill {}", &job.id[..4])));
+    rx.wait_for_message("the /kill reply", SOON, |d| {
+        d.text == format!("stopping job {}", job.id)
+    });
+    let done = rx.wait_for_message("the killed completion", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+    assert!(
+        first_line(&done.text).contains("(killed after"),
+        "{:?}",
+        done.text
+    );
+    assert_eq!(relay.job(&job.id).unwrap()["state"], "killed");
+}
+
+#[test]
+fn past_max_concurrent_exec_is_refused_clearly() {
+    let rx = Receiver::start();
+    let relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .set("exec", "max_concurrent", "1")
+        .start();
+    let first = relay.start_job(&rx, &dm("dm-a", "alice", "/exec sleep 1"));
+    relay.say(&dm("dm-a", "alice", "/exec touch refused-marker"));
+    let refusal = rx.wait_for_message("the refusal", SOON, |d| d.text.starts_with("not started"));
+    assert!(refusal.text.contains("limit is 1"), "{:?}", refusal.text);
+    rx.wait_for_message("the first job's completion", SOON, |d| {
+        is_completion_of(&d.text, &first.id)
+    });
+    assert!(
+        !relay.path("refused-marker").exists(),
+        "a refused command ran"
+    );
+    assert_eq!(relay.jobs().len(), 1);
+}
+
+#[test]
+fn an_event_without_a_route_waits_visibly_then_goes_where_the_user_speaks() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:carol"]);
+    relay.api_post(
+        "/v1/events",
+        &json!({"session": "user:webhook:carol", "text": "note-for-carol", "mode": "now"}),
+    );
+    wait_for("the event to show as blocked: no-route", SOON, || {
+        relay
+            .events()
+            .into_iter()
+            .find(|e| e["text"] == "note-for-carol" && e["blocked"] == "no-route")
+    });
+    relay.say(&dm("dm-carol", "carol", "hello"));
+    let note = rx.wait_for_message("the note after carol spoke", SOON, |d| {
+        d.text == "note-for-carol"
+    });
+    assert_eq!(note.conversation_id, "dm-carol");
+    assert!(relay.events().is_empty(), "{:?}", relay.events());
+}
+
+#[test]
+fn sigterm_leaves_jobs_running_and_the_next_start_reports_them() {
+    let rx = Receiver::start();
+    let mut relay = Relay::start(&rx, &["webhook:alice"]);
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", "/exec sleep 1.5; echo graceful"));
+    wait_for("the job to be running", SOON, || {
+        (relay.job(&job.id)?["state"] == "running").then_some(())
+    });
+    let status = relay.terminate(SOON);
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+    relay.restart();
+    let done = rx.wait_for_message("the completion after a graceful restart", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+    assert!(first_line(&done.text).contains("exit 0"), "{:?}", done.text);
+    assert!(
+        output_lines(&done.text).contains(&"graceful"),
+        "{:?}",
+        done.text
+    );
+    relay.wait_outbox_drained();
+    assert_eq!(rx.count(|d| is_completion_of(&d.text, &job.id)), 1);
+}
