@@ -38,6 +38,8 @@ pub struct ApiState {
     pub webhook: Option<Arc<WebhookChannel>>,
     pub api_token: Option<Secret>,
     pub max_queued: usize,
+    /// Ends long-lived responses (the chat stream) so that shutdown is not held open.
+    pub stop: execrelay_channel::CancellationToken,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -70,7 +72,28 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Without a token, only requests addressed to a loopback name and sent by no web page: a
+/// browser on this machine must not be able to run commands (DNS rebinding, CSRF).
+fn is_local_non_browser(headers: &HeaderMap) -> bool {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let loopback = matches!(name, "127.0.0.1" | "localhost" | "[::1]") || name.starts_with("127.");
+    loopback && !headers.contains_key(header::ORIGIN)
+}
+
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    if state.api_token.is_none() && !is_local_non_browser(request.headers()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "without http.api_token the API only answers local, non-browser clients",
+        );
+    }
     if let Some(token) = &state.api_token {
         let presented = request
             .headers()
@@ -141,6 +164,55 @@ async fn list_jobs(State(state): State<ApiState>) -> Response {
             Json(json!({"jobs": jobs})).into_response()
         }
         Err(err) => store_error(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(name.clone(), value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn tokenless_api_answers_only_local_non_browser_clients() {
+        assert!(is_local_non_browser(&headers(&[(
+            header::HOST,
+            "127.0.0.1:8787"
+        )])));
+        assert!(is_local_non_browser(&headers(&[(
+            header::HOST,
+            "localhost:8787"
+        )])));
+        assert!(is_local_non_browser(&headers(&[(
+            header::HOST,
+            "[::1]:8787"
+        )])));
+        assert!(!is_local_non_browser(&headers(&[(
+            header::HOST,
+            "evil.example:8787"
+        )])));
+        assert!(!is_local_non_browser(&headers(&[(
+            header::HOST,
+            "localhost.evil.example"
+        )])));
+        assert!(!is_local_non_browser(&headers(&[
+            (header::HOST, "127.0.0.1:8787"),
+            (header::ORIGIN, "http://evil.example"),
+        ])));
+        assert!(!is_local_non_browser(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn token_comparison_is_exact() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }
 
@@ -321,7 +393,11 @@ async fn chat_stream(State(state): State<ApiState>) -> Response {
             }
         }
     });
-    let stream = futures_util::StreamExt::chain(hello, messages);
+    let stop = state.stop.clone();
+    let stream = futures_util::StreamExt::take_until(
+        futures_util::StreamExt::chain(hello, messages),
+        async move { stop.cancelled().await },
+    );
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(stream))

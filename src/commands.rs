@@ -22,6 +22,8 @@ const POLL: Duration = Duration::from_secs(5);
 const DEFAULT_TAIL_LINES: usize = 40;
 const MAX_TAIL_LINES: usize = 2000;
 const MAX_TAIL_CHARS: usize = 20_000;
+/// Well under the kernel's argument limit, so a long command fails here with a clear reply.
+const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
 const HELP: &str = "commands:
 /exec <command line>  run it (alias /run); you get `exec finished: ...` when it ends
@@ -106,16 +108,21 @@ impl CommandProcessor {
             match self.store.pending_inbox(BATCH).await {
                 Ok(messages) => {
                     let full = messages.len() == BATCH;
+                    let mut progressed = false;
                     for message in messages {
                         if stop.is_cancelled() {
                             return;
                         }
                         let id = message.id;
-                        if let Err(error) = self.process(message).await {
-                            tracing::error!(inbox_id = id, error = %error, "command failed; it stays pending");
+                        match self.process(message).await {
+                            Ok(()) => progressed = true,
+                            Err(error) => {
+                                tracing::error!(inbox_id = id, error = %error, "command failed; it stays pending")
+                            }
                         }
                     }
-                    if full {
+                    // More waiting, and the store is taking writes: go on without a pause.
+                    if full && progressed {
                         continue;
                     }
                 }
@@ -205,6 +212,13 @@ impl CommandProcessor {
         if command.is_empty() {
             return self.answer(message, "usage: /exec <command line>").await;
         }
+        if command.len() > MAX_COMMAND_BYTES {
+            let text = format!(
+                "not started: the command is {} bytes, the limit is {MAX_COMMAND_BYTES}; put it in a script",
+                command.len()
+            );
+            return self.answer(message, &text).await;
+        }
         if self.exec.running() >= self.exec.max_concurrent() {
             let text = format!(
                 "not started: {} jobs are running, the limit is {}; try again when one ends",
@@ -222,7 +236,11 @@ impl CommandProcessor {
                 cwd: self.workdir.clone(),
                 requester: message.sender.clone(),
             };
-            let ack = format!("started job {}: {}", job.id, jobs::one_line(&command, 300));
+            let ack = format!(
+                "started job {}: {}",
+                job.id,
+                self.exec.redact(&jobs::one_line(&command, 300))
+            );
             let replies = self.reply(message, &ack)?;
             match self
                 .store

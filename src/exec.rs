@@ -50,6 +50,9 @@ impl ExecRuntime {
         max_queued: usize,
     ) -> std::io::Result<ExecRuntime> {
         std::fs::create_dir_all(&jobs_dir)?;
+        // Absolute, so that a supervisor's command line (which names its job directory) is
+        // recognised after a restart from another working directory.
+        let jobs_dir = std::fs::canonicalize(&jobs_dir)?;
         Ok(ExecRuntime {
             inner: Arc::new(Inner {
                 store,
@@ -133,7 +136,8 @@ impl ExecRuntime {
             }
         };
         let pid = child.id().unwrap_or(0);
-        tracing::info!(pid, command = %jobs::one_line(&job.command, 200), "job started");
+        let shown = self.redact(&jobs::one_line(&job.command, 200));
+        tracing::info!(pid, command = %shown, "job started");
         if let Err(error) = self
             .inner
             .store
@@ -177,15 +181,17 @@ impl ExecRuntime {
         let inner = &self.inner;
         let log = self.job_dir(&job.id).join(LOG_FILE);
         let (lines, chars) = (inner.config.tail_lines, inner.config.tail_chars);
-        let tail = tokio::task::spawn_blocking(move || jobs::read_tail(&log, lines, chars))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_else(|| Tail {
-                text: "[output unavailable]".into(),
-                omitted_lines: None,
-                truncated: false,
-            });
+        let redactor = inner.redactor.clone();
+        let tail =
+            tokio::task::spawn_blocking(move || jobs::read_tail(&log, lines, chars, &redactor))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_else(|| Tail {
+                    text: "[output unavailable]".into(),
+                    omitted_lines: None,
+                    truncated: false,
+                });
         let duration = started
             .filter(|_| !matches!(outcome, Outcome::Lost(_)))
             .map(|s| Duration::from_millis((finished - s).max(0) as u64));
@@ -226,26 +232,33 @@ impl ExecRuntime {
         };
         // The outcome is on disk (status.json), so retrying until the store takes it is safe;
         // a restart in the meantime re-reads it.
-        let wrote_event = loop {
+        loop {
             match inner
                 .store
                 .finish_job(&job.id, record.clone(), event.clone(), inner.max_queued)
                 .await
             {
-                Ok(wrote) => break wrote,
+                Ok(_) => break,
                 Err(error) => {
                     tracing::error!(error = %error, "cannot record the job's end; retrying");
                     tokio::time::sleep(FINISH_RETRY).await;
                 }
             }
-        };
+        }
         inner.running.fetch_sub(1, Ordering::SeqCst);
         tracing::info!(state = outcome.state().as_str(), "job finished");
-        if wrote_event && event.is_some() {
+        // Even when this call found the job already final (an earlier attempt committed but
+        // reported an error), the event may still wait: the wake is only a hint, ask anyway.
+        if event.is_some() {
             inner
                 .heartbeat
                 .request(Reason::ExecEvent, Some(job.session.clone()));
         }
+    }
+
+    /// Configured secrets replaced, for anything that quotes a command or its output.
+    pub fn redact(&self, text: &str) -> String {
+        self.inner.redactor.redact(text)
     }
 
     /// After a restart: no job stays `starting` or `running` without someone watching it.
@@ -319,16 +332,11 @@ impl ExecRuntime {
     pub async fn tail(&self, job_id: &str, lines: usize, max_chars: usize) -> Tail {
         let log = self.job_dir(job_id).join(LOG_FILE);
         let redactor = self.inner.redactor.clone();
-        tokio::task::spawn_blocking(move || {
-            jobs::read_tail(&log, lines, max_chars).map(|mut tail| {
-                tail.text = redactor.redact(&tail.text);
-                tail
-            })
-        })
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default()
+        tokio::task::spawn_blocking(move || jobs::read_tail(&log, lines, max_chars, &redactor))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
     }
 }
 

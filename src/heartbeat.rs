@@ -172,9 +172,14 @@ impl WakeQueue {
 /// What one run did, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunResult {
-    Delivered { events: usize, messages: usize },
+    Delivered {
+        events: usize,
+        messages: usize,
+    },
     Skipped(String),
     Nothing,
+    /// Events changed under the run (folded, or consumed elsewhere): run again.
+    Raced,
 }
 
 #[derive(Clone)]
@@ -217,8 +222,8 @@ impl HeartbeatRunner {
         stop: CancellationToken,
     ) {
         let mut queue = WakeQueue::default();
-        let mut running: HashSet<String> = HashSet::new();
-        let mut runs: JoinSet<String> = JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
+        let mut runs: JoinSet<Option<Reason>> = JoinSet::new();
         let every = self.config.every;
         let mut schedule = (!every.is_zero()).then(|| {
             let mut interval = tokio::time::interval_at(Instant::now() + every, every);
@@ -240,9 +245,16 @@ impl HeartbeatRunner {
                     queue.add(None, Reason::Interval, Instant::now());
                 }
                 _ = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {}
-                Some(done) = runs.join_next(), if !runs.is_empty() => {
-                    if let Ok(session) = done {
-                        running.remove(&session);
+                Some(done) = runs.join_next_with_id(), if !runs.is_empty() => {
+                    let (id, again) = match done {
+                        Ok((id, again)) => (id, again),
+                        // A panicked run must not leave its session "busy" forever.
+                        Err(error) => (error.id(), Some(Reason::Retry)),
+                    };
+                    if let Some(session) = running.remove(&id)
+                        && let Some(reason) = again
+                    {
+                        queue.add(Some(session), reason, Instant::now() + BUSY_RETRY);
                     }
                 }
             }
@@ -260,12 +272,11 @@ impl HeartbeatRunner {
                     },
                 };
                 for session in sessions {
-                    if running.contains(&session) {
+                    if running.values().any(|s| *s == session) {
                         // Busy: keep the reason, try again shortly.
                         queue.add(Some(session), reason.clone(), now + BUSY_RETRY);
                         continue;
                     }
-                    running.insert(session.clone());
                     let runner = self.clone();
                     let reason = reason.clone();
                     let span = tracing::info_span!(
@@ -273,18 +284,26 @@ impl HeartbeatRunner {
                         session_key = %session,
                         reason = %reason.as_string()
                     );
-                    runs.spawn(
+                    let key = session.clone();
+                    let handle = runs.spawn(
                         async move {
-                            match runner.run_once(&session, &reason).await {
-                                Ok(result) => tracing::debug!(?result, "heartbeat run"),
+                            // A failed or raced run asks again with its own reason, so an
+                            // exec-event is never left to a guarded scheduled run.
+                            match runner.run_once(&key, &reason).await {
+                                Ok(RunResult::Raced) => Some(reason),
+                                Ok(result) => {
+                                    tracing::debug!(?result, "heartbeat run");
+                                    None
+                                }
                                 Err(error) => {
-                                    tracing::error!(error = %error, "heartbeat run failed; events stay queued")
+                                    tracing::error!(error = %error, "heartbeat run failed; events stay queued, retrying");
+                                    Some(reason)
                                 }
                             }
-                            session
                         }
                         .instrument(span),
                     );
+                    running.insert(handle.id(), session);
                 }
             }
         }
@@ -326,8 +345,16 @@ impl HeartbeatRunner {
                 return self.skip(&events, "outside active hours").await;
             }
         }
+        // An event may ask for a bypassing wake itself (a completion whose exec-event run
+        // failed or raced): a scheduled run must not skip it.
+        let bypass = reason.bypasses_empty_file_guard()
+            || events.iter().any(|e| {
+                e.wake
+                    .as_deref()
+                    .is_some_and(|w| Reason::parse(w).bypasses_empty_file_guard())
+            });
         if let Some(file) = &self.config.file
-            && !reason.bypasses_empty_file_guard()
+            && !bypass
             && file_is_effectively_empty(file).await
         {
             return self.skip(&events, "heartbeat file empty").await;
@@ -346,6 +373,7 @@ impl HeartbeatRunner {
         }
         let mut delivered = 0;
         let mut messages = 0;
+        let mut raced = false;
         for (route, members) in groups {
             let text = render_events(&members);
             let message = match self.outbox.compose(&route, Some(session), "events", &text) {
@@ -360,8 +388,8 @@ impl HeartbeatRunner {
                 }
                 Err(OutboxError::Store(error)) => return Err(error),
             };
-            let ids: Vec<i64> = members.iter().map(|e| e.id).collect();
-            match self.store.consume_events(ids, message).await {
+            let read: Vec<(i64, i64)> = members.iter().map(|e| (e.id, e.coalesced)).collect();
+            match self.store.consume_events(read, message).await {
                 Ok(outbox_id) => {
                     tracing::info!(
                         outbox_id,
@@ -373,13 +401,16 @@ impl HeartbeatRunner {
                     messages += 1;
                     self.outbox.wake(&route.channel);
                 }
-                // Another run consumed them first: they are on their way already.
-                Err(StoreError::Conflict(_)) => {}
+                // Consumed elsewhere, or folded into since read: nothing written; look again.
+                Err(StoreError::Conflict(_)) => raced = true,
                 Err(error) => return Err(error),
             }
         }
         for (why, ids) in blocked {
             self.store.mark_events_blocked(ids, why).await?;
+        }
+        if raced {
+            return Ok(RunResult::Raced);
         }
         Ok(RunResult::Delivered {
             events: delivered,

@@ -34,7 +34,11 @@ impl Outcome {
             return Outcome::FailedToStart(error.clone());
         }
         if record.timed_out {
-            return Outcome::TimedOut(timeout);
+            let ran_with = match record.timeout_ms {
+                0 => timeout,
+                ms => Duration::from_millis(ms),
+            };
+            return Outcome::TimedOut(ran_with);
         }
         if record.killed {
             return Outcome::Killed;
@@ -103,7 +107,14 @@ pub struct Tail {
 }
 
 /// Reads the end of `log` only: a job that printed gigabytes costs a few kilobytes here.
-pub fn read_tail(log: &Path, max_lines: usize, max_chars: usize) -> std::io::Result<Tail> {
+/// Secrets are redacted in the whole window before it is cut, so a cut never leaves half a
+/// secret at the start of the tail.
+pub fn read_tail(
+    log: &Path,
+    max_lines: usize,
+    max_chars: usize,
+    redactor: &Redactor,
+) -> std::io::Result<Tail> {
     let mut file = match std::fs::File::open(log) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Tail::default()),
@@ -117,7 +128,7 @@ pub fn read_tail(log: &Path, max_lines: usize, max_chars: usize) -> std::io::Res
     let mut bytes = Vec::with_capacity((len - start) as usize);
     file.take(window).read_to_end(&mut bytes)?;
     let whole_file = start == 0;
-    let text = String::from_utf8_lossy(&bytes);
+    let text = redactor.redact(&String::from_utf8_lossy(&bytes));
     // A window that starts mid-file starts mid-line (or mid-character): drop that partial line.
     let text = if whole_file {
         &text[..]
@@ -246,7 +257,7 @@ mod tests {
     fn tail_keeps_the_last_lines_and_counts_the_rest() {
         let content: String = (1..=50).map(|n| format!("line {n}\n")).collect();
         let (_dir, path) = write_log(content.as_bytes());
-        let tail = read_tail(&path, 3, 1000).unwrap();
+        let tail = read_tail(&path, 3, 1000, &Redactor::default()).unwrap();
         assert_eq!(tail.text, "line 48\nline 49\nline 50");
         assert_eq!(tail.omitted_lines, Some(47));
         assert!(tail.truncated);
@@ -255,9 +266,9 @@ mod tests {
     #[test]
     fn tail_is_bounded_in_characters_and_lossy() {
         let (_dir, path) = write_log(b"ok\xff\xfeend\nsecond");
-        let tail = read_tail(&path, 40, 1000).unwrap();
+        let tail = read_tail(&path, 40, 1000, &Redactor::default()).unwrap();
         assert_eq!(tail.text, "ok\u{fffd}\u{fffd}end\nsecond");
-        let tail = read_tail(&path, 40, 4).unwrap();
+        let tail = read_tail(&path, 40, 4, &Redactor::default()).unwrap();
         assert_eq!(tail.text, "cond");
         assert!(tail.truncated);
     }
@@ -267,7 +278,7 @@ mod tests {
         let mut content = vec![b'x'; 3_000_000];
         content.extend_from_slice("\nlast line é\n".as_bytes());
         let (_dir, path) = write_log(&content);
-        let tail = read_tail(&path, 40, 100).unwrap();
+        let tail = read_tail(&path, 40, 100, &Redactor::default()).unwrap();
         assert!(tail.text.ends_with("last line é"), "{}", tail.text);
         assert_eq!(tail.omitted_lines, None);
     }
@@ -276,7 +287,7 @@ mod tests {
     fn missing_log_is_an_empty_tail() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(
-            read_tail(&dir.path().join("none"), 5, 5).unwrap(),
+            read_tail(&dir.path().join("none"), 5, 5, &Redactor::default()).unwrap(),
             Tail::default()
         );
     }
@@ -329,6 +340,15 @@ mod tests {
             Outcome::TimedOut(Duration::from_secs(1800)).label(),
             "timed out after 30m"
         );
+    }
+
+    #[test]
+    fn a_secret_at_the_window_edge_is_redacted_before_the_cut() {
+        let (_dir, path) = write_log(b"token=hunter22-long-secret\nok\n");
+        let redactor = Redactor::new(vec![Secret::new("hunter22-long-secret")]);
+        // Cut so that the last characters of the secret would open the tail.
+        let tail = read_tail(&path, 40, 12, &redactor).unwrap();
+        assert!(!tail.text.contains("secret"), "{:?}", tail.text);
     }
 
     #[test]

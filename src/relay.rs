@@ -90,6 +90,42 @@ async fn shutdown_signal(stop: CancellationToken) {
     stop.cancel();
 }
 
+/// Platforms redeliver for hours at most (Feishu: about 7); a week of dedupe is plenty.
+const DEDUPE_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
+
+async fn prune_dedupe_records(store: Store, stop: CancellationToken) {
+    loop {
+        match store
+            .prune_seen(crate::store::now_ms() - DEDUPE_KEEP_MS)
+            .await
+        {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "forgot old inbound dedupe records"),
+            Err(error) => tracing::warn!(error = %error, "cannot prune dedupe records"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+/// Job output and message texts live in the data directory: keep it to this user.
+fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let jobs = dir.join("jobs");
+    if !jobs.exists() {
+        std::fs::DirBuilder::new().mode(0o700).create(&jobs)?;
+    }
+    std::fs::set_permissions(&jobs, std::fs::Permissions::from_mode(0o700))
+}
+
 pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     let listen = config.http.listen;
     if config.http.api_token.is_none() && !listen.ip().is_loopback() {
@@ -97,7 +133,12 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
             "refusing to serve the API on {listen} without http.api_token: set a token or listen on 127.0.0.1"
         );
     }
-    let store = Store::open(&config.store.path, &config.store.node)
+    make_private_dir(&config.store.data_dir())
+        .with_context(|| format!("cannot prepare {}", config.store.data_dir().display()))?;
+    let (path, node) = (config.store.path.clone(), config.store.node.clone());
+    // Migrations and the first fsync happen here: off the async runtime.
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, &node))
+        .await?
         .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
     let released = store.release_own_leases().await?;
     if released > 0 {
@@ -166,7 +207,11 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let heartbeat_task = start_heartbeat(stop.child_token());
+    // Before the command processor: a pending /exec must not be mistaken for a job that was
+    // running when the previous relay stopped.
+    exec.reconcile().await.context("cannot reconcile jobs")?;
     tracker.spawn(commands.run(stop.child_token()));
+    tracker.spawn(prune_dedupe_records(store.clone(), stop.child_token()));
     for channel in &channels {
         let Some(wake) = outbox.waker(channel.name()) else {
             continue;
@@ -186,7 +231,6 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         });
     }
 
-    exec.reconcile().await.context("cannot reconcile jobs")?;
     // Events left queued by the previous run go out with the reason they asked for.
     for event in store.all_queued_events().await? {
         if let Some(wake) = &event.wake {
@@ -210,6 +254,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         webhook,
         api_token: config.http.api_token.clone(),
         max_queued: config.events.max_queued,
+        stop: stop.clone(),
     });
     tracing::info!(addr = %bound, db = %config.store.path.display(), "execrelay is running");
     if let Some(path) = &ready_file {

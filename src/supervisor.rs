@@ -32,6 +32,9 @@ pub struct ExitRecord {
     pub spawn_error: Option<String>,
     pub started_at: i64,
     pub finished_at: i64,
+    /// The limit this job ran with (the config may have changed by the time it is read).
+    #[serde(default)]
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +82,10 @@ pub fn run(args: &SuperviseArgs) -> i32 {
             ..ExitRecord::default()
         },
     };
+    let record = ExitRecord {
+        timeout_ms: args.timeout.as_millis() as u64,
+        ..record
+    };
     match write_status(&args.job_dir, &record) {
         Ok(()) => 0,
         Err(error) => {
@@ -97,7 +104,8 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
     let log_err = log
         .try_clone()
         .map_err(|e| format!("cannot open the job log: {e}"))?;
-    let mut child = Command::new(&args.shell)
+    let mut command = Command::new(&args.shell);
+    command
         .arg("-c")
         .arg(&args.command)
         .current_dir(&args.workdir)
@@ -105,7 +113,17 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
         .stdout(log)
         .stderr(log_err)
         .env("EXECRELAY_JOB_ID", &args.job_id)
-        .process_group(0)
+        .process_group(0);
+    // SAFETY: signal(2) is async-signal-safe. Ignored signals survive exec: the command must
+    // not inherit the supervisor's own SIGINT/SIGHUP indifference.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", args.shell.display()))?;
     let group = child.id() as libc::pid_t;
@@ -143,6 +161,7 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
         spawn_error: None,
         started_at,
         finished_at: now_ms(),
+        timeout_ms: args.timeout.as_millis() as u64,
     })
 }
 

@@ -97,11 +97,31 @@ fn run_writer(conn: Connection, receiver: mpsc::Receiver<Op>) {
             }
             continue;
         }
-        let replies: Vec<Reply> = batch.into_iter().map(|op| op(Some(&conn))).collect();
-        let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        let mut aborted = None;
+        for op in batch {
+            if aborted.is_some() {
+                replies.push(op(None));
+                continue;
+            }
+            replies.push(op(Some(&conn)));
+            // SQLite rolls the whole transaction back by itself on some errors (disk full,
+            // I/O): later ops would run in autocommit and commit behind their callers' backs.
+            if conn.is_autocommit() {
+                aborted = Some(StoreError::Unavailable(
+                    "the transaction was rolled back by the database".into(),
+                ));
+            }
+        }
+        let commit = match aborted {
+            Some(error) => Err(error),
+            None => conn.execute_batch("COMMIT").map_err(StoreError::from),
+        };
         if let Err(error) = &commit {
             tracing::error!(error = %error, "store: commit failed; the batch is rolled back");
-            let _ = conn.execute_batch("ROLLBACK");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
         }
         for reply in replies {
             reply(commit.clone());

@@ -398,12 +398,14 @@ impl Store {
             .call(move |conn| {
                 let now = now_ms();
                 if let Some(id) = &record.platform_message_id {
+                    // Some platforms number messages per chat: the key includes the chat.
+                    let key = format!("{}|{}|{id}", record.route.account, record.route.chat_id);
                     let inserted = conn
                         .prepare_cached(
                             "INSERT OR IGNORE INTO inbound_seen (channel, platform_id, seen_at)
                              VALUES (?1, ?2, ?3)",
                         )?
-                        .execute(params![record.route.channel, id, now])?;
+                        .execute(params![record.route.channel, key, now])?;
                     if inserted == 0 {
                         return Ok(InboundResult::Duplicate);
                     }
@@ -732,9 +734,11 @@ impl Store {
 
     /// Marks `event_ids` consumed and writes `message` to the outbox, in one transaction, only
     /// if every event is still queued; otherwise nothing changes and `Conflict` is returned.
+    /// `events` pairs each id with the `coalesced` count the caller rendered: an event that
+    /// absorbed another since then is a conflict too, so nothing folded into it is lost.
     pub async fn consume_events(
         &self,
-        event_ids: Vec<i64>,
+        events: Vec<(i64, i64)>,
         message: NewOutbox,
     ) -> Result<i64, StoreError> {
         self.engine
@@ -744,16 +748,27 @@ impl Store {
                 let mut consume = conn.prepare_cached(
                     "UPDATE events SET state = 'consumed', consumed_at = ?2, outbox_id = ?3,
                                        blocked = NULL
-                     WHERE id = ?1 AND state = 'queued'",
+                     WHERE id = ?1 AND state = 'queued' AND coalesced = ?4",
                 )?;
-                for id in &event_ids {
-                    if consume.execute(params![id, now, outbox_id])? != 1 {
+                for (id, coalesced) in &events {
+                    if consume.execute(params![id, now, outbox_id, coalesced])? != 1 {
                         return Err(StoreError::Conflict(format!(
                             "event {id} is no longer queued"
                         )));
                     }
                 }
                 Ok(outbox_id)
+            })
+            .await
+    }
+
+    /// Forgets dedupe records older than `before`: platforms stop redelivering long before.
+    pub async fn prune_seen(&self, before: Millis) -> Result<usize, StoreError> {
+        self.engine
+            .call(move |conn| {
+                Ok(conn
+                    .prepare_cached("DELETE FROM inbound_seen WHERE seen_at < ?1")?
+                    .execute([before])?)
             })
             .await
     }

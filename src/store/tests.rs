@@ -46,8 +46,9 @@ async fn inbound_is_deduped_and_records_the_last_route() {
         .await
         .unwrap();
     assert!(matches!(first, InboundResult::Stored { .. }));
+    store.accept_inbound(inbound("b", None)).await.unwrap();
     let again = store
-        .accept_inbound(inbound("b", Some("m1")))
+        .accept_inbound(inbound("a", Some("m1")))
         .await
         .unwrap();
     assert_eq!(again, InboundResult::Duplicate);
@@ -56,15 +57,21 @@ async fn inbound_is_deduped_and_records_the_last_route() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(last.chat_id, "a", "a duplicate must not move the route");
-    store.accept_inbound(inbound("b", None)).await.unwrap();
+    assert_eq!(last.chat_id, "b", "a duplicate must not move the route");
+    // The same id in another chat is another message (ids may be per chat).
+    let other_chat = store
+        .accept_inbound(inbound("c", Some("m1")))
+        .await
+        .unwrap();
+    assert!(matches!(other_chat, InboundResult::Stored { .. }));
     let last = store
         .last_route("user:webhook:alice")
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(last.chat_id, "b");
-    assert_eq!(store.pending_inbox(10).await.unwrap().len(), 2);
+    assert_eq!(last.chat_id, "c");
+    assert_eq!(store.pending_inbox(10).await.unwrap().len(), 3);
+    assert_eq!(store.prune_seen(now_ms() + 1).await.unwrap(), 2);
 }
 
 fn new_job(id: &str) -> NewJob {
@@ -140,12 +147,21 @@ async fn a_job_finishes_once_with_one_event() {
 async fn consuming_events_is_all_or_nothing() {
     let (_dir, store) = open();
     let id = store.enqueue_event(completion("j1"), 100).await.unwrap();
+    let stale = store
+        .consume_events(vec![(id, 1)], reply("a", &["x"]))
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict(_))),
+        "an event folded into since it was read must not be consumed"
+    );
     let outbox = store
-        .consume_events(vec![id], reply("a", &["x"]))
+        .consume_events(vec![(id, 0)], reply("a", &["x"]))
         .await
         .unwrap();
     assert!(outbox > 0);
-    let again = store.consume_events(vec![id], reply("a", &["x"])).await;
+    let again = store
+        .consume_events(vec![(id, 0)], reply("a", &["x"]))
+        .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))));
     // The failed attempt wrote no outbox row.
     assert_eq!(store.list_outbox(10).await.unwrap().len(), 1);

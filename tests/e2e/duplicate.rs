@@ -38,3 +38,36 @@ fn duplicate_message_id_runs_the_command_once() {
     let ran = std::fs::read_to_string(&log).expect("the command ran");
     assert_eq!(ran, "ran\n", "the command ran more than once");
 }
+
+#[test]
+fn a_replayed_request_without_message_id_runs_once() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "conversation_id": "dm-a",
+        "user_id": "alice",
+        "text": "/exec touch replayed-$$",
+    }))
+    .unwrap();
+    let ts = unix_now().to_string();
+    let headers = [
+        ("Content-Type", "application/json".to_string()),
+        ("X-Execrelay-Timestamp", ts.clone()),
+        ("X-Execrelay-Signature", sign(SECRET, &ts, &body)),
+    ];
+    let (status, first) = relay.post_webhook_raw(&headers, body.clone());
+    assert_eq!(
+        (status, &first["duplicate"]),
+        (200, &serde_json::json!(false))
+    );
+    let (status, replay) = relay.post_webhook_raw(&headers, body);
+    assert_eq!(
+        (status, &replay["duplicate"]),
+        (200, &serde_json::json!(true)),
+        "{replay}"
+    );
+    rx.wait_for_message("the one acknowledgement", SOON, is_ack);
+    relay.wait_outbox_drained();
+    assert_eq!(rx.count(is_ack), 1);
+    assert_eq!(relay.jobs().len(), 1);
+}

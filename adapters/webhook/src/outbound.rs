@@ -105,7 +105,13 @@ impl WebhookChannel {
             now_unix,
             self.config.max_skew,
         )?;
-        parse_inbound(body)
+        let mut message = parse_inbound(body)?;
+        // Without a message id, a captured request could be replayed inside the timestamp
+        // window: its signature (unique per timestamp and body) serves as the id instead.
+        if message.platform_message_id.is_none() {
+            message.platform_message_id = signature.map(|sig| format!("sig:{sig}"));
+        }
+        Ok(message)
     }
 }
 
