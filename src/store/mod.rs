@@ -1005,13 +1005,26 @@ impl Store {
 fn insert_event(conn: &Connection, event: &NewEvent, max_queued: usize) -> Result<i64, StoreError> {
     if let Some(key) = &event.context_key {
         let existing: Option<i64> = conn
-            .prepare_cached("SELECT id FROM events WHERE context_key = ?1")?
+            .prepare_cached("SELECT event_id FROM event_keys WHERE context_key = ?1")?
             .query_row([key], |row| row.get(0))
             .optional()?;
         if let Some(id) = existing {
             return Ok(id);
         }
     }
+    let id = insert_or_fold_event(conn, event, max_queued)?;
+    if let Some(key) = &event.context_key {
+        conn.prepare_cached("INSERT INTO event_keys (context_key, event_id) VALUES (?1, ?2)")?
+            .execute(params![key, id])?;
+    }
+    Ok(id)
+}
+
+fn insert_or_fold_event(
+    conn: &Connection,
+    event: &NewEvent,
+    max_queued: usize,
+) -> Result<i64, StoreError> {
     let queued: i64 = conn
         .prepare_cached("SELECT COUNT(*) FROM events WHERE session = ?1 AND state = 'queued'")?
         .query_row([&event.session], |row| row.get(0))?;
@@ -1050,3 +1063,6 @@ fn insert_event(conn: &Connection, event: &NewEvent, max_queued: usize) -> Resul
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod model_tests;

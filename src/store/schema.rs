@@ -73,6 +73,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_queued ON events (session, id) WHERE state = 'queued';
 
+    -- Every context key ever queued, including those folded into another event: at most one
+    -- completion per job, even past the queue bound.
+    CREATE TABLE event_keys (
+        context_key TEXT PRIMARY KEY,
+        event_id    INTEGER NOT NULL
+    );
+
     -- One row per outbound message; its text lives in chunks with per-chunk progress (§7).
     CREATE TABLE outbox (
         id          INTEGER PRIMARY KEY,

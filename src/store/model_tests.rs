@@ -1,0 +1,286 @@
+//! A model check of the durable path: completions → events → outbox → sends, with crashes.
+//!
+//! Random sequences drive the real store (a real SQLite file, reopened on every "crash")
+//! through: a job's completion (sometimes recorded twice), a heartbeat run consuming a
+//! session's events, a worker claiming chunks, and each send ending as delivered, rate-limited,
+//! permanently failed, or cut short by a crash after the platform already accepted it.
+//! Invariants at the end: every completion is delivered whole or dead-lettered, never lost;
+//! a chunk reaches the platform more than once only after a crash cut its send short.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use execrelay_channel::ChatType;
+
+use super::*;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*: deterministic per seed, so a failure names a reproducible seed.
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn route(session: usize) -> Route {
+    Route {
+        channel: "webhook".into(),
+        account: String::new(),
+        chat_id: format!("chat-{session}"),
+        thread_id: None,
+        reply_to_message_id: None,
+        chat_type: ChatType::Direct,
+    }
+}
+
+const SESSIONS: usize = 3;
+
+/// One heartbeat run: drain a session's queued events into one outbox row of 1–3 chunks.
+async fn consume(store: &Store, session: usize, rng: &mut Rng) {
+    let events = store
+        .queued_events(&format!("user:s{session}"))
+        .await
+        .unwrap();
+    consume_read(store, session, events, rng).await;
+}
+
+/// The second half of a run, on events read earlier (possibly stale by now: another run may
+/// have consumed them, or new events folded into them).
+async fn consume_read(store: &Store, session: usize, events: Vec<EventRecord>, rng: &mut Rng) {
+    let key = format!("user:s{session}");
+    if events.is_empty() {
+        return;
+    }
+    let text = events
+        .iter()
+        .map(|e| e.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let pieces = 1 + rng.below(3) as usize;
+    let step = text.len().div_ceil(pieces);
+    let chunks: Vec<String> = text
+        .as_bytes()
+        .chunks(step.max(1))
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    let read = events.iter().map(|e| (e.id, e.coalesced)).collect();
+    let message = NewOutbox {
+        route: route(session),
+        session: Some(key),
+        kind: "events",
+        chunks,
+    };
+    match store.consume_events(read, message).await {
+        Ok(_) | Err(StoreError::Conflict(_)) => {}
+        Err(other) => panic!("consume failed: {other}"),
+    }
+}
+
+#[derive(Default)]
+struct Platform {
+    /// (outbox key, chunk index) → texts accepted, in order.
+    accepted: BTreeMap<(String, u32), Vec<String>>,
+    chunk_counts: HashMap<String, u32>,
+    /// Chunks whose send was cut short by a crash after the platform accepted them.
+    cut_short: BTreeMap<(String, u32), usize>,
+}
+
+async fn run_seed(seed: u64) {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.db");
+    let mut store = Store::open(&path, "model").unwrap();
+    let mut platform = Platform::default();
+    let mut completions: BTreeMap<String, String> = BTreeMap::new();
+    let mut held: Option<(usize, Vec<EventRecord>)> = None;
+
+    for step in 0..160 {
+        match rng.below(13) {
+            10 => {
+                let session = rng.below(SESSIONS as u64) as usize;
+                let events = store
+                    .queued_events(&format!("user:s{session}"))
+                    .await
+                    .unwrap();
+                held = Some((session, events));
+            }
+            11 => {
+                if let Some((session, events)) = held.take() {
+                    consume_read(&store, session, events, &mut rng).await;
+                }
+            }
+            0..=2 => {
+                let job = format!("j{}", rng.below(40));
+                let session = rng.below(SESSIONS as u64) as usize;
+                let text = format!("exec finished: {job} (exit 0, job {job}) #{seed}");
+                // A job finishes once; a second report of it (a replay) must change nothing.
+                let expected = completions
+                    .entry(job.clone())
+                    .or_insert(text.clone())
+                    .clone();
+                let event = NewEvent {
+                    session: format!("user:s{session}"),
+                    context_key: Some(format!("exec:{job}")),
+                    text: expected,
+                    origin: Some(route(session)),
+                    wake: Some("exec-event".into()),
+                };
+                // A small bound, so that events also fold into each other.
+                store.enqueue_event(event, 3).await.unwrap();
+            }
+            3..=4 => consume(&store, rng.below(SESSIONS as u64) as usize, &mut rng).await,
+            5..=8 => {
+                let mut crashed = false;
+                for chunk in store.claim_due("webhook", 4, 60_000).await.unwrap() {
+                    platform.chunk_counts.insert(chunk.key.clone(), chunk.count);
+                    let id = (chunk.key.clone(), chunk.index);
+                    let outcome = match rng.below(10) {
+                        0 => ChunkOutcome::Retry {
+                            at: now_ms(),
+                            error: "429".into(),
+                        },
+                        1 => ChunkOutcome::Dead {
+                            error: "410".into(),
+                        },
+                        2 => {
+                            // Accepted by the platform, then the relay dies before recording.
+                            platform
+                                .accepted
+                                .entry(id.clone())
+                                .or_default()
+                                .push(chunk.text);
+                            *platform.cut_short.entry(id).or_default() += 1;
+                            crashed = true;
+                            break;
+                        }
+                        _ => {
+                            platform.accepted.entry(id).or_default().push(chunk.text);
+                            ChunkOutcome::Sent { platform_id: None }
+                        }
+                    };
+                    store
+                        .record_outcome(chunk.outbox_id, chunk.index, outcome)
+                        .await
+                        .unwrap();
+                }
+                if crashed {
+                    drop(store);
+                    store = Store::open(&path, "model").unwrap();
+                    store.release_own_leases().await.unwrap();
+                }
+            }
+            _ => {
+                // Crash and restart: a fresh connection; this node's leases are released.
+                drop(store);
+                store = Store::open(&path, "model").unwrap();
+                store.release_own_leases().await.unwrap();
+                assert!(step < 1000);
+            }
+        }
+    }
+
+    // Recovery: heartbeats and workers run until nothing is left, every send succeeding.
+    for _ in 0..200 {
+        for session in 0..SESSIONS {
+            consume(&store, session, &mut rng).await;
+        }
+        let claimed = store.claim_due("webhook", 64, 60_000).await.unwrap();
+        if claimed.is_empty() && store.all_queued_events().await.unwrap().is_empty() {
+            break;
+        }
+        for chunk in claimed {
+            platform.chunk_counts.insert(chunk.key.clone(), chunk.count);
+            platform
+                .accepted
+                .entry((chunk.key.clone(), chunk.index))
+                .or_default()
+                .push(chunk.text);
+            store
+                .record_outcome(
+                    chunk.outbox_id,
+                    chunk.index,
+                    ChunkOutcome::Sent { platform_id: None },
+                )
+                .await
+                .unwrap();
+        }
+    }
+    assert!(
+        store.all_queued_events().await.unwrap().is_empty(),
+        "seed {seed}: events left queued"
+    );
+
+    // Whole messages the platform received, by outbox key.
+    let mut received: BTreeMap<String, String> = BTreeMap::new();
+    for (key, count) in &platform.chunk_counts {
+        let whole: Option<String> = (0..*count)
+            .map(|i| {
+                platform
+                    .accepted
+                    .get(&(key.clone(), i))
+                    .map(|t| t[0].clone())
+            })
+            .collect();
+        if let Some(text) = whole {
+            received.insert(key.clone(), text);
+        }
+    }
+    let dead: Vec<String> = store
+        .list_outbox(10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.state, "dead", "seed {seed}: delivery left pending: {e:?}");
+            e.text
+        })
+        .collect();
+    for (job, text) in &completions {
+        let delivered = received
+            .values()
+            .filter(|m| m.contains(text.as_str()))
+            .count();
+        let dead_lettered = dead.iter().any(|m| m.contains(text.as_str()));
+        assert!(
+            delivered + usize::from(dead_lettered) >= 1,
+            "seed {seed}: the completion of {job} was lost"
+        );
+        assert!(
+            delivered <= 1,
+            "seed {seed}: {job} went out in {delivered} messages"
+        );
+    }
+    let mut keys = BTreeSet::new();
+    for ((key, index), texts) in &platform.accepted {
+        keys.insert(key.clone());
+        let allowed = 1 + platform
+            .cut_short
+            .get(&(key.clone(), *index))
+            .copied()
+            .unwrap_or(0);
+        assert!(
+            texts.len() <= allowed,
+            "seed {seed}: chunk {key}.{index} sent {} times, {} crashes cut it short",
+            texts.len(),
+            allowed - 1
+        );
+        assert!(
+            texts.windows(2).all(|w| w[0] == w[1]),
+            "a resend must be the same chunk"
+        );
+    }
+}
+
+#[tokio::test]
+async fn completions_are_never_lost_across_crashes_and_failures() {
+    for seed in 1..=40 {
+        run_seed(seed).await;
+    }
+}
