@@ -220,6 +220,7 @@ impl Fences {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
 
     fn limit(unit: TextUnit, max: usize) -> TextLimit {
         TextLimit { unit, max }
@@ -377,22 +378,6 @@ mod tests {
         let text = "```\nabcdefghij\n```\n";
         let chunks = check(text, limit(TextUnit::Chars, 8));
         assert_eq!(chunks.concat(), text);
-    }
-
-    /// xorshift64*: deterministic, dependency-free.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
     }
 
     fn generate(rng: &mut Rng) -> String {

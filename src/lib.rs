@@ -21,3 +21,5 @@ pub mod relay;
 pub mod store;
 pub mod supervisor;
 pub mod target;
+#[cfg(test)]
+mod test_rng;

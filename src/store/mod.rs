@@ -302,18 +302,28 @@ fn job_from_row(row: &rusqlite::Row<'_>) -> Result<JobRecord, StoreError> {
     })
 }
 
+/// Runs a query and maps every row: the one loop every listing uses.
+fn collect_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    mut map: impl FnMut(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(map(row)?);
+    }
+    Ok(out)
+}
+
 fn query_jobs(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<JobRecord>, StoreError> {
-    let mut statement = conn.prepare_cached(sql)?;
-    let mut rows = statement.query(params)?;
-    let mut jobs = Vec::new();
-    while let Some(row) = rows.next()? {
-        jobs.push(job_from_row(row)?);
-    }
-    Ok(jobs)
+    collect_rows(conn, sql, params, job_from_row)
 }
 
 fn insert_outbox(conn: &Connection, message: &NewOutbox, now: Millis) -> Result<i64, StoreError> {
@@ -357,12 +367,9 @@ fn events_from(
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<EventRecord>, StoreError> {
-    let mut statement = conn.prepare_cached(sql)?;
-    let mut rows = statement.query(params)?;
-    let mut events = Vec::new();
-    while let Some(row) = rows.next()? {
+    collect_rows(conn, sql, params, |row| {
         let origin: Option<String> = row.get(4)?;
-        events.push(EventRecord {
+        Ok(EventRecord {
             id: row.get(0)?,
             session: row.get(1)?,
             context_key: row.get(2)?,
@@ -372,9 +379,8 @@ fn events_from(
             blocked: row.get(6)?,
             coalesced: row.get(7)?,
             created_at: row.get(8)?,
-        });
-    }
-    Ok(events)
+        })
+    })
 }
 
 const EVENT_COLUMNS: &str =
@@ -439,23 +445,22 @@ impl Store {
     pub async fn pending_inbox(&self, limit: usize) -> Result<Vec<InboxRecord>, StoreError> {
         self.engine
             .call(move |conn| {
-                let mut statement = conn.prepare_cached(
+                collect_rows(
+                    conn,
                     "SELECT id, session, route, sender, text FROM inbox
                      WHERE processed_at IS NULL ORDER BY id LIMIT ?1",
-                )?;
-                let mut rows = statement.query([limit as i64])?;
-                let mut records = Vec::new();
-                while let Some(row) = rows.next()? {
-                    let route: String = row.get(2)?;
-                    records.push(InboxRecord {
-                        id: row.get(0)?,
-                        session: row.get(1)?,
-                        route: route_from(&route)?,
-                        sender: row.get(3)?,
-                        text: row.get(4)?,
-                    });
-                }
-                Ok(records)
+                    [limit as i64],
+                    |row| {
+                        let route: String = row.get(2)?;
+                        Ok(InboxRecord {
+                            id: row.get(0)?,
+                            session: row.get(1)?,
+                            route: route_from(&route)?,
+                            sender: row.get(3)?,
+                            text: row.get(4)?,
+                        })
+                    },
+                )
             })
             .await
     }
@@ -538,15 +543,15 @@ impl Store {
     pub async fn list_routes(&self) -> Result<Vec<(String, Route)>, StoreError> {
         self.engine
             .call(|conn| {
-                let mut statement =
-                    conn.prepare_cached("SELECT session, route FROM routes ORDER BY session")?;
-                let mut rows = statement.query([])?;
-                let mut routes = Vec::new();
-                while let Some(row) = rows.next()? {
-                    let route: String = row.get(1)?;
-                    routes.push((row.get(0)?, route_from(&route)?));
-                }
-                Ok(routes)
+                collect_rows(
+                    conn,
+                    "SELECT session, route FROM routes ORDER BY session",
+                    [],
+                    |row| {
+                        let route: String = row.get(1)?;
+                        Ok((row.get(0)?, route_from(&route)?))
+                    },
+                )
             })
             .await
     }

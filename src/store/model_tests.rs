@@ -12,22 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use execrelay_channel::ChatType;
 
 use super::*;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*: deterministic per seed, so a failure names a reproducible seed.
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::test_rng::Rng;
 
 fn route(session: usize) -> Route {
     Route {
@@ -63,7 +48,7 @@ async fn consume_read(store: &Store, session: usize, events: Vec<EventRecord>, r
         .map(|e| e.text.as_str())
         .collect::<Vec<_>>()
         .join("\n");
-    let pieces = 1 + rng.below(3) as usize;
+    let pieces = 1 + rng.below(3);
     let step = text.len().div_ceil(pieces);
     let chunks: Vec<String> = text
         .as_bytes()
@@ -93,7 +78,7 @@ struct Platform {
 }
 
 async fn run_seed(seed: u64) {
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng::seeded(seed);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.db");
     let mut store = Store::open(&path, "model").unwrap();
@@ -104,7 +89,7 @@ async fn run_seed(seed: u64) {
     for step in 0..160 {
         match rng.below(13) {
             10 => {
-                let session = rng.below(SESSIONS as u64) as usize;
+                let session = rng.below(SESSIONS);
                 let events = store
                     .queued_events(&format!("user:s{session}"))
                     .await
@@ -118,7 +103,7 @@ async fn run_seed(seed: u64) {
             }
             0..=2 => {
                 let job = format!("j{}", rng.below(40));
-                let session = rng.below(SESSIONS as u64) as usize;
+                let session = rng.below(SESSIONS);
                 let text = format!("exec finished: {job} (exit 0, job {job}) #{seed}");
                 // A job finishes once; a second report of it (a replay) must change nothing.
                 let expected = completions
@@ -135,7 +120,7 @@ async fn run_seed(seed: u64) {
                 // A small bound, so that events also fold into each other.
                 store.enqueue_event(event, 3).await.unwrap();
             }
-            3..=4 => consume(&store, rng.below(SESSIONS as u64) as usize, &mut rng).await,
+            3..=4 => consume(&store, rng.below(SESSIONS), &mut rng).await,
             5..=8 => {
                 let mut crashed = false;
                 for chunk in store.claim_due("webhook", 4, 60_000).await.unwrap() {
