@@ -33,6 +33,17 @@ const HELP: &str = "commands:
 /status               the relay's state
 /help                 this list";
 
+/// The commands as a platform's command menu shows them (Telegram's `setMyCommands`).
+pub const COMMAND_MENU: &[(&str, &str)] = &[
+    ("exec", "Run a shell command; you are told when it finishes"),
+    ("run", "Same as /exec"),
+    ("jobs", "Your recent jobs"),
+    ("tail", "The end of a job's output: /tail <id> [lines]"),
+    ("kill", "Stop a running job: /kill <id>"),
+    ("status", "The relay's state"),
+    ("help", "The list of commands"),
+];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Exec(String),
@@ -341,6 +352,29 @@ pub fn render_jobs(jobs: &[JobRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_menu_matches_the_parser_and_help() {
+        for (name, description) in COMMAND_MENU {
+            assert!(
+                !matches!(
+                    parse(&format!("/{name}")),
+                    Command::Unknown(_) | Command::Text
+                ),
+                "/{name} is not a command"
+            );
+            assert!(
+                HELP.contains(&format!("/{name}")),
+                "/{name} missing from /help"
+            );
+            // Telegram: 1-32 lowercase letters, digits, underscores; 3-256 character descriptions.
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            );
+            assert!((3..=256).contains(&description.chars().count()));
+        }
+    }
 
     #[test]
     fn parses_commands() {

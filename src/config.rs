@@ -273,6 +273,31 @@ impl Default for OutboxConfig {
 pub struct ChannelsConfig {
     pub local: LocalChannelConfig,
     pub webhook: WebhookChannelConfig,
+    pub telegram: TelegramChannelConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelegramChannelConfig {
+    pub enabled: bool,
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    /// The Bot API's base URL; tests point it at a fake.
+    pub api_url: String,
+    #[serde(deserialize_with = "de_duration")]
+    pub poll_timeout: Duration,
+}
+
+impl Default for TelegramChannelConfig {
+    fn default() -> Self {
+        TelegramChannelConfig {
+            enabled: false,
+            token: None,
+            token_file: None,
+            api_url: "https://api.telegram.org".into(),
+            poll_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -405,6 +430,18 @@ impl Config {
                     .into(),
             ));
         }
+        let telegram = &self.channels.telegram;
+        if telegram.token.is_some() && telegram.token_file.is_some() {
+            return Err(invalid(
+                "channels.telegram.token and channels.telegram.token_file are both set; keep one"
+                    .into(),
+            ));
+        }
+        if telegram.poll_timeout > Duration::from_secs(50) {
+            return Err(invalid(
+                "channels.telegram.poll_timeout must be at most 50s (Telegram's limit)".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -427,6 +464,17 @@ impl Config {
         if webhook.secret.is_none() {
             webhook.secret = secret_from_env("EXECRELAY_WEBHOOK_SECRET");
         }
+        let telegram = &mut self.channels.telegram;
+        if let Some(path) = &telegram.token_file {
+            telegram.token = Some(read_secret_file(
+                path,
+                "channels.telegram.token_file",
+                origin,
+            )?);
+        }
+        if telegram.token.is_none() {
+            telegram.token = secret_from_env("EXECRELAY_TELEGRAM_TOKEN");
+        }
         Ok(())
     }
 
@@ -435,6 +483,7 @@ impl Config {
         [
             self.http.api_token.clone(),
             self.channels.webhook.secret.clone(),
+            self.channels.telegram.token.clone(),
         ]
         .into_iter()
         .flatten()

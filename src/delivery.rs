@@ -46,6 +46,7 @@ fn settle(outcome: SendOutcome, attempts: u32, config: &OutboxConfig) -> ChunkOu
             error,
         },
         SendOutcome::Permanent(error) => ChunkOutcome::Dead { error },
+        SendOutcome::ChatMigrated { chat_id } => ChunkOutcome::Moved { chat_id },
     }
 }
 
@@ -73,6 +74,9 @@ async fn deliver(
         SendOutcome::Transient(error) => tracing::warn!(error = %error, "send failed; will retry"),
         SendOutcome::Permanent(error) => {
             tracing::error!(error = %error, "send failed permanently; dead-lettered")
+        }
+        SendOutcome::ChatMigrated { chat_id } => {
+            tracing::info!(new_chat_id = %chat_id, "the chat moved; sending to its new id")
         }
     }
     let settled = settle(outcome, chunk.attempts, &config);

@@ -155,6 +155,7 @@ impl InboundSink for InboundHandler {
             Ok(InboundResult::Stored {
                 has_queued_events, ..
             }) => {
+                crate::failpoint::hit(crate::failpoint::INBOUND_STORED);
                 self.commands.notify_one();
                 if has_queued_events {
                     // Events waiting for a route (or for this person) go out now.
@@ -164,6 +165,20 @@ impl InboundSink for InboundHandler {
             }
             Err(error) => Err(SinkError::Unavailable(error.to_string())),
         }
+    }
+
+    async fn load_state(&self, key: &str) -> Result<Option<String>, SinkError> {
+        self.store
+            .adapter_state(key)
+            .await
+            .map_err(|error| SinkError::Unavailable(error.to_string()))
+    }
+
+    async fn save_state(&self, key: &str, value: &str) -> Result<(), SinkError> {
+        self.store
+            .set_adapter_state(key, value)
+            .await
+            .map_err(|error| SinkError::Unavailable(error.to_string()))
     }
 }
 

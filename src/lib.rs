@@ -12,6 +12,7 @@ pub mod config;
 pub mod delivery;
 pub mod duration;
 pub mod exec;
+pub mod failpoint;
 pub mod heartbeat;
 pub mod inbound;
 pub mod jobs;

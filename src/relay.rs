@@ -51,6 +51,34 @@ fn webhook_secret(config: &Config) -> anyhow::Result<Secret> {
     Ok(Secret::new(secret))
 }
 
+#[cfg(feature = "telegram")]
+fn telegram_channel(config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
+    use execrelay_telegram::{TelegramChannel, TelegramConfig};
+    let settings = &config.channels.telegram;
+    let Some(token) = settings.token.clone() else {
+        bail!(
+            "channels.telegram is enabled but has no token: set channels.telegram.token, \
+             token_file or EXECRELAY_TELEGRAM_TOKEN"
+        );
+    };
+    let mut telegram = TelegramConfig::new(token);
+    telegram.api_url = settings.api_url.clone();
+    telegram.poll_timeout = settings.poll_timeout;
+    telegram.commands = crate::commands::COMMAND_MENU
+        .iter()
+        .map(|(name, description)| (name.to_string(), description.to_string()))
+        .collect();
+    let channel = TelegramChannel::new(telegram).context("cannot set up the telegram channel")?;
+    Ok(Arc::new(channel))
+}
+
+#[cfg(not(feature = "telegram"))]
+fn telegram_channel(_config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
+    bail!(
+        "channels.telegram is enabled, but this execrelay was built without the `telegram` feature"
+    )
+}
+
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -172,6 +200,9 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     } else {
         None
     };
+    if config.channels.telegram.enabled {
+        channels.push(telegram_channel(&config)?);
+    }
     let outbox = Outbox::new(store.clone(), channels.clone());
 
     let (heartbeat, start_heartbeat) =

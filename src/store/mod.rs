@@ -232,9 +232,21 @@ pub struct ClaimedChunk {
 
 #[derive(Debug, Clone)]
 pub enum ChunkOutcome {
-    Sent { platform_id: Option<String> },
-    Retry { at: Millis, error: String },
-    Dead { error: String },
+    Sent {
+        platform_id: Option<String>,
+    },
+    Retry {
+        at: Millis,
+        error: String,
+    },
+    Dead {
+        error: String,
+    },
+    /// The chat has a new id: every stored route to the old one is rewritten, and the chunk is
+    /// due again at once.
+    Moved {
+        chat_id: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -381,6 +393,69 @@ fn events_from(
             created_at: row.get(8)?,
         })
     })
+}
+
+/// Rewrites every route that still names `old`'s chat to `new_chat_id`: last routes, pending
+/// deliveries (which keep their order under the new chat), and the origins of unfinished jobs
+/// and queued events. Finished history keeps the id it had.
+fn move_chat(conn: &Connection, old: &Route, new_chat_id: &str) -> Result<(), StoreError> {
+    let same_chat = |route: &Route| {
+        route.channel == old.channel && route.account == old.account && route.chat_id == old.chat_id
+    };
+    let moved = |text: &str| -> Result<Option<String>, StoreError> {
+        let mut route = route_from(text)?;
+        if !same_chat(&route) {
+            return Ok(None);
+        }
+        route.chat_id = new_chat_id.to_string();
+        route_json(&route).map(Some)
+    };
+    let rewrite = |select: &str, update: &str| -> Result<(), StoreError> {
+        let rows = collect_rows(conn, select, [], |row| {
+            Ok((
+                row.get::<_, rusqlite::types::Value>(0)?,
+                row.get::<_, String>(1)?,
+            ))
+        })?;
+        let mut statement = conn.prepare_cached(update)?;
+        for (id, text) in rows {
+            if let Some(route) = moved(&text)? {
+                statement.execute(params![id, route])?;
+            }
+        }
+        Ok(())
+    };
+    rewrite(
+        "SELECT session, route FROM routes",
+        "UPDATE routes SET route = ?2 WHERE session = ?1",
+    )?;
+    rewrite(
+        "SELECT id, origin FROM jobs WHERE state IN ('starting', 'running')",
+        "UPDATE jobs SET origin = ?2 WHERE id = ?1",
+    )?;
+    rewrite(
+        "SELECT id, origin FROM events WHERE state = 'queued' AND origin IS NOT NULL",
+        "UPDATE events SET origin = ?2 WHERE id = ?1",
+    )?;
+    let old_key = chat_key(old);
+    let new_key = chat_key(&Route {
+        chat_id: new_chat_id.to_string(),
+        ..old.clone()
+    });
+    let pending = collect_rows(
+        conn,
+        "SELECT id, route FROM outbox WHERE state = 'pending' AND chat_key = ?1",
+        [&old_key],
+        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+    )?;
+    let mut update =
+        conn.prepare_cached("UPDATE outbox SET route = ?2, chat_key = ?3 WHERE id = ?1")?;
+    for (id, text) in pending {
+        if let Some(route) = moved(&text)? {
+            update.execute(params![id, route, new_key])?;
+        }
+    }
+    Ok(())
 }
 
 const EVENT_COLUMNS: &str =
@@ -778,6 +853,35 @@ impl Store {
             .await
     }
 
+    // ----- adapter state -----
+
+    /// A small value an adapter keeps across restarts (`InboundSink::load_state`).
+    pub async fn adapter_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = format!("adapter:{key}");
+        self.engine
+            .call(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                    .query_row([key], |row| row.get(0))
+                    .optional()?)
+            })
+            .await
+    }
+
+    pub async fn set_adapter_state(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (key, value) = (format!("adapter:{key}"), value.to_string());
+        self.engine
+            .call(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![key, value])?;
+                Ok(())
+            })
+            .await
+    }
+
     // ----- outbox -----
 
     /// Releases leases this node held before a restart: those sends never finished.
@@ -891,6 +995,23 @@ impl Store {
                              WHERE outbox_id = ?1 AND idx = ?2",
                         )?
                         .execute(params![outbox_id, index, at, error])?;
+                    }
+                    ChunkOutcome::Moved { chat_id } => {
+                        let route: String = conn
+                            .prepare_cached("SELECT route FROM outbox WHERE id = ?1")?
+                            .query_row([outbox_id], |row| row.get(0))?;
+                        move_chat(conn, &route_from(&route)?, chat_id)?;
+                        conn.prepare_cached(
+                            "UPDATE outbox_chunks SET next_attempt_at = ?3, last_error = ?4,
+                                    lease_owner = NULL, lease_until = NULL
+                             WHERE outbox_id = ?1 AND idx = ?2",
+                        )?
+                        .execute(params![
+                            outbox_id,
+                            index,
+                            now,
+                            format!("the chat moved to {chat_id}")
+                        ])?;
                     }
                     ChunkOutcome::Dead { error } => {
                         conn.prepare_cached(

@@ -253,3 +253,68 @@ async fn a_restart_releases_this_nodes_leases() {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 2);
 }
+
+#[tokio::test]
+async fn a_moved_chat_rewrites_its_routes_and_keeps_its_order() {
+    let (_dir, store) = open();
+    store.accept_inbound(inbound("old", None)).await.unwrap();
+    store
+        .enqueue_outbox(vec![
+            reply("old", &["o1"]),
+            reply("old", &["o2"]),
+            reply("other", &["x"]),
+        ])
+        .await
+        .unwrap();
+    let claimed = store.claim_due("webhook", 10, 60_000).await.unwrap();
+    let head = claimed.iter().find(|c| c.text == "o1").unwrap();
+    store
+        .record_outcome(
+            head.outbox_id,
+            head.index,
+            ChunkOutcome::Moved {
+                chat_id: "new".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let last = store
+        .last_route("user:webhook:alice")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.chat_id, "new");
+    // Due again at once, at the new id, still ahead of the message after it.
+    let claimed = store.claim_due("webhook", 10, 60_000).await.unwrap();
+    let moved: Vec<_> = claimed
+        .iter()
+        .filter(|c| c.route.chat_id == "new")
+        .map(|c| c.text.as_str())
+        .collect();
+    assert_eq!(moved, ["o1"]);
+    assert_eq!(
+        claimed.iter().filter(|c| c.route.chat_id == "old").count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn adapter_state_survives_a_reopen() {
+    let (dir, store) = open();
+    assert_eq!(
+        store.adapter_state("telegram:1:commands").await.unwrap(),
+        None
+    );
+    store
+        .set_adapter_state("telegram:1:commands", "a")
+        .await
+        .unwrap();
+    store
+        .set_adapter_state("telegram:1:commands", "b")
+        .await
+        .unwrap();
+    drop(store);
+    let store = Store::open(&dir.path().join("db.sqlite"), "test").unwrap();
+    let kept = store.adapter_state("telegram:1:commands").await.unwrap();
+    assert_eq!(kept.as_deref(), Some("b"));
+}

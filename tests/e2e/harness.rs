@@ -206,6 +206,7 @@ pub fn run_cli(args: &[&std::ffi::OsStr], cwd: &Path) -> Output {
 pub struct RelayBuilder {
     dir: tempfile::TempDir,
     tables: BTreeMap<String, BTreeMap<String, String>>,
+    env: Vec<(String, String)>,
 }
 
 /// A TOML basic string literal (JSON string escaping is valid TOML).
@@ -230,6 +231,12 @@ impl RelayBuilder {
             .entry(table.to_string())
             .or_default()
             .insert(key.to_string(), raw_value.to_string());
+        self
+    }
+
+    /// An environment variable for the relay's first start (e.g. a crash point).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -281,6 +288,7 @@ impl RelayBuilder {
             child: None,
             addr: "127.0.0.1:0".parse().unwrap(),
             starts: 0,
+            env: self.env,
             client,
             rt,
         };
@@ -296,6 +304,7 @@ pub struct Relay {
     child: Option<Child>,
     pub addr: SocketAddr,
     starts: u32,
+    env: Vec<(String, String)>,
     client: reqwest::Client,
     rt: tokio::runtime::Runtime,
 }
@@ -325,6 +334,7 @@ impl Relay {
         RelayBuilder {
             dir,
             tables: BTreeMap::new(),
+            env: Vec::new(),
         }
         .set("store", "path", &db)
         .set("http", "listen", &toml_str("127.0.0.1:0"))
@@ -378,6 +388,9 @@ impl Relay {
             )
             .env_remove("EXECRELAY_WEBHOOK_SECRET")
             .env_remove("EXECRELAY_API_TOKEN")
+            .env_remove("EXECRELAY_TELEGRAM_TOKEN")
+            .env_remove("EXECRELAY_FAILPOINT")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -438,6 +451,29 @@ impl Relay {
         wait_for("the relay to exit after SIGTERM", within, || {
             child.try_wait().expect("try_wait")
         })
+    }
+
+    /// Waits (bounded) for the relay to exit by itself, e.g. at a crash point.
+    pub fn wait_exited(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the relay is running");
+        wait_for("the relay to exit by itself", within, || {
+            child.try_wait().expect("try_wait")
+        })
+    }
+
+    /// The environment of later starts: `env` replaces what [`RelayBuilder::env`] set.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    /// Everything the relay logged, all starts.
+    pub fn log(&self) -> String {
+        fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// Start again on the same dir, config and database (a new port; waits for readiness).

@@ -18,3 +18,4 @@ mod inbound;
 mod last_active;
 mod lifecycle;
 mod outbox;
+mod telegram;

@@ -81,6 +81,13 @@ pub enum SinkError {
 pub trait InboundSink: Send + Sync {
     /// Returns once the message is durably stored (or recognised as a duplicate).
     async fn accept(&self, message: InboundMessage) -> Result<Accepted, SinkError>;
+
+    /// A small value the adapter kept across restarts under `key` (e.g. the command list it
+    /// registered last), so that it need not repeat platform calls that are rate-limited.
+    async fn load_state(&self, key: &str) -> Result<Option<String>, SinkError>;
+
+    /// Durably keeps `value` under `key` for [`InboundSink::load_state`].
+    async fn save_state(&self, key: &str, value: &str) -> Result<(), SinkError>;
 }
 
 /// How a platform measures message length.
@@ -131,6 +138,9 @@ pub enum SendOutcome {
     Transient(String),
     /// Retrying cannot help: bad request, chat gone, bot blocked, no address configured.
     Permanent(String),
+    /// The chat lives on under a new id (a Telegram group upgraded to a supergroup): the relay
+    /// rewrites every stored route to the old id and sends again.
+    ChatMigrated { chat_id: String },
 }
 
 /// One piece of an outbound message, already within the channel's [`TextLimit`].

@@ -2,3 +2,4 @@
 //! a script of failures.
 
 pub mod receiver;
+pub mod telegram;

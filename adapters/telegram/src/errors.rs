@@ -1,0 +1,48 @@
+//! Errors of the Telegram channel, and the one place a token is scrubbed from text.
+
+/// Why the channel could not be built or stopped polling.
+#[derive(Debug, thiserror::Error)]
+pub enum TelegramError {
+    /// The channel's own configuration is unusable (empty token, bad API URL, …).
+    #[error("telegram channel configuration: {0}")]
+    Config(String),
+    /// The Bot API says the token is wrong (401): nothing can work until it is fixed.
+    #[error(
+        "the Telegram Bot API refused the bot token (401 Unauthorized): check channels.telegram.token"
+    )]
+    InvalidToken,
+}
+
+/// `text` with every occurrence of `token` (and of its secret half, after the `:`) replaced by
+/// `***`. teloxide puts the token in request URLs, which surface in network errors.
+pub fn redact(text: &str, token: &str) -> String {
+    let mut out = text.to_string();
+    if token.is_empty() {
+        return out;
+    }
+    out = out.replace(token, "***");
+    if let Some((_, secret)) = token.split_once(':')
+        && secret.len() >= 8
+    {
+        out = out.replace(secret, "***");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_the_token_and_its_secret_half() {
+        let token = "123456:AAF7-g0gYncWnm5IyfZlpPRqRRv6kNAGlao";
+        let text = format!("error sending request for url (http://x/bot{token}/GetMe)");
+        assert_eq!(
+            redact(&text, token),
+            "error sending request for url (http://x/bot***/GetMe)"
+        );
+        let half = "…/bot123456%3AAAF7-g0gYncWnm5IyfZlpPRqRRv6kNAGlao/…";
+        assert!(!redact(half, token).contains("g0gYnc"));
+        assert_eq!(redact("nothing here", ""), "nothing here");
+    }
+}

@@ -1,0 +1,398 @@
+//! Inbound: `getUpdates` in our own long-polling loop, updates turned into
+//! [`InboundMessage`]s, the offset confirmed only after the relay stored each one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use execrelay_channel::{
+    CancellationToken, ChatType, InboundMessage, InboundSink, Route, SinkError,
+};
+use teloxide::ApiError;
+use teloxide::RequestError;
+use teloxide::payloads::GetUpdatesSetters;
+use teloxide::prelude::Requester;
+use teloxide::requests::Request;
+use teloxide::types::{AllowedUpdate, BotCommand, Message, Update, UpdateKind};
+
+use crate::CHANNEL;
+use crate::errors::redact;
+
+/// The first wait after a failed poll; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Another poller on the same token: no point asking again within seconds.
+const CONFLICT_BACKOFF: Duration = Duration::from_secs(5);
+/// At shutdown, how long we spend confirming the offset of what was stored.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Who the bot is, from `getMe`: its id names the route's account, its username tells our
+/// `/cmd@name` commands from other bots'.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BotIdentity {
+    pub id: u64,
+    pub username: String,
+}
+
+/// Whether `text` is a command addressed to some other bot (`/cmd@otherbot ...`).
+pub fn addressed_to_another_bot(text: &str, our_username: &str) -> bool {
+    let Some(rest) = text.trim_start().strip_prefix('/') else {
+        return false;
+    };
+    let word = rest.split(char::is_whitespace).next().unwrap_or("");
+    match word.split_once('@') {
+        Some((_, bot)) => !bot.eq_ignore_ascii_case(our_username),
+        None => false,
+    }
+}
+
+/// The message an update carries for the relay, if any: text messages from people, in private
+/// chats, groups, supergroups and forum topics. Edits, channel posts, service messages, other
+/// bots and commands addressed to other bots are not for us.
+pub fn to_inbound(update: &Update, me: &BotIdentity) -> Option<InboundMessage> {
+    let UpdateKind::Message(message) = &update.kind else {
+        return None;
+    };
+    let sender = message.from.as_ref()?;
+    if sender.is_bot {
+        return None;
+    }
+    let text = message.text()?;
+    if addressed_to_another_bot(text, &me.username) {
+        return None;
+    }
+    Some(InboundMessage {
+        route: route_of(message, me),
+        sender_id: sender.id.0.to_string(),
+        text: text.to_string(),
+        // update_id is unique per bot, and Telegram redelivers an unconfirmed update with it.
+        platform_message_id: Some(update.id.0.to_string()),
+    })
+}
+
+fn route_of(message: &Message, me: &BotIdentity) -> Route {
+    let chat_type = if message.chat.is_private() {
+        ChatType::Direct
+    } else {
+        ChatType::Group
+    };
+    // In a forum, replies must name the topic or they land in "General". Outside forums a
+    // thread id is a reply chain, which sendMessage does not take.
+    let thread_id = message
+        .thread_id
+        .filter(|_| message.is_topic_message)
+        .map(|thread| thread.0.0.to_string());
+    Route {
+        channel: CHANNEL.to_string(),
+        account: me.id.to_string(),
+        chat_id: message.chat.id.0.to_string(),
+        thread_id,
+        reply_to_message_id: None,
+        chat_type,
+    }
+}
+
+fn next_backoff(current: Duration) -> Duration {
+    (current * 2).min(MAX_BACKOFF)
+}
+
+/// Sleeps `wait` unless `stop` fires first; returns whether to go on.
+async fn pause(wait: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(wait) => true,
+    }
+}
+
+/// Asks `getMe` until it answers. Retries network trouble with backoff; a refused token is
+/// final.
+pub(crate) async fn identify(
+    bot: &teloxide::Bot,
+    token: &str,
+    stop: &CancellationToken,
+) -> Result<Option<BotIdentity>, crate::TelegramError> {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let result = tokio::select! {
+            _ = stop.cancelled() => return Ok(None),
+            result = bot.get_me() => result,
+        };
+        match result {
+            Ok(me) => {
+                return Ok(Some(BotIdentity {
+                    id: me.user.id.0,
+                    username: me.user.username.clone().unwrap_or_default(),
+                }));
+            }
+            Err(RequestError::Api(ApiError::InvalidToken)) => {
+                return Err(crate::TelegramError::InvalidToken);
+            }
+            Err(error) => {
+                tracing::warn!(error = %redact(&error.to_string(), token), retry_in_ms = backoff.as_millis() as u64, "telegram getMe failed");
+                if !pause(backoff, stop).await {
+                    return Ok(None);
+                }
+                backoff = next_backoff(backoff);
+            }
+        }
+    }
+}
+
+/// Registers the command list with `setMyCommands`, only when it differs from the one this bot
+/// registered last (kept through the sink): calling it on every start can earn a long 429.
+pub(crate) async fn register_commands(
+    bot: &teloxide::Bot,
+    me: &BotIdentity,
+    commands: &[(String, String)],
+    sink: &dyn InboundSink,
+    token: &str,
+) {
+    if commands.is_empty() {
+        return;
+    }
+    let wanted: String = commands
+        .iter()
+        .map(|(name, description)| format!("{name}\t{description}\n"))
+        .collect();
+    let key = format!("{CHANNEL}:{}:commands", me.id);
+    match sink.load_state(&key).await {
+        Ok(Some(registered)) if registered == wanted => return,
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot read the registered telegram command list");
+            return;
+        }
+    }
+    let list = commands
+        .iter()
+        .map(|(name, description)| BotCommand::new(name.clone(), description.clone()));
+    match bot.set_my_commands(list).await {
+        Ok(_) => {
+            if let Err(error) = sink.save_state(&key, &wanted).await {
+                tracing::warn!(error = %error, "cannot record the registered telegram command list");
+            }
+            tracing::info!(
+                commands = commands.len(),
+                "registered the telegram command list"
+            );
+        }
+        Err(error) => tracing::warn!(
+            error = %redact(&error.to_string(), token),
+            "cannot register the telegram command list; will try at the next start"
+        ),
+    }
+}
+
+/// Why handing an update to the relay stopped the batch.
+enum Handoff {
+    /// The relay could not store it: retry from this update after a pause.
+    Unavailable(SinkError),
+}
+
+async fn hand_over(
+    update: &Update,
+    me: &BotIdentity,
+    sink: &dyn InboundSink,
+) -> Result<(), Handoff> {
+    let Some(message) = to_inbound(update, me) else {
+        if matches!(update.kind, UpdateKind::Error(_)) {
+            // Confirmed anyway: asking again would get the same undecodable update forever.
+            tracing::warn!(
+                update_id = update.id.0,
+                "cannot decode a telegram update; skipped"
+            );
+        } else {
+            tracing::debug!(
+                update_id = update.id.0,
+                "telegram update not for the relay; skipped"
+            );
+        }
+        return Ok(());
+    };
+    match sink.accept(message).await {
+        Ok(accepted) => {
+            tracing::debug!(update_id = update.id.0, ?accepted, "telegram update stored");
+            Ok(())
+        }
+        Err(error) => Err(Handoff::Unavailable(error)),
+    }
+}
+
+/// Long-polls until `stop` fires. The offset sent with each `getUpdates` confirms exactly the
+/// updates the relay has stored; nothing else moves it.
+pub(crate) async fn poll(
+    bot: teloxide::Bot,
+    me: BotIdentity,
+    sink: Arc<dyn InboundSink>,
+    poll_timeout: Duration,
+    token: String,
+    stop: CancellationToken,
+) {
+    let mut offset: Option<i32> = None;
+    let mut backoff = FIRST_BACKOFF;
+    let timeout_secs = poll_timeout.as_secs().min(50) as u32;
+    tracing::info!(bot = %me.username, "telegram long polling started");
+    'polling: loop {
+        let mut request = bot
+            .get_updates()
+            .timeout(timeout_secs)
+            .allowed_updates([AllowedUpdate::Message]);
+        if let Some(offset) = offset {
+            request = request.offset(offset);
+        }
+        let result = tokio::select! {
+            _ = stop.cancelled() => break,
+            result = request.send() => result,
+        };
+        let updates = match result {
+            Ok(updates) => updates,
+            Err(RequestError::Api(ApiError::TerminatedByOtherGetUpdates)) => {
+                let wait = backoff.max(CONFLICT_BACKOFF);
+                tracing::error!(
+                    retry_in_ms = wait.as_millis() as u64,
+                    "telegram 409 Conflict: another process is polling this bot token; \
+                     stop it (only one getUpdates consumer per token is allowed)"
+                );
+                if !pause(wait, &stop).await {
+                    break;
+                }
+                backoff = next_backoff(wait);
+                continue;
+            }
+            Err(RequestError::Api(ApiError::CantGetUpdates)) => {
+                // A webhook is set on this token; polling needs it gone.
+                tracing::warn!("telegram has a webhook set for this bot; deleting it to poll");
+                if let Err(error) = bot.delete_webhook().await {
+                    tracing::warn!(error = %redact(&error.to_string(), &token), "cannot delete the telegram webhook");
+                }
+                if !pause(backoff, &stop).await {
+                    break;
+                }
+                backoff = next_backoff(backoff);
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = %redact(&error.to_string(), &token),
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "telegram getUpdates failed"
+                );
+                if !pause(backoff, &stop).await {
+                    break;
+                }
+                backoff = next_backoff(backoff);
+                continue;
+            }
+        };
+        backoff = FIRST_BACKOFF;
+        for update in &updates {
+            match hand_over(update, &me, sink.as_ref()).await {
+                Ok(()) => offset = Some(update.id.as_offset()),
+                Err(Handoff::Unavailable(error)) => {
+                    // Not confirmed: the next getUpdates asks from this update again.
+                    tracing::error!(update_id = update.id.0, error = %error, retry_in_ms = backoff.as_millis() as u64, "cannot store a telegram update");
+                    if !pause(backoff, &stop).await {
+                        break 'polling;
+                    }
+                    backoff = next_backoff(backoff);
+                    continue 'polling;
+                }
+            }
+        }
+    }
+    // Confirm what was stored, so a restart is not handed it again (it would be deduped, but
+    // there is no need to ask).
+    if let Some(offset) = offset {
+        let confirm = bot.get_updates().offset(offset).timeout(0).limit(1);
+        let _ = tokio::time::timeout(CONFIRM_TIMEOUT, confirm.send()).await;
+    }
+    tracing::info!("telegram long polling stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn me() -> BotIdentity {
+        BotIdentity {
+            id: 4242,
+            username: "relay_bot".into(),
+        }
+    }
+
+    /// Parsed from text, as teloxide parses a getUpdates answer: its `UpdateKind` does not
+    /// decode from a `serde_json::Value`.
+    fn parse(update: serde_json::Value) -> Update {
+        serde_json::from_str(&update.to_string()).unwrap()
+    }
+
+    fn update(message: serde_json::Value) -> Update {
+        parse(json!({"update_id": 17, "message": message}))
+    }
+
+    fn message(chat: serde_json::Value, text: &str) -> serde_json::Value {
+        json!({
+            "message_id": 5, "date": 1700000000, "chat": chat, "text": text,
+            "from": {"id": 111, "is_bot": false, "first_name": "Alice"},
+        })
+    }
+
+    #[test]
+    fn private_chat_is_direct() {
+        let chat = json!({"id": 111, "type": "private", "first_name": "Alice"});
+        let inbound = to_inbound(&update(message(chat, "/exec ls")), &me()).unwrap();
+        assert_eq!(inbound.route.chat_type, ChatType::Direct);
+        assert_eq!(inbound.route.chat_id, "111");
+        assert_eq!(inbound.route.account, "4242");
+        assert_eq!(inbound.route.thread_id, None);
+        assert_eq!(inbound.sender_id, "111");
+        assert_eq!(inbound.text, "/exec ls");
+        assert_eq!(inbound.platform_message_id.as_deref(), Some("17"));
+    }
+
+    #[test]
+    fn forum_topic_keeps_its_thread() {
+        let chat = json!({"id": -1001, "type": "supergroup", "title": "ops", "is_forum": true});
+        let mut m = message(chat, "/exec@relay_bot make");
+        m["message_thread_id"] = json!(77);
+        m["is_topic_message"] = json!(true);
+        let inbound = to_inbound(&update(m), &me()).unwrap();
+        assert_eq!(inbound.route.chat_type, ChatType::Group);
+        assert_eq!(inbound.route.chat_id, "-1001");
+        assert_eq!(inbound.route.thread_id.as_deref(), Some("77"));
+    }
+
+    #[test]
+    fn reply_threads_outside_forums_are_not_topics() {
+        let chat = json!({"id": -5, "type": "group", "title": "g"});
+        let mut m = message(chat, "hi");
+        m["message_thread_id"] = json!(3);
+        assert_eq!(to_inbound(&update(m), &me()).unwrap().route.thread_id, None);
+    }
+
+    #[test]
+    fn other_bots_and_their_commands_are_ignored() {
+        let chat = json!({"id": -5, "type": "group", "title": "g"});
+        assert!(to_inbound(&update(message(chat.clone(), "/exec@other_bot ls")), &me()).is_none());
+        assert!(to_inbound(&update(message(chat.clone(), "/exec@Relay_Bot ls")), &me()).is_some());
+        let mut from_bot = message(chat, "/exec ls");
+        from_bot["from"]["is_bot"] = json!(true);
+        assert!(to_inbound(&update(from_bot), &me()).is_none());
+        assert!(addressed_to_another_bot("/jobs@x", "relay_bot"));
+        assert!(!addressed_to_another_bot("mail me@x", "relay_bot"));
+        assert!(!addressed_to_another_bot("/jobs", "relay_bot"));
+    }
+
+    #[test]
+    fn edits_and_textless_messages_are_skipped() {
+        let chat = json!({"id": 111, "type": "private", "first_name": "Alice"});
+        let edit =
+            parse(json!({"update_id": 1, "edited_message": message(chat.clone(), "/exec ls")}));
+        assert!(matches!(edit.kind, UpdateKind::EditedMessage(_)));
+        assert!(to_inbound(&edit, &me()).is_none());
+        let mut joined = message(chat, "");
+        joined.as_object_mut().unwrap().remove("text");
+        joined["new_chat_members"] = json!([{"id": 9, "is_bot": false, "first_name": "B"}]);
+        assert!(to_inbound(&update(joined), &me()).is_none());
+    }
+}

@@ -1,0 +1,289 @@
+//! Outbound: one `sendMessage` per chunk, its result classified for the relay's outbox; and the
+//! [`Channel`] that ties polling and sending together.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use execrelay_channel::{
+    CancellationToken, Channel, ChannelError, InboundSink, OutboundChunk, SendOutcome, TextLimit,
+    TextUnit,
+};
+use teloxide::payloads::SendMessageSetters;
+use teloxide::prelude::Requester;
+use teloxide::types::{ChatId, LinkPreviewOptions, MessageId, ThreadId};
+use teloxide::{ApiError, Bot, RequestError};
+
+use crate::config::TelegramConfig;
+use crate::errors::{TelegramError, redact};
+use crate::{CHANNEL, inbound};
+
+/// 4096 UTF-16 code units per message; we send plain text (no parse mode), so what we count is
+/// what Telegram counts.
+pub const TELEGRAM_LIMIT: TextLimit = TextLimit {
+    unit: TextUnit::Utf16,
+    max: 4096,
+};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const SEND_TIMEOUT: Duration = Duration::from_secs(20);
+/// A long poll may legitimately take `poll_timeout`; the HTTP timeout must be longer.
+const POLL_SLACK: Duration = Duration::from_secs(15);
+/// A misbehaving server must not park a chat's queue for days.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Telegram as a [`Channel`]. `Debug` prints no token (teloxide's `Bot` would).
+pub struct TelegramChannel {
+    config: TelegramConfig,
+    sender: Bot,
+    poller: Bot,
+}
+
+impl fmt::Debug for TelegramChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelegramChannel")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn client(timeout: Duration) -> Result<reqwest::Client, TelegramError> {
+    reqwest::Client::builder()
+        // An ambient proxy variable must not reroute bot traffic (or a test's loopback fake).
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|error| TelegramError::Config(format!("cannot build the HTTP client: {error}")))
+}
+
+impl TelegramChannel {
+    /// Builds the channel. Fails on an empty token or an API URL that is not absolute http(s).
+    pub fn new(config: TelegramConfig) -> Result<Self, TelegramError> {
+        if config.token.is_empty() {
+            return Err(TelegramError::Config("the bot token is empty".into()));
+        }
+        let url = match reqwest::Url::parse(config.api_url.trim_end_matches('/')) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && !url.cannot_be_a_base() => url,
+            _ => {
+                return Err(TelegramError::Config(
+                    "api_url must be an absolute http:// or https:// URL".into(),
+                ));
+            }
+        };
+        let token = config.token.expose();
+        let sender = Bot::with_client(token, client(SEND_TIMEOUT)?).set_api_url(url.clone());
+        let poller =
+            Bot::with_client(token, client(config.poll_timeout + POLL_SLACK)?).set_api_url(url);
+        Ok(TelegramChannel {
+            config,
+            sender,
+            poller,
+        })
+    }
+}
+
+/// What the outbox should do after a failed `sendMessage`.
+pub fn classify(error: &RequestError, token: &str) -> SendOutcome {
+    let shown = || redact(&error.to_string(), token);
+    match error {
+        RequestError::RetryAfter(wait) => {
+            SendOutcome::RetryAfter(wait.duration().min(MAX_RETRY_AFTER))
+        }
+        RequestError::MigrateToChatId(chat) => SendOutcome::ChatMigrated {
+            chat_id: chat.0.to_string(),
+        },
+        RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => {
+            SendOutcome::Transient(shown())
+        }
+        // Our configuration, not the message, is wrong: keep it until the token is fixed.
+        RequestError::Api(ApiError::InvalidToken) => {
+            SendOutcome::Transient(TelegramError::InvalidToken.to_string())
+        }
+        RequestError::Api(ApiError::Unknown(description)) if is_server_side(description) => {
+            SendOutcome::Transient(shown())
+        }
+        RequestError::Api(_) => SendOutcome::Permanent(shown()),
+    }
+}
+
+/// Whether an error description teloxide did not recognise is the server's trouble (5xx, an
+/// unparameterised 429) rather than a refusal of this request.
+fn is_server_side(description: &str) -> bool {
+    let refusal = [
+        "Bad Request",
+        "Forbidden",
+        "Unauthorized",
+        "Not Found",
+        "Conflict",
+    ];
+    !refusal.iter().any(|prefix| description.starts_with(prefix))
+}
+
+#[async_trait::async_trait]
+impl Channel for TelegramChannel {
+    fn name(&self) -> &str {
+        CHANNEL
+    }
+
+    fn limit(&self) -> TextLimit {
+        TELEGRAM_LIMIT
+    }
+
+    async fn send(&self, chunk: OutboundChunk<'_>) -> SendOutcome {
+        let route = chunk.route;
+        let Ok(chat_id) = route.chat_id.parse::<i64>() else {
+            return SendOutcome::Permanent(format!(
+                "`{}` is not a telegram chat id",
+                route.chat_id
+            ));
+        };
+        let mut request = self
+            .sender
+            .send_message(ChatId(chat_id), chunk.text)
+            .link_preview_options(LinkPreviewOptions {
+                is_disabled: true,
+                url: None,
+                prefer_small_media: false,
+                prefer_large_media: false,
+                show_above_text: false,
+            });
+        if let Some(thread) = &route.thread_id {
+            let Ok(thread) = thread.parse::<i32>() else {
+                return SendOutcome::Permanent(format!("`{thread}` is not a telegram topic id"));
+            };
+            request = request.message_thread_id(ThreadId(MessageId(thread)));
+        }
+        match request.await {
+            Ok(message) => SendOutcome::Delivered {
+                platform_id: Some(message.id.0.to_string()),
+            },
+            Err(error) => classify(&error, self.config.token.expose()),
+        }
+    }
+
+    async fn run_inbound(
+        &self,
+        sink: Arc<dyn InboundSink>,
+        stop: CancellationToken,
+    ) -> Result<(), ChannelError> {
+        let token = self.config.token.expose();
+        let me = match inbound::identify(&self.poller, token, &stop).await {
+            Ok(Some(me)) => me,
+            Ok(None) => return Ok(()),
+            Err(error) => return Err(ChannelError::Config(error.to_string())),
+        };
+        inbound::register_commands(
+            &self.sender,
+            &me,
+            &self.config.commands,
+            sink.as_ref(),
+            token,
+        )
+        .await;
+        inbound::poll(
+            self.poller.clone(),
+            me,
+            sink,
+            self.config.poll_timeout,
+            token.to_string(),
+            stop,
+        )
+        .await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use execrelay_channel::Secret;
+    use teloxide::types::Seconds;
+
+    const TOKEN: &str = "123456:AAF7-g0gYncWnm5IyfZlpPRqRRv6kNAGlao";
+
+    #[test]
+    fn errors_map_to_the_contract() {
+        let retry = classify(&RequestError::RetryAfter(Seconds::from_seconds(3)), TOKEN);
+        assert_eq!(retry, SendOutcome::RetryAfter(Duration::from_secs(3)));
+        let moved = classify(&RequestError::MigrateToChatId(ChatId(-100777)), TOKEN);
+        assert_eq!(
+            moved,
+            SendOutcome::ChatMigrated {
+                chat_id: "-100777".into()
+            }
+        );
+        for permanent in [
+            ApiError::BotBlocked,
+            ApiError::ChatNotFound,
+            ApiError::MessageIsTooLong,
+        ] {
+            assert!(
+                matches!(
+                    classify(&RequestError::Api(permanent.clone()), TOKEN),
+                    SendOutcome::Permanent(_)
+                ),
+                "{permanent:?}"
+            );
+        }
+        let bad = ApiError::Unknown("Bad Request: something new".into());
+        assert!(matches!(
+            classify(&RequestError::Api(bad), TOKEN),
+            SendOutcome::Permanent(_)
+        ));
+        for server in ["Internal Server Error", "Bad Gateway", "Too Many Requests"] {
+            let error = RequestError::Api(ApiError::Unknown(server.into()));
+            assert!(
+                matches!(classify(&error, TOKEN), SendOutcome::Transient(_)),
+                "{server}"
+            );
+        }
+        let token = classify(&RequestError::Api(ApiError::InvalidToken), TOKEN);
+        assert!(matches!(token, SendOutcome::Transient(_)));
+    }
+
+    #[test]
+    fn rejects_unusable_config() {
+        let mut config = TelegramConfig::new(Secret::new(""));
+        assert!(TelegramChannel::new(config.clone()).is_err());
+        config.token = Secret::new(TOKEN);
+        config.api_url = "not a url".into();
+        assert!(TelegramChannel::new(config.clone()).is_err());
+        config.api_url = "http://127.0.0.1:9/tg/".into();
+        let channel = TelegramChannel::new(config).unwrap();
+        assert!(!format!("{channel:?}").contains("g0gYnc"));
+    }
+
+    #[tokio::test]
+    async fn network_errors_never_show_the_token() {
+        // Nothing listens on port 9 of loopback: a connection error naming the request URL.
+        let mut config = TelegramConfig::new(Secret::new(TOKEN));
+        config.api_url = "http://127.0.0.1:9".into();
+        let channel = TelegramChannel::new(config).unwrap();
+        let route = execrelay_channel::Route {
+            channel: CHANNEL.into(),
+            account: String::new(),
+            chat_id: "42".into(),
+            thread_id: None,
+            reply_to_message_id: None,
+            chat_type: execrelay_channel::ChatType::Direct,
+        };
+        let outcome = channel
+            .send(OutboundChunk {
+                route: &route,
+                text: "hi",
+                idempotency_key: "k",
+                index: 0,
+                count: 1,
+            })
+            .await;
+        let SendOutcome::Transient(error) = outcome else {
+            panic!("expected a transient error, got {outcome:?}")
+        };
+        assert!(
+            !error.contains("g0gYnc") && !error.contains(TOKEN),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! Crash points for tests: `EXECRELAY_FAILPOINT=<name>` makes the relay SIGKILL itself when it
+//! reaches the named point, so an end-to-end test can stop it exactly between two durable steps
+//! (as a power cut would) instead of racing a timer. Unset, a check is one load of a cached
+//! `Option`.
+
+use std::sync::OnceLock;
+
+/// Set by tests only; read once.
+const VARIABLE: &str = "EXECRELAY_FAILPOINT";
+
+/// After an inbound message is stored, before the command processor is told of it (and so before
+/// an adapter confirms it to its platform).
+pub const INBOUND_STORED: &str = "inbound-stored";
+
+fn armed() -> Option<&'static str> {
+    static ARMED: OnceLock<Option<String>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| std::env::var(VARIABLE).ok().filter(|v| !v.is_empty()))
+        .as_deref()
+}
+
+/// Kills the process here if `name` is the armed crash point.
+pub fn hit(name: &str) {
+    if armed() == Some(name) {
+        tracing::warn!(failpoint = name, "{VARIABLE}: killing the relay here");
+        // SAFETY: kill(2) on our own pid; SIGKILL runs no handlers, like a power cut.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}

@@ -1,0 +1,388 @@
+//! A fake Telegram Bot API: what teloxide talks to in the tests.
+//!
+//! `POST /bot<token>/<Method>` with JSON bodies, method names matched case-insensitively
+//! (teloxide sends `GetMe`, `SendMessage`). It answers `getMe`, `getWebhookInfo`,
+//! `deleteWebhook`, `setMyCommands`, `getUpdates` (a long poll that honours `offset`: an update
+//! stays queued until a later call's offset confirms it, as on the real API) and `sendMessage`
+//! (recorded with chat id, thread id and text; over 4096 UTF-16 units is a 400 "message is too
+//! long"). Failures on cue: `retry_after` 429s, a blocked user (403), a group that migrated to a
+//! supergroup (400 with `migrate_to_chat_id`), and 409 Conflicts on `getUpdates`.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use crate::harness::{RelayBuilder, toml_str, unix_now};
+
+/// The bot token the relay under test is given. Shaped like a real one (id, colon, 35
+/// characters), so that a leak of it or of its secret half is easy to grep for.
+pub const TOKEN: &str = "4242:AAF7-e2eFakeTokenSecretPart0123456";
+pub const BOT_ID: i64 = 4242;
+pub const BOT_USERNAME: &str = "execrelay_test_bot";
+/// The longest a `getUpdates` call is held open when nothing is queued.
+const MAX_HOLD: Duration = Duration::from_secs(2);
+pub const TEXT_LIMIT: usize = 4096;
+
+/// One `sendMessage` the fake accepted.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub chat_id: i64,
+    pub thread_id: Option<i64>,
+    pub text: String,
+    pub at: Instant,
+}
+
+/// One call of any method, whatever it was answered.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub method: String,
+    pub body: Value,
+    pub status: u16,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    queued: Vec<Value>,
+    next_update_id: i64,
+    next_message_id: i64,
+    sent: Vec<Sent>,
+    calls: Vec<Call>,
+    /// (remaining, retry_after seconds) for the next sendMessage calls.
+    rate_limits: Vec<(usize, u64)>,
+    blocked: HashSet<i64>,
+    migrated: HashMap<i64, i64>,
+    conflicts: usize,
+    commands: Option<Value>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    news: tokio::sync::Notify,
+}
+
+pub struct FakeTelegram {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    // Last field: dropped after everything else, stopping the server.
+    _rt: tokio::runtime::Runtime,
+}
+
+fn ok(result: Value) -> Response {
+    (
+        StatusCode::OK,
+        axum::Json(json!({"ok": true, "result": result})),
+    )
+        .into_response()
+}
+
+fn error(status: u16, description: &str, parameters: Option<Value>) -> Response {
+    let mut body = json!({"ok": false, "error_code": status, "description": description});
+    if let Some(parameters) = parameters {
+        body["parameters"] = parameters;
+    }
+    let status = StatusCode::from_u16(status).expect("a valid status");
+    (status, axum::Json(body)).into_response()
+}
+
+fn user(id: i64) -> Value {
+    json!({"id": id, "is_bot": false, "first_name": format!("user{id}")})
+}
+
+fn chat(id: i64) -> Value {
+    if id > 0 {
+        json!({"id": id, "type": "private", "first_name": format!("user{id}")})
+    } else {
+        json!({"id": id, "type": "supergroup", "title": format!("group{id}"), "is_forum": true})
+    }
+}
+
+impl FakeTelegram {
+    pub fn start() -> FakeTelegram {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("fake-telegram")
+            .enable_all()
+            .build()
+            .expect("build the fake telegram runtime");
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                next_update_id: 1000,
+                next_message_id: 1,
+                ..Inner::default()
+            }),
+            news: tokio::sync::Notify::new(),
+        });
+        let app = Router::new()
+            .route("/{bot}/{method}", post(handle))
+            .with_state(shared.clone());
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind the fake telegram");
+        let addr = listener.local_addr().expect("fake telegram address");
+        rt.spawn(async move {
+            axum::serve(listener, app)
+                .await
+                .expect("fake telegram serve");
+        });
+        FakeTelegram {
+            addr,
+            shared,
+            _rt: rt,
+        }
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Enables the relay's telegram channel against this fake.
+    pub fn configure(&self, builder: RelayBuilder) -> RelayBuilder {
+        builder
+            .set("channels.telegram", "enabled", "true")
+            .set("channels.telegram", "token", &toml_str(TOKEN))
+            .set("channels.telegram", "api_url", &toml_str(&self.api_url()))
+            .set("channels.telegram", "poll_timeout", &toml_str("10s"))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.shared.inner.lock().expect("fake telegram lock")
+    }
+
+    /// Queues an update carrying `message` (from [`dm`] or [`group`]); returns its update_id.
+    pub fn push(&self, mut message: Value) -> i64 {
+        let update_id = {
+            let mut inner = self.lock();
+            let update_id = inner.next_update_id;
+            inner.next_update_id += 1;
+            message["message_id"] = json!(inner.next_message_id);
+            inner.next_message_id += 1;
+            message["date"] = json!(unix_now());
+            inner
+                .queued
+                .push(json!({"update_id": update_id, "message": message}));
+            update_id
+        };
+        self.shared.news.notify_waiters();
+        update_id
+    }
+
+    /// Every sendMessage accepted so far, in order.
+    pub fn sent(&self) -> Vec<Sent> {
+        self.lock().sent.clone()
+    }
+
+    pub fn sent_to(&self, chat_id: i64) -> Vec<Sent> {
+        self.sent()
+            .into_iter()
+            .filter(|s| s.chat_id == chat_id)
+            .collect()
+    }
+
+    pub fn calls(&self, method: &str) -> Vec<Call> {
+        let method = method.to_ascii_lowercase();
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
+    }
+
+    /// Updates not yet confirmed by an offset.
+    pub fn unconfirmed(&self) -> usize {
+        self.lock().queued.len()
+    }
+
+    /// The next `n` sendMessage calls get a 429 with `retry_after`.
+    pub fn rate_limit_next(&self, n: usize, retry_after_secs: u64) {
+        assert!(n > 0, "rate_limit_next needs n >= 1");
+        self.lock().rate_limits.push((n, retry_after_secs));
+    }
+
+    /// The user blocked the bot: sends to `chat_id` get 403.
+    pub fn block(&self, chat_id: i64) {
+        self.lock().blocked.insert(chat_id);
+    }
+
+    /// The group `old` became the supergroup `new`: sends to `old` get 400 with
+    /// `migrate_to_chat_id`.
+    pub fn migrate(&self, old: i64, new: i64) {
+        self.lock().migrated.insert(old, new);
+    }
+
+    /// The next `n` getUpdates calls get 409 Conflict (another poller on the token).
+    pub fn conflict_next(&self, n: usize) {
+        self.lock().conflicts = n;
+    }
+
+    /// The command list registered last, if any.
+    pub fn commands(&self) -> Option<Value> {
+        self.lock().commands.clone()
+    }
+}
+
+/// A private-chat text message from `user_id`.
+pub fn dm(user_id: i64, text: &str) -> Value {
+    json!({"chat": chat(user_id), "from": user(user_id), "text": text})
+}
+
+/// A message in the group or forum `chat_id` (negative) from `user_id`, in `topic` if given.
+pub fn group(chat_id: i64, user_id: i64, text: &str, topic: Option<i64>) -> Value {
+    let mut message = json!({"chat": chat(chat_id), "from": user(user_id), "text": text});
+    if let Some(topic) = topic {
+        message["message_thread_id"] = json!(topic);
+        message["is_topic_message"] = json!(true);
+    }
+    message
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    Path((bot, method)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let method = method.to_ascii_lowercase();
+    let body: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(body) => body,
+            Err(_) => return error(400, "Bad Request: invalid JSON", None),
+        }
+    };
+    let response = if bot != format!("bot{TOKEN}") {
+        error(401, "Unauthorized", None)
+    } else {
+        answer(&shared, &method, &body).await
+    };
+    shared
+        .inner
+        .lock()
+        .expect("fake telegram lock")
+        .calls
+        .push(Call {
+            method,
+            body,
+            status: response.status().as_u16(),
+            at: Instant::now(),
+        });
+    response
+}
+
+async fn answer(shared: &Shared, method: &str, body: &Value) -> Response {
+    match method {
+        "getme" => ok(json!({
+            "id": BOT_ID, "is_bot": true, "first_name": "execrelay", "username": BOT_USERNAME,
+            "can_join_groups": true, "can_read_all_group_messages": false,
+            "supports_inline_queries": false, "can_connect_to_business": false,
+            "has_main_web_app": false,
+        })),
+        "getwebhookinfo" => ok(json!({"url": "", "has_custom_certificate": false,
+                                       "pending_update_count": 0})),
+        "deletewebhook" => ok(json!(true)),
+        "setmycommands" => {
+            shared.inner.lock().expect("lock").commands = Some(body["commands"].clone());
+            ok(json!(true))
+        }
+        "getupdates" => get_updates(shared, body).await,
+        "sendmessage" => send_message(shared, body),
+        _ => error(404, "Not Found: method not found", None),
+    }
+}
+
+async fn get_updates(shared: &Shared, body: &Value) -> Response {
+    let offset = body["offset"].as_i64();
+    let limit = body["limit"].as_u64().unwrap_or(100) as usize;
+    let hold = Duration::from_secs(body["timeout"].as_u64().unwrap_or(0)).min(MAX_HOLD);
+    let deadline = tokio::time::Instant::now() + hold;
+    loop {
+        let news = shared.news.notified();
+        {
+            let mut inner = shared.inner.lock().expect("lock");
+            if inner.conflicts > 0 {
+                inner.conflicts -= 1;
+                return error(
+                    409,
+                    "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+                    None,
+                );
+            }
+            // An offset confirms every update before it: they are gone for good.
+            if let Some(offset) = offset {
+                inner
+                    .queued
+                    .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+            }
+            if !inner.queued.is_empty() || tokio::time::Instant::now() >= deadline {
+                let batch: Vec<Value> = inner.queued.iter().take(limit).cloned().collect();
+                return ok(Value::Array(batch));
+            }
+        }
+        let _ = tokio::time::timeout_at(deadline, news).await;
+    }
+}
+
+fn send_message(shared: &Shared, body: &Value) -> Response {
+    let Some(chat_id) = body["chat_id"].as_i64() else {
+        return error(400, "Bad Request: chat not found", None);
+    };
+    let text = body["text"].as_str().unwrap_or("");
+    if text.encode_utf16().count() > TEXT_LIMIT {
+        return error(400, "Bad Request: message is too long", None);
+    }
+    if text.trim().is_empty() {
+        return error(400, "Bad Request: message text is empty", None);
+    }
+    let mut inner = shared.inner.lock().expect("lock");
+    if let Some(new) = inner.migrated.get(&chat_id) {
+        let parameters = json!({"migrate_to_chat_id": new});
+        return error(
+            400,
+            "Bad Request: group chat was upgraded to a supergroup chat",
+            Some(parameters),
+        );
+    }
+    if inner.blocked.contains(&chat_id) {
+        return error(403, "Forbidden: bot was blocked by the user", None);
+    }
+    if let Some(rule) = inner.rate_limits.first_mut() {
+        let retry_after = rule.1;
+        rule.0 -= 1;
+        if rule.0 == 0 {
+            inner.rate_limits.remove(0);
+        }
+        return error(
+            429,
+            &format!("Too Many Requests: retry after {retry_after}"),
+            Some(json!({"retry_after": retry_after})),
+        );
+    }
+    let thread_id = body["message_thread_id"].as_i64();
+    let message_id = inner.next_message_id;
+    inner.next_message_id += 1;
+    inner.sent.push(Sent {
+        chat_id,
+        thread_id,
+        text: text.to_string(),
+        at: Instant::now(),
+    });
+    let mut message = json!({
+        "message_id": message_id, "date": unix_now(), "chat": chat(chat_id),
+        "from": {"id": BOT_ID, "is_bot": true, "first_name": "execrelay", "username": BOT_USERNAME},
+        "text": text,
+    });
+    if let Some(thread_id) = thread_id {
+        message["message_thread_id"] = json!(thread_id);
+        message["is_topic_message"] = json!(true);
+    }
+    ok(message)
+}

@@ -1,0 +1,404 @@
+//! The Telegram channel end to end: the real binary, teloxide inside it, and the fake Bot API
+//! in `fakes/telegram.rs`.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::fakes::receiver::Receiver;
+use crate::fakes::telegram::{self, FakeTelegram, Sent, TEXT_LIMIT, TOKEN, dm, group};
+use crate::harness::*;
+
+const ALICE: i64 = 5;
+
+fn start(tg: &FakeTelegram, rx: &Receiver, allow: &[&str]) -> Relay {
+    tg.configure(Relay::builder(rx).allow(allow)).start()
+}
+
+/// Waits for the `n`-th (from 0) message in `chat_id` whose text satisfies `pred`.
+#[track_caller]
+fn wait_sent(tg: &FakeTelegram, chat_id: i64, what: &str, pred: impl Fn(&Sent) -> bool) -> Sent {
+    wait_for(&format!("{what} in telegram chat {chat_id}"), SOON, || {
+        tg.sent_to(chat_id).into_iter().find(|s| pred(s))
+    })
+}
+
+fn count_sent(tg: &FakeTelegram, pred: impl Fn(&Sent) -> bool) -> usize {
+    tg.sent().iter().filter(|s| pred(s)).count()
+}
+
+/// A shell command that waits (bounded) for the file `name` in the workdir, then prints `out`:
+/// the test decides when the job ends.
+fn gated(name: &str, out: &str) -> String {
+    format!(
+        "/exec sh -c 'for i in $(seq 1 400); do [ -f {name} ] && break; sleep 0.05; done; echo {out}'"
+    )
+}
+
+#[track_caller]
+fn assert_no_token_in(log: &str) {
+    let secret = TOKEN.split_once(':').map(|(_, s)| s).unwrap_or(TOKEN);
+    assert!(
+        !log.contains(secret),
+        "the bot token appears in the relay's log"
+    );
+}
+
+#[test]
+fn private_chat_exec_is_acknowledged_then_completed_in_the_same_chat() {
+    let (tg, rx) = (FakeTelegram::start(), Receiver::start());
+    let relay = start(&tg, &rx, &["telegram:5"]);
+
+    tg.push(dm(ALICE, "/exec sh -c 'sleep 0.2; echo tg-ok'"));
+    let ack = wait_sent(&tg, ALICE, "the acknowledgement", |s| {
+        s.text.starts_with("started job ")
+    });
+    let id = ack_job_id(&ack.text).expect("a job id in the acknowledgement");
+    let done = wait_sent(&tg, ALICE, "the completion", |s| {
+        is_completion_of(&s.text, &id)
+    });
+    assert!(done.text.contains("exit 0"), "{:?}", done.text);
+    assert!(
+        output_lines(&done.text).contains(&"tg-ok"),
+        "{:?}",
+        done.text
+    );
+    assert_eq!((ack.thread_id, done.thread_id), (None, None));
+    assert!(done.at >= ack.at);
+
+    // The command menu was registered, with names as Telegram wants them.
+    let commands = tg.commands().expect("setMyCommands was called");
+    let names: Vec<&str> = commands
+        .as_array()
+        .expect("a command list")
+        .iter()
+        .filter_map(|c| c["command"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"exec") && names.contains(&"tail"),
+        "{names:?}"
+    );
+    assert_eq!(count_sent(&tg, |s| is_completion_of(&s.text, &id)), 1);
+    assert_no_token_in(&relay.log());
+}
+
+#[test]
+fn forum_topic_replies_stay_in_the_topic_and_other_bots_commands_are_ignored() {
+    let (tg, rx) = (FakeTelegram::start(), Receiver::start());
+    let relay = start(&tg, &rx, &["telegram:5"]);
+    let forum = -100_123;
+
+    tg.push(group(
+        forum,
+        ALICE,
+        "/exec@some_other_bot sh -c 'echo not-ours'",
+        Some(77),
+    ));
+    let cmd = format!("/exec@{} sh -c 'echo topic-ok'", telegram::BOT_USERNAME);
+    tg.push(group(forum, ALICE, &cmd, Some(77)));
+    let ack = wait_sent(&tg, forum, "the acknowledgement", |s| {
+        s.text.starts_with("started job ")
+    });
+    let id = ack_job_id(&ack.text).expect("a job id");
+    let done = wait_sent(&tg, forum, "the completion", |s| {
+        is_completion_of(&s.text, &id)
+    });
+    assert_eq!(ack.thread_id, Some(77), "the ack goes to the topic");
+    assert_eq!(done.thread_id, Some(77), "the completion goes to the topic");
+    assert!(
+        output_lines(&done.text).contains(&"topic-ok"),
+        "{:?}",
+        done.text
+    );
+    assert_eq!(relay.jobs().len(), 1, "the other bot's /exec ran nothing");
+    assert_eq!(count_sent(&tg, |s| s.text.contains("not-ours")), 0);
+}
+
+#[test]
+fn last_active_conversation_follows_an_identity_across_platforms() {
+    let (tg, rx) = (FakeTelegram::start(), Receiver::start());
+    let relay = start_with_identity(&tg, &rx);
+
+    // Started in a Telegram DM, then alice speaks on the webhook: the completion goes there.
+    tg.push(dm(ALICE, &gated("go-1", "to-webhook")));
+    let ack = wait_sent(&tg, ALICE, "the acknowledgement", |s| {
+        s.text.starts_with("started job ")
+    });
+    let first = ack_job_id(&ack.text).expect("a job id");
+    relay.say(&crate::harness::dm(
+        "wh-alice",
+        "alice",
+        "hello from the webhook",
+    ));
+    wait_route(&relay, "webhook", "wh-alice");
+    std::fs::write(relay.path("go-1"), "").unwrap();
+    let done = rx.wait_for_message("the completion on the webhook", SOON, |d| {
+        is_completion_of(&d.text, &first)
+    });
+    assert_eq!(done.conversation_id, "wh-alice");
+    assert!(output_lines(&done.text).contains(&"to-webhook"));
+
+    // And back: started on the webhook, then alice speaks in Telegram.
+    let second = relay
+        .start_job(
+            &rx,
+            &crate::harness::dm("wh-alice", "alice", &gated("go-2", "to-tg")),
+        )
+        .id;
+    tg.push(dm(ALICE, "back in telegram"));
+    wait_route(&relay, "telegram", "5");
+    std::fs::write(relay.path("go-2"), "").unwrap();
+    let done = wait_sent(&tg, ALICE, "the completion in telegram", |s| {
+        is_completion_of(&s.text, &second)
+    });
+    assert!(
+        output_lines(&done.text).contains(&"to-tg"),
+        "{:?}",
+        done.text
+    );
+
+    relay.wait_outbox_drained();
+    assert_eq!(count_sent(&tg, |s| is_completion_of(&s.text, &first)), 0);
+    assert_eq!(rx.count(|d| is_completion_of(&d.text, &second)), 0);
+}
+
+fn start_with_identity(tg: &FakeTelegram, rx: &Receiver) -> Relay {
+    tg.configure(Relay::builder(rx).allow(&["alice"]).set(
+        "identities",
+        "alice",
+        r#"["telegram:5", "webhook:alice"]"#,
+    ))
+    .start()
+}
+
+#[track_caller]
+fn wait_route(relay: &Relay, channel: &str, chat_id: &str) -> Value {
+    wait_for(
+        &format!("user:alice's last route to be {channel}:{chat_id}"),
+        SOON,
+        || {
+            relay.routes().into_iter().find(|r| {
+                r["session"] == "user:alice" && r["channel"] == channel && r["chat_id"] == chat_id
+            })
+        },
+    )
+}
+
+#[test]
+fn long_output_arrives_in_ordered_chunks_within_the_utf16_limit() {
+    let (tg, rx) = (FakeTelegram::start(), Receiver::start());
+    let relay = tg
+        .configure(
+            Relay::builder(&rx)
+                .allow(&["telegram:5"])
+                .set("exec", "tail_chars", "30000")
+                .set("exec", "tail_lines", "2000"),
+        )
+        .start();
+    // 400 lines of 50 characters, an emoji (2 UTF-16 units) and CJK in each: 20,000
+    // characters, ~22,000 UTF-16 units.
+    let lines: Vec<String> = (0..400)
+        .map(|i| format!("L{i:04} 😀 漢字 {}", "x".repeat(50 - 11)))
+        .collect();
+    assert!(lines.iter().all(|l| l.chars().count() == 50));
+    std::fs::write(relay.path("big.txt"), lines.join("\n") + "\n").unwrap();
+
+    tg.push(dm(ALICE, "/exec cat big.txt"));
+    let ack = wait_sent(&tg, ALICE, "the acknowledgement", |s| {
+        s.text.starts_with("started job ")
+    });
+    let id = ack_job_id(&ack.text).expect("a job id");
+    wait_sent(&tg, ALICE, "the completion's last line", |s| {
+        s.text.contains("L0399")
+    });
+    relay.wait_outbox_drained();
+    let chunks: Vec<Sent> = tg
+        .sent_to(ALICE)
+        .into_iter()
+        .skip_while(|s| !is_completion_of(&s.text, &id))
+        .collect();
+    assert!(
+        chunks.len() >= 6,
+        "expected several chunks, got {}",
+        chunks.len()
+    );
+    for chunk in &chunks {
+        let units = chunk.text.encode_utf16().count();
+        assert!(units <= TEXT_LIMIT, "a chunk of {units} UTF-16 units");
+        assert!(!chunk.text.contains('\u{FFFD}'), "a character was split");
+    }
+    let received: Vec<&str> = chunks
+        .iter()
+        .flat_map(|c| c.text.lines())
+        .map(str::trim)
+        .filter(|l| l.starts_with('L') && l.contains('😀'))
+        .collect();
+    assert_eq!(received, lines, "every line, whole and in order");
+}
+
+#[test]
+fn rate_limited_twice_then_delivered_once_after_the_wait() {
+    let (tg, rx) = (FakeTelegram::start(), Receiver::start());
+    let relay = start(&tg, &rx, &["telegram:5"]);
+
+    tg.push(dm(ALICE, &gated("go", "after-429")));
+    let ack = wait_sent(&tg, ALICE, "the acknowledgement", |s| {
+        s.text.starts_with("started job ")
+    });
+    let id = ack_job_id(&ack.text).expect("a job id");
+    tg.rate_limit_next(2, 1);
+    std::fs::write(relay.path("go"), "").unwrap();
+    let done = wait_sent(&tg, ALICE, "the completion", |s| {
+        is_completion_of(&s.text, &id)
+    });
+
+    let limited: Vec<_> = tg
+        .calls("sendMessage")
+        .into_iter()
+        .filter(|c| c.status == 429)
+        .collect();
+    assert_eq!(limited.len(), 2, "two 429s were answered");
+    let waited = done.at.duration_since(limited[0].at);
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "two retry_after: 1 should take ~2 s, took {waited:?}"
+    );
+    relay.wait_outbox_drained();
+    assert_eq!(count_sent(&tg, |s| is_completion_of(&s.text, &id)), 1);
+}
+
+#[test]
+fn relay_killed_after_get_updates_runs_the_command_exactly_once_after_restart() {
+    let (tg, rx) = (FakeTelegram::start(), Receiver::start());
+    let mut relay = tg
+        .configure(
+            Relay::builder(&rx)
+                .allow(&["telegram:5"])
+                .env("EXECRELAY_FAILPOINT", "inbound-stored"),
+        )
+        .start();
+    let update = tg.push(dm(ALICE, "/exec sh -c 'echo ran >> marker; echo crash-ok'"));
+    // The relay stores the update, then dies before anything acts on it.
+    relay.wait_exited(SOON);
+    assert!(
+        !relay.path("marker").exists(),
+        "nothing ran before the crash"
+    );
+    assert_eq!(tg.unconfirmed(), 1, "update {update} was not confirmed");
+    assert!(tg.sent().is_empty());
+
+    relay.set_env(&[]);
+    relay.restart();
+    let done = wait_sent(&tg, ALICE, "the completion after the restart", |s| {
+        s.text.starts_with("exec finished: ")
+    });
+    assert!(
+        output_lines(&done.text).contains(&"crash-ok"),
+        "{:?}",
+        done.text
+    );
+    wait_for("the redelivered update to be confirmed", SOON, || {
+        (tg.unconfirmed() == 0).then_some(())
+    });
+    relay.wait_outbox_drained();
+    let marker = std::fs::read_to_string(relay.path("marker")).unwrap();
+    assert_eq!(marker, "ran\n", "the command ran exactly once");
+    assert_eq!(count_sent(&tg, |s| s.text.starts_with("started job ")), 1);
+    assert_eq!(
+        count_sent(&tg, |s| s.text.starts_with("exec finished: ")),
+        1
+    );
+    assert_eq!(relay.jobs().len(), 1);
+    // The command list did not change, so the restart did not register it again.
+    assert_eq!(tg.calls("setMyCommands").len(), 1);
+    assert_no_token_in(&relay.log());
+}
+
+#[test]
+fn unauthorized_user_is_refused_and_nothing_runs() {
+    let (tg, rx) = (FakeTelegram::start(), Receiver::start());
+    let relay = start(&tg, &rx, &["telegram:5"]);
+
+    tg.push(dm(6, "/exec sh -c 'echo no > pwned'"));
+    let refusal = wait_sent(&tg, 6, "the refusal", |s| s.text.contains("not authorized"));
+    assert!(refusal.text.contains("telegram:6"), "{:?}", refusal.text);
+    wait_for("the refused update to be confirmed", SOON, || {
+        (tg.unconfirmed() == 0).then_some(())
+    });
+    assert!(relay.jobs().is_empty(), "no job");
+    assert!(relay.routes().is_empty(), "no route recorded");
+    assert!(!relay.path("pwned").exists());
+}
+
+#[test]
+fn blocked_user_dead_letters_and_a_migrated_group_follows_its_new_id() {
+    let (tg, rx) = (FakeTelegram::start(), Receiver::start());
+    let relay = start(&tg, &rx, &["telegram:5", "telegram:7"]);
+
+    tg.block(7);
+    tg.push(dm(7, "/jobs"));
+    let dead = wait_for("the reply to the blocked user dead-lettered", SOON, || {
+        relay
+            .deliveries()
+            .into_iter()
+            .find(|d| d["state"] == "dead")
+    });
+    assert_eq!(dead["chat_id"], "7", "{dead}");
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("blocked"),
+        "{dead}"
+    );
+
+    let (old, new) = (-300, -100_300);
+    tg.migrate(old, new);
+    tg.push(group(old, ALICE, &gated("go", "migrated-ok"), None));
+    let ack = wait_sent(&tg, new, "the acknowledgement at the new id", |s| {
+        s.text.starts_with("started job ")
+    });
+    let id = ack_job_id(&ack.text).expect("a job id");
+    let (session, new_id) = (format!("chat:telegram:{old}"), new.to_string());
+    wait_for("the group's stored route to carry the new id", SOON, || {
+        relay
+            .routes()
+            .into_iter()
+            .find(|r| r["session"] == session && r["chat_id"] == new_id.as_str())
+    });
+    std::fs::write(relay.path("go"), "").unwrap();
+    let done = wait_sent(&tg, new, "the completion at the new id", |s| {
+        is_completion_of(&s.text, &id)
+    });
+    assert!(output_lines(&done.text).contains(&"migrated-ok"));
+    let to_old = tg
+        .calls("sendMessage")
+        .into_iter()
+        .filter(|c| c.body["chat_id"] == old)
+        .count();
+    assert_eq!(to_old, 1, "only the first send went to the old id");
+}
+
+#[test]
+fn a_409_conflict_is_reported_and_retried_with_backoff() {
+    let (tg, rx) = (FakeTelegram::start(), Receiver::start());
+    tg.conflict_next(1);
+    let relay = start(&tg, &rx, &["telegram:5"]);
+
+    tg.push(dm(ALICE, "/exec echo after-conflict"));
+    wait_sent(&tg, ALICE, "the completion after the conflict", |s| {
+        s.text.starts_with("exec finished: ")
+    });
+    let polls = tg.calls("getUpdates");
+    let conflict = polls
+        .iter()
+        .position(|c| c.status == 409)
+        .expect("a 409 was answered");
+    let next = &polls[conflict + 1];
+    let gap = next.at.duration_since(polls[conflict].at);
+    assert!(gap >= Duration::from_secs(4), "retried after only {gap:?}");
+    assert!(
+        relay.log().contains("409 Conflict"),
+        "the conflict is reported clearly"
+    );
+}
