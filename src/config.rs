@@ -274,6 +274,31 @@ pub struct ChannelsConfig {
     pub local: LocalChannelConfig,
     pub webhook: WebhookChannelConfig,
     pub telegram: TelegramChannelConfig,
+    pub discord: DiscordChannelConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscordChannelConfig {
+    pub enabled: bool,
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    /// Base URL of the REST API and of gateway discovery; tests point it at a fake.
+    pub api_base: String,
+    /// In guild channels, answer only when mentioned or when the message is a command.
+    pub require_mention: bool,
+}
+
+impl Default for DiscordChannelConfig {
+    fn default() -> Self {
+        DiscordChannelConfig {
+            enabled: false,
+            token: None,
+            token_file: None,
+            api_base: "https://discord.com".into(),
+            require_mention: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -418,28 +443,37 @@ impl Config {
                 )));
             }
         }
-        if self.http.api_token.is_some() && self.http.api_token_file.is_some() {
-            return Err(invalid(
-                "http.api_token and http.api_token_file are both set; keep one".into(),
-            ));
+        let channels = &self.channels;
+        for (key, both) in [
+            (
+                "http.api_token",
+                self.http.api_token.is_some() && self.http.api_token_file.is_some(),
+            ),
+            (
+                "channels.webhook.secret",
+                channels.webhook.secret.is_some() && channels.webhook.secret_file.is_some(),
+            ),
+            (
+                "channels.telegram.token",
+                channels.telegram.token.is_some() && channels.telegram.token_file.is_some(),
+            ),
+            (
+                "channels.discord.token",
+                channels.discord.token.is_some() && channels.discord.token_file.is_some(),
+            ),
+        ] {
+            if both {
+                return Err(invalid(format!(
+                    "{key} and {key}_file are both set; keep one"
+                )));
+            }
         }
-        let webhook = &self.channels.webhook;
-        if webhook.secret.is_some() && webhook.secret_file.is_some() {
+        if !(Duration::from_secs(1)..=Duration::from_secs(50))
+            .contains(&channels.telegram.poll_timeout)
+        {
             return Err(invalid(
-                "channels.webhook.secret and channels.webhook.secret_file are both set; keep one"
+                "channels.telegram.poll_timeout must be between 1s and 50s (Telegram's limit)"
                     .into(),
-            ));
-        }
-        let telegram = &self.channels.telegram;
-        if telegram.token.is_some() && telegram.token_file.is_some() {
-            return Err(invalid(
-                "channels.telegram.token and channels.telegram.token_file are both set; keep one"
-                    .into(),
-            ));
-        }
-        if telegram.poll_timeout > Duration::from_secs(50) {
-            return Err(invalid(
-                "channels.telegram.poll_timeout must be at most 50s (Telegram's limit)".into(),
             ));
         }
         Ok(())
@@ -447,35 +481,38 @@ impl Config {
 
     /// Fills secrets from `*_file` keys, then from the environment where the file left them unset.
     fn resolve_secrets(&mut self, origin: &str) -> Result<(), ConfigError> {
-        if let Some(path) = &self.http.api_token_file {
-            self.http.api_token = Some(read_secret_file(path, "http.api_token_file", origin)?);
-        }
-        if self.http.api_token.is_none() {
-            self.http.api_token = secret_from_env("EXECRELAY_API_TOKEN");
-        }
+        let http = &mut self.http;
+        resolve_secret(
+            &mut http.api_token,
+            &http.api_token_file,
+            "http.api_token_file",
+            "EXECRELAY_API_TOKEN",
+            origin,
+        )?;
         let webhook = &mut self.channels.webhook;
-        if let Some(path) = &webhook.secret_file {
-            webhook.secret = Some(read_secret_file(
-                path,
-                "channels.webhook.secret_file",
-                origin,
-            )?);
-        }
-        if webhook.secret.is_none() {
-            webhook.secret = secret_from_env("EXECRELAY_WEBHOOK_SECRET");
-        }
+        resolve_secret(
+            &mut webhook.secret,
+            &webhook.secret_file,
+            "channels.webhook.secret_file",
+            "EXECRELAY_WEBHOOK_SECRET",
+            origin,
+        )?;
         let telegram = &mut self.channels.telegram;
-        if let Some(path) = &telegram.token_file {
-            telegram.token = Some(read_secret_file(
-                path,
-                "channels.telegram.token_file",
-                origin,
-            )?);
-        }
-        if telegram.token.is_none() {
-            telegram.token = secret_from_env("EXECRELAY_TELEGRAM_TOKEN");
-        }
-        Ok(())
+        resolve_secret(
+            &mut telegram.token,
+            &telegram.token_file,
+            "channels.telegram.token_file",
+            "EXECRELAY_TELEGRAM_TOKEN",
+            origin,
+        )?;
+        let discord = &mut self.channels.discord;
+        resolve_secret(
+            &mut discord.token,
+            &discord.token_file,
+            "channels.discord.token_file",
+            "EXECRELAY_DISCORD_TOKEN",
+            origin,
+        )
     }
 
     /// Every configured secret, so that job output quoting one is redacted.
@@ -484,12 +521,30 @@ impl Config {
             self.http.api_token.clone(),
             self.channels.webhook.secret.clone(),
             self.channels.telegram.token.clone(),
+            self.channels.discord.token.clone(),
         ]
         .into_iter()
         .flatten()
         .filter(|s| s.expose().len() >= 4)
         .collect()
     }
+}
+
+/// A secret from its `*_file` key if set, else the value in the file, else `env`.
+fn resolve_secret(
+    value: &mut Option<Secret>,
+    file: &Option<PathBuf>,
+    file_key: &str,
+    env: &str,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    if let Some(path) = file {
+        *value = Some(read_secret_file(path, file_key, origin)?);
+    }
+    if value.is_none() {
+        *value = secret_from_env(env);
+    }
+    Ok(())
 }
 
 fn secret_from_env(name: &str) -> Option<Secret> {

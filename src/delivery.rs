@@ -34,8 +34,24 @@ pub fn backoff(config: &OutboxConfig, attempts: u32) -> Duration {
     capped.mul_f64(jitter).min(config.backoff_cap)
 }
 
-fn settle(outcome: SendOutcome, attempts: u32, config: &OutboxConfig) -> ChunkOutcome {
+/// A chat that keeps moving (or "moves" to itself) is a platform bug, not a reason to resend
+/// in a tight loop.
+const MAX_MOVES: u32 = 5;
+
+fn settle(
+    outcome: SendOutcome,
+    attempts: u32,
+    current_chat: &str,
+    config: &OutboxConfig,
+) -> ChunkOutcome {
     match outcome {
+        SendOutcome::ChatMigrated { chat_id }
+            if chat_id == current_chat || attempts > MAX_MOVES =>
+        {
+            ChunkOutcome::Dead {
+                error: format!("the platform keeps moving chat {current_chat} (now to {chat_id})"),
+            }
+        }
         SendOutcome::Delivered { platform_id } => ChunkOutcome::Sent { platform_id },
         SendOutcome::RetryAfter(wait) => ChunkOutcome::Retry {
             at: now_ms() + wait.as_millis() as i64,
@@ -79,7 +95,7 @@ async fn deliver(
             tracing::info!(new_chat_id = %chat_id, "the chat moved; sending to its new id")
         }
     }
-    let settled = settle(outcome, chunk.attempts, &config);
+    let settled = settle(outcome, chunk.attempts, &chunk.route.chat_id, &config);
     // If this write fails the lease expires and the chunk is sent again: at least once.
     if let Err(error) = store
         .record_outcome(chunk.outbox_id, chunk.index, settled)
@@ -172,15 +188,31 @@ mod tests {
     fn outcomes_settle_as_the_contract_says() {
         let config = OutboxConfig::default();
         assert!(matches!(
-            settle(SendOutcome::Permanent("410".into()), 1, &config),
+            settle(SendOutcome::Permanent("410".into()), 1, "c", &config),
             ChunkOutcome::Dead { .. }
         ));
         let before = now_ms();
-        let ChunkOutcome::Retry { at, .. } =
-            settle(SendOutcome::RetryAfter(Duration::from_secs(2)), 1, &config)
-        else {
+        let ChunkOutcome::Retry { at, .. } = settle(
+            SendOutcome::RetryAfter(Duration::from_secs(2)),
+            1,
+            "c",
+            &config,
+        ) else {
             panic!("not a retry")
         };
         assert!(at >= before + 2000);
+        let moved = |to: &str, attempts| {
+            let outcome = SendOutcome::ChatMigrated { chat_id: to.into() };
+            settle(outcome, attempts, "c", &config)
+        };
+        assert!(matches!(moved("d", 1), ChunkOutcome::Moved { .. }));
+        assert!(
+            matches!(moved("c", 1), ChunkOutcome::Dead { .. }),
+            "moved to itself"
+        );
+        assert!(matches!(
+            moved("d", MAX_MOVES + 1),
+            ChunkOutcome::Dead { .. }
+        ));
     }
 }

@@ -129,7 +129,11 @@ impl InboundSink for InboundHandler {
         let sender = format!("{channel}:{}", message.sender_id);
         if !self.access.is_allowed(&channel, &message.sender_id) {
             tracing::warn!(sender = %sender, "refused a message from a sender not in [access] allow");
-            if self.should_answer_refusal(&sender)
+            // Only commands get an answer: in a group, members chatting among themselves must
+            // not each draw a "not authorized" from the bot.
+            let is_command = message.text.trim_start().starts_with('/');
+            if is_command
+                && self.should_answer_refusal(&sender)
                 && let Err(error) = self
                     .outbox
                     .send_reply(

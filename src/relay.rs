@@ -79,6 +79,11 @@ fn telegram_channel(_config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
     )
 }
 
+#[cfg(not(feature = "discord"))]
+fn discord_channel(_config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
+    bail!("channels.discord is enabled, but this execrelay was built without the `discord` feature")
+}
+
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -202,6 +207,9 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     };
     if config.channels.telegram.enabled {
         channels.push(telegram_channel(&config)?);
+    }
+    if config.channels.discord.enabled {
+        channels.push(discord_channel(&config)?);
     }
     let outbox = Outbox::new(store.clone(), channels.clone());
 

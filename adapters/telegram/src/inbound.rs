@@ -182,6 +182,79 @@ pub(crate) async fn register_commands(
     }
 }
 
+/// What a failed `getUpdates` means: how long to wait before polling again (`None`: at once,
+/// after a fix such as deleting a webhook).
+async fn polling_failed(
+    bot: &teloxide::Bot,
+    error: &RequestError,
+    backoff: Duration,
+    token: &str,
+) -> Option<Duration> {
+    match error {
+        RequestError::Api(ApiError::TerminatedByOtherGetUpdates) => {
+            let wait = backoff.max(CONFLICT_BACKOFF);
+            tracing::error!(
+                retry_in_ms = wait.as_millis() as u64,
+                "telegram 409 Conflict: another process is polling this bot token; \
+                 stop it (only one getUpdates consumer per token is allowed)"
+            );
+            Some(wait)
+        }
+        RequestError::RetryAfter(wait) => {
+            tracing::warn!(
+                retry_in_ms = wait.duration().as_millis() as u64,
+                "telegram asked getUpdates to wait"
+            );
+            Some(wait.duration().max(backoff))
+        }
+        RequestError::Api(api) if webhook_is_active(api) => {
+            tracing::warn!("telegram has a webhook set for this bot; deleting it to poll");
+            match bot.delete_webhook().await {
+                Ok(_) => None,
+                Err(error) => {
+                    tracing::warn!(error = %redact(&error.to_string(), token), "cannot delete the telegram webhook");
+                    Some(backoff)
+                }
+            }
+        }
+        error => {
+            tracing::warn!(
+                error = %redact(&error.to_string(), token),
+                retry_in_ms = backoff.as_millis() as u64,
+                "telegram getUpdates failed"
+            );
+            Some(backoff)
+        }
+    }
+}
+
+/// teloxide recognises only the short form of this error; Telegram says "Conflict: can't use
+/// getUpdates method while webhook is active; use deleteWebhook to delete the webhook first".
+fn webhook_is_active(error: &ApiError) -> bool {
+    match error {
+        ApiError::CantGetUpdates => true,
+        ApiError::Unknown(description) => description.contains("webhook is active"),
+        _ => false,
+    }
+}
+
+/// Polling needs the token's webhook gone; checked once at start, as teloxide's own polling
+/// does, so that a webhook left by another deployment does not make every poll fail first.
+pub(crate) async fn remove_webhook(bot: &teloxide::Bot, token: &str) {
+    match bot.get_webhook_info().await {
+        Ok(info) if info.url.is_none() => {}
+        Ok(_) => {
+            tracing::warn!("telegram has a webhook set for this bot; deleting it to poll");
+            if let Err(error) = bot.delete_webhook().await {
+                tracing::warn!(error = %redact(&error.to_string(), token), "cannot delete the telegram webhook");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(error = %redact(&error.to_string(), token), "telegram getWebhookInfo failed")
+        }
+    }
+}
+
 /// Why handing an update to the relay stopped the batch.
 enum Handoff {
     /// The relay could not store it: retry from this update after a pause.
@@ -245,45 +318,17 @@ pub(crate) async fn poll(
         };
         let updates = match result {
             Ok(updates) => updates,
-            Err(RequestError::Api(ApiError::TerminatedByOtherGetUpdates)) => {
-                let wait = backoff.max(CONFLICT_BACKOFF);
-                tracing::error!(
-                    retry_in_ms = wait.as_millis() as u64,
-                    "telegram 409 Conflict: another process is polling this bot token; \
-                     stop it (only one getUpdates consumer per token is allowed)"
-                );
+            Err(error) => {
+                let Some(wait) = polling_failed(&bot, &error, backoff, &token).await else {
+                    continue;
+                };
                 if !pause(wait, &stop).await {
                     break;
                 }
-                backoff = next_backoff(wait);
-                continue;
-            }
-            Err(RequestError::Api(ApiError::CantGetUpdates)) => {
-                // A webhook is set on this token; polling needs it gone.
-                tracing::warn!("telegram has a webhook set for this bot; deleting it to poll");
-                if let Err(error) = bot.delete_webhook().await {
-                    tracing::warn!(error = %redact(&error.to_string(), &token), "cannot delete the telegram webhook");
-                }
-                if !pause(backoff, &stop).await {
-                    break;
-                }
-                backoff = next_backoff(backoff);
-                continue;
-            }
-            Err(error) => {
-                tracing::warn!(
-                    error = %redact(&error.to_string(), &token),
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "telegram getUpdates failed"
-                );
-                if !pause(backoff, &stop).await {
-                    break;
-                }
-                backoff = next_backoff(backoff);
+                backoff = next_backoff(wait.max(backoff));
                 continue;
             }
         };
-        backoff = FIRST_BACKOFF;
         for update in &updates {
             match hand_over(update, &me, sink.as_ref()).await {
                 Ok(()) => offset = Some(update.id.as_offset()),
@@ -298,6 +343,8 @@ pub(crate) async fn poll(
                 }
             }
         }
+        // Only a batch stored whole shows the relay healthy again.
+        backoff = FIRST_BACKOFF;
     }
     // Confirm what was stored, so a restart is not handed it again (it would be deduped, but
     // there is no need to ask).

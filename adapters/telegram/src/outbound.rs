@@ -101,11 +101,19 @@ pub fn classify(error: &RequestError, token: &str) -> SendOutcome {
         RequestError::Api(ApiError::InvalidToken) => {
             SendOutcome::Transient(TelegramError::InvalidToken.to_string())
         }
-        RequestError::Api(ApiError::Unknown(description)) if is_server_side(description) => {
-            SendOutcome::Transient(shown())
-        }
+        RequestError::Api(ApiError::Unknown(description)) => match retry_after_in(description) {
+            Some(wait) => SendOutcome::RetryAfter(wait.min(MAX_RETRY_AFTER)),
+            None if is_server_side(description) => SendOutcome::Transient(shown()),
+            None => SendOutcome::Permanent(shown()),
+        },
         RequestError::Api(_) => SendOutcome::Permanent(shown()),
     }
+}
+
+/// The wait named by a 429 that came without `parameters`: "Too Many Requests: retry after 7".
+fn retry_after_in(description: &str) -> Option<Duration> {
+    let seconds = description.strip_prefix("Too Many Requests: retry after ")?;
+    seconds.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// Whether an error description teloxide did not recognise is the server's trouble (5xx, an
@@ -174,6 +182,7 @@ impl Channel for TelegramChannel {
             Ok(None) => return Ok(()),
             Err(error) => return Err(ChannelError::Config(error.to_string())),
         };
+        inbound::remove_webhook(&self.poller, token).await;
         inbound::register_commands(
             &self.sender,
             &me,
@@ -232,6 +241,11 @@ mod tests {
             classify(&RequestError::Api(bad), TOKEN),
             SendOutcome::Permanent(_)
         ));
+        let unparameterised = ApiError::Unknown("Too Many Requests: retry after 7".into());
+        assert_eq!(
+            classify(&RequestError::Api(unparameterised), TOKEN),
+            SendOutcome::RetryAfter(Duration::from_secs(7))
+        );
         for server in ["Internal Server Error", "Bad Gateway", "Too Many Requests"] {
             let error = RequestError::Api(ApiError::Unknown(server.into()));
             assert!(
@@ -258,8 +272,10 @@ mod tests {
     #[tokio::test]
     async fn network_errors_never_show_the_token() {
         // Nothing listens on port 9 of loopback: a connection error naming the request URL.
+        // Under a path prefix, so that teloxide's own scrubbing (which expects `/bot<token>`
+        // first) misses it and only ours can hide the token.
         let mut config = TelegramConfig::new(Secret::new(TOKEN));
-        config.api_url = "http://127.0.0.1:9".into();
+        config.api_url = "http://127.0.0.1:9/tg".into();
         let channel = TelegramChannel::new(config).unwrap();
         let route = execrelay_channel::Route {
             channel: CHANNEL.into(),

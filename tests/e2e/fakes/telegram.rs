@@ -97,11 +97,16 @@ fn user(id: i64) -> Value {
     json!({"id": id, "is_bot": false, "first_name": format!("user{id}")})
 }
 
+/// Supergroup ids are `-100` followed by ten or more digits; other negative ids are basic groups.
+pub const SUPERGROUP_BASE: i64 = -1_000_000_000_000;
+
 fn chat(id: i64) -> Value {
     if id > 0 {
         json!({"id": id, "type": "private", "first_name": format!("user{id}")})
-    } else {
+    } else if id <= SUPERGROUP_BASE {
         json!({"id": id, "type": "supergroup", "title": format!("group{id}"), "is_forum": true})
+    } else {
+        json!({"id": id, "type": "group", "title": format!("group{id}")})
     }
 }
 
@@ -235,7 +240,8 @@ pub fn dm(user_id: i64, text: &str) -> Value {
     json!({"chat": chat(user_id), "from": user(user_id), "text": text})
 }
 
-/// A message in the group or forum `chat_id` (negative) from `user_id`, in `topic` if given.
+/// A message in the group `chat_id` (negative; a forum supergroup at or below
+/// [`SUPERGROUP_BASE`]) from `user_id`, in `topic` if given.
 pub fn group(chat_id: i64, user_id: i64, text: &str, topic: Option<i64>) -> Value {
     let mut message = json!({"chat": chat(chat_id), "from": user(user_id), "text": text});
     if let Some(topic) = topic {
