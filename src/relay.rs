@@ -79,6 +79,23 @@ fn telegram_channel(_config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
     )
 }
 
+#[cfg(feature = "discord")]
+fn discord_channel(config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
+    use execrelay_discord::{DiscordChannel, DiscordConfig};
+    let settings = &config.channels.discord;
+    let Some(token) = settings.token.clone() else {
+        bail!(
+            "channels.discord is enabled but has no token: set channels.discord.token, \
+             token_file or EXECRELAY_DISCORD_TOKEN"
+        );
+    };
+    let mut discord = DiscordConfig::new(token);
+    discord.api_base = settings.api_base.clone();
+    discord.require_mention = settings.require_mention;
+    let channel = DiscordChannel::new(discord).context("cannot set up the discord channel")?;
+    Ok(Arc::new(channel))
+}
+
 #[cfg(not(feature = "discord"))]
 fn discord_channel(_config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
     bail!("channels.discord is enabled, but this execrelay was built without the `discord` feature")

@@ -11,6 +11,7 @@ mod chunking;
 mod config_check;
 mod core_flow;
 mod crash;
+mod discord;
 mod duplicate;
 mod fakes_self_test;
 mod heartbeat;

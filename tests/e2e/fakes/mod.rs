@@ -1,5 +1,6 @@
 //! In-process fakes of the platforms the relay talks to. Each records every request and follows
 //! a script of failures.
 
+pub mod discord;
 pub mod receiver;
 pub mod telegram;

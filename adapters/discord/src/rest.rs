@@ -1,0 +1,175 @@
+//! Our own calls to Discord's REST API (base URL + `/api/v10`), with the bot token.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use execrelay_channel::Secret;
+use serde::Deserialize;
+
+use crate::errors::DiscordError;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Remembered channel kinds; cleared when full (a lookup is cheap, memory is not unbounded).
+const MAX_KNOWN_CHANNELS: usize = 10_000;
+
+/// Discord's channel types for threads (announcement, public, private).
+const THREAD_TYPES: [u8; 3] = [10, 11, 12];
+
+pub(crate) struct Rest {
+    client: reqwest::Client,
+    api: String,
+    authorization: String,
+    /// Channel id → its parent when the channel is a thread (`None`: not a thread).
+    parents: Mutex<HashMap<u64, Option<u64>>>,
+}
+
+#[derive(Deserialize)]
+struct ChannelInfo {
+    #[serde(rename = "type")]
+    kind: u8,
+    #[serde(default)]
+    parent_id: Option<String>,
+}
+
+/// A REST response, read whole (message bodies are small).
+pub(crate) struct Reply {
+    pub status: u16,
+    pub retry_after_header: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// A reqwest client that ignores ambient proxy variables: bot traffic (and a test's loopback
+/// fake) must not be rerouted.
+pub(crate) fn http_client() -> Result<reqwest::Client, DiscordError> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!(
+            "DiscordBot (https://github.com/execrelay, ",
+            env!("CARGO_PKG_VERSION"),
+            ")"
+        ))
+        .build()
+        .map_err(|error| DiscordError::Config(format!("cannot build the HTTP client: {error}")))
+}
+
+impl Rest {
+    pub(crate) fn new(client: reqwest::Client, base: &str, token: &Secret) -> Rest {
+        Rest {
+            client,
+            api: format!("{}/api/v10", base.trim_end_matches('/')),
+            authorization: format!("Bot {}", token.expose()),
+            parents: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A network error's text, without the URL (it names channels, never the token, but the
+    /// outbox's last error should say what failed, not where).
+    fn describe(error: reqwest::Error) -> String {
+        use std::error::Error as _;
+        let error = error.without_url();
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    async fn read(request: reqwest::RequestBuilder) -> Result<Reply, String> {
+        let response = request.send().await.map_err(Self::describe)?;
+        let status = response.status().as_u16();
+        let retry_after_header = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let body = response.bytes().await.map_err(Self::describe)?.to_vec();
+        Ok(Reply {
+            status,
+            retry_after_header,
+            body,
+        })
+    }
+
+    /// `GET /gateway`: the WebSocket URL to connect to.
+    pub(crate) async fn gateway_url(&self) -> Result<String, String> {
+        #[derive(Deserialize)]
+        struct Gateway {
+            url: String,
+        }
+        let request = self
+            .client
+            .get(format!("{}/gateway", self.api))
+            .header(reqwest::header::AUTHORIZATION, &self.authorization);
+        let reply = Self::read(request).await?;
+        if !(200..300).contains(&reply.status) {
+            return Err(format!("GET /gateway answered HTTP {}", reply.status));
+        }
+        serde_json::from_slice::<Gateway>(&reply.body)
+            .map(|gateway| gateway.url)
+            .map_err(|error| format!("GET /gateway: {error}"))
+    }
+
+    /// `POST /channels/{id}/messages` with `body`.
+    pub(crate) async fn post_message(
+        &self,
+        channel_id: u64,
+        body: &serde_json::Value,
+    ) -> Result<Reply, String> {
+        let request = self
+            .client
+            .post(format!("{}/channels/{channel_id}/messages", self.api))
+            .header(reqwest::header::AUTHORIZATION, &self.authorization)
+            .json(body);
+        Self::read(request).await
+    }
+
+    /// The parent channel of `channel_id` if it is a thread. Looked up once per channel; a
+    /// failed lookup is not remembered and counts as "not a thread".
+    pub(crate) async fn thread_parent(&self, channel_id: u64) -> Option<u64> {
+        if let Ok(known) = self.parents.lock()
+            && let Some(parent) = known.get(&channel_id)
+        {
+            return *parent;
+        }
+        let request = self
+            .client
+            .get(format!("{}/channels/{channel_id}", self.api))
+            .header(reqwest::header::AUTHORIZATION, &self.authorization);
+        let info = match Self::read(request).await {
+            Ok(reply) if (200..300).contains(&reply.status) => {
+                serde_json::from_slice::<ChannelInfo>(&reply.body).ok()
+            }
+            Ok(reply) => {
+                tracing::warn!(
+                    channel_id,
+                    status = reply.status,
+                    "cannot look up a discord channel"
+                );
+                None
+            }
+            Err(error) => {
+                tracing::warn!(channel_id, error = %error, "cannot look up a discord channel");
+                None
+            }
+        };
+        let info = info?;
+        let parent = THREAD_TYPES
+            .contains(&info.kind)
+            .then(|| info.parent_id.and_then(|id| id.parse().ok()))
+            .flatten();
+        if let Ok(mut known) = self.parents.lock() {
+            if known.len() >= MAX_KNOWN_CHANNELS {
+                known.clear();
+            }
+            known.insert(channel_id, parent);
+        }
+        parent
+    }
+}

@@ -1,0 +1,429 @@
+//! The Discord channel end to end: the real binary, serenity inside it, and the fake REST API
+//! and gateway in `fakes/discord.rs`.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::fakes::discord::{BOT_ID, FakeDiscord, Posted, TEXT_LIMIT, TOKEN};
+use crate::fakes::receiver::Receiver;
+use crate::harness::*;
+
+const ALICE: u64 = 400;
+const DM: u64 = 200;
+const GUILD_CHANNEL: u64 = 210;
+
+fn start(dc: &FakeDiscord, rx: &Receiver, allow: &[&str]) -> Relay {
+    let relay = dc.configure(Relay::builder(rx).allow(allow)).start();
+    wait_ready(dc);
+    relay
+}
+
+/// Waits until the relay's gateway client has identified and is connected.
+#[track_caller]
+fn wait_ready(dc: &FakeDiscord) {
+    wait_for("the relay to connect to the fake gateway", SOON, || {
+        (dc.identifies() >= 1 && dc.connected()).then_some(())
+    });
+}
+
+#[track_caller]
+fn wait_posted(
+    dc: &FakeDiscord,
+    channel: u64,
+    what: &str,
+    pred: impl Fn(&Posted) -> bool,
+) -> Posted {
+    wait_for(
+        &format!("{what} in discord channel {channel}"),
+        SOON,
+        || dc.posted_to(channel).into_iter().find(|p| pred(p)),
+    )
+}
+
+fn is_ack_post(p: &Posted) -> bool {
+    p.content.starts_with("started job ")
+}
+
+/// A shell command that waits (bounded) for the file `name` in the workdir, then prints `out`.
+fn gated(name: &str, out: &str) -> String {
+    format!(
+        "/exec sh -c 'for i in $(seq 1 400); do [ -f {name} ] && break; sleep 0.05; done; echo {out}'"
+    )
+}
+
+/// A proxy that nothing should use: counts every connection made to it.
+struct ProxyTrap {
+    url: String,
+    connections: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ProxyTrap {
+    fn start() -> ProxyTrap {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy trap");
+        listener.set_nonblocking(true).expect("nonblocking trap");
+        let url = format!("http://{}", listener.local_addr().expect("trap address"));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopped) = (connections.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok(_) => {
+                        seen.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        ProxyTrap {
+            url,
+            connections,
+            stop,
+        }
+    }
+}
+
+impl Drop for ProxyTrap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn dm_exec_is_acknowledged_then_completed_and_no_request_escapes_the_fake() {
+    let (dc, rx, trap) = (FakeDiscord::start(), Receiver::start(), ProxyTrap::start());
+    // An ambient proxy would see any request not bound for the fake (the real discord.com
+    // included): none may reach it.
+    let mut builder = dc.configure(Relay::builder(&rx).allow(&["discord:400"]));
+    for variable in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ] {
+        builder = builder.env(variable, &trap.url);
+    }
+    let relay = builder.start();
+    wait_ready(&dc);
+
+    let asked = dc.push_message(DM, ALICE, "/exec sh -c 'sleep 0.2; echo dc-ok'", false);
+    let ack = wait_posted(&dc, DM, "the acknowledgement", is_ack_post);
+    let id = ack_job_id(&ack.content).expect("a job id");
+    let done = wait_posted(&dc, DM, "the completion", |p| {
+        is_completion_of(&p.content, &id)
+    });
+    assert!(done.content.contains("exit 0"), "{:?}", done.content);
+    assert!(
+        output_lines(&done.content).contains(&"dc-ok"),
+        "{:?}",
+        done.content
+    );
+    assert_eq!(
+        ack.reference,
+        Some(asked.to_string()),
+        "the ack replies to the request"
+    );
+    for post in dc.posted() {
+        let nonce = post.nonce.as_deref().expect("every post carries a nonce");
+        assert!(post.enforce_nonce && nonce.len() <= 25, "{post:?}");
+    }
+
+    assert_eq!(
+        trap.connections.load(Ordering::Relaxed),
+        0,
+        "a request went to the proxy"
+    );
+    let requests = dc.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "GET" && r.path == "/api/v10/gateway"),
+        "gateway discovery reached the fake: {requests:?}"
+    );
+    assert!(
+        requests.iter().all(|r| r.status != 401),
+        "every request had the token"
+    );
+    let secret = TOKEN.rsplit('.').next().unwrap_or(TOKEN);
+    assert!(
+        !relay.log().contains(secret),
+        "the token appears in the relay's log"
+    );
+}
+
+#[test]
+fn guild_chatter_without_a_mention_is_ignored_and_a_mention_runs() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let relay = start(&dc, &rx, &["discord:400"]);
+
+    let chatter = dc.push_message(GUILD_CHANNEL + 1, ALICE, "echo nothing to see", true);
+    wait_for("the chatter to be passed over", SOON, || {
+        relay
+            .log()
+            .lines()
+            .any(|l| l.contains("not for the relay") && l.contains(&chatter.to_string()))
+            .then_some(())
+    });
+    let text = format!("<@{BOT_ID}> /exec sh -c 'echo guild-ok'");
+    dc.push_message(GUILD_CHANNEL, ALICE, &text, true);
+    let ack = wait_posted(&dc, GUILD_CHANNEL, "the acknowledgement", is_ack_post);
+    let id = ack_job_id(&ack.content).expect("a job id");
+    let done = wait_posted(&dc, GUILD_CHANNEL, "the completion", |p| {
+        is_completion_of(&p.content, &id)
+    });
+    assert!(output_lines(&done.content).contains(&"guild-ok"));
+    assert_eq!(relay.jobs().len(), 1);
+    let routes = relay.routes();
+    assert!(
+        routes
+            .iter()
+            .all(|r| r["chat_id"] != (GUILD_CHANNEL + 1).to_string().as_str()),
+        "the ignored line recorded no route: {routes:?}"
+    );
+    assert!(dc.posted_to(GUILD_CHANNEL + 1).is_empty());
+}
+
+#[test]
+fn a_job_started_in_a_thread_completes_in_the_thread() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let relay = start(&dc, &rx, &["discord:400"]);
+    let thread = 220;
+    dc.add_thread(thread, GUILD_CHANNEL);
+
+    dc.push_message(thread, ALICE, "/exec sh -c 'echo thread-ok'", true);
+    let ack = wait_posted(&dc, thread, "the acknowledgement", is_ack_post);
+    let id = ack_job_id(&ack.content).expect("a job id");
+    let done = wait_posted(&dc, thread, "the completion", |p| {
+        is_completion_of(&p.content, &id)
+    });
+    assert!(output_lines(&done.content).contains(&"thread-ok"));
+    assert!(
+        dc.posted_to(GUILD_CHANNEL).is_empty(),
+        "nothing in the parent channel"
+    );
+    let session = format!("chat:discord:{GUILD_CHANNEL}");
+    let route = relay
+        .routes()
+        .into_iter()
+        .find(|r| r["session"] == session.as_str())
+        .expect("the thread's messages belong to the parent channel's session");
+    assert_eq!(
+        route["chat_id"],
+        GUILD_CHANNEL.to_string().as_str(),
+        "{route}"
+    );
+}
+
+#[test]
+fn last_active_conversation_follows_an_identity_from_discord_to_the_webhook_and_back() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let relay = dc
+        .configure(Relay::builder(&rx).allow(&["alice"]).set(
+            "identities",
+            "alice",
+            r#"["discord:400", "webhook:alice"]"#,
+        ))
+        .start();
+    wait_ready(&dc);
+    let route_is = |channel: &str, chat: &str| {
+        let what = format!("user:alice's last route to be {channel}:{chat}");
+        wait_for(&what, SOON, || {
+            relay.routes().into_iter().find(|r| {
+                r["session"] == "user:alice" && r["channel"] == channel && r["chat_id"] == chat
+            })
+        });
+    };
+
+    dc.push_message(DM, ALICE, &gated("go-1", "to-webhook"), false);
+    let ack = wait_posted(&dc, DM, "the acknowledgement", is_ack_post);
+    let first = ack_job_id(&ack.content).expect("a job id");
+    relay.say(&dm("wh-alice", "alice", "over here now"));
+    route_is("webhook", "wh-alice");
+    std::fs::write(relay.path("go-1"), "").unwrap();
+    let done = rx.wait_for_message("the completion on the webhook", SOON, |d| {
+        is_completion_of(&d.text, &first)
+    });
+    assert_eq!(done.conversation_id, "wh-alice");
+
+    let second = relay
+        .start_job(&rx, &dm("wh-alice", "alice", &gated("go-2", "to-discord")))
+        .id;
+    dc.push_message(DM, ALICE, "back on discord", false);
+    route_is("discord", &DM.to_string());
+    std::fs::write(relay.path("go-2"), "").unwrap();
+    let done = wait_posted(&dc, DM, "the completion on discord", |p| {
+        is_completion_of(&p.content, &second)
+    });
+    assert!(output_lines(&done.content).contains(&"to-discord"));
+    relay.wait_outbox_drained();
+    assert!(
+        dc.posted()
+            .iter()
+            .all(|p| !is_completion_of(&p.content, &first))
+    );
+    assert_eq!(rx.count(|d| is_completion_of(&d.text, &second)), 0);
+}
+
+#[test]
+fn long_output_arrives_in_ordered_chunks_of_at_most_2000_characters() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let relay = dc
+        .configure(
+            Relay::builder(&rx)
+                .allow(&["discord:400"])
+                .set("exec", "tail_chars", "8000")
+                .set("exec", "tail_lines", "500"),
+        )
+        .start();
+    wait_ready(&dc);
+    // 100 lines of 50 characters (one of them an emoji): 5,000 characters.
+    let lines: Vec<String> = (0..100)
+        .map(|i| format!("D{i:03} 🚀 {}", "y".repeat(50 - 7)))
+        .collect();
+    assert!(lines.iter().all(|l| l.chars().count() == 50));
+    std::fs::write(relay.path("out.txt"), lines.join("\n") + "\n").unwrap();
+
+    dc.push_message(DM, ALICE, "/exec cat out.txt", false);
+    let ack = wait_posted(&dc, DM, "the acknowledgement", is_ack_post);
+    let id = ack_job_id(&ack.content).expect("a job id");
+    wait_posted(&dc, DM, "the last line", |p| p.content.contains("D099"));
+    relay.wait_outbox_drained();
+    let chunks: Vec<Posted> = dc
+        .posted_to(DM)
+        .into_iter()
+        .skip_while(|p| !is_completion_of(&p.content, &id))
+        .collect();
+    assert!(
+        chunks.len() >= 3,
+        "expected several chunks, got {}",
+        chunks.len()
+    );
+    for chunk in &chunks {
+        assert!(chunk.content.chars().count() <= TEXT_LIMIT);
+    }
+    let received: Vec<&str> = chunks
+        .iter()
+        .flat_map(|c| c.content.lines())
+        .map(str::trim)
+        .filter(|l| l.starts_with('D') && l.contains('🚀'))
+        .collect();
+    assert_eq!(received, lines, "every line, whole and in order");
+}
+
+#[test]
+fn a_429_then_success_posts_the_completion_once_with_the_same_nonce() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let relay = start(&dc, &rx, &["discord:400"]);
+
+    dc.push_message(DM, ALICE, &gated("go", "after-429"), false);
+    let ack = wait_posted(&dc, DM, "the acknowledgement", is_ack_post);
+    let id = ack_job_id(&ack.content).expect("a job id");
+    dc.rate_limit_next(1);
+    std::fs::write(relay.path("go"), "").unwrap();
+    let done = wait_posted(&dc, DM, "the completion", |p| {
+        is_completion_of(&p.content, &id)
+    });
+
+    let limited: Vec<_> = dc
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 429)
+        .collect();
+    assert_eq!(limited.len(), 1, "{limited:?}");
+    assert_eq!(limited[0].nonce, done.nonce, "the retry reused the nonce");
+    let gap = done.at.duration_since(limited[0].at);
+    assert!(
+        gap >= Duration::from_millis(950),
+        "retried after only {gap:?}"
+    );
+    relay.wait_outbox_drained();
+    assert_eq!(
+        dc.posted()
+            .iter()
+            .filter(|p| is_completion_of(&p.content, &id))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_dropped_gateway_connection_resumes_without_losing_or_repeating_a_message() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let relay = start(&dc, &rx, &["discord:400"]);
+
+    dc.push_message(DM, ALICE, "/exec echo before-drop", false);
+    wait_posted(&dc, DM, "the first acknowledgement", is_ack_post);
+    // The resume replays that message as well: it must not run again.
+    dc.replay_last_on_resume();
+    dc.drop_connection();
+    wait_for("the relay to resume its gateway session", SOON, || {
+        (dc.resumes() >= 1 && dc.connected()).then_some(())
+    });
+    dc.push_message(DM, ALICE, "/exec echo after-drop", false);
+    wait_posted(&dc, DM, "the second job's completion", |p| {
+        p.content.starts_with("exec finished: ") && p.content.contains("after-drop")
+    });
+    wait_posted(&dc, DM, "the first job's completion", |p| {
+        p.content.starts_with("exec finished: ") && p.content.contains("before-drop")
+    });
+    relay.wait_outbox_drained();
+    assert_eq!(relay.jobs().len(), 2, "each message ran once");
+    assert_eq!(
+        dc.posted_to(DM).iter().filter(|p| is_ack_post(p)).count(),
+        2
+    );
+    assert_eq!(
+        dc.identifies(),
+        1,
+        "the session was resumed, not re-identified"
+    );
+    let log = relay.log();
+    assert!(log.contains("discord gateway session resumed"));
+    assert!(
+        log.contains("accepted=Duplicate"),
+        "the replayed message reached the relay and was recognised"
+    );
+}
+
+#[test]
+fn missing_access_dead_letters_and_strangers_are_refused() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let relay = start(&dc, &rx, &["discord:400"]);
+
+    let locked = 230;
+    dc.forbid(locked);
+    dc.push_message(locked, ALICE, "/jobs", true);
+    let dead = wait_for(
+        "the reply to a forbidden channel dead-lettered",
+        SOON,
+        || {
+            relay
+                .deliveries()
+                .into_iter()
+                .find(|d| d["state"] == "dead")
+        },
+    );
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Missing Access"),
+        "{dead}"
+    );
+
+    dc.push_message(DM + 1, ALICE + 1, "/exec sh -c 'echo no > pwned'", false);
+    let refusal = wait_posted(&dc, DM + 1, "the refusal", |p| {
+        p.content.contains("not authorized")
+    });
+    assert!(
+        refusal.content.contains("discord:401"),
+        "{:?}",
+        refusal.content
+    );
+    assert!(relay.jobs().is_empty());
+    assert!(!relay.path("pwned").exists());
+}

@@ -1,0 +1,454 @@
+//! A fake Discord: the REST API and the gateway that serenity (and our own REST calls) talk
+//! to in the tests.
+//!
+//! REST (`/api/v10`): `GET /gateway` names the fake gateway; `GET /channels/{id}` says whether
+//! a channel is a thread (and its parent); `POST /channels/{id}/messages` records content,
+//! nonce and reference, refuses over 2000 characters (400, code 50035), dedupes on `nonce`
+//! when `enforce_nonce` is set (as Discord does), and fails on cue (429 with `retry_after`,
+//! 403 Missing Access). Every request is recorded, whatever its path.
+//!
+//! Gateway (WebSocket, JSON text frames): Hello, READY on IDENTIFY, heartbeat ACKs, RESUME
+//! (replaying what the client missed, then RESUMED), `push_message` to dispatch a
+//! `MESSAGE_CREATE`, and `drop_connection` to cut the TCP connection mid-session.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+use crate::harness::{RelayBuilder, toml_str};
+
+/// The bot token the relay under test is given.
+pub const TOKEN: &str = "MTAxNTQ2OTAw.e2e-fake.DiscordTokenSecretPart42";
+pub const BOT_ID: u64 = 900;
+pub const GUILD_ID: u64 = 300;
+pub const TEXT_LIMIT: usize = 2000;
+const TIMESTAMP: &str = "2026-12-03T07:00:00.000000+00:00";
+
+/// One message the fake posted (a retried send with a known nonce is not posted again).
+#[derive(Clone, Debug)]
+pub struct Posted {
+    pub channel_id: u64,
+    pub content: String,
+    pub nonce: Option<String>,
+    pub enforce_nonce: bool,
+    pub reference: Option<String>,
+    pub at: Instant,
+}
+
+/// One REST request of any kind, with the status it got.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub nonce: Option<String>,
+    pub at: Instant,
+}
+
+enum Command {
+    Send(String),
+    Drop,
+}
+
+#[derive(Default)]
+struct Inner {
+    posted: Vec<Posted>,
+    requests: Vec<Request>,
+    rate_limits: usize,
+    forbidden: HashSet<u64>,
+    threads: HashMap<u64, u64>,
+    by_nonce: HashMap<(u64, String), Value>,
+    next_id: u64,
+    // The gateway.
+    seq: u64,
+    dispatched: Vec<(u64, String)>,
+    connection: Option<mpsc::UnboundedSender<Command>>,
+    identifies: usize,
+    resumes: usize,
+    replay_last_on_resume: bool,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    gateway_url: String,
+}
+
+pub struct FakeDiscord {
+    rest: SocketAddr,
+    shared: Arc<Shared>,
+    // Last field: dropped after everything else, stopping both servers.
+    _rt: tokio::runtime::Runtime,
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Inner> {
+    shared.inner.lock().expect("fake discord lock")
+}
+
+fn user(id: u64, bot: bool) -> Value {
+    json!({"id": id.to_string(), "username": format!("user{id}"), "bot": bot})
+}
+
+impl FakeDiscord {
+    pub fn start() -> FakeDiscord {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("fake-discord")
+            .enable_all()
+            .build()
+            .expect("build the fake discord runtime");
+        let (rest, gateway) = rt.block_on(async {
+            let rest = tokio::net::TcpListener::bind("127.0.0.1:0").await;
+            let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await;
+            (
+                rest.expect("bind fake REST"),
+                gateway.expect("bind fake gateway"),
+            )
+        });
+        let gateway_addr = gateway.local_addr().expect("gateway address");
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                next_id: 5000,
+                ..Inner::default()
+            }),
+            gateway_url: format!("ws://{gateway_addr}"),
+        });
+        let rest_addr = rest.local_addr().expect("REST address");
+        let app = Router::new()
+            .fallback(handle_rest)
+            .with_state(shared.clone());
+        rt.spawn(async move { axum::serve(rest, app).await.expect("fake REST serve") });
+        let accepting = shared.clone();
+        rt.spawn(async move {
+            while let Ok((stream, _)) = gateway.accept().await {
+                tokio::spawn(serve_gateway(stream, accepting.clone()));
+            }
+        });
+        FakeDiscord {
+            rest: rest_addr,
+            shared,
+            _rt: rt,
+        }
+    }
+
+    pub fn api_base(&self) -> String {
+        format!("http://{}", self.rest)
+    }
+
+    /// Enables the relay's discord channel against this fake.
+    pub fn configure(&self, builder: RelayBuilder) -> RelayBuilder {
+        builder
+            .set("channels.discord", "enabled", "true")
+            .set("channels.discord", "token", &toml_str(TOKEN))
+            .set("channels.discord", "api_base", &toml_str(&self.api_base()))
+    }
+
+    /// Dispatches a MESSAGE_CREATE from `author` in `channel_id` (`guild`: a guild channel or
+    /// thread, else a DM); returns the message id. A `<@900>` in `content` mentions the bot.
+    pub fn push_message(&self, channel_id: u64, author: u64, content: &str, guild: bool) -> u64 {
+        let mut inner = lock(&self.shared);
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let mentions: Vec<Value> = if content.contains(&format!("<@{BOT_ID}>")) {
+            vec![user(BOT_ID, true)]
+        } else {
+            vec![]
+        };
+        let mut d = json!({
+            "id": id.to_string(), "channel_id": channel_id.to_string(),
+            "author": user(author, false), "content": content, "timestamp": TIMESTAMP,
+            "tts": false, "mention_everyone": false, "mentions": mentions, "mention_roles": [],
+            "attachments": [], "embeds": [], "pinned": false, "type": 0,
+        });
+        if guild {
+            d["guild_id"] = json!(GUILD_ID.to_string());
+        }
+        dispatch(&mut inner, "MESSAGE_CREATE", d);
+        id
+    }
+
+    /// Cuts the gateway connection (TCP closed, no close frame): serenity must resume.
+    pub fn drop_connection(&self) {
+        if let Some(connection) = lock(&self.shared).connection.take() {
+            let _ = connection.send(Command::Drop);
+        }
+    }
+
+    /// On the next RESUME, replay the last dispatch too, as Discord may when the client's
+    /// sequence number raced the cut: the client must not act on it twice.
+    pub fn replay_last_on_resume(&self) {
+        lock(&self.shared).replay_last_on_resume = true;
+    }
+
+    pub fn connected(&self) -> bool {
+        lock(&self.shared).connection.is_some()
+    }
+
+    pub fn identifies(&self) -> usize {
+        lock(&self.shared).identifies
+    }
+
+    pub fn resumes(&self) -> usize {
+        lock(&self.shared).resumes
+    }
+
+    /// `channel_id` is a thread of `parent`.
+    pub fn add_thread(&self, channel_id: u64, parent: u64) {
+        lock(&self.shared).threads.insert(channel_id, parent);
+    }
+
+    /// The next `n` message posts get 429 with `retry_after: 1`.
+    pub fn rate_limit_next(&self, n: usize) {
+        lock(&self.shared).rate_limits = n;
+    }
+
+    /// Posts to `channel_id` get 403 Missing Access.
+    pub fn forbid(&self, channel_id: u64) {
+        lock(&self.shared).forbidden.insert(channel_id);
+    }
+
+    pub fn posted(&self) -> Vec<Posted> {
+        lock(&self.shared).posted.clone()
+    }
+
+    pub fn posted_to(&self, channel_id: u64) -> Vec<Posted> {
+        self.posted()
+            .into_iter()
+            .filter(|p| p.channel_id == channel_id)
+            .collect()
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        lock(&self.shared).requests.clone()
+    }
+}
+
+/// Sends `t` with the next sequence number to the connected client (if any) and keeps it for
+/// RESUME replays.
+fn dispatch(inner: &mut Inner, t: &str, d: Value) {
+    inner.seq += 1;
+    let frame = json!({"op": 0, "s": inner.seq, "t": t, "d": d}).to_string();
+    inner.dispatched.push((inner.seq, frame.clone()));
+    if let Some(connection) = &inner.connection {
+        let _ = connection.send(Command::Send(frame));
+    }
+}
+
+async fn serve_gateway(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    let (commands, mut queued) = mpsc::unbounded_channel();
+    lock(&shared).connection = Some(commands.clone());
+    let hello = json!({"op": 10, "d": {"heartbeat_interval": 41250}}).to_string();
+    if ws.send(Frame::text(hello)).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            frame = ws.next() => match frame {
+                Some(Ok(Frame::Text(text))) => {
+                    for reply in answer(&shared, &text) {
+                        if ws.send(Frame::text(reply)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Some(Ok(Frame::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+            command = queued.recv() => match command {
+                Some(Command::Send(text)) => {
+                    if ws.send(Frame::text(text)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Command::Drop) | None => break,
+            },
+        }
+    }
+    let mut inner = lock(&shared);
+    if inner
+        .connection
+        .as_ref()
+        .is_some_and(|c| c.same_channel(&commands))
+    {
+        inner.connection = None;
+    }
+}
+
+/// The frames the fake answers one client frame with.
+fn answer(shared: &Shared, text: &str) -> Vec<String> {
+    let Ok(frame) = serde_json::from_str::<Value>(text) else {
+        return vec![];
+    };
+    let mut inner = lock(shared);
+    match frame["op"].as_u64() {
+        Some(1) => vec![json!({"op": 11}).to_string()],
+        Some(2) => {
+            inner.identifies += 1;
+            if frame["d"]["token"].as_str() != Some(&format!("Bot {TOKEN}")) {
+                return vec![];
+            }
+            let ready = json!({
+                "v": 10, "user": user(BOT_ID, true), "guilds": [],
+                "session_id": "e2e-session", "resume_gateway_url": shared.gateway_url,
+                "application": {"id": BOT_ID.to_string(), "flags": 0},
+            });
+            // The connection gets READY through the same path as every dispatch.
+            let connection = inner.connection.take();
+            dispatch(&mut inner, "READY", ready);
+            let frame = inner.dispatched.last().map(|(_, f)| f.clone());
+            inner.connection = connection;
+            frame.into_iter().collect()
+        }
+        Some(6) => {
+            inner.resumes += 1;
+            let after = frame["d"]["seq"].as_u64().unwrap_or(0);
+            let from = if std::mem::take(&mut inner.replay_last_on_resume) {
+                after.saturating_sub(1)
+            } else {
+                after
+            };
+            let mut frames: Vec<String> = inner
+                .dispatched
+                .iter()
+                .filter(|(seq, _)| *seq > from)
+                .map(|(_, f)| f.clone())
+                .collect();
+            inner.seq += 1;
+            frames.push(json!({"op": 0, "s": inner.seq, "t": "RESUMED", "d": {}}).to_string());
+            frames
+        }
+        _ => vec![],
+    }
+}
+
+fn discord_error(status: u16, code: i64, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).expect("a valid status");
+    (
+        status,
+        axum::Json(json!({"message": message, "code": code})),
+    )
+        .into_response()
+}
+
+async fn handle_rest(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bot {TOKEN}"));
+    let response = if !authorized {
+        discord_error(401, 0, "401: Unauthorized")
+    } else {
+        route(&shared, &method, &path, &body)
+    };
+    lock(&shared).requests.push(Request {
+        method: method.to_string(),
+        path,
+        status: response.status().as_u16(),
+        nonce: body["nonce"].as_str().map(str::to_string),
+        at: Instant::now(),
+    });
+    response
+}
+
+fn route(shared: &Shared, method: &Method, path: &str, body: &Value) -> Response {
+    let parts: Vec<&str> = path.trim_start_matches("/api/v10/").split('/').collect();
+    match (method.as_str(), parts.as_slice()) {
+        ("GET", ["gateway"]) => axum::Json(json!({"url": shared.gateway_url})).into_response(),
+        ("GET", ["channels", id]) => {
+            let Ok(id) = id.parse::<u64>() else {
+                return discord_error(404, 10003, "Unknown Channel");
+            };
+            let inner = lock(shared);
+            let channel = match inner.threads.get(&id) {
+                Some(parent) => json!({"id": id.to_string(), "type": 11,
+                    "guild_id": GUILD_ID.to_string(), "parent_id": parent.to_string()}),
+                None => json!({"id": id.to_string(), "type": 0, "guild_id": GUILD_ID.to_string()}),
+            };
+            axum::Json(channel).into_response()
+        }
+        ("POST", ["channels", id, "messages"]) => match id.parse::<u64>() {
+            Ok(id) => post_message(shared, id, body),
+            Err(_) => discord_error(404, 10003, "Unknown Channel"),
+        },
+        _ => discord_error(404, 0, "404: Not Found"),
+    }
+}
+
+fn post_message(shared: &Shared, channel_id: u64, body: &Value) -> Response {
+    let content = body["content"].as_str().unwrap_or("");
+    if content.chars().count() > TEXT_LIMIT {
+        return discord_error(400, 50035, "Invalid Form Body");
+    }
+    if content.trim().is_empty() {
+        return discord_error(400, 50006, "Cannot send an empty message");
+    }
+    let mut inner = lock(shared);
+    if inner.forbidden.contains(&channel_id) {
+        return discord_error(403, 50001, "Missing Access");
+    }
+    if inner.rate_limits > 0 {
+        inner.rate_limits -= 1;
+        let body = json!({"message": "You are being rate limited.", "retry_after": 1.0,
+                          "global": false});
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            axum::Json(body),
+        )
+            .into_response();
+    }
+    let nonce = body["nonce"].as_str().map(str::to_string);
+    let enforce_nonce = body["enforce_nonce"].as_bool().unwrap_or(false);
+    if let Some(nonce) = &nonce {
+        if nonce.chars().count() > 25 {
+            return discord_error(400, 50035, "Invalid Form Body (nonce too long)");
+        }
+        if enforce_nonce && let Some(existing) = inner.by_nonce.get(&(channel_id, nonce.clone())) {
+            return axum::Json(existing.clone()).into_response();
+        }
+    }
+    let id = inner.next_id;
+    inner.next_id += 1;
+    let reference = body["message_reference"]["message_id"]
+        .as_str()
+        .map(str::to_string);
+    inner.posted.push(Posted {
+        channel_id,
+        content: content.to_string(),
+        nonce: nonce.clone(),
+        enforce_nonce,
+        reference,
+        at: Instant::now(),
+    });
+    let message = json!({
+        "id": id.to_string(), "channel_id": channel_id.to_string(),
+        "author": user(BOT_ID, true), "content": content, "timestamp": TIMESTAMP,
+        "tts": false, "mention_everyone": false, "mentions": [], "mention_roles": [],
+        "attachments": [], "embeds": [], "pinned": false, "type": 0,
+    });
+    if let (Some(nonce), true) = (nonce, enforce_nonce) {
+        inner.by_nonce.insert((channel_id, nonce), message.clone());
+    }
+    axum::Json(message).into_response()
+}
