@@ -36,11 +36,19 @@ pub struct ApiState {
     pub outbox: Outbox,
     pub local: Option<Arc<LocalChannel>>,
     pub webhook: Option<Arc<WebhookChannel>>,
+    /// The path Feishu posts events to, and the channel that verifies them.
+    pub feishu: Option<FeishuEndpoint>,
     pub api_token: Option<Secret>,
     pub max_queued: usize,
     /// Ends long-lived responses (the chat stream) so that shutdown is not held open.
     pub stop: execrelay_channel::CancellationToken,
 }
+
+#[cfg(feature = "feishu")]
+pub type FeishuEndpoint = (String, Arc<execrelay_webhook::feishu::FeishuChannel>);
+/// Without the feature there is no Feishu endpoint to have.
+#[cfg(not(feature = "feishu"))]
+pub type FeishuEndpoint = (String, std::convert::Infallible);
 
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
@@ -51,11 +59,53 @@ pub fn router(state: ApiState) -> Router {
         .route("/chat", post(post_chat))
         .route("/chat/stream", get(chat_stream))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
         .route("/webhook", post(webhook))
-        .nest("/v1", v1)
-        .with_state(state)
+        .nest("/v1", v1);
+    if let Some((path, _)) = &state.feishu {
+        app = app.route(path, post(feishu_events));
+    }
+    app.with_state(state)
+}
+
+/// Feishu's event callbacks: verified and decrypted by the channel, then stored like any
+/// inbound message before the 200 (Feishu retries what is not acknowledged within 3 s, and
+/// the relay dedupes on `event_id`).
+#[cfg(feature = "feishu")]
+async fn feishu_events(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    use execrelay_webhook::feishu::{
+        FeishuEvent, FeishuHeaders, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+    };
+    let Some((_, channel)) = &state.feishu else {
+        return error(StatusCode::NOT_FOUND, "the feishu channel is not enabled");
+    };
+    let header_text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let received = FeishuHeaders {
+        timestamp: header_text(TIMESTAMP_HEADER),
+        nonce: header_text(NONCE_HEADER),
+        signature: header_text(SIGNATURE_HEADER),
+    };
+    match channel.receive(received, &body, chrono::Utc::now().timestamp()) {
+        Ok(FeishuEvent::Challenge(challenge)) => {
+            Json(json!({ "challenge": challenge })).into_response()
+        }
+        Ok(FeishuEvent::Ignored(kind)) => {
+            tracing::debug!(event_type = %kind, "feishu: an event the relay does not act on");
+            Json(json!({"ok": true})).into_response()
+        }
+        Ok(FeishuEvent::Message(message)) => accept(&state, message).await,
+        Err(err) => {
+            tracing::warn!(error = %err, "feishu: rejected a request");
+            let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            error(status, err.to_string())
+        }
+    }
+}
+
+#[cfg(not(feature = "feishu"))]
+async fn feishu_events() -> Response {
+    error(StatusCode::NOT_FOUND, "built without the feishu channel")
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -33,6 +33,9 @@ const HELP: &str = "commands:
 /status               the relay's state
 /help                 this list";
 
+const TEXT_ONLY: &str =
+    "execrelay reads text messages only: send a command such as /exec ls, or /help";
+
 /// The commands as a platform's command menu shows them (Telegram's `setMyCommands`).
 pub const COMMAND_MENU: &[(&str, &str)] = &[
     ("exec", "Run a shell command; you are told when it finishes"),
@@ -170,6 +173,10 @@ impl CommandProcessor {
 
     async fn process(&self, message: InboxRecord) -> Result<(), StoreError> {
         match parse(&message.text) {
+            // An empty text is a message that carried none (an image, a file): say so.
+            Command::Text if message.text.trim().is_empty() => {
+                self.answer(&message, TEXT_ONLY).await
+            }
             Command::Text => self.store.finish_inbox(message.id, None, Vec::new()).await,
             Command::Exec(command) => self.exec(&message, command).await,
             Command::Help => self.answer(&message, HELP).await,

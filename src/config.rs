@@ -275,6 +275,54 @@ pub struct ChannelsConfig {
     pub webhook: WebhookChannelConfig,
     pub telegram: TelegramChannelConfig,
     pub discord: DiscordChannelConfig,
+    pub feishu: FeishuChannelConfig,
+    pub feishu_bot: FeishuBotChannelConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeishuChannelConfig {
+    pub enabled: bool,
+    pub app_id: String,
+    pub app_secret: Option<Secret>,
+    pub app_secret_file: Option<PathBuf>,
+    pub verification_token: Option<Secret>,
+    pub verification_token_file: Option<PathBuf>,
+    pub encrypt_key: Option<Secret>,
+    pub encrypt_key_file: Option<PathBuf>,
+    /// `https://open.feishu.cn`, or `https://open.larksuite.com` for Lark.
+    pub base_url: String,
+    /// Where Feishu posts events, on `[http] listen`.
+    pub path: String,
+}
+
+impl Default for FeishuChannelConfig {
+    fn default() -> Self {
+        FeishuChannelConfig {
+            enabled: false,
+            app_id: String::new(),
+            app_secret: None,
+            app_secret_file: None,
+            verification_token: None,
+            verification_token_file: None,
+            encrypt_key: None,
+            encrypt_key_file: None,
+            base_url: "https://open.feishu.cn".into(),
+            path: "/feishu/events".into(),
+        }
+    }
+}
+
+/// A Feishu custom group bot, outbound only: a target for `heartbeat.target = "feishu_bot:..."`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeishuBotChannelConfig {
+    pub enabled: bool,
+    /// The hook URL carries the bot's token: a secret.
+    pub hook_url: Option<Secret>,
+    pub hook_url_file: Option<PathBuf>,
+    pub secret: Option<Secret>,
+    pub secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -461,12 +509,44 @@ impl Config {
                 "channels.discord.token",
                 channels.discord.token.is_some() && channels.discord.token_file.is_some(),
             ),
+            (
+                "channels.feishu.app_secret",
+                channels.feishu.app_secret.is_some() && channels.feishu.app_secret_file.is_some(),
+            ),
+            (
+                "channels.feishu.verification_token",
+                channels.feishu.verification_token.is_some()
+                    && channels.feishu.verification_token_file.is_some(),
+            ),
+            (
+                "channels.feishu.encrypt_key",
+                channels.feishu.encrypt_key.is_some() && channels.feishu.encrypt_key_file.is_some(),
+            ),
+            (
+                "channels.feishu_bot.hook_url",
+                channels.feishu_bot.hook_url.is_some()
+                    && channels.feishu_bot.hook_url_file.is_some(),
+            ),
+            (
+                "channels.feishu_bot.secret",
+                channels.feishu_bot.secret.is_some() && channels.feishu_bot.secret_file.is_some(),
+            ),
         ] {
             if both {
                 return Err(invalid(format!(
                     "{key} and {key}_file are both set; keep one"
                 )));
             }
+        }
+        let path = &channels.feishu.path;
+        if !path.starts_with('/')
+            || path == "/webhook"
+            || path == "/healthz"
+            || path.starts_with("/v1/")
+        {
+            return Err(invalid(format!(
+                "channels.feishu.path `{path}` must start with / and not be /webhook, /healthz or under /v1/"
+            )));
         }
         if !(Duration::from_secs(1)..=Duration::from_secs(50))
             .contains(&channels.telegram.poll_timeout)
@@ -512,6 +592,43 @@ impl Config {
             "channels.discord.token_file",
             "EXECRELAY_DISCORD_TOKEN",
             origin,
+        )?;
+        let feishu = &mut self.channels.feishu;
+        resolve_secret(
+            &mut feishu.app_secret,
+            &feishu.app_secret_file,
+            "channels.feishu.app_secret_file",
+            "EXECRELAY_FEISHU_APP_SECRET",
+            origin,
+        )?;
+        resolve_secret(
+            &mut feishu.verification_token,
+            &feishu.verification_token_file,
+            "channels.feishu.verification_token_file",
+            "EXECRELAY_FEISHU_VERIFICATION_TOKEN",
+            origin,
+        )?;
+        resolve_secret(
+            &mut feishu.encrypt_key,
+            &feishu.encrypt_key_file,
+            "channels.feishu.encrypt_key_file",
+            "EXECRELAY_FEISHU_ENCRYPT_KEY",
+            origin,
+        )?;
+        let bot = &mut self.channels.feishu_bot;
+        resolve_secret(
+            &mut bot.hook_url,
+            &bot.hook_url_file,
+            "channels.feishu_bot.hook_url_file",
+            "EXECRELAY_FEISHU_BOT_HOOK_URL",
+            origin,
+        )?;
+        resolve_secret(
+            &mut bot.secret,
+            &bot.secret_file,
+            "channels.feishu_bot.secret_file",
+            "EXECRELAY_FEISHU_BOT_SECRET",
+            origin,
         )
     }
 
@@ -522,6 +639,11 @@ impl Config {
             self.channels.webhook.secret.clone(),
             self.channels.telegram.token.clone(),
             self.channels.discord.token.clone(),
+            self.channels.feishu.app_secret.clone(),
+            self.channels.feishu.verification_token.clone(),
+            self.channels.feishu.encrypt_key.clone(),
+            self.channels.feishu_bot.hook_url.clone(),
+            self.channels.feishu_bot.secret.clone(),
         ]
         .into_iter()
         .flatten()

@@ -96,6 +96,58 @@ fn discord_channel(config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
     Ok(Arc::new(channel))
 }
 
+/// The channel, and the endpoint that receives its events.
+#[cfg(feature = "feishu")]
+fn feishu_channel(
+    config: &Config,
+) -> anyhow::Result<(crate::api::FeishuEndpoint, Arc<dyn Channel>)> {
+    use execrelay_webhook::feishu::{FeishuChannel, FeishuConfig};
+    let settings = &config.channels.feishu;
+    let (Some(app_secret), Some(verification_token)) = (
+        settings.app_secret.clone(),
+        settings.verification_token.clone(),
+    ) else {
+        bail!(
+            "channels.feishu is enabled but needs app_secret and verification_token (or their \
+             *_file keys, or EXECRELAY_FEISHU_APP_SECRET / EXECRELAY_FEISHU_VERIFICATION_TOKEN)"
+        );
+    };
+    let mut feishu = FeishuConfig::new(&settings.app_id, app_secret, verification_token);
+    feishu.encrypt_key = settings.encrypt_key.clone();
+    feishu.base_url = settings.base_url.clone();
+    let channel = Arc::new(FeishuChannel::new(feishu).context("cannot set up the feishu channel")?);
+    Ok(((settings.path.clone(), channel.clone()), channel))
+}
+
+#[cfg(feature = "feishu")]
+fn feishu_bot_channel(config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
+    use execrelay_webhook::feishu::{FeishuBotChannel, FeishuBotConfig};
+    let settings = &config.channels.feishu_bot;
+    let Some(hook_url) = settings.hook_url.clone() else {
+        bail!("channels.feishu_bot is enabled but has no hook_url");
+    };
+    let bot = FeishuBotConfig {
+        hook_url,
+        secret: settings.secret.clone(),
+    };
+    let channel = FeishuBotChannel::new(bot).context("cannot set up the feishu_bot channel")?;
+    Ok(Arc::new(channel))
+}
+
+#[cfg(not(feature = "feishu"))]
+fn feishu_channel(
+    _config: &Config,
+) -> anyhow::Result<(crate::api::FeishuEndpoint, Arc<dyn Channel>)> {
+    bail!("channels.feishu is enabled, but this execrelay was built without the `feishu` feature")
+}
+
+#[cfg(not(feature = "feishu"))]
+fn feishu_bot_channel(_config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
+    bail!(
+        "channels.feishu_bot is enabled, but this execrelay was built without the `feishu` feature"
+    )
+}
+
 #[cfg(not(feature = "discord"))]
 fn discord_channel(_config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
     bail!("channels.discord is enabled, but this execrelay was built without the `discord` feature")
@@ -228,6 +280,16 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     if config.channels.discord.enabled {
         channels.push(discord_channel(&config)?);
     }
+    let feishu = if config.channels.feishu.enabled {
+        let (endpoint, channel) = feishu_channel(&config)?;
+        channels.push(channel);
+        Some(endpoint)
+    } else {
+        None
+    };
+    if config.channels.feishu_bot.enabled {
+        channels.push(feishu_bot_channel(&config)?);
+    }
     let outbox = Outbox::new(store.clone(), channels.clone());
 
     let (heartbeat, start_heartbeat) =
@@ -308,6 +370,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         outbox,
         local,
         webhook,
+        feishu,
         api_token: config.http.api_token.clone(),
         max_queued: config.events.max_queued,
         stop: stop.clone(),

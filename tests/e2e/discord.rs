@@ -145,6 +145,12 @@ fn dm_exec_is_acknowledged_then_completed_and_no_request_escapes_the_fake() {
         "gateway discovery reached the fake: {requests:?}"
     );
     assert!(
+        requests
+            .iter()
+            .any(|r| r.path == "/api/v10/gateway" && r.user_agent.contains("serenity")),
+        "serenity's own gateway discovery reached the fake: {requests:?}"
+    );
+    assert!(
         requests.iter().all(|r| r.status != 401),
         "every request had the token"
     );
@@ -426,4 +432,40 @@ fn missing_access_dead_letters_and_strangers_are_refused() {
     );
     assert!(relay.jobs().is_empty());
     assert!(!relay.path("pwned").exists());
+}
+
+#[test]
+fn a_lost_response_is_retried_with_the_same_nonce_and_posted_once() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let relay = dc
+        .configure(Relay::builder(&rx).allow(&["discord:400"]).set(
+            "outbox",
+            "backoff_base",
+            &toml_str("100ms"),
+        ))
+        .start();
+    wait_ready(&dc);
+
+    dc.lose_next_response();
+    dc.push_message(DM, ALICE, "/status", false);
+    wait_for("the retried post", SOON, || {
+        (dc.requests().iter().filter(|r| r.method == "POST").count() >= 2).then_some(())
+    });
+    relay.wait_outbox_drained();
+    let posts: Vec<_> = dc
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(posts[0].status, 500, "the first answer was lost");
+    assert_eq!(
+        posts[0].nonce, posts[1].nonce,
+        "the retry carried the same nonce"
+    );
+    assert_eq!(
+        dc.posted_to(DM).len(),
+        1,
+        "Discord kept one message: {:?}",
+        dc.posted()
+    );
 }

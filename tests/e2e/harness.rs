@@ -521,7 +521,17 @@ impl Relay {
         headers: &[(&str, String)],
         body: impl Into<Vec<u8>>,
     ) -> (u16, Value) {
-        let mut req = self.client.post(self.url("/webhook")).body(body.into());
+        self.post_raw("/webhook", headers, body)
+    }
+
+    /// Posts `body` to `path` with exactly `headers`.
+    pub fn post_raw(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: impl Into<Vec<u8>>,
+    ) -> (u16, Value) {
+        let mut req = self.client.post(self.url(path)).body(body.into());
         for (k, v) in headers {
             req = req.header(*k, v);
         }

@@ -14,6 +14,7 @@ mod crash;
 mod discord;
 mod duplicate;
 mod fakes_self_test;
+mod feishu;
 mod heartbeat;
 mod inbound;
 mod last_active;

@@ -54,6 +54,8 @@ pub struct InboundMessage {
     pub route: Route,
     /// The platform's id of the sender, without the channel prefix.
     pub sender_id: String,
+    /// Empty when the message carried no text (an image, a file): the relay answers that it
+    /// reads text only, rather than staying silent.
     pub text: String,
     /// The platform's id of the message (or update/event): the relay dedupes on it, so a
     /// redelivered message is never run twice. `None` when the platform has no such id.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use execrelay_channel::{ChatType, InboundMessage, InboundSink, Route};
+use execrelay_channel::{CancellationToken, ChatType, InboundMessage, InboundSink, Route};
 use serenity::all::{Context, EventHandler, Message, Ready, ResumedEvent, UserId};
 use tokio::sync::watch;
 
@@ -13,9 +13,11 @@ use crate::rest::Rest;
 /// How long a message waits for READY to tell who the bot is (serenity runs handlers
 /// concurrently, so a message can overtake READY's handler).
 const READY_WAIT: Duration = Duration::from_secs(10);
-/// The gateway does not redeliver: a message the relay could not store is retried here.
-const ACCEPT_ATTEMPTS: u32 = 6;
+/// The gateway does not redeliver: a message the relay could not store is retried here, for
+/// about a minute.
+const ACCEPT_ATTEMPTS: u32 = 10;
 const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(10);
 
 /// `content` without mentions of the bot (`<@id>`, `<@!id>`), trimmed; and whether there were
 /// any.
@@ -83,6 +85,8 @@ pub(crate) struct Handler {
     pub(crate) rest: Arc<Rest>,
     pub(crate) bot: watch::Sender<Option<UserId>>,
     pub(crate) require_mention: bool,
+    /// Set at shutdown: serenity may still dispatch while its shard winds down.
+    pub(crate) stop: CancellationToken,
 }
 
 impl Handler {
@@ -96,6 +100,9 @@ impl Handler {
     }
 
     async fn handle(&self, message: Message) {
+        if self.stop.is_cancelled() {
+            return;
+        }
         let Some(bot) = self.bot_id().await else {
             tracing::warn!(
                 message_id = message.id.get(),
@@ -131,8 +138,11 @@ impl Handler {
                 }
                 Err(error) if attempt < ACCEPT_ATTEMPTS => {
                     tracing::warn!(message_id = message.id.get(), attempt, error = %error, "cannot store a discord message; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
                 }
                 Err(error) => {
                     tracing::error!(message_id = message.id.get(), error = %error, "cannot store a discord message; giving up");

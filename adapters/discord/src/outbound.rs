@@ -150,6 +150,37 @@ pub fn classify(status: u16, retry_after_header: Option<&str>, body: &[u8]) -> S
     }
 }
 
+impl DiscordChannel {
+    async fn post(&self, channel_id: u64, body: &Value) -> SendOutcome {
+        match self.rest.post_message(channel_id, body).await {
+            Ok(reply) => classify(
+                reply.status,
+                reply.retry_after_header.as_deref(),
+                &reply.body,
+            ),
+            Err(error) => SendOutcome::Transient(redact(&error, self.config.token.expose())),
+        }
+    }
+}
+
+/// Discord refused a reply because the bot may not read the message it replies to (codes
+/// 160002 and 160009).
+fn cannot_reply(outcome: &SendOutcome) -> bool {
+    matches!(outcome, SendOutcome::Permanent(error)
+        if error.contains("(code 160002)") || error.contains("(code 160009)"))
+}
+
+/// What a person should do about a gateway that closed for good.
+fn gateway_hint(error: &str) -> &'static str {
+    if error.contains("Disallowed") || error.contains("intents") {
+        "; enable the Message Content intent for the bot in the Discord Developer Portal"
+    } else if error.contains("Authentication") || error.contains("token") {
+        "; check channels.discord.token"
+    } else {
+        ""
+    }
+}
+
 #[async_trait::async_trait]
 impl Channel for DiscordChannel {
     fn name(&self) -> &str {
@@ -182,14 +213,14 @@ impl Channel for DiscordChannel {
                 "fail_if_not_exists": false,
             });
         }
-        match self.rest.post_message(channel_id, &body).await {
-            Ok(reply) => classify(
-                reply.status,
-                reply.retry_after_header.as_deref(),
-                &reply.body,
-            ),
-            Err(error) => SendOutcome::Transient(redact(&error, self.config.token.expose())),
+        let mut outcome = self.post(channel_id, &body).await;
+        if cannot_reply(&outcome) && body.get("message_reference").is_some() {
+            // Without Read Message History a reply is refused; the message itself is not.
+            body.as_object_mut()
+                .map(|fields| fields.remove("message_reference"));
+            outcome = self.post(channel_id, &body).await;
         }
+        outcome
     }
 
     async fn run_inbound(
@@ -216,11 +247,15 @@ impl Channel for DiscordChannel {
             rest: self.rest.clone(),
             bot: watch::channel(None).0,
             require_mention: self.config.require_mention,
+            stop: stop.clone(),
         };
-        let mut client = ClientBuilder::new_with_http(http, intents)
-            .event_handler(handler)
-            .await
-            .map_err(|error| ChannelError::Config(redact(&error.to_string(), token)))?;
+        // serenity asks for the gateway itself while building; that must not outlast a stop.
+        let built = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            built = ClientBuilder::new_with_http(http, intents).event_handler(handler) => built,
+        };
+        let mut client =
+            built.map_err(|error| ChannelError::Config(redact(&error.to_string(), token)))?;
         // Ours, not serenity's fallback: a failed discovery must never reach the real gateway.
         *client.ws_url.lock().await = gateway;
         let shards = client.shard_manager.clone();
@@ -235,9 +270,11 @@ impl Channel for DiscordChannel {
             }
             ended = &mut session => match ended {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(ChannelError::Config(
-                    DiscordError::Gateway(redact(&error.to_string(), token)).to_string(),
-                )),
+                Ok(Err(error)) => {
+                    let text = redact(&error.to_string(), token);
+                    let hint = gateway_hint(&text);
+                    Err(ChannelError::Config(DiscordError::Gateway(format!("{text}{hint}")).to_string()))
+                }
                 Err(error) => Err(ChannelError::Io(format!("the discord client task failed: {error}"))),
             },
         }
@@ -248,6 +285,22 @@ impl Channel for DiscordChannel {
 mod tests {
     use super::*;
     use execrelay_channel::Secret;
+
+    #[test]
+    fn refused_replies_and_fatal_closes_are_recognised() {
+        let refused = classify(403, None, br#"{"message":"Cannot reply without permission to read message history","code":160002}"#);
+        assert!(cannot_reply(&refused));
+        assert!(!cannot_reply(&classify(
+            403,
+            None,
+            br#"{"message":"Missing Access","code":50001}"#
+        )));
+        assert!(
+            gateway_hint("Disallowed gateway intents were provided").contains("Message Content")
+        );
+        assert!(gateway_hint("Authentication failed").contains("token"));
+        assert_eq!(gateway_hint("something else"), "");
+    }
 
     #[test]
     fn nonces_are_stable_and_short() {

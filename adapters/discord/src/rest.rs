@@ -14,6 +14,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Remembered channel kinds; cleared when full (a lookup is cheap, memory is not unbounded).
 const MAX_KNOWN_CHANNELS: usize = 10_000;
 
+const LOOKUP_ATTEMPTS: u32 = 3;
+const LOOKUP_PAUSE: Duration = Duration::from_millis(300);
+
 /// Discord's channel types for threads (announcement, public, private).
 const THREAD_TYPES: [u8; 3] = [10, 11, 12];
 
@@ -130,35 +133,39 @@ impl Rest {
         Self::read(request).await
     }
 
-    /// The parent channel of `channel_id` if it is a thread. Looked up once per channel; a
-    /// failed lookup is not remembered and counts as "not a thread".
+    /// The parent channel of `channel_id` if it is a thread. Looked up once per channel (with
+    /// a few retries); a lookup that keeps failing is not remembered and counts as "not a
+    /// thread": the message still runs, and its replies land where it was posted.
     pub(crate) async fn thread_parent(&self, channel_id: u64) -> Option<u64> {
         if let Ok(known) = self.parents.lock()
             && let Some(parent) = known.get(&channel_id)
         {
             return *parent;
         }
-        let request = self
-            .client
-            .get(format!("{}/channels/{channel_id}", self.api))
-            .header(reqwest::header::AUTHORIZATION, &self.authorization);
-        let info = match Self::read(request).await {
-            Ok(reply) if (200..300).contains(&reply.status) => {
-                serde_json::from_slice::<ChannelInfo>(&reply.body).ok()
+        let mut info = None;
+        for attempt in 0..LOOKUP_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(LOOKUP_PAUSE * attempt).await;
             }
-            Ok(reply) => {
-                tracing::warn!(
+            let request = self
+                .client
+                .get(format!("{}/channels/{channel_id}", self.api))
+                .header(reqwest::header::AUTHORIZATION, &self.authorization);
+            match Self::read(request).await {
+                Ok(reply) if (200..300).contains(&reply.status) => {
+                    info = serde_json::from_slice::<ChannelInfo>(&reply.body).ok();
+                    break;
+                }
+                Ok(reply) => tracing::warn!(
                     channel_id,
                     status = reply.status,
                     "cannot look up a discord channel"
-                );
-                None
+                ),
+                Err(error) => {
+                    tracing::warn!(channel_id, error = %error, "cannot look up a discord channel")
+                }
             }
-            Err(error) => {
-                tracing::warn!(channel_id, error = %error, "cannot look up a discord channel");
-                None
-            }
-        };
+        }
         let info = info?;
         let parent = THREAD_TYPES
             .contains(&info.kind)

@@ -58,14 +58,7 @@ pub fn verify_request(
     let Some(signature) = signature else {
         return unauthorized("missing X-Execrelay-Signature header");
     };
-    let Ok(sent_at) = timestamp.parse::<i64>() else {
-        return unauthorized("X-Execrelay-Timestamp is not unix seconds");
-    };
-    // i128 so that absurd timestamps cannot overflow the subtraction.
-    let skew = (i128::from(now_unix) - i128::from(sent_at)).unsigned_abs();
-    if skew > u128::from(max_skew.as_secs()) {
-        return unauthorized("X-Execrelay-Timestamp is too far from the current time");
-    }
+    check_timestamp(TIMESTAMP_HEADER, timestamp, now_unix, max_skew)?;
     let Some(tag) = signature
         .strip_prefix(SIGNATURE_PREFIX)
         .and_then(|hex_tag| hex::decode(hex_tag).ok())
@@ -75,6 +68,29 @@ pub fn verify_request(
     mac(secret.expose(), timestamp, body)
         .verify_slice(&tag)
         .or_else(|_| unauthorized("signature mismatch"))
+}
+
+/// Refuses a request whose `header` (unix seconds) is unparseable or more than `max_skew` from
+/// `now_unix`: a captured request cannot be replayed later.
+pub(crate) fn check_timestamp(
+    header: &str,
+    timestamp: &str,
+    now_unix: i64,
+    max_skew: Duration,
+) -> Result<(), WebhookError> {
+    let Ok(sent_at) = timestamp.trim().parse::<i64>() else {
+        return Err(WebhookError::Unauthorized(format!(
+            "{header} is not unix seconds"
+        )));
+    };
+    // i128 so that absurd timestamps cannot overflow the subtraction.
+    let skew = (i128::from(now_unix) - i128::from(sent_at)).unsigned_abs();
+    if skew > u128::from(max_skew.as_secs()) {
+        return Err(WebhookError::Unauthorized(format!(
+            "{header} is too far from the current time"
+        )));
+    }
+    Ok(())
 }
 
 /// Parses an inbound request body into a message on the `webhook` channel.

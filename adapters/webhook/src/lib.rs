@@ -11,6 +11,8 @@
 
 mod config;
 mod errors;
+#[cfg(feature = "feishu")]
+pub mod feishu;
 mod inbound;
 mod outbound;
 

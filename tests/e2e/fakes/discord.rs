@@ -53,6 +53,7 @@ pub struct Request {
     pub path: String,
     pub status: u16,
     pub nonce: Option<String>,
+    pub user_agent: String,
     pub at: Instant,
 }
 
@@ -66,6 +67,7 @@ struct Inner {
     posted: Vec<Posted>,
     requests: Vec<Request>,
     rate_limits: usize,
+    lose_responses: usize,
     forbidden: HashSet<u64>,
     threads: HashMap<u64, u64>,
     by_nonce: HashMap<(u64, String), Value>,
@@ -212,6 +214,12 @@ impl FakeDiscord {
         lock(&self.shared).rate_limits = n;
     }
 
+    /// The next message post is made, but answered 500, as if the response was lost on the
+    /// way: only the nonce keeps the retry from posting twice.
+    pub fn lose_next_response(&self) {
+        lock(&self.shared).lose_responses += 1;
+    }
+
     /// Posts to `channel_id` get 403 Missing Access.
     pub fn forbid(&self, channel_id: u64) {
         lock(&self.shared).forbidden.insert(channel_id);
@@ -249,7 +257,6 @@ async fn serve_gateway(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
         return;
     };
     let (commands, mut queued) = mpsc::unbounded_channel();
-    lock(&shared).connection = Some(commands.clone());
     let hello = json!({"op": 10, "d": {"heartbeat_interval": 41250}}).to_string();
     if ws.send(Frame::text(hello)).await.is_err() {
         return;
@@ -258,7 +265,7 @@ async fn serve_gateway(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
         tokio::select! {
             frame = ws.next() => match frame {
                 Some(Ok(Frame::Text(text))) => {
-                    for reply in answer(&shared, &text) {
+                    for reply in answer(&shared, &text, &commands) {
                         if ws.send(Frame::text(reply)).await.is_err() {
                             return;
                         }
@@ -288,7 +295,8 @@ async fn serve_gateway(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
 }
 
 /// The frames the fake answers one client frame with.
-fn answer(shared: &Shared, text: &str) -> Vec<String> {
+/// Dispatches reach a connection only once its session is ready or resumed, as on Discord.
+fn answer(shared: &Shared, text: &str, commands: &mpsc::UnboundedSender<Command>) -> Vec<String> {
     let Ok(frame) = serde_json::from_str::<Value>(text) else {
         return vec![];
     };
@@ -305,11 +313,11 @@ fn answer(shared: &Shared, text: &str) -> Vec<String> {
                 "session_id": "e2e-session", "resume_gateway_url": shared.gateway_url,
                 "application": {"id": BOT_ID.to_string(), "flags": 0},
             });
-            // The connection gets READY through the same path as every dispatch.
-            let connection = inner.connection.take();
+            // READY goes out as this answer; later dispatches through the connection.
+            inner.connection = None;
             dispatch(&mut inner, "READY", ready);
+            inner.connection = Some(commands.clone());
             let frame = inner.dispatched.last().map(|(_, f)| f.clone());
-            inner.connection = connection;
             frame.into_iter().collect()
         }
         Some(6) => {
@@ -328,6 +336,7 @@ fn answer(shared: &Shared, text: &str) -> Vec<String> {
                 .collect();
             inner.seq += 1;
             frames.push(json!({"op": 0, "s": inner.seq, "t": "RESUMED", "d": {}}).to_string());
+            inner.connection = Some(commands.clone());
             frames
         }
         _ => vec![],
@@ -366,6 +375,11 @@ async fn handle_rest(
         path,
         status: response.status().as_u16(),
         nonce: body["nonce"].as_str().map(str::to_string),
+        user_agent: headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
         at: Instant::now(),
     });
     response
@@ -449,6 +463,10 @@ fn post_message(shared: &Shared, channel_id: u64, body: &Value) -> Response {
     });
     if let (Some(nonce), true) = (nonce, enforce_nonce) {
         inner.by_nonce.insert((channel_id, nonce), message.clone());
+    }
+    if inner.lose_responses > 0 {
+        inner.lose_responses -= 1;
+        return discord_error(500, 0, "500: Internal Server Error");
     }
     axum::Json(message).into_response()
 }

@@ -2,5 +2,6 @@
 //! a script of failures.
 
 pub mod discord;
+pub mod feishu;
 pub mod receiver;
 pub mod telegram;

@@ -1,0 +1,28 @@
+//! The Feishu (Lark) flavour of the webhook channel.
+//!
+//! Inbound, Feishu posts event callbacks to the relay's HTTP server: [`FeishuChannel::receive`]
+//! answers `url_verification`, decrypts `{"encrypt": ...}` bodies (AES-256-CBC, key =
+//! SHA-256(encrypt key)), verifies `X-Lark-Signature` (plain SHA-256 over timestamp + nonce +
+//! encrypt key + body, compared in constant time) and the verification token, refuses stale
+//! timestamps, and turns `im.message.receive_v1` into an
+//! [`InboundMessage`](execrelay_channel::InboundMessage) whose id is the `event_id` (Feishu
+//! redelivers an event for hours; the relay dedupes it durably). Outbound, each chunk is one
+//! `im/v1/messages` call with a cached tenant access token and `uuid` = the chunk's idempotency
+//! key, which Feishu dedupes. [`FeishuBotChannel`] posts to a custom group bot's hook (signed,
+//! paced under its 5/s and 100/min limits), for use as an explicit heartbeat target.
+
+mod bot;
+mod config;
+mod crypto;
+mod inbound;
+mod outbound;
+
+pub use bot::{FeishuBotChannel, bot_sign};
+pub use config::{DEFAULT_BASE_URL, DEFAULT_EVENTS_PATH, FeishuBotConfig, FeishuConfig};
+pub use crypto::{decrypt, event_signature};
+pub use inbound::{FeishuEvent, FeishuHeaders, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+pub use outbound::{FEISHU_LIMIT, FeishuChannel, classify};
+
+/// The route `channel` names of the two flavours.
+pub const CHANNEL: &str = "feishu";
+pub const BOT_CHANNEL: &str = "feishu_bot";

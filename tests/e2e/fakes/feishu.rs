@@ -1,0 +1,332 @@
+//! A fake Feishu open platform: the tenant-token endpoint, `im/v1/messages` and a custom
+//! group bot's hook; and the tests' side of Feishu's event callbacks (encrypted and signed as
+//! Feishu does).
+//!
+//! The token endpoint issues `t-1`, `t-2`, … for the right app id and secret; `expire_tokens`
+//! makes every issued token stale, after which `im/v1/messages` answers HTTP 400 with code
+//! 99991663 as Feishu does. Messages are recorded with chat id, text, `uuid` and token; a
+//! `uuid` seen before returns the first message again without posting (Feishu's dedupe). The
+//! bot hook checks `sign` against its secret (code 19021 on a mismatch).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use aes::cipher::{BlockEncryptMut, KeyIvInit, block_padding::Pkcs7};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::harness::{Relay, RelayBuilder, toml_str, unix_now};
+
+pub const APP_ID: &str = "cli_e2e_app";
+pub const APP_SECRET: &str = "e2e-feishu-app-secret-77";
+pub const VERIFICATION_TOKEN: &str = "e2e-verification-token";
+pub const ENCRYPT_KEY: &str = "e2e-encrypt-key";
+pub const BOT_SECRET: &str = "e2e-bot-secret";
+pub const EVENTS_PATH: &str = "/feishu/events";
+
+/// One message posted through `im/v1/messages`.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub chat_id: String,
+    pub text: String,
+    pub uuid: String,
+    pub token: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    issued: usize,
+    valid: HashSet<String>,
+    sent: Vec<Sent>,
+    by_uuid: HashMap<String, String>,
+    token_refusals: usize,
+    bot_posts: Vec<String>,
+    bot_refusals: usize,
+}
+
+pub struct FakeFeishu {
+    addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl FakeFeishu {
+    pub fn start() -> FakeFeishu {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("fake-feishu")
+            .enable_all()
+            .build()
+            .expect("build the fake feishu runtime");
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind the fake feishu");
+        let addr = listener.local_addr().expect("fake feishu address");
+        rt.spawn(async move { axum::serve(listener, app).await.expect("fake feishu serve") });
+        FakeFeishu {
+            addr,
+            inner,
+            _rt: rt,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("fake feishu lock")
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn hook_url(&self) -> String {
+        format!("{}/open-apis/bot/v2/hook/e2e-hook-token", self.base_url())
+    }
+
+    /// Enables the relay's feishu channel against this fake, with encryption.
+    pub fn configure(&self, builder: RelayBuilder) -> RelayBuilder {
+        builder
+            .set("channels.feishu", "enabled", "true")
+            .set("channels.feishu", "app_id", &toml_str(APP_ID))
+            .set("channels.feishu", "app_secret", &toml_str(APP_SECRET))
+            .set(
+                "channels.feishu",
+                "verification_token",
+                &toml_str(VERIFICATION_TOKEN),
+            )
+            .set("channels.feishu", "encrypt_key", &toml_str(ENCRYPT_KEY))
+            .set("channels.feishu", "base_url", &toml_str(&self.base_url()))
+    }
+
+    pub fn sent(&self) -> Vec<Sent> {
+        self.lock().sent.clone()
+    }
+
+    pub fn sent_to(&self, chat_id: &str) -> Vec<Sent> {
+        self.sent()
+            .into_iter()
+            .filter(|s| s.chat_id == chat_id)
+            .collect()
+    }
+
+    pub fn tokens_issued(&self) -> usize {
+        self.lock().issued
+    }
+
+    pub fn token_refusals(&self) -> usize {
+        self.lock().token_refusals
+    }
+
+    /// Every token issued so far stops working (as at its expiry).
+    pub fn expire_tokens(&self) {
+        self.lock().valid.clear();
+    }
+
+    /// Texts the custom bot accepted (signature checked).
+    pub fn bot_posts(&self) -> Vec<String> {
+        self.lock().bot_posts.clone()
+    }
+
+    pub fn bot_refusals(&self) -> usize {
+        self.lock().bot_refusals
+    }
+}
+
+fn feishu_error(status: u16, code: i64, msg: &str) -> Response {
+    let status = StatusCode::from_u16(status).expect("a valid status");
+    (status, axum::Json(json!({"code": code, "msg": msg}))).into_response()
+}
+
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if method != Method::POST {
+        return feishu_error(404, 404, "not found");
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut inner = inner.lock().expect("fake feishu lock");
+    match uri.path() {
+        "/open-apis/auth/v3/tenant_access_token/internal" => {
+            if body["app_id"] != APP_ID || body["app_secret"] != APP_SECRET {
+                return feishu_error(200, 10014, "app secret invalid");
+            }
+            inner.issued += 1;
+            let token = format!("t-{}", inner.issued);
+            inner.valid.insert(token.clone());
+            axum::Json(json!({"code": 0, "msg": "ok", "tenant_access_token": token,
+                              "expire": 7200}))
+            .into_response()
+        }
+        "/open-apis/im/v1/messages" => {
+            if uri.query() != Some("receive_id_type=chat_id") {
+                return feishu_error(400, 99992402, "field validation failed: receive_id_type");
+            }
+            let token = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("")
+                .to_string();
+            if !inner.valid.contains(&token) {
+                inner.token_refusals += 1;
+                return feishu_error(400, 99991663, "Invalid access token for authorization.");
+            }
+            let content: Value = body["content"]
+                .as_str()
+                .and_then(|c| serde_json::from_str(c).ok())
+                .unwrap_or(Value::Null);
+            let (Some(chat_id), Some("text"), Some(text)) = (
+                body["receive_id"].as_str(),
+                body["msg_type"].as_str(),
+                content["text"].as_str(),
+            ) else {
+                return feishu_error(400, 230001, "invalid message content");
+            };
+            let uuid = body["uuid"].as_str().unwrap_or("").to_string();
+            if uuid.chars().count() > 50 {
+                return feishu_error(400, 99992402, "uuid too long");
+            }
+            if let Some(existing) = inner.by_uuid.get(&uuid) {
+                let existing = existing.clone();
+                return axum::Json(json!({"code": 0, "msg": "success",
+                                         "data": {"message_id": existing}}))
+                .into_response();
+            }
+            let message_id = format!("om_{}", inner.sent.len() + 1);
+            if !uuid.is_empty() {
+                inner.by_uuid.insert(uuid.clone(), message_id.clone());
+            }
+            inner.sent.push(Sent {
+                chat_id: chat_id.to_string(),
+                text: text.to_string(),
+                uuid,
+                token,
+            });
+            axum::Json(json!({"code": 0, "msg": "success", "data": {"message_id": message_id}}))
+                .into_response()
+        }
+        path if path.starts_with("/open-apis/bot/v2/hook/") => {
+            let timestamp = body["timestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<i64>().ok());
+            let signed = timestamp.is_some_and(|t| {
+                (unix_now() - t).abs() < 3600 && body["sign"] == bot_sign(t, BOT_SECRET)
+            });
+            if !signed {
+                inner.bot_refusals += 1;
+                return feishu_error(
+                    200,
+                    19021,
+                    "sign match fail or timestamp is not within one hour from current time",
+                );
+            }
+            let text = body["content"]["text"].as_str().unwrap_or("").to_string();
+            inner.bot_posts.push(text);
+            axum::Json(json!({"code": 0, "msg": "success", "data": {}})).into_response()
+        }
+        _ => feishu_error(404, 404, "not found"),
+    }
+}
+
+/// The documented custom-bot signature, written here independently of the relay's.
+fn bot_sign(timestamp: i64, secret: &str) -> String {
+    let key = format!("{timestamp}\n{secret}");
+    let mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("hmac key");
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Feishu's side of event callbacks
+
+/// AES-256-CBC with key SHA-256(`key`), a random IV in front, base64: Feishu's `encrypt`.
+pub fn encrypt(key: &str, plain: &[u8]) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    let iv: [u8; 16] = rand::random();
+    let cipher = cbc::Encryptor::<aes::Aes256>::new_from_slices(&digest, &iv)
+        .expect("key and iv lengths")
+        .encrypt_padded_vec_mut::<Pkcs7>(plain);
+    let mut data = iv.to_vec();
+    data.extend_from_slice(&cipher);
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// An `im.message.receive_v1` event (schema 2.0) with a text message.
+pub fn message_event(
+    event_id: &str,
+    open_id: &str,
+    chat_id: &str,
+    chat_type: &str,
+    text: &str,
+) -> Value {
+    json!({
+        "schema": "2.0",
+        "header": {"event_id": event_id, "event_type": "im.message.receive_v1",
+                   "create_time": (unix_now() * 1000).to_string(), "token": VERIFICATION_TOKEN,
+                   "app_id": APP_ID, "tenant_key": "tenant-e2e"},
+        "event": {
+            "sender": {"sender_id": {"open_id": open_id, "user_id": "u-e2e", "union_id": "on_e2e"},
+                       "sender_type": "user", "tenant_key": "tenant-e2e"},
+            "message": {"message_id": format!("om_in_{event_id}"), "chat_id": chat_id,
+                        "chat_type": chat_type, "message_type": "text",
+                        "content": json!({"text": text}).to_string(),
+                        "create_time": (unix_now() * 1000).to_string()},
+        },
+    })
+}
+
+/// How a test tampers with a callback.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tamper {
+    #[default]
+    None,
+    BadSignature,
+    StaleTimestamp,
+}
+
+/// Posts `event` to the relay as Feishu would: encrypted and signed.
+pub fn deliver(relay: &Relay, event: &Value, tamper: Tamper) -> (u16, Value) {
+    let body = json!({"encrypt": encrypt(ENCRYPT_KEY, event.to_string().as_bytes())}).to_string();
+    let timestamp = match tamper {
+        Tamper::StaleTimestamp => unix_now() - 3600,
+        _ => unix_now(),
+    }
+    .to_string();
+    let nonce = format!("nonce-{}", rand::random::<u32>());
+    let mut digest = Sha256::new();
+    digest.update(timestamp.as_bytes());
+    digest.update(nonce.as_bytes());
+    digest.update(ENCRYPT_KEY.as_bytes());
+    digest.update(body.as_bytes());
+    let mut signature = hex::encode(digest.finalize());
+    if tamper == Tamper::BadSignature {
+        let forged = if signature.starts_with("0000") {
+            "ffff"
+        } else {
+            "0000"
+        };
+        signature.replace_range(0..4, forged);
+    }
+    relay.post_raw(
+        EVENTS_PATH,
+        &[
+            ("Content-Type", "application/json".into()),
+            ("X-Lark-Request-Timestamp", timestamp),
+            ("X-Lark-Request-Nonce", nonce),
+            ("X-Lark-Signature", signature),
+        ],
+        body,
+    )
+}
