@@ -169,8 +169,10 @@ impl Redactor {
         Redactor { secrets }
     }
 
+    /// `text` without configured secrets and without common credential shapes
+    /// (`credentials::redact_credentials`).
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
+        let mut out = crate::credentials::redact_credentials(text).into_owned();
         for secret in &self.secrets {
             if !secret.is_empty() && out.contains(secret.expose()) {
                 out = out.replace(secret.expose(), "[redacted]");

@@ -9,6 +9,7 @@ pub mod chunk;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod credentials;
 pub mod delivery;
 pub mod duration;
 pub mod exec;

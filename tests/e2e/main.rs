@@ -20,4 +20,5 @@ mod inbound;
 mod last_active;
 mod lifecycle;
 mod outbox;
+mod secrets;
 mod telegram;

@@ -1,0 +1,188 @@
+//! Common credential shapes found in command output, replaced before any of it leaves the
+//! relay: private key blocks, GitHub tokens (`ghp_…`, `github_pat_…`), AWS access key ids
+//! (`AKIA…`, `ASIA…`), Slack tokens (`xoxb-…`), and `Bearer` credentials. Configured secrets
+//! are handled by `jobs::Redactor`, which calls this for everything else.
+//!
+//! A scanner, not regexes: the shapes are simple, and this runs on every completion's tail.
+
+use std::borrow::Cow;
+
+pub const REDACTED: &str = "[redacted]";
+
+/// Token prefixes and the shortest body that makes a match credible.
+const TOKEN_PREFIXES: &[(&str, usize)] = &[
+    ("github_pat_", 20),
+    ("ghp_", 20),
+    ("gho_", 20),
+    ("ghu_", 20),
+    ("ghs_", 20),
+    ("ghr_", 20),
+    ("xoxb-", 10),
+    ("xoxa-", 10),
+    ("xoxp-", 10),
+    ("xoxr-", 10),
+    ("xoxs-", 10),
+];
+const PEM_BEGIN: &str = "-----BEGIN ";
+const PEM_END: &str = "-----END ";
+const PRIVATE_KEY: &str = "PRIVATE KEY-----";
+const BEARER: &str = "Bearer ";
+const MIN_BEARER: usize = 16;
+
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+fn is_bearer_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '+' | '/' | '=')
+}
+
+/// Length of the run of `accept` characters at the start of `text`.
+fn run_len(text: &str, accept: fn(char) -> bool) -> usize {
+    text.find(|c: char| !accept(c)).unwrap_or(text.len())
+}
+
+/// Whether the character before byte `at` would make a match there part of a longer word.
+fn glued_before(text: &str, at: usize) -> bool {
+    text[..at]
+        .chars()
+        .next_back()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The byte length of a credential starting exactly at the start of `rest`, if one does.
+fn credential_at(rest: &str) -> Option<usize> {
+    if let Some(after) = rest.strip_prefix(PEM_BEGIN) {
+        let header_end = after.find('\n').unwrap_or(after.len());
+        if after[..header_end].contains(PRIVATE_KEY) {
+            // To the end marker's line end; a tail cut before it loses everything after.
+            return Some(match rest.find(PEM_END) {
+                Some(end) => {
+                    let line_end = rest[end..].find('\n').map_or(rest.len(), |n| end + n);
+                    line_end
+                }
+                None => rest.len(),
+            });
+        }
+        return None;
+    }
+    for (prefix, min) in TOKEN_PREFIXES {
+        if let Some(after) = rest.strip_prefix(prefix) {
+            let body = run_len(after, is_token_char);
+            return (body >= *min).then_some(prefix.len() + body);
+        }
+    }
+    for prefix in ["AKIA", "ASIA"] {
+        if let Some(after) = rest.strip_prefix(prefix) {
+            let body = run_len(after, |c| c.is_ascii_uppercase() || c.is_ascii_digit());
+            return (body == 16).then_some(prefix.len() + body);
+        }
+    }
+    if let Some(after) = rest.strip_prefix(BEARER) {
+        let body = run_len(after, is_bearer_char);
+        return (body >= MIN_BEARER).then_some(BEARER.len() + body);
+    }
+    None
+}
+
+/// A key block whose start fell before `text` begins (an output tail cut mid-key): the byte
+/// length from the start of `text` through its end marker's line.
+fn orphan_key_end(text: &str) -> Option<usize> {
+    let end = text.find(PEM_END)?;
+    let line_end = text[end..].find('\n').map_or(text.len(), |n| end + n);
+    let orphan = text[end..line_end].contains(PRIVATE_KEY) && !text[..end].contains(PEM_BEGIN);
+    orphan.then_some(line_end)
+}
+
+/// `text` with every credential shape replaced by [`REDACTED`] (`Bearer` keeps its word).
+pub fn redact_credentials(text: &str) -> Cow<'_, str> {
+    if let Some(end) = orphan_key_end(text) {
+        let rest = redact_credentials(&text[end..]).into_owned();
+        return Cow::Owned(format!("{REDACTED}{rest}"));
+    }
+    let starts = ['-', 'g', 'x', 'A', 'B'];
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(found) = text[search..].find(starts) {
+        let at = search + found;
+        match credential_at(&text[at..]).filter(|_| !glued_before(text, at)) {
+            Some(len) => {
+                out.push_str(&text[copied..at]);
+                if text[at..].starts_with(BEARER) {
+                    out.push_str(BEARER);
+                }
+                out.push_str(REDACTED);
+                copied = at + len;
+                search = copied;
+            }
+            None => search = at + 1,
+        }
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_shapes_are_redacted() {
+        let cases = [
+            (
+                "token ghp_abcdefghijklmnopqrstuvwxyz0123456789 ok",
+                "token [redacted] ok",
+            ),
+            (
+                "github_pat_11ABCDEFG0123456789_abcdefghijklmnop",
+                "[redacted]",
+            ),
+            ("key=AKIAIOSFODNN7EXAMPLE;", "key=[redacted];"),
+            ("ASIAIOSFODNN7EXAMPLE", "[redacted]"),
+            (
+                "slack xoxb-1234567890-abcdefghij done",
+                "slack [redacted] done",
+            ),
+            (
+                "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig\n",
+                "Authorization: Bearer [redacted]\n",
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(redact_credentials(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn private_key_blocks_go_whole_even_when_cut() {
+        let block = "before\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\nafter";
+        assert_eq!(redact_credentials(block), "before\n[redacted]\nafter");
+        let cut = "x\n-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA";
+        assert_eq!(redact_credentials(cut), "x\n[redacted]");
+        let public = "-----BEGIN CERTIFICATE-----\nMIIB";
+        assert_eq!(redact_credentials(public), public);
+        let tail = "AAAAB3NzaC1yc2E\n-----END RSA PRIVATE KEY-----\nnext line";
+        assert_eq!(redact_credentials(tail), "[redacted]\nnext line");
+    }
+
+    #[test]
+    fn ordinary_text_is_left_alone() {
+        for text in [
+            "ghp_short",
+            "AKIA123",
+            "Bearer me",
+            "xghp_abcdefghijklmnopqrstuvwxyz0123",
+            "exec finished: cargo test (exit 0 after 2s, job 7f3a9c)",
+            "日本語 ✓ -----",
+        ] {
+            assert!(
+                matches!(redact_credentials(text), Cow::Borrowed(_)),
+                "{text}"
+            );
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Credentials in command output or command lines never reach a chat or the log.
+
+use crate::fakes::receiver::Receiver;
+use crate::harness::*;
+
+const SHAPES: &[&str] = &[
+    "ghp_e2eAbcdefghijklmnopqrstuvwxyz012345",
+    "AKIAE2EFAKEKEY123456",
+    "xoxb-12345678901-e2eslacktoken",
+    "eyJhbGciOiJIUzI1NiJ9.e2e-bearer-payload.signature",
+    "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ",
+];
+
+#[test]
+fn credential_shapes_and_configured_secrets_are_redacted_everywhere() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
+    let output = format!(
+        "token {}\naws {}\nslack {}\ncurl -H 'Authorization: Bearer {}'\n\
+         -----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n\
+         webhook secret {SECRET}\nstill here\n",
+        SHAPES[0], SHAPES[1], SHAPES[2], SHAPES[3], SHAPES[4]
+    );
+    std::fs::write(relay.path("leaky.txt"), output).unwrap();
+
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", "/exec cat leaky.txt"));
+    let done = rx.wait_for_message("the completion", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+    assert!(done.text.contains("still here"), "{:?}", done.text);
+    // A command line that carries a credential is redacted in the acknowledgement too.
+    let echoed = relay.start_job(
+        &rx,
+        &dm("dm-a", "alice", &format!("/exec echo {}", SHAPES[0])),
+    );
+    rx.wait_for_message("the second completion", SOON, |d| {
+        is_completion_of(&d.text, &echoed.id)
+    });
+    relay.wait_outbox_drained();
+
+    let log = relay.log();
+    for delivery in rx.messages() {
+        for shape in SHAPES.iter().chain([&SECRET]) {
+            assert!(
+                !delivery.text.contains(shape),
+                "{shape} reached the chat: {:?}",
+                delivery.text
+            );
+        }
+    }
+    for shape in SHAPES {
+        assert!(!log.contains(shape), "{shape} reached the log");
+    }
+    assert!(done.text.contains("[redacted]"), "{:?}", done.text);
+}
