@@ -57,10 +57,7 @@ fn credential_at(rest: &str) -> Option<usize> {
         if after[..header_end].contains(PRIVATE_KEY) {
             // To the end marker's line end; a tail cut before it loses everything after.
             return Some(match rest.find(PEM_END) {
-                Some(end) => {
-                    let line_end = rest[end..].find('\n').map_or(rest.len(), |n| end + n);
-                    line_end
-                }
+                Some(end) => rest[end..].find('\n').map_or(rest.len(), |n| end + n),
                 None => rest.len(),
             });
         }
