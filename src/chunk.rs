@@ -418,6 +418,22 @@ mod tests {
         text
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_keeps_every_property(
+            text in "(?s).{0,300}",
+            unit in 0usize..3,
+            max in 4usize..80,
+        ) {
+            let unit = [TextUnit::Chars, TextUnit::Utf16, TextUnit::Bytes][unit];
+            let chunks = check(&text, limit(unit, max));
+            proptest::prop_assert_eq!(chunks.is_empty(), text.is_empty());
+            if max < MIN_FENCE_REPAIR_LIMIT || fence_lines(&text) == 0 {
+                proptest::prop_assert_eq!(chunks.concat(), text);
+            }
+        }
+    }
+
     #[test]
     fn random_inputs_keep_every_property() {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);

@@ -360,6 +360,19 @@ pub fn render_jobs(jobs: &[JobRecord]) -> String {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn parsing_any_text_never_panics(text in "(?s).{0,200}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn exec_keeps_its_command_line(command in "[^\\s][^\n]{0,120}") {
+            let parsed = parse(&format!("/exec {command}"));
+            proptest::prop_assert_eq!(parsed, Command::Exec(command.trim().to_string()));
+        }
+    }
+
     #[test]
     fn the_command_menu_matches_the_parser_and_help() {
         for (name, description) in COMMAND_MENU {

@@ -236,4 +236,16 @@ mod tests {
         itself.author.id = bot();
         assert!(to_inbound(&itself, bot(), None, true).is_none());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_content_is_handled_without_panicking(content in "(?s).{0,200}", guild in proptest::bool::ANY) {
+            let (stripped, _) = strip_mentions(&content, BOT);
+            proptest::prop_assert!(!stripped.contains("<@900>"));
+            if let Some(inbound) = to_inbound(&message(&content, guild), bot(), None, true) {
+                proptest::prop_assert!(!inbound.text.is_empty());
+                proptest::prop_assert_eq!(inbound.route.chat_type == ChatType::Group, guild);
+            }
+        }
+    }
 }

@@ -442,4 +442,34 @@ mod tests {
         joined["new_chat_members"] = json!([{"id": 9, "is_bot": false, "first_name": "B"}]);
         assert!(to_inbound(&update(joined), &me()).is_none());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_in_any_chat_is_handled_without_panicking(
+            text in "(?s).{0,200}",
+            chat in proptest::num::i64::ANY,
+            kind in 0usize..3,
+            thread in proptest::option::of(1i32..100_000),
+        ) {
+            let kind = ["private", "group", "supergroup"][kind];
+            let chat = json!({"id": chat, "type": kind, "first_name": "A", "title": "T"});
+            let mut m = message(chat, &text);
+            if let Some(thread) = thread {
+                m["message_thread_id"] = json!(thread);
+                m["is_topic_message"] = json!(true);
+            }
+            let Ok(update) = serde_json::from_str::<Update>(&json!({"update_id": 1, "message": m}).to_string()) else {
+                return Ok(());
+            };
+            if let Some(inbound) = to_inbound(&update, &me()) {
+                proptest::prop_assert_eq!(inbound.text, text);
+                proptest::prop_assert_eq!(inbound.route.chat_type == ChatType::Direct, kind == "private");
+            }
+        }
+
+        #[test]
+        fn addressing_never_panics(text in "(?s).{0,80}", name in "[a-zA-Z_]{0,20}") {
+            let _ = addressed_to_another_bot(&text, &name);
+        }
+    }
 }

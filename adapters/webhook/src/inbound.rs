@@ -366,4 +366,24 @@ mod tests {
             assert_bad_request(body.as_bytes(), "`chat_type`");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_body_is_parsed_or_refused_without_panicking(body in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let _ = parse_inbound(&body);
+        }
+
+        #[test]
+        fn well_formed_messages_keep_their_fields(
+            conversation in "[a-zA-Z0-9_-]{1,40}",
+            user in "[a-zA-Z0-9_.@-]{1,40}",
+            text in "(?s).{0,200}",
+        ) {
+            let body = serde_json::json!({"conversation_id": conversation, "user_id": user, "text": text});
+            let message = parse_inbound(body.to_string().as_bytes()).unwrap();
+            proptest::prop_assert_eq!(message.route.chat_id, conversation);
+            proptest::prop_assert_eq!(message.sender_id, user);
+            proptest::prop_assert_eq!(message.text, text);
+        }
+    }
 }

@@ -66,4 +66,31 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd") && !constant_time_eq(b"abc", b"ab"));
     }
+
+    /// Feishu's side: AES-256-CBC with a random-looking IV in front, base64.
+    fn encrypt(key: &str, iv: [u8; 16], plain: &[u8]) -> String {
+        use aes::cipher::BlockEncryptMut;
+        let key = Sha256::digest(key.as_bytes());
+        let cipher = cbc::Encryptor::<aes::Aes256>::new_from_slices(&key, &iv)
+            .unwrap()
+            .encrypt_padded_vec_mut::<Pkcs7>(plain);
+        base64::engine::general_purpose::STANDARD.encode([iv.to_vec(), cipher].concat())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decrypting_any_input_never_panics(input in "(?s).{0,200}", key in ".{0,20}") {
+            let _ = decrypt(&key, &input);
+        }
+
+        #[test]
+        fn what_feishu_encrypts_decrypts(
+            plain in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            iv in proptest::array::uniform16(proptest::num::u8::ANY),
+            key in "[ -~]{1,40}",
+        ) {
+            let decrypted = decrypt(&key, &encrypt(&key, iv, &plain)).unwrap();
+            proptest::prop_assert_eq!(decrypted, plain);
+        }
+    }
 }

@@ -321,4 +321,31 @@ mod tests {
             400
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_callback_is_handled_without_panicking(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            timestamp in proptest::option::of("[0-9]{0,12}"),
+            signature in proptest::option::of("[0-9a-f]{0,64}"),
+        ) {
+            let headers = FeishuHeaders {
+                timestamp: timestamp.as_deref(),
+                nonce: Some("n"),
+                signature: signature.as_deref(),
+            };
+            let _ = receive(&config(Some("ekey")), headers, &body, NOW);
+            let _ = receive(&config(None), headers, &body, NOW);
+        }
+
+        #[test]
+        fn any_message_text_survives_the_json_in_json(text in "(?s).{0,200}") {
+            let body = message_event(serde_json::json!({"text": text}), "p2p", "vtoken");
+            let event = receive(&config(None), FeishuHeaders::default(), body.to_string().as_bytes(), NOW);
+            let Ok(FeishuEvent::Message(message)) = event else {
+                return Err(proptest::test_runner::TestCaseError::fail(format!("{event:?}")));
+            };
+            proptest::prop_assert_eq!(message.text, strip_placeholders(&text));
+        }
+    }
 }
