@@ -173,8 +173,12 @@ impl CommandProcessor {
 
     async fn process(&self, message: InboxRecord) -> Result<(), StoreError> {
         match parse(&message.text) {
-            // An empty text is a message that carried none (an image, a file): say so.
-            Command::Text if message.text.trim().is_empty() => {
+            // An empty text is a message that carried none (an image, a file): say so, in a
+            // direct chat (in a group, pictures are usually for the people there).
+            Command::Text
+                if message.text.trim().is_empty()
+                    && message.route.chat_type == execrelay_channel::ChatType::Direct =>
+            {
                 self.answer(&message, TEXT_ONLY).await
             }
             Command::Text => self.store.finish_inbox(message.id, None, Vec::new()).await,

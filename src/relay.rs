@@ -114,6 +114,12 @@ fn feishu_channel(
     };
     let mut feishu = FeishuConfig::new(&settings.app_id, app_secret, verification_token);
     feishu.encrypt_key = settings.encrypt_key.clone();
+    if feishu.encrypt_key.is_none() {
+        tracing::warn!(
+            "channels.feishu has no encrypt_key: events are neither encrypted nor signed, only \
+             the verification token proves the sender; set an Encrypt Key in the Feishu console"
+        );
+    }
     feishu.base_url = settings.base_url.clone();
     let channel = Arc::new(FeishuChannel::new(feishu).context("cannot set up the feishu channel")?);
     Ok(((settings.path.clone(), channel.clone()), channel))

@@ -479,11 +479,8 @@ impl Store {
             .call(move |conn| {
                 let now = now_ms();
                 if let Some(id) = &record.platform_message_id {
-                    // Some platforms number messages per chat: the key includes the place the
-                    // message was posted (a thread if it has one), which an adapter learns
-                    // from the message itself, unlike the chat a thread belongs to.
-                    let place = record.route.thread_id.as_ref().unwrap_or(&record.route.chat_id);
-                    let key = format!("{}|{place}|{id}", record.route.account);
+                    // Some platforms number messages per chat: the key includes the chat.
+                    let key = format!("{}|{}|{id}", record.route.account, record.route.chat_id);
                     let inserted = conn
                         .prepare_cached(
                             "INSERT OR IGNORE INTO inbound_seen (channel, platform_id, seen_at)

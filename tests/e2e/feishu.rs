@@ -102,7 +102,9 @@ fn an_encrypted_exec_is_acknowledged_and_completed_once_even_when_redelivered() 
     assert_eq!(fs.sent().iter().filter(|s| is_ack_sent(s)).count(), 1);
     assert_eq!(fs.tokens_issued(), 1, "the token is cached");
     let log = relay.log();
-    assert!(!log.contains(feishu::APP_SECRET) && !log.contains(feishu::ENCRYPT_KEY));
+    for secret in [feishu::APP_SECRET, feishu::ENCRYPT_KEY, VERIFICATION_TOKEN] {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
 }
 
 #[test]
@@ -120,6 +122,22 @@ fn bad_signatures_stale_timestamps_and_wrong_tokens_get_401_and_run_nothing() {
     assert_eq!(deliver(&relay, &wrong_token, Tamper::None).0, 401);
     let (status, body) = relay.post_raw(EVENTS_PATH, &[], "{not json");
     assert_eq!(status, 400, "{body}");
+    // With an encrypt key, an unsigned event is refused whatever it holds, and a body that
+    // does not decrypt answers exactly like one that does (no padding oracle).
+    let (status, _) = relay.post_raw(EVENTS_PATH, &[], event.to_string());
+    assert_eq!(status, 401, "an unsigned plain event");
+    let garbage = json!({"encrypt": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}).to_string();
+    let unsigned_event =
+        json!({"encrypt": encrypt(feishu::ENCRYPT_KEY, event.to_string().as_bytes())});
+    let answers: Vec<_> = [garbage, unsigned_event.to_string()]
+        .into_iter()
+        .map(|body| relay.post_raw(EVENTS_PATH, &[], body))
+        .collect();
+    assert_eq!(
+        answers[0], answers[1],
+        "undecryptable and unsigned answer alike"
+    );
+    assert_eq!(answers[0].0, 401);
 
     assert!(relay.jobs().is_empty(), "nothing ran");
     assert!(relay.routes().is_empty(), "nothing was recorded");
@@ -180,12 +198,10 @@ fn an_expired_token_is_refreshed_and_the_message_arrives_once() {
     assert_eq!(fs.token_refusals(), 1, "one refusal, then the refresh");
     assert_eq!(fs.tokens_issued(), 2);
     relay.wait_outbox_drained();
-    let uuids: Vec<_> = fs.sent().iter().map(|s| s.uuid.clone()).collect();
-    let distinct: std::collections::HashSet<_> = uuids.iter().collect();
     assert_eq!(
-        distinct.len(),
-        uuids.len(),
-        "every posted message had its own uuid"
+        fs.refused_uuids(),
+        vec![done.uuid.clone()],
+        "the resend after the refresh reused the refused send's uuid"
     );
     assert_eq!(
         fs.sent()

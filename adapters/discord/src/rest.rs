@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use execrelay_channel::Secret;
 use serde::Deserialize;
@@ -15,17 +15,24 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_KNOWN_CHANNELS: usize = 10_000;
 
 const LOOKUP_ATTEMPTS: u32 = 3;
+/// A guess stands this long: a message replayed on a resumed session (seconds later) must map
+/// to the same chat, or the relay's dedupe (keyed by chat) would see a new message.
+const GUESS_STANDS: Duration = Duration::from_secs(600);
 const LOOKUP_PAUSE: Duration = Duration::from_millis(300);
 
 /// Discord's channel types for threads (announcement, public, private).
 const THREAD_TYPES: [u8; 3] = [10, 11, 12];
 
+/// What we know of a channel: its parent if it is a thread, and since when that is a guess.
+type Known = (Option<u64>, Option<Instant>);
+
 pub(crate) struct Rest {
     client: reqwest::Client,
     api: String,
     authorization: String,
-    /// Channel id → its parent when the channel is a thread (`None`: not a thread).
-    parents: Mutex<HashMap<u64, Option<u64>>>,
+    /// Channel id → its parent when the channel is a thread (`None`: not a thread), and when
+    /// that was a guess after failed lookups.
+    parents: Mutex<HashMap<u64, Known>>,
 }
 
 #[derive(Deserialize)]
@@ -133,12 +140,22 @@ impl Rest {
         Self::read(request).await
     }
 
+    fn remember(&self, channel_id: u64, parent: Option<u64>, guessed: Option<Instant>) {
+        if let Ok(mut known) = self.parents.lock() {
+            if known.len() >= MAX_KNOWN_CHANNELS {
+                known.clear();
+            }
+            known.insert(channel_id, (parent, guessed));
+        }
+    }
+
     /// The parent channel of `channel_id` if it is a thread. Looked up once per channel (with
-    /// a few retries); a lookup that keeps failing is not remembered and counts as "not a
-    /// thread": the message still runs, and its replies land where it was posted.
+    /// a few retries); a lookup that keeps failing counts as "not a thread" for a while: the
+    /// message still runs, and its replies land where it was posted.
     pub(crate) async fn thread_parent(&self, channel_id: u64) -> Option<u64> {
         if let Ok(known) = self.parents.lock()
-            && let Some(parent) = known.get(&channel_id)
+            && let Some((parent, guessed)) = known.get(&channel_id)
+            && guessed.is_none_or(|at| at.elapsed() < GUESS_STANDS)
         {
             return *parent;
         }
@@ -166,17 +183,15 @@ impl Rest {
                 }
             }
         }
-        let info = info?;
+        let Some(info) = info else {
+            self.remember(channel_id, None, Some(Instant::now()));
+            return None;
+        };
         let parent = THREAD_TYPES
             .contains(&info.kind)
             .then(|| info.parent_id.and_then(|id| id.parse().ok()))
             .flatten();
-        if let Ok(mut known) = self.parents.lock() {
-            if known.len() >= MAX_KNOWN_CHANNELS {
-                known.clear();
-            }
-            known.insert(channel_id, parent);
-        }
+        self.remember(channel_id, parent, None);
         parent
     }
 }

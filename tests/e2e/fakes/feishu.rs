@@ -48,6 +48,7 @@ struct Inner {
     sent: Vec<Sent>,
     by_uuid: HashMap<String, String>,
     token_refusals: usize,
+    refused_uuids: Vec<String>,
     bot_posts: Vec<String>,
     bot_refusals: usize,
 }
@@ -126,6 +127,11 @@ impl FakeFeishu {
         self.lock().token_refusals
     }
 
+    /// The `uuid`s of sends refused for their token.
+    pub fn refused_uuids(&self) -> Vec<String> {
+        self.lock().refused_uuids.clone()
+    }
+
     /// Every token issued so far stops working (as at its expiry).
     pub fn expire_tokens(&self) {
         self.lock().valid.clear();
@@ -182,6 +188,8 @@ async fn handle(
                 .to_string();
             if !inner.valid.contains(&token) {
                 inner.token_refusals += 1;
+                let uuid = body["uuid"].as_str().unwrap_or("").to_string();
+                inner.refused_uuids.push(uuid);
                 return feishu_error(400, 99991663, "Invalid access token for authorization.");
             }
             let content: Value = body["content"]
@@ -300,7 +308,8 @@ pub enum Tamper {
 pub fn deliver(relay: &Relay, event: &Value, tamper: Tamper) -> (u16, Value) {
     let body = json!({"encrypt": encrypt(ENCRYPT_KEY, event.to_string().as_bytes())}).to_string();
     let timestamp = match tamper {
-        Tamper::StaleTimestamp => unix_now() - 3600,
+        // Past the 12 h window that admits Feishu's whole retry schedule.
+        Tamper::StaleTimestamp => unix_now() - 13 * 3600,
         _ => unix_now(),
     }
     .to_string();

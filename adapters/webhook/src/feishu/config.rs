@@ -8,6 +8,11 @@ use execrelay_channel::Secret;
 pub const DEFAULT_BASE_URL: &str = "https://open.feishu.cn";
 pub const DEFAULT_EVENTS_PATH: &str = "/feishu/events";
 
+/// Feishu retries an unanswered event for about 7 hours (15 s, 5 min, 1 h, 6 h); whether a
+/// retry carries a new `X-Lark-Request-Timestamp` is not documented, so the window admits the
+/// whole schedule. Replays inside it are harmless: events are deduped on `event_id` for days.
+pub const FEISHU_MAX_SKEW: Duration = Duration::from_secs(12 * 3600);
+
 /// The Feishu app. `Debug` prints no secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct FeishuConfig {
@@ -31,7 +36,7 @@ impl FeishuConfig {
             verification_token,
             encrypt_key: None,
             base_url: DEFAULT_BASE_URL.to_string(),
-            max_skew: crate::DEFAULT_MAX_SKEW,
+            max_skew: FEISHU_MAX_SKEW,
         }
     }
 }

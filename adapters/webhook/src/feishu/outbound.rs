@@ -33,6 +33,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// The tenant token is invalid or expired: refresh and send again.
 const TOKEN_CODES: [i64; 3] = [99991661, 99991663, 99991668];
 const RATE_LIMITED: i64 = 99991400;
+/// Too many messages to one chat (im/v1 allows about 5 per second per chat).
+const CHAT_RATE_LIMITED: i64 = 230020;
 
 struct CachedToken {
     value: Secret,
@@ -70,7 +72,7 @@ pub fn classify(status: u16, code: Option<i64>, message: &str, reset: Option<&st
     };
     match (status, code) {
         (200..=299, Some(0)) => SendOutcome::Delivered { platform_id: None },
-        (_, Some(RATE_LIMITED)) | (429, _) => {
+        (_, Some(RATE_LIMITED | CHAT_RATE_LIMITED)) | (429, _) => {
             let wait = reset
                 .and_then(|value| value.trim().parse::<f64>().ok())
                 .filter(|secs| secs.is_finite() && *secs >= 0.0)
@@ -211,11 +213,16 @@ impl FeishuChannel {
         Ok(value)
     }
 
-    async fn forget_token(&self) {
-        *self.token.lock().await = None;
+    /// Drops `refused` from the cache, unless another send has replaced it already.
+    async fn forget_token(&self, refused: &Secret) {
+        let mut cached = self.token.lock().await;
+        if cached.as_ref().is_some_and(|token| token.value == *refused) {
+            *cached = None;
+        }
     }
 
-    async fn send_once(&self, chunk: &OutboundChunk<'_>, token: &Secret) -> SendOutcome {
+    /// One send; `true` alongside when Feishu refused the token (not the message).
+    async fn send_once(&self, chunk: &OutboundChunk<'_>, token: &Secret) -> (SendOutcome, bool) {
         let content = json!({ "text": chunk.text }).to_string();
         let body = json!({
             "receive_id": chunk.route.chat_id,
@@ -226,23 +233,20 @@ impl FeishuChannel {
         let url = self.url("/open-apis/im/v1/messages?receive_id_type=chat_id");
         let reply = match self.post(&url, Some(token), &body).await {
             Ok(reply) => reply,
-            Err(error) => return SendOutcome::Transient(error),
+            Err(error) => return (SendOutcome::Transient(error), false),
         };
         let code = reply.body["code"].as_i64();
+        let token_refused = code.is_some_and(|code| TOKEN_CODES.contains(&code));
         let message = reply.body["msg"].as_str().unwrap_or("");
-        match classify(reply.status, code, message, reply.reset_header.as_deref()) {
+        let outcome = match classify(reply.status, code, message, reply.reset_header.as_deref()) {
             SendOutcome::Delivered { .. } => SendOutcome::Delivered {
                 platform_id: reply.body["data"]["message_id"]
                     .as_str()
                     .map(str::to_string),
             },
             other => other,
-        }
-    }
-
-    fn is_token_error(outcome: &SendOutcome) -> bool {
-        matches!(outcome, SendOutcome::Transient(error)
-            if TOKEN_CODES.iter().any(|code| error.contains(&format!("code {code}"))))
+        };
+        (outcome, token_refused)
     }
 }
 
@@ -261,15 +265,15 @@ impl Channel for FeishuChannel {
             Ok(token) => token,
             Err(outcome) => return outcome,
         };
-        let outcome = self.send_once(&chunk, &token).await;
-        if !Self::is_token_error(&outcome) {
+        let (outcome, token_refused) = self.send_once(&chunk, &token).await;
+        if !token_refused {
             return outcome;
         }
         // Expired or revoked early: a fresh token, and the same uuid, so no double post.
         tracing::info!("feishu tenant token refused; refreshing it");
-        self.forget_token().await;
+        self.forget_token(&token).await;
         match self.tenant_token().await {
-            Ok(token) => self.send_once(&chunk, &token).await,
+            Ok(token) => self.send_once(&chunk, &token).await.0,
             Err(outcome) => outcome,
         }
     }
