@@ -1,0 +1,151 @@
+//! `execrelay-bench`: measures execrelay's promise on this machine and prints each figure next
+//! to the machine's own limit from the same run. It starts the real release binary
+//! (`target/release/execrelay`, or `--bin`) on loopback against an in-process webhook receiver.
+//!
+//!     cargo build --release && cargo run --release -p execrelay-bench -- all --json bench.json
+
+mod receiver;
+mod relay;
+mod scenarios;
+mod stats;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+
+use scenarios::Figure;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Which {
+    All,
+    Latency,
+    ColdStart,
+    Idle,
+    Concurrent,
+    Throughput,
+    Events,
+    Flood,
+}
+
+#[derive(Parser)]
+#[command(about = "Figures for execrelay, each next to this machine's own limits")]
+struct Args {
+    #[arg(value_enum, default_value = "all")]
+    which: Which,
+    /// The execrelay binary (default: `execrelay` beside this one, i.e. target/release).
+    #[arg(long)]
+    bin: Option<PathBuf>,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Jobs for the latency figure.
+    #[arg(long, default_value_t = 200)]
+    jobs: usize,
+    /// Concurrent jobs, and how long each sleeps.
+    #[arg(long, default_value_t = 1000)]
+    concurrent: usize,
+    #[arg(long, default_value_t = 30)]
+    sleep: u64,
+    /// MiB of output for the flood figure.
+    #[arg(long, default_value_t = 1024)]
+    flood_mib: u64,
+}
+
+fn default_bin() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let bin = me.with_file_name("execrelay");
+    if !bin.exists() {
+        anyhow::bail!(
+            "{} not found: build it first with `cargo build --release`, or pass --bin",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn print(figures: &[Figure]) {
+    println!(
+        "{:<62} {:>12}  {:<6} {:<30} machine limit",
+        "figure", "value", "unit", "target"
+    );
+    for f in figures {
+        println!(
+            "{:<62} {:>12.2}  {:<6} {:<30} {}",
+            f.name,
+            f.value,
+            f.unit,
+            f.target,
+            f.limit.as_deref().unwrap_or("")
+        );
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin = match &args.bin {
+        Some(bin) => bin.clone(),
+        None => default_bin()?,
+    };
+    let run = |which: Which| args.which == Which::All || args.which == which;
+    let mut figures = Vec::new();
+    if run(Which::ColdStart) {
+        figures.extend(
+            scenarios::cold_start(&bin, 10)
+                .await
+                .context("cold start")?,
+        );
+    }
+    if run(Which::Idle) {
+        figures.extend(scenarios::idle(&bin).await.context("idle")?);
+    }
+    if run(Which::Latency) {
+        figures.extend(
+            scenarios::latency(&bin, args.jobs)
+                .await
+                .context("latency")?,
+        );
+    }
+    if run(Which::Throughput) {
+        figures.extend(
+            scenarios::throughput(&bin, 300)
+                .await
+                .context("throughput")?,
+        );
+    }
+    if run(Which::Events) {
+        figures.extend(scenarios::events(&bin, 5000).await.context("events")?);
+    }
+    if run(Which::Concurrent) {
+        figures.extend(
+            scenarios::concurrent(&bin, args.concurrent, args.sleep)
+                .await
+                .context("concurrent jobs")?,
+        );
+    }
+    if run(Which::Flood) {
+        figures.extend(
+            scenarios::flood(&bin, args.flood_mib)
+                .await
+                .context("flood")?,
+        );
+    }
+    print(&figures);
+    if let Some(path) = &args.json {
+        let rows: Vec<_> = figures
+            .iter()
+            .map(|f| {
+                json!({"name": f.name, "value": f.value, "unit": f.unit,
+                            "target": f.target, "limit": f.limit})
+            })
+            .collect();
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&json!({"figures": rows}))?,
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,472 @@
+//! One function per figure. Each returns rows of (name, value, unit, target, limit) so the
+//! table and the JSON say the same thing.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use crate::receiver::Receiver;
+use crate::relay::{Relay, job_id};
+use crate::stats::{cpu_time, median, ms, rss_kib, summary};
+
+/// One figure, with what it is measured against.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub name: String,
+    pub value: f64,
+    pub unit: &'static str,
+    pub target: String,
+    /// The machine's own limit measured in the same run, if this figure has one.
+    pub limit: Option<String>,
+}
+
+fn figure(
+    name: &str,
+    value: f64,
+    unit: &'static str,
+    target: &str,
+    limit: Option<String>,
+) -> Figure {
+    Figure {
+        name: name.to_string(),
+        value,
+        unit,
+        target: target.to_string(),
+        limit,
+    }
+}
+
+/// Conversations the load is spread over: each group is a session with its own queue, as
+/// when many people use one relay.
+const GROUPS: usize = 50;
+
+/// Completions in `arrivals`: several that finish together share one message.
+fn completions(arrivals: &[crate::receiver::Arrival]) -> usize {
+    arrivals
+        .iter()
+        .map(|a| a.text.matches("exec finished: ").count())
+        .sum()
+}
+
+fn unix_nanos(at: SystemTime) -> i128 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// fsync p50 of a 4 KiB write in `dir` (the store's own directory).
+fn fsync_p50(dir: &Path) -> anyhow::Result<Duration> {
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let block = [7u8; 4096];
+    let mut samples = Vec::new();
+    for _ in 0..50 {
+        let start = Instant::now();
+        file.write_all(&block)?;
+        file.sync_all()?;
+        samples.push(start.elapsed());
+    }
+    std::fs::remove_file(path)?;
+    Ok(median(&mut samples))
+}
+
+/// Loopback HTTP POST p50 to the receiver, with the same client library the relay uses.
+async fn post_p50(receiver: &Receiver) -> anyhow::Result<Duration> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let mut samples = Vec::new();
+    for i in 0..50 {
+        let start = Instant::now();
+        client
+            .post(receiver.url())
+            .json(&json!({"text": format!("probe {i}")}))
+            .send()
+            .await?;
+        samples.push(start.elapsed());
+    }
+    Ok(median(&mut samples))
+}
+
+/// Exit → message: each job prints the time as its last write; the receiver notes when the
+/// completion arrives.
+pub async fn latency(bin: &Path, jobs: usize) -> anyhow::Result<Vec<Figure>> {
+    let receiver = Receiver::start().await?;
+    let relay = Relay::start(bin, &receiver.url(), "")?;
+    let fsync = fsync_p50(relay.dir.path())?;
+    let post = post_p50(&receiver).await?;
+    let mut samples = Vec::with_capacity(jobs);
+    for i in 0..jobs {
+        let before = receiver.count(|_| true);
+        relay
+            .say("latency", "/exec date +%s%N", &format!("lat-{i}"))
+            .await?;
+        let arrived = receiver
+            .wait(Duration::from_secs(10), |all| {
+                all[before.min(all.len())..]
+                    .iter()
+                    .any(|a| a.text.starts_with("exec finished: "))
+            })
+            .await;
+        if !arrived {
+            bail!("job {i}: no completion within 10 s");
+        }
+        let arrival = receiver
+            .arrivals()
+            .into_iter()
+            .skip(before)
+            .find(|a| a.text.starts_with("exec finished: "))
+            .context("completion vanished")?;
+        let printed: i128 = arrival
+            .text
+            .lines()
+            .filter_map(|l| l.trim().parse::<i128>().ok())
+            .next_back()
+            .context("no timestamp in the completion")?;
+        let nanos = (unix_nanos(arrival.at) - printed).max(0);
+        samples.push(Duration::from_nanos(nanos as u64));
+    }
+    let (p50, p99, max) = summary(&mut samples);
+    let limit = Some(format!(
+        "fsync p50 {:.2} ms, loopback POST p50 {:.2} ms",
+        ms(fsync),
+        ms(post)
+    ));
+    Ok(vec![
+        figure(
+            &format!("exit→message p50 ({jobs} jobs)"),
+            ms(p50),
+            "ms",
+            "",
+            limit.clone(),
+        ),
+        figure(
+            &format!("exit→message p99 ({jobs} jobs)"),
+            ms(p99),
+            "ms",
+            "≤ 25 ms",
+            limit.clone(),
+        ),
+        figure(
+            &format!("exit→message max ({jobs} jobs)"),
+            ms(max),
+            "ms",
+            "",
+            limit,
+        ),
+    ])
+}
+
+/// Start to `/healthz` answering, median of `runs` fresh starts.
+pub async fn cold_start(bin: &Path, runs: usize) -> anyhow::Result<Vec<Figure>> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let receiver = Receiver::start().await?;
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let relay = Relay::start(bin, &receiver.url(), "")?;
+        let deadline = relay.started + Duration::from_secs(10);
+        loop {
+            let answered = client
+                .get(format!("{}/healthz", relay.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if answered {
+                samples.push(relay.started.elapsed());
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("/healthz did not answer within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    Ok(vec![figure(
+        &format!("cold start to /healthz (median of {runs})"),
+        ms(median(&mut samples)),
+        "ms",
+        "≤ 50 ms",
+        None,
+    )])
+}
+
+/// Resident memory after 5 s idle, local and webhook channels.
+pub async fn idle(bin: &Path) -> anyhow::Result<Vec<Figure>> {
+    let receiver = Receiver::start().await?;
+    let relay = Relay::start(bin, &receiver.url(), "")?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss = rss_kib(relay.pid()).context("cannot read the relay's RSS")?;
+    Ok(vec![figure(
+        "idle RSS after 5 s (local + webhook)",
+        rss as f64 / 1024.0,
+        "MiB",
+        "≤ 15 MiB",
+        None,
+    )])
+}
+
+/// `jobs` concurrent `sleep` jobs: every start acknowledged, every completion delivered,
+/// the relay's peak RSS meanwhile.
+pub async fn concurrent(bin: &Path, jobs: usize, sleep_secs: u64) -> anyhow::Result<Vec<Figure>> {
+    let receiver = Receiver::start().await?;
+    let relay = Relay::start(bin, &receiver.url(), "")?;
+    let start = Instant::now();
+    for i in 0..jobs {
+        relay
+            .say_in_group(
+                &format!("c{}", i % GROUPS),
+                &format!("/exec sleep {sleep_secs}"),
+                &format!("cc-{i}"),
+            )
+            .await?;
+    }
+    let mut peak = 0u64;
+    let deadline = Duration::from_secs(sleep_secs + 120);
+    let acked = |r: &Receiver| r.count(|a| a.text.starts_with("started job "));
+    let done = |r: &Receiver| completions(&r.arrivals());
+    while done(&receiver) < jobs {
+        peak = peak.max(rss_kib(relay.pid()).unwrap_or(0));
+        if start.elapsed() > deadline {
+            bail!(
+                "{} of {jobs} completions after {:?}",
+                done(&receiver),
+                start.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(vec![
+        figure(
+            &format!("{jobs} concurrent jobs: acknowledged"),
+            acked(&receiver) as f64,
+            "jobs",
+            &format!("{jobs}"),
+            None,
+        ),
+        figure(
+            &format!("{jobs} concurrent jobs: completions delivered"),
+            done(&receiver) as f64,
+            "jobs",
+            &format!("{jobs}"),
+            None,
+        ),
+        figure(
+            &format!("{jobs} concurrent jobs: relay peak RSS"),
+            peak as f64 / 1024.0,
+            "MiB",
+            "≤ 100 MiB",
+            None,
+        ),
+    ])
+}
+
+/// Completions per second from jobs started as fast as the relay accepts them, next to a plain
+/// loop spawning and waiting for the same command.
+pub async fn throughput(bin: &Path, jobs: usize) -> anyhow::Result<Vec<Figure>> {
+    let raw_start = Instant::now();
+    for _ in 0..jobs {
+        std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg("true")
+            .status()?;
+    }
+    let raw_rate = jobs as f64 / raw_start.elapsed().as_secs_f64();
+
+    let receiver = Receiver::start().await?;
+    let relay = Relay::start(bin, &receiver.url(), "")?;
+    let start = Instant::now();
+    let mut sends = Vec::new();
+    for i in 0..jobs {
+        let relay = &relay;
+        sends.push(async move {
+            relay
+                .say_in_group(
+                    &format!("t{}", i % GROUPS),
+                    "/exec true",
+                    &format!("tp-{i}"),
+                )
+                .await
+        });
+    }
+    for result in futures_join(sends).await {
+        result?;
+    }
+    let all = receiver
+        .wait(Duration::from_secs(120), |all| {
+            all.iter()
+                .filter(|a| a.text.starts_with("exec finished: "))
+                .count()
+                >= jobs
+        })
+        .await;
+    if !all {
+        bail!("not every completion arrived within 120 s");
+    }
+    let rate = jobs as f64 / start.elapsed().as_secs_f64();
+    Ok(vec![figure(
+        &format!("throughput: completions delivered ({jobs} jobs)"),
+        rate,
+        "/s",
+        "≥ 50 % of the raw spawn rate",
+        Some(format!(
+            "raw spawn-and-wait {raw_rate:.0}/s ({:.0} %)",
+            100.0 * rate / raw_rate
+        )),
+    )])
+}
+
+/// Runs the futures concurrently on this task, 32 at a time.
+async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut outputs = Vec::with_capacity(futures.len());
+    // A few at a time: the relay is the bottleneck we measure, not the client.
+    let mut pending = futures.into_iter();
+    let mut running = Vec::new();
+    loop {
+        while running.len() < 32 {
+            match pending.next() {
+                Some(future) => running.push(Box::pin(future)),
+                None => break,
+            }
+        }
+        if running.is_empty() {
+            return outputs;
+        }
+        let (output, _, rest) = select_all(running).await;
+        outputs.push(output);
+        running = rest;
+    }
+}
+
+/// Waits for the first of `futures` to finish.
+async fn select_all<F: std::future::Future + Unpin>(
+    mut futures: Vec<F>,
+) -> (F::Output, usize, Vec<F>) {
+    std::future::poll_fn(move |cx| {
+        for (index, future) in futures.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(output) = std::pin::Pin::new(future).poll(cx) {
+                let mut rest = std::mem::take(&mut futures);
+                rest.remove(index);
+                return std::task::Poll::Ready((output, index, rest));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Events through `POST /v1/events` (mode now) to delivered, per second.
+pub async fn events(bin: &Path, count: usize) -> anyhow::Result<Vec<Figure>> {
+    let receiver = Receiver::start().await?;
+    let relay = Relay::start(bin, &receiver.url(), "")?;
+    // Each group is a session with a route: the bench user speaks once in each.
+    for group in 0..GROUPS {
+        relay
+            .say_in_group(&format!("e{group}"), "hello", &format!("ev-hello-{group}"))
+            .await?;
+    }
+    let start = Instant::now();
+    let mut posts = Vec::new();
+    for i in 0..count {
+        let relay = &relay;
+        let session = format!("chat:webhook:e{}", i % GROUPS);
+        posts.push(async move {
+            let event =
+                json!({"session": session, "text": format!("bench-event-{i};"), "mode": "now"});
+            relay.post_json("/v1/events", &event).await
+        });
+    }
+    for status in futures_join(posts).await {
+        let status = status?;
+        if !(200..300).contains(&status) {
+            bail!("POST /v1/events answered {status}");
+        }
+    }
+    let delivered = |all: &[crate::receiver::Arrival]| {
+        all.iter()
+            .map(|a| a.text.matches("bench-event-").count())
+            .sum::<usize>()
+    };
+    if !receiver
+        .wait(Duration::from_secs(120), |all| delivered(all) >= count)
+        .await
+    {
+        bail!(
+            "{} of {count} events delivered",
+            delivered(&receiver.arrivals())
+        );
+    }
+    let rate = count as f64 / start.elapsed().as_secs_f64();
+    let messages = receiver.count(|a| a.text.contains("bench-event-"));
+    Ok(vec![figure(
+        &format!("events: POST /v1/events → delivered ({count} events in {messages} messages)"),
+        rate,
+        "/s",
+        "≥ 5000 /s",
+        None,
+    )])
+}
+
+/// A job printing `mib` MiB of base64: the relay's CPU and RSS growth, and the tail.
+pub async fn flood(bin: &Path, mib: u64) -> anyhow::Result<Vec<Figure>> {
+    let receiver = Receiver::start().await?;
+    let relay = Relay::start(bin, &receiver.url(), "")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (cpu_before, rss_before) = (
+        cpu_time(relay.pid()).context("cpu")?,
+        rss_kib(relay.pid()).context("rss")?,
+    );
+    let mut peak = rss_before;
+    relay
+        .say(
+            "flood",
+            &format!("/exec head -c {mib}M /dev/zero | base64"),
+            "flood-1",
+        )
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while receiver.count(|a| a.text.starts_with("exec finished: ")) == 0 {
+        peak = peak.max(rss_kib(relay.pid()).unwrap_or(0));
+        if Instant::now() > deadline {
+            bail!("the flood job did not complete within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cpu = cpu_time(relay.pid())
+        .context("cpu")?
+        .saturating_sub(cpu_before);
+    let completion = receiver
+        .arrivals()
+        .into_iter()
+        .find(|a| a.text.starts_with("exec finished: "))
+        .context("completion")?;
+    let tail_ok = completion
+        .text
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with('['))
+        .all(|l| l.trim().chars().all(|c| c == 'A' || c == '='));
+    let id = job_id(&completion.text).unwrap_or("?").to_string();
+    Ok(vec![
+        figure(
+            &format!("output flood {mib} MiB: relay CPU"),
+            ms(cpu),
+            "ms",
+            "< 1000 ms",
+            None,
+        ),
+        figure(
+            &format!("output flood {mib} MiB: relay RSS growth"),
+            peak.saturating_sub(rss_before) as f64 / 1024.0,
+            "MiB",
+            "< 10 MiB",
+            None,
+        ),
+        figure(
+            &format!("output flood {mib} MiB: tail correct (job {id})"),
+            f64::from(u8::from(tail_ok)),
+            "bool",
+            "1",
+            None,
+        ),
+    ])
+}
