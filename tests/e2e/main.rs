@@ -7,6 +7,7 @@
 mod fakes;
 mod harness;
 
+mod chaos;
 mod chunking;
 mod config_check;
 mod core_flow;
