@@ -68,7 +68,7 @@ fn url_verification_is_answered_plain_and_encrypted_after_the_token() {
 #[test]
 fn an_encrypted_exec_is_acknowledged_and_completed_once_even_when_redelivered() {
     let (fs, rx) = (FakeFeishu::start(), Receiver::start());
-    let relay = start(&fs, &rx, &["feishu:ou_alice"]);
+    let mut relay = start(&fs, &rx, &["feishu:ou_alice"]);
 
     let event = message_event(
         &event_id(),
@@ -101,6 +101,11 @@ fn an_encrypted_exec_is_acknowledged_and_completed_once_even_when_redelivered() 
     assert_eq!(relay.jobs().len(), 1, "the redelivered event ran nothing");
     assert_eq!(fs.sent().iter().filter(|s| is_ack_sent(s)).count(), 1);
     assert_eq!(fs.tokens_issued(), 1, "the token is cached");
+    // Feishu retries for hours: a redelivery after a restart is still recognised.
+    relay.restart();
+    let after_restart = deliver_ok(&relay, &event);
+    assert_eq!(after_restart["duplicate"], json!(true), "{after_restart}");
+    assert_eq!(relay.jobs().len(), 1);
     let log = relay.log();
     for secret in [feishu::APP_SECRET, feishu::ENCRYPT_KEY, VERIFICATION_TOKEN] {
         assert!(!log.contains(secret), "a secret reached the log");

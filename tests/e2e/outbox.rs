@@ -97,3 +97,65 @@ fn permanent_410_dead_letters_the_completion_visibly() {
     assert_eq!(tries, 1, "a 410 must not be retried");
     assert_eq!(rx.count(|d| is_completion_of(&d.text, &job.id)), 0);
 }
+
+/// The outbox row id inside an idempotency key (`<install id, 4 letters><hex row id>.<chunk>`).
+fn row_of(key: &str) -> u64 {
+    let row = key.get(4..).and_then(|k| k.split('.').next()).unwrap_or("");
+    u64::from_str_radix(row, 16).unwrap_or_else(|_| panic!("unexpected idempotency key {key}"))
+}
+
+#[test]
+fn an_outage_of_503s_then_429s_delivers_everything_in_order_and_once_after_recovery() {
+    let rx = Receiver::start();
+    let relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .set("outbox", "backoff_base", &toml_str("100ms"))
+        .set("outbox", "backoff_cap", &toml_str("1s"))
+        .start();
+    rx.set_unavailable(true);
+    let rooms = ["room-a", "room-b", "room-c"];
+    for round in 0..3 {
+        for room in rooms {
+            relay.say(&group_msg(
+                room,
+                "alice",
+                &format!("/exec echo {room}-{round}"),
+            ));
+        }
+    }
+    // Down for a while: 503s, then rate limits with Retry-After.
+    wait_for("the receiver to have refused 15 attempts", SOON, || {
+        (rx.attempts().iter().filter(|d| d.status == 503).count() >= 15).then_some(())
+    });
+    rx.respond_next_where(6, 429, &[("Retry-After", "1")], |_| true);
+    rx.set_unavailable(false);
+    wait_for("the rate limits to be used up", SOON, || {
+        (rx.attempts().iter().filter(|d| d.status == 429).count() >= 6).then_some(())
+    });
+
+    // Recovered: within the backoff cap (1 s) plus the last Retry-After, everything arrives.
+    wait_for(
+        "18 messages (9 acks, 9 completions) after the outage",
+        secs(5.0),
+        || (rx.messages().len() >= 18).then_some(()),
+    );
+    relay.wait_outbox_drained();
+    let delivered = rx.messages();
+    let keys: std::collections::HashSet<&str> = delivered
+        .iter()
+        .map(|d| d.idempotency_key.as_str())
+        .collect();
+    assert_eq!(keys.len(), delivered.len(), "nothing arrived twice");
+    for room in rooms {
+        let rows: Vec<u64> = delivered
+            .iter()
+            .filter(|d| d.conversation_id == room)
+            .map(|d| row_of(&d.idempotency_key))
+            .collect();
+        assert_eq!(rows.len(), 6, "{room}: 3 acks and 3 completions");
+        assert!(
+            rows.windows(2).all(|w| w[0] < w[1]),
+            "{room} out of order: {rows:?}"
+        );
+    }
+}
