@@ -27,6 +27,7 @@ enum Which {
     Throughput,
     Events,
     Flood,
+    Forged,
 }
 
 #[derive(Parser)]
@@ -130,6 +131,13 @@ async fn main() -> anyhow::Result<()> {
             scenarios::flood(&bin, args.flood_mib)
                 .await
                 .context("flood")?,
+        );
+    }
+    if run(Which::Forged) {
+        figures.extend(
+            scenarios::forged(&bin, 100, 100_000)
+                .await
+                .context("forged flood")?,
         );
     }
     print(&figures);

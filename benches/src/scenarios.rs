@@ -88,24 +88,24 @@ async fn post_p50(receiver: &Receiver) -> anyhow::Result<Duration> {
     Ok(median(&mut samples))
 }
 
-/// Exit → message: each job prints the time as its last write; the receiver notes when the
-/// completion arrives.
-pub async fn latency(bin: &Path, jobs: usize) -> anyhow::Result<Vec<Figure>> {
-    let receiver = Receiver::start().await?;
-    let relay = Relay::start(bin, &receiver.url(), "")?;
-    let fsync = fsync_p50(relay.dir.path())?;
-    let post = post_p50(&receiver).await?;
+/// Runs `jobs` jobs one after another; each prints the time as its last write, and the
+/// receiver notes when its completion arrives.
+async fn exit_to_message(
+    relay: &Relay,
+    receiver: &Receiver,
+    jobs: usize,
+    tag: &str,
+) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(jobs);
     for i in 0..jobs {
         let before = receiver.count(|_| true);
         relay
-            .say("latency", "/exec date +%s%N", &format!("lat-{i}"))
+            .say(tag, "/exec date +%s%N", &format!("{tag}-{i}"))
             .await?;
+        let completed = |a: &crate::receiver::Arrival| a.text.starts_with("exec finished: ");
         let arrived = receiver
             .wait(Duration::from_secs(10), |all| {
-                all[before.min(all.len())..]
-                    .iter()
-                    .any(|a| a.text.starts_with("exec finished: "))
+                all[before.min(all.len())..].iter().any(completed)
             })
             .await;
         if !arrived {
@@ -115,7 +115,7 @@ pub async fn latency(bin: &Path, jobs: usize) -> anyhow::Result<Vec<Figure>> {
             .arrivals()
             .into_iter()
             .skip(before)
-            .find(|a| a.text.starts_with("exec finished: "))
+            .find(completed)
             .context("completion vanished")?;
         let printed: i128 = arrival
             .text
@@ -126,6 +126,17 @@ pub async fn latency(bin: &Path, jobs: usize) -> anyhow::Result<Vec<Figure>> {
         let nanos = (unix_nanos(arrival.at) - printed).max(0);
         samples.push(Duration::from_nanos(nanos as u64));
     }
+    Ok(samples)
+}
+
+/// Exit → message: each job prints the time as its last write; the receiver notes when the
+/// completion arrives.
+pub async fn latency(bin: &Path, jobs: usize) -> anyhow::Result<Vec<Figure>> {
+    let receiver = Receiver::start().await?;
+    let relay = Relay::start(bin, &receiver.url(), "")?;
+    let fsync = fsync_p50(relay.dir.path())?;
+    let post = post_p50(&receiver).await?;
+    let mut samples = exit_to_message(&relay, &receiver, jobs, "lat").await?;
     let (p50, p99, max) = summary(&mut samples);
     let limit = Some(format!(
         "fsync p50 {:.2} ms, loopback POST p50 {:.2} ms",
@@ -466,6 +477,83 @@ pub async fn flood(bin: &Path, mib: u64) -> anyhow::Result<Vec<Figure>> {
             f64::from(u8::from(tail_ok)),
             "bool",
             "1",
+            None,
+        ),
+    ])
+}
+
+/// 100,000 badly signed webhook requests while `jobs` jobs complete: the latency next to a
+/// quiet run of the same relay, and what the forged requests ran (nothing).
+pub async fn forged(bin: &Path, jobs: usize, forged: usize) -> anyhow::Result<Vec<Figure>> {
+    let receiver = Receiver::start().await?;
+    let relay = Relay::start(bin, &receiver.url(), "")?;
+    let mut quiet = exit_to_message(&relay, &receiver, jobs, "quiet").await?;
+    let (_, quiet_p99, _) = summary(&mut quiet);
+
+    let url = format!("{}/webhook", relay.base);
+    let pwned = relay.dir.path().join("pwned");
+    let body = serde_json::json!({"conversation_id": "x", "user_id": crate::relay::USER,
+                                  "text": format!("/exec touch {}", pwned.display())})
+    .to_string();
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let mut flooders = tokio::task::JoinSet::new();
+    const CONNECTIONS: usize = 8;
+    for worker in 0..CONNECTIONS {
+        let (client, url, body) = (client.clone(), url.clone(), body.clone());
+        let share = forged / CONNECTIONS + usize::from(worker < forged % CONNECTIONS);
+        flooders.spawn(async move {
+            let mut refused = 0usize;
+            for i in 0..share {
+                let timestamp = std::time::SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+                    .to_string();
+                let response = client
+                    .post(&url)
+                    .header("X-Execrelay-Timestamp", timestamp)
+                    .header("X-Execrelay-Signature", format!("sha256={:064x}", i))
+                    .body(body.clone())
+                    .send()
+                    .await;
+                if response.is_ok_and(|r| r.status().as_u16() == 401) {
+                    refused += 1;
+                }
+            }
+            refused
+        });
+    }
+    let flood_start = Instant::now();
+    let mut loud = exit_to_message(&relay, &receiver, jobs, "loud").await?;
+    let (_, loud_p99, _) = summary(&mut loud);
+    let mut refused = 0;
+    while let Some(result) = flooders.join_next().await {
+        refused += result?;
+    }
+    let flood_rate = forged as f64 / flood_start.elapsed().as_secs_f64();
+    let delivered = completions(&receiver.arrivals());
+    Ok(vec![
+        figure(
+            &format!("forged flood: p99 exit→message under {forged} bad requests"),
+            ms(loud_p99),
+            "ms",
+            "≤ 2× quiet p99",
+            Some(format!(
+                "quiet p99 {:.2} ms; flood {flood_rate:.0} req/s",
+                ms(quiet_p99)
+            )),
+        ),
+        figure(
+            "forged flood: requests refused with 401",
+            refused as f64,
+            "req",
+            &format!("{forged}"),
+            None,
+        ),
+        figure(
+            "forged flood: completions delivered / commands run by forgeries",
+            delivered as f64,
+            "jobs",
+            &format!("{} / 0 (pwned file: {})", 2 * jobs, pwned.exists()),
             None,
         ),
     ])
