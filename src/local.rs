@@ -4,11 +4,8 @@
 //! Sending succeeds only while a chat client is connected; otherwise the outbox keeps the
 //! message and retries, and a client that connects makes everything waiting due at once.
 
-use std::sync::Arc;
-
 use execrelay_channel::{
-    CancellationToken, Channel, ChannelError, ChatType, InboundSink, OutboundChunk, Route,
-    SendOutcome, TextLimit, TextUnit,
+    Channel, ChatType, OutboundChunk, Route, SendOutcome, TextLimit, TextUnit,
 };
 use tokio::sync::broadcast;
 
@@ -64,13 +61,5 @@ impl Channel for LocalChannel {
             Ok(_) => SendOutcome::Delivered { platform_id: None },
             Err(_) => SendOutcome::Transient("no local chat client is connected".into()),
         }
-    }
-
-    async fn run_inbound(
-        &self,
-        _sink: Arc<dyn InboundSink>,
-        _stop: CancellationToken,
-    ) -> Result<(), ChannelError> {
-        Ok(())
     }
 }

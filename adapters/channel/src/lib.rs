@@ -177,13 +177,17 @@ pub trait Channel: Send + Sync {
     /// Attempts one send. Must not retry by itself and must not panic on platform input.
     async fn send(&self, chunk: OutboundChunk<'_>) -> SendOutcome;
 
-    /// Receives platform traffic until `stop` fires, handing each message to `sink`. Adapters
-    /// whose inbound traffic arrives through the relay's HTTP server return `Ok(())` at once.
+    /// Receives platform traffic until `stop` fires, handing each message to `sink`. By
+    /// default nothing: adapters whose inbound traffic arrives through the relay's HTTP server
+    /// (the webhook, Feishu) or that have none (a custom group bot) keep it.
     async fn run_inbound(
         &self,
         sink: Arc<dyn InboundSink>,
         stop: CancellationToken,
-    ) -> Result<(), ChannelError>;
+    ) -> Result<(), ChannelError> {
+        let _ = (sink, stop);
+        Ok(())
+    }
 }
 
 /// Wraps a secret so that `Debug` and `Display` never print it.

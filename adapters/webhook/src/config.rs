@@ -57,6 +57,17 @@ impl fmt::Debug for WebhookConfig {
     }
 }
 
+/// Refuses anything but an absolute `http://` or `https://` URL; `key` names the setting. The
+/// URL itself is not echoed: it may carry a token.
+pub(crate) fn require_http_url(url: &str, key: &str) -> Result<(), crate::WebhookError> {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(()),
+        _ => Err(crate::WebhookError::Config(format!(
+            "{key} must be an absolute http:// or https:// URL"
+        ))),
+    }
+}
+
 /// `scheme://host[:port]` of `url`: safe to log, since callback URLs may carry tokens in
 /// their credentials, path or query. Unparseable input is replaced wholesale.
 pub fn redact_url(url: &str) -> String {

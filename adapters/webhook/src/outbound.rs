@@ -2,13 +2,9 @@
 
 use std::error::Error as _;
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use execrelay_channel::{
-    CancellationToken, Channel, ChannelError, InboundMessage, InboundSink, OutboundChunk,
-    SendOutcome, TextLimit, TextUnit,
-};
+use execrelay_channel::{Channel, InboundMessage, OutboundChunk, SendOutcome, TextLimit, TextUnit};
 use serde::Serialize;
 
 use crate::config::{WebhookConfig, redact_url};
@@ -61,15 +57,7 @@ impl WebhookChannel {
             return Err(WebhookError::Config("max_chars must be at least 1".into()));
         }
         if let Some(url) = &config.callback_url {
-            match reqwest::Url::parse(url) {
-                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
-                // The URL itself is not echoed: it may carry a token.
-                _ => {
-                    return Err(WebhookError::Config(
-                        "callback_url must be an absolute http:// or https:// URL".into(),
-                    ));
-                }
-            }
+            crate::config::require_http_url(url, "callback_url")?;
         }
         let client = reqwest::Client::builder()
             // The callback is usually local or on a private network; an ambient proxy
@@ -241,15 +229,6 @@ impl Channel for WebhookChannel {
             }
             outcome => outcome,
         }
-    }
-
-    async fn run_inbound(
-        &self,
-        _sink: Arc<dyn InboundSink>,
-        _stop: CancellationToken,
-    ) -> Result<(), ChannelError> {
-        // Inbound requests arrive through the relay's HTTP server (`POST /webhook`).
-        Ok(())
     }
 }
 

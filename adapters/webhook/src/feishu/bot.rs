@@ -2,13 +2,10 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use execrelay_channel::{
-    CancellationToken, Channel, ChannelError, InboundSink, OutboundChunk, SendOutcome,
-};
+use execrelay_channel::{Channel, OutboundChunk, SendOutcome};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -64,14 +61,7 @@ fn wait_for_room(recent: &VecDeque<Instant>, now: Instant) -> Duration {
 
 impl FeishuBotChannel {
     pub fn new(config: FeishuBotConfig) -> Result<Self, WebhookError> {
-        match reqwest::Url::parse(config.hook_url.expose()) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-            _ => {
-                return Err(WebhookError::Config(
-                    "feishu_bot hook_url must be an absolute http:// or https:// URL".into(),
-                ));
-            }
-        }
+        crate::config::require_http_url(config.hook_url.expose(), "feishu_bot hook_url")?;
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(REQUEST_TIMEOUT)
@@ -154,14 +144,6 @@ impl Channel for FeishuBotChannel {
                 code.unwrap_or(-1)
             )),
         }
-    }
-
-    async fn run_inbound(
-        &self,
-        _sink: Arc<dyn InboundSink>,
-        _stop: CancellationToken,
-    ) -> Result<(), ChannelError> {
-        Ok(())
     }
 }
 

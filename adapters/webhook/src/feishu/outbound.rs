@@ -2,13 +2,9 @@
 //! call per chunk with `uuid` = the chunk's idempotency key.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use execrelay_channel::{
-    CancellationToken, Channel, ChannelError, InboundSink, OutboundChunk, Secret, SendOutcome,
-    TextLimit, TextUnit,
-};
+use execrelay_channel::{Channel, OutboundChunk, Secret, SendOutcome, TextLimit, TextUnit};
 use serde_json::{Value, json};
 
 use super::config::FeishuConfig;
@@ -105,14 +101,7 @@ impl FeishuChannel {
                 "feishu needs a verification_token (Events & Callbacks → Encryption)".into(),
             ));
         }
-        match reqwest::Url::parse(&config.base_url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-            _ => {
-                return Err(WebhookError::Config(
-                    "feishu base_url must be an absolute http:// or https:// URL".into(),
-                ));
-            }
-        }
+        crate::config::require_http_url(&config.base_url, "feishu base_url")?;
         let client = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -276,15 +265,6 @@ impl Channel for FeishuChannel {
             Ok(token) => self.send_once(&chunk, &token).await.0,
             Err(outcome) => outcome,
         }
-    }
-
-    async fn run_inbound(
-        &self,
-        _sink: Arc<dyn InboundSink>,
-        _stop: CancellationToken,
-    ) -> Result<(), ChannelError> {
-        // Events arrive through the relay's HTTP server.
-        Ok(())
     }
 }
 
