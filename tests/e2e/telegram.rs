@@ -414,3 +414,20 @@ fn a_409_conflict_is_reported_and_retried_with_backoff() {
         "the conflict is reported clearly"
     );
 }
+
+#[test]
+fn a_photo_sent_directly_gets_a_text_only_notice() {
+    let (tg, rx) = (FakeTelegram::start(), Receiver::start());
+    let relay = start(&tg, &rx, &["telegram:5"]);
+
+    let mut photo = dm(ALICE, "");
+    photo.as_object_mut().expect("an object").remove("text");
+    photo["photo"] = serde_json::json!([{"file_id": "f1", "file_unique_id": "u1",
+                                         "width": 90, "height": 90}]);
+    tg.push(photo);
+    let notice = wait_sent(&tg, ALICE, "the text-only notice", |s| {
+        s.text.contains("text messages only")
+    });
+    assert_eq!(notice.thread_id, None);
+    assert!(relay.jobs().is_empty());
+}

@@ -12,7 +12,7 @@ use teloxide::RequestError;
 use teloxide::payloads::GetUpdatesSetters;
 use teloxide::prelude::Requester;
 use teloxide::requests::Request;
-use teloxide::types::{AllowedUpdate, BotCommand, Message, Update, UpdateKind};
+use teloxide::types::{AllowedUpdate, BotCommand, Message, MessageKind, Update, UpdateKind};
 
 use crate::CHANNEL;
 use crate::errors::redact;
@@ -46,8 +46,9 @@ pub fn addressed_to_another_bot(text: &str, our_username: &str) -> bool {
 }
 
 /// The message an update carries for the relay, if any: text messages from people, in private
-/// chats, groups, supergroups and forum topics. Edits, channel posts, service messages, other
-/// bots and commands addressed to other bots are not for us.
+/// chats, groups, supergroups and forum topics, and media sent to the bot directly (with empty
+/// text). Edits, channel posts, service messages, other bots and commands addressed to other
+/// bots are not for us.
 pub fn to_inbound(update: &Update, me: &BotIdentity) -> Option<InboundMessage> {
     let UpdateKind::Message(message) = &update.kind else {
         return None;
@@ -56,7 +57,13 @@ pub fn to_inbound(update: &Update, me: &BotIdentity) -> Option<InboundMessage> {
     if sender.is_bot {
         return None;
     }
-    let text = message.text()?;
+    // A photo, file or sticker sent to the bot directly is passed on with no text, so that the
+    // relay can say it reads text only; in groups such messages are for the people there.
+    let text = match message.text() {
+        Some(text) => text,
+        None if message.chat.is_private() && matches!(message.kind, MessageKind::Common(_)) => "",
+        None => return None,
+    };
     if addressed_to_another_bot(text, &me.username) {
         return None;
     }
@@ -431,12 +438,20 @@ mod tests {
     }
 
     #[test]
-    fn edits_and_textless_messages_are_skipped() {
+    fn edits_and_service_messages_are_skipped_and_dm_media_has_no_text() {
         let chat = json!({"id": 111, "type": "private", "first_name": "Alice"});
         let edit =
             parse(json!({"update_id": 1, "edited_message": message(chat.clone(), "/exec ls")}));
         assert!(matches!(edit.kind, UpdateKind::EditedMessage(_)));
         assert!(to_inbound(&edit, &me()).is_none());
+        let mut photo = message(chat.clone(), "");
+        photo.as_object_mut().unwrap().remove("text");
+        photo["photo"] = json!([{"file_id": "f", "file_unique_id": "u", "width": 1, "height": 1}]);
+        let photo = to_inbound(&update(photo), &me()).expect("a photo in a DM is passed on");
+        assert_eq!(
+            photo.text, "",
+            "with no text: the relay answers it reads text only"
+        );
         let mut joined = message(chat, "");
         joined.as_object_mut().unwrap().remove("text");
         joined["new_chat_members"] = json!([{"id": 9, "is_bot": false, "first_name": "B"}]);
