@@ -48,10 +48,12 @@ pub fn to_inbound(
     }
     let (text, mentioned) = strip_mentions(&message.content, bot.get());
     let mentioned = mentioned || message.mentions.iter().any(|user| user.id == bot);
-    if text.is_empty() {
+    let in_guild = message.guild_id.is_some();
+    // A file sent to the bot directly is passed on with no text, so that the relay can say it
+    // reads text only; anything else without text is not for us.
+    if text.is_empty() && (in_guild || message.attachments.is_empty()) {
         return None;
     }
-    let in_guild = message.guild_id.is_some();
     if in_guild && require_mention && !mentioned && !text.starts_with('/') {
         return None;
     }
@@ -225,6 +227,21 @@ mod tests {
         let inbound = to_inbound(&message("/exec ls", true), bot(), Some(150), true).unwrap();
         assert_eq!(inbound.route.chat_id, "150");
         assert_eq!(inbound.route.thread_id.as_deref(), Some("200"));
+    }
+
+    #[test]
+    fn a_file_sent_directly_has_no_text_and_elsewhere_is_skipped() {
+        let attach = |guild| {
+            let mut m = message("", guild);
+            let file = json!({"id": "1", "filename": "a.png", "size": 1,
+                              "url": "https://x/a.png", "proxy_url": "https://x/a.png"});
+            m.attachments = vec![serde_json::from_value(file).unwrap()];
+            m
+        };
+        let dm = to_inbound(&attach(false), bot(), None, true).unwrap();
+        assert_eq!(dm.text, "");
+        assert!(to_inbound(&attach(true), bot(), None, false).is_none());
+        assert!(to_inbound(&message("", false), bot(), None, true).is_none());
     }
 
     #[test]
