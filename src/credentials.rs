@@ -27,6 +27,8 @@ const PEM_BEGIN: &str = "-----BEGIN ";
 const PEM_END: &str = "-----END ";
 const PRIVATE_KEY: &str = "PRIVATE KEY-----";
 const BEARER: &str = "Bearer ";
+/// `-----BEGIN ENCRYPTED PRIVATE KEY-----` and friends fit easily.
+const HEADER_MAX: usize = 64;
 const MIN_BEARER: usize = 16;
 
 fn is_token_char(c: char) -> bool {
@@ -50,11 +52,19 @@ fn glued_before(text: &str, at: usize) -> bool {
         .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// A key block starts a line; a BEGIN marker quoted in a command line (`grep -- '-----BEGIN
+/// …'`) is not a key.
+fn begins_line_if_key(text: &str, at: usize) -> bool {
+    !text[at..].starts_with(PEM_BEGIN) || at == 0 || text[..at].ends_with('\n')
+}
+
 /// The byte length of a credential starting exactly at the start of `rest`, if one does.
 fn credential_at(rest: &str) -> Option<usize> {
     if let Some(after) = rest.strip_prefix(PEM_BEGIN) {
-        let header_end = after.find('\n').unwrap_or(after.len());
-        if after[..header_end].contains(PRIVATE_KEY) {
+        // A header is one short line: look no further, so a long line costs nothing.
+        let header = after.get(..HEADER_MAX).unwrap_or(after);
+        let header = header.split('\n').next().unwrap_or("");
+        if header.contains(PRIVATE_KEY) {
             // To the end marker's line end; a tail cut before it loses everything after.
             return Some(match rest.find(PEM_END) {
                 Some(end) => rest[end..].find('\n').map_or(rest.len(), |n| end + n),
@@ -93,17 +103,26 @@ fn orphan_key_end(text: &str) -> Option<usize> {
 
 /// `text` with every credential shape replaced by [`REDACTED`] (`Bearer` keeps its word).
 pub fn redact_credentials(text: &str) -> Cow<'_, str> {
-    if let Some(end) = orphan_key_end(text) {
-        let rest = redact_credentials(&text[end..]).into_owned();
-        return Cow::Owned(format!("{REDACTED}{rest}"));
+    match orphan_key_end(text) {
+        Some(end) => Cow::Owned(format!("{REDACTED}{}", redact_shapes(&text[end..]))),
+        None => redact_shapes(text),
     }
+}
+
+fn redact_shapes(text: &str) -> Cow<'_, str> {
     let starts = ['-', 'g', 'x', 'A', 'B'];
     let mut out = String::new();
     let mut copied = 0;
     let mut search = 0;
     while let Some(found) = text[search..].find(starts) {
         let at = search + found;
-        match credential_at(&text[at..]).filter(|_| !glued_before(text, at)) {
+        // The cheap check first: most candidates sit inside a longer word.
+        let found = if glued_before(text, at) || !begins_line_if_key(text, at) {
+            None
+        } else {
+            credential_at(&text[at..])
+        };
+        match found {
             Some(len) => {
                 out.push_str(&text[copied..at]);
                 if text[at..].starts_with(BEARER) {
@@ -164,6 +183,23 @@ mod tests {
         assert_eq!(redact_credentials(public), public);
         let tail = "AAAAB3NzaC1yc2E\n-----END RSA PRIVATE KEY-----\nnext line";
         assert_eq!(redact_credentials(tail), "[redacted]\nnext line");
+        let quoted = "exec finished: grep -rl -- '-----BEGIN OPENSSH PRIVATE KEY-----' ~ (exit 0)";
+        assert_eq!(
+            redact_credentials(quoted),
+            quoted,
+            "a quoted marker is not a key"
+        );
+    }
+
+    #[test]
+    fn long_runs_of_near_misses_are_left_alone() {
+        for unit in ["AKIA", "-----BEGIN ", "xghp_"] {
+            let text = unit.repeat(20_000);
+            assert!(
+                matches!(redact_credentials(&text), Cow::Borrowed(_)),
+                "{unit}"
+            );
+        }
     }
 
     #[test]

@@ -318,12 +318,7 @@ pub async fn throughput(bin: &Path, jobs: usize) -> anyhow::Result<Vec<Figure>> 
         result?;
     }
     let all = receiver
-        .wait(Duration::from_secs(120), |all| {
-            all.iter()
-                .filter(|a| a.text.starts_with("exec finished: "))
-                .count()
-                >= jobs
-        })
+        .wait(Duration::from_secs(120), |all| completions(all) >= jobs)
         .await;
     if !all {
         bail!("not every completion arrived within 120 s");
@@ -511,7 +506,11 @@ pub async fn forged(bin: &Path, jobs: usize, forged: usize) -> anyhow::Result<Ve
     let body = serde_json::json!({"conversation_id": "x", "user_id": crate::relay::USER,
                                   "text": format!("/exec touch {}", pwned.display())})
     .to_string();
-    let client = reqwest::Client::builder().no_proxy().build()?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let flood_start = Instant::now();
     let mut flooders = tokio::task::JoinSet::new();
     const CONNECTIONS: usize = 8;
     for worker in 0..CONNECTIONS {
@@ -535,17 +534,19 @@ pub async fn forged(bin: &Path, jobs: usize, forged: usize) -> anyhow::Result<Ve
                     refused += 1;
                 }
             }
-            refused
+            (refused, Instant::now())
         });
     }
-    let flood_start = Instant::now();
     let mut loud = exit_to_message(&relay, &receiver, jobs, "loud").await?;
     let (_, loud_p99, _) = summary(&mut loud);
     let mut refused = 0;
+    let mut flood_end = flood_start;
     while let Some(result) = flooders.join_next().await {
-        refused += result?;
+        let (count, ended) = result?;
+        refused += count;
+        flood_end = flood_end.max(ended);
     }
-    let flood_rate = forged as f64 / flood_start.elapsed().as_secs_f64();
+    let flood_rate = forged as f64 / flood_end.duration_since(flood_start).as_secs_f64();
     let delivered = completions(&receiver.arrivals());
     Ok(vec![
         figure(

@@ -3,7 +3,8 @@
 //! restarted each time. Afterwards every job has its completion delivered, no completion was
 //! queued twice, and duplicates on the wire are at most one per kill.
 //!
-//! CI runs 10 rounds; `EXECRELAY_CHAOS_ROUNDS=100` runs the big one. The seed is printed, and
+//! CI runs 10 rounds; `EXECRELAY_CHAOS_ROUNDS=100` runs the big one (at most 200 jobs: what
+//! `GET /v1/jobs` lists). The seed is printed, and
 //! `EXECRELAY_CHAOS_SEED` replays a run.
 
 use std::collections::HashSet;
@@ -43,7 +44,7 @@ fn sigkill_at_random_moments_loses_no_completion() {
 
     let mut sent = 0usize;
     for round in 0..rounds {
-        for job in 0..rng.random_range(1..=3) {
+        for job in 0..rng.random_range(1..=2) {
             let millis = rng.random_range(0..2000);
             let text = format!(
                 "/exec sh -c 'sleep {}.{:03}; echo chaos-{round}-{job}'",
@@ -58,13 +59,18 @@ fn sigkill_at_random_moments_loses_no_completion() {
     }
 
     // Quiet now: everything must settle.
-    wait_for("every job to reach a final state", secs(60.0), || {
-        let jobs = relay.jobs();
-        jobs.iter()
-            .all(|j| !matches!(j["state"].as_str(), Some("starting" | "running")))
-            .then_some(jobs)
-    });
-    let jobs = relay.jobs();
+    // Messages stored before the last kill are processed after the restart: wait for them.
+    let jobs = wait_for(
+        "every accepted /exec to be a job in a final state",
+        secs(60.0),
+        || {
+            let jobs = relay.jobs();
+            let settled = jobs
+                .iter()
+                .all(|j| !matches!(j["state"].as_str(), Some("starting" | "running")));
+            (settled && jobs.len() >= sent).then_some(jobs)
+        },
+    );
     assert_eq!(jobs.len(), sent, "every accepted /exec ran exactly once");
     let ids: Vec<String> = jobs.iter().map(|j| json_id(&j["id"])).collect();
     wait_for("a completion of every job", secs(60.0), || {
@@ -100,6 +106,8 @@ fn sigkill_at_random_moments_loses_no_completion() {
         "chaos: {} jobs, {kills} kills, {lost} lost, {extra_sends} duplicate sends (seed {seed})",
         ids.len()
     );
+    // A job is reported lost only if a kill landed between its spawn and its first record.
+    assert!(lost <= kills, "{lost} jobs lost after {kills} kills");
     assert!(
         extra_sends <= kills,
         "{extra_sends} duplicates after {kills} kills"

@@ -134,10 +134,21 @@ fn an_outage_of_503s_then_429s_delivers_everything_in_order_and_once_after_recov
     });
 
     // Recovered: within the backoff cap (1 s) plus the last Retry-After, everything arrives.
+    // Completions that finish together may share a message: count them, not messages.
+    let completions = |messages: &[crate::fakes::receiver::Delivery]| {
+        messages
+            .iter()
+            .map(|d| d.text.matches("exec finished: ").count())
+            .sum::<usize>()
+    };
     wait_for(
-        "18 messages (9 acks, 9 completions) after the outage",
+        "9 acknowledgements and 9 completions after the outage",
         secs(5.0),
-        || (rx.messages().len() >= 18).then_some(()),
+        || {
+            let messages = rx.messages();
+            (messages.iter().filter(|d| is_ack(d)).count() == 9 && completions(&messages) == 9)
+                .then_some(())
+        },
     );
     relay.wait_outbox_drained();
     let delivered = rx.messages();
@@ -152,7 +163,10 @@ fn an_outage_of_503s_then_429s_delivers_everything_in_order_and_once_after_recov
             .filter(|d| d.conversation_id == room)
             .map(|d| row_of(&d.idempotency_key))
             .collect();
-        assert_eq!(rows.len(), 6, "{room}: 3 acks and 3 completions");
+        assert!(
+            rows.len() >= 4,
+            "{room}: 3 acks and the completions: {rows:?}"
+        );
         assert!(
             rows.windows(2).all(|w| w[0] < w[1]),
             "{room} out of order: {rows:?}"
