@@ -44,6 +44,11 @@ fn run_len(text: &str, accept: fn(char) -> bool) -> usize {
     text.find(|c: char| !accept(c)).unwrap_or(text.len())
 }
 
+/// The byte offset where the line holding byte `from` ends (its newline, or the text's end).
+fn line_end(text: &str, from: usize) -> usize {
+    text[from..].find('\n').map_or(text.len(), |n| from + n)
+}
+
 /// Whether the character before byte `at` would make a match there part of a longer word.
 fn glued_before(text: &str, at: usize) -> bool {
     text[..at]
@@ -67,7 +72,7 @@ fn credential_at(rest: &str) -> Option<usize> {
         if header.contains(PRIVATE_KEY) {
             // To the end marker's line end; a tail cut before it loses everything after.
             return Some(match rest.find(PEM_END) {
-                Some(end) => rest[end..].find('\n').map_or(rest.len(), |n| end + n),
+                Some(end) => line_end(rest, end),
                 None => rest.len(),
             });
         }
@@ -96,9 +101,9 @@ fn credential_at(rest: &str) -> Option<usize> {
 /// length from the start of `text` through its end marker's line.
 fn orphan_key_end(text: &str) -> Option<usize> {
     let end = text.find(PEM_END)?;
-    let line_end = text[end..].find('\n').map_or(text.len(), |n| end + n);
-    let orphan = text[end..line_end].contains(PRIVATE_KEY) && !text[..end].contains(PEM_BEGIN);
-    orphan.then_some(line_end)
+    let through = line_end(text, end);
+    let orphan = text[end..through].contains(PRIVATE_KEY) && !text[..end].contains(PEM_BEGIN);
+    orphan.then_some(through)
 }
 
 /// `text` with every credential shape replaced by [`REDACTED`] (`Bearer` keeps its word).

@@ -157,6 +157,15 @@ pub struct OutboundChunk<'a> {
     pub count: u32,
 }
 
+/// `key` cut to its last `max_chars` characters, for platforms whose dedupe ids are short
+/// (Discord nonces: 25, Feishu uuids: 50). The end is the unique part of the relay's keys.
+pub fn key_within(key: &str, max_chars: usize) -> &str {
+    let skip = key.chars().count().saturating_sub(max_chars);
+    key.char_indices()
+        .nth(skip)
+        .map_or("", |(at, _)| &key[at..])
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
     #[error("{0}")]
@@ -257,6 +266,13 @@ mod tests {
             .measure(text),
             7
         );
+    }
+
+    #[test]
+    fn keys_keep_their_end() {
+        assert_eq!(key_within("abcd1f.0", 25), "abcd1f.0");
+        assert_eq!(key_within("abcdef.12", 5), "ef.12");
+        assert_eq!(key_within("", 5), "");
     }
 
     #[test]

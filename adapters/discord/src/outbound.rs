@@ -96,9 +96,8 @@ impl DiscordChannel {
 
 /// A nonce for chunk `idempotency_key`: the same on every retry of that chunk, at most 25
 /// characters (the key's end is its unique part).
-pub fn nonce_for(idempotency_key: &str) -> String {
-    let skip = idempotency_key.chars().count().saturating_sub(MAX_NONCE);
-    idempotency_key.chars().skip(skip).collect()
+pub fn nonce_for(idempotency_key: &str) -> &str {
+    execrelay_channel::key_within(idempotency_key, MAX_NONCE)
 }
 
 /// What the outbox should do after a `POST /channels/{id}/messages` answered `status`.

@@ -84,9 +84,8 @@ pub fn classify(status: u16, code: Option<i64>, message: &str, reset: Option<&st
 }
 
 /// The chunk's key as a `uuid`: stable across retries, at most 50 characters.
-fn uuid_for(idempotency_key: &str) -> String {
-    let skip = idempotency_key.chars().count().saturating_sub(MAX_UUID);
-    idempotency_key.chars().skip(skip).collect()
+fn uuid_for(idempotency_key: &str) -> &str {
+    execrelay_channel::key_within(idempotency_key, MAX_UUID)
 }
 
 impl FeishuChannel {
