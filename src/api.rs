@@ -94,7 +94,8 @@ async fn feishu_events(State(state): State<ApiState>, headers: HeaderMap, body: 
             tracing::debug!(event_type = %kind, "feishu: an event the relay does not act on");
             Json(json!({"ok": true})).into_response()
         }
-        Ok(FeishuEvent::Message(message)) => accept(&state, message).await,
+        // Feishu retries any answer but 200, and the chat has been told already.
+        Ok(FeishuEvent::Message(message)) => accept(&state, message, StatusCode::OK).await,
         Err(err) => {
             tracing::warn!(error = %err, "feishu: rejected a request");
             let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
@@ -113,6 +114,9 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 fn store_error(err: StoreError) -> Response {
+    if err.is_disk_full() {
+        return error(StatusCode::INSUFFICIENT_STORAGE, err.to_string());
+    }
     tracing::error!(error = %err, "api: store error");
     error(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
 }
@@ -177,11 +181,16 @@ async fn webhook(State(state): State<ApiState>, headers: HeaderMap, body: Bytes)
             return error(status, err.to_string());
         }
     };
-    accept(&state, message).await
+    accept(&state, message, StatusCode::INSUFFICIENT_STORAGE).await
 }
 
-async fn accept(state: &ApiState, message: InboundMessage) -> Response {
+/// `refused_status` answers a message the relay declined to store (its disk is full).
+async fn accept(state: &ApiState, message: InboundMessage, refused_status: StatusCode) -> Response {
     match state.inbound.accept(message).await {
+        Ok(Accepted::Refused) => error(
+            refused_status,
+            "not stored: the relay's disk is full; nothing was run",
+        ),
         Ok(accepted) => Json(json!({
             "ok": true,
             "duplicate": accepted == Accepted::Duplicate,
@@ -414,7 +423,7 @@ async fn post_chat(
         text: request.text,
         platform_message_id: None,
     };
-    accept(&state, message).await
+    accept(&state, message, StatusCode::INSUFFICIENT_STORAGE).await
 }
 
 /// Newline-delimited JSON, one `{"text": ...}` per bot message, for as long as the client stays.

@@ -5,7 +5,8 @@
 //! restart neither loses a command nor runs it twice. Text that is not a command only moved
 //! the session's last route (done at accept time) and gets no reply.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use execrelay_channel::CancellationToken;
@@ -32,6 +33,9 @@ const HELP: &str = "commands:
 /kill <id>            stop a running job
 /status               the relay's state
 /help                 this list";
+
+/// Sent without storing it: the store is what is full.
+pub const DISK_FULL_REFUSAL: &str = "refused: the relay's disk is full, so it takes no new commands. Jobs already running still report back here; try again once space is freed.";
 
 const TEXT_ONLY: &str =
     "execrelay reads text messages only: send a command such as /exec ls, or /help";
@@ -97,6 +101,10 @@ pub struct CommandProcessor {
     workdir: String,
     started: Instant,
     wake: Arc<Notify>,
+    /// Inbox rows whose job was refused for a full disk: once the store takes writes again
+    /// they are marked processed, never run. (Lost on a restart while the disk is still full:
+    /// the command is then refused again.)
+    refused_while_full: Mutex<HashSet<i64>>,
 }
 
 impl CommandProcessor {
@@ -114,6 +122,7 @@ impl CommandProcessor {
             workdir,
             started: Instant::now(),
             wake,
+            refused_while_full: Mutex::default(),
         }
     }
 
@@ -172,6 +181,19 @@ impl CommandProcessor {
     }
 
     async fn process(&self, message: InboxRecord) -> Result<(), StoreError> {
+        let refused = self
+            .refused_while_full
+            .lock()
+            .is_ok_and(|refused| refused.contains(&message.id));
+        if refused {
+            self.store
+                .finish_inbox(message.id, None, Vec::new())
+                .await?;
+            if let Ok(mut refused) = self.refused_while_full.lock() {
+                refused.remove(&message.id);
+            }
+            return Ok(());
+        }
         match parse(&message.text) {
             // An empty text is a message that carried none (an image, a file): say so, in a
             // direct chat (in a group, pictures are usually for the people there).
@@ -291,9 +313,13 @@ impl CommandProcessor {
                 }
                 Err(StoreError::Conflict(why)) if why.contains("is taken") => continue,
                 Err(error) if error.is_disk_full() => {
-                    let text = "not started: the relay's disk is full; queued completions are kept";
-                    // Best effort: the refusal itself may not fit either.
-                    return self.answer(message, text).await;
+                    tracing::warn!(inbox_id = message.id, error = %error, "refused a job: the disk is full");
+                    self.outbox
+                        .notify_unstored(&message.route, DISK_FULL_REFUSAL);
+                    if let Ok(mut refused) = self.refused_while_full.lock() {
+                        refused.insert(message.id);
+                    }
+                    return Err(error);
                 }
                 Err(error) => return Err(error),
             }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use execrelay_channel::{CancellationToken, Channel, OutboundChunk, SendOutcome};
+use execrelay_channel::{CancellationToken, Channel, OutboundChunk, Route, SendOutcome};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -24,6 +24,9 @@ const LEASE_MS: i64 = 120_000;
 const POLL: Duration = Duration::from_secs(5);
 const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Recording a send's outcome is retried this often while the store refuses writes (a full
+/// disk): well inside the lease, so the chunk is not claimed and sent again meanwhile.
+const RECORD_RETRY: Duration = Duration::from_secs(1);
 
 pub fn backoff(config: &OutboxConfig, attempts: u32) -> Duration {
     let exponent = attempts.saturating_sub(1).min(20);
@@ -96,12 +99,60 @@ async fn deliver(
         }
     }
     let settled = settle(outcome, chunk.attempts, &chunk.route.chat_id, &config);
-    // If this write fails the lease expires and the chunk is sent again: at least once.
-    if let Err(error) = store
-        .record_outcome(chunk.outbox_id, chunk.index, settled)
-        .await
-    {
-        tracing::error!(error = %error, "cannot record the send outcome");
+    record_outcome(&store, &chunk, settled).await;
+}
+
+/// Keeps trying while the lease holds: a sent chunk whose outcome is never recorded would be
+/// sent again once the lease expires (at least once, but a duplicate in the chat).
+async fn record_outcome(store: &Store, chunk: &ClaimedChunk, settled: ChunkOutcome) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(LEASE_MS as u64) / 2;
+    let mut logged = false;
+    loop {
+        let error = match store
+            .record_outcome(chunk.outbox_id, chunk.index, settled.clone())
+            .await
+        {
+            Ok(()) => {
+                if logged {
+                    tracing::info!("send outcome recorded after the store recovered");
+                }
+                return;
+            }
+            Err(error) => error,
+        };
+        if tokio::time::Instant::now() + RECORD_RETRY >= deadline {
+            tracing::error!(error = %error, "cannot record the send outcome; the chunk will be sent again");
+            return;
+        }
+        if !logged {
+            tracing::error!(error = %error, "cannot record the send outcome; retrying");
+            logged = true;
+        }
+        tokio::time::sleep(RECORD_RETRY).await;
+    }
+}
+
+/// Sends `text` at once, outside the outbox: only for a notice that cannot be stored (the
+/// disk is full). Best effort; nothing retries it.
+pub async fn send_unstored(channel: Arc<dyn Channel>, route: Route, text: String) {
+    let chunks = crate::chunk::split(&text, channel.limit());
+    let key = format!("unstored-{}-{:08x}", now_ms(), rand::random::<u32>());
+    let count = chunks.len() as u32;
+    for (index, text) in chunks.iter().enumerate() {
+        let idempotency_key = format!("{key}.{index}");
+        let outcome = channel
+            .send(OutboundChunk {
+                route: &route,
+                text,
+                idempotency_key: &idempotency_key,
+                index: index as u32,
+                count,
+            })
+            .await;
+        if !matches!(outcome, SendOutcome::Delivered { .. }) {
+            tracing::warn!(?outcome, "an unstored notice was not delivered");
+            return;
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use execrelay_channel::{Accepted, ChatType, InboundMessage, InboundSink, Route, SinkError};
 use tokio::sync::Notify;
 
+use crate::commands::DISK_FULL_REFUSAL;
 use crate::config::Config;
 use crate::heartbeat::{Heartbeat, Reason};
 use crate::outbox::Outbox;
@@ -127,11 +128,11 @@ impl InboundSink for InboundHandler {
     async fn accept(&self, message: InboundMessage) -> Result<Accepted, SinkError> {
         let channel = message.route.channel.clone();
         let sender = format!("{channel}:{}", message.sender_id);
+        let is_command = message.text.trim_start().starts_with('/');
         if !self.access.is_allowed(&channel, &message.sender_id) {
             tracing::warn!(sender = %sender, "refused a message from a sender not in [access] allow");
             // Only commands get an answer: in a group, members chatting among themselves must
             // not each draw a "not authorized" from the bot.
-            let is_command = message.text.trim_start().starts_with('/');
             if is_command
                 && self.should_answer_refusal(&sender)
                 && let Err(error) = self
@@ -147,6 +148,8 @@ impl InboundSink for InboundHandler {
             return Ok(Accepted::Stored);
         }
         let session = self.access.session_key(&message.route, &message.sender_id);
+        let route = message.route.clone();
+        let record_sender = sender.clone();
         let record = InboundRecord {
             session: session.clone(),
             route: message.route,
@@ -166,6 +169,15 @@ impl InboundSink for InboundHandler {
                     self.heartbeat.request(Reason::Wake, Some(session));
                 }
                 Ok(Accepted::Stored)
+            }
+            Err(error) if error.is_disk_full() => {
+                // Storing nothing means running nothing: say so now rather than let the
+                // platform redeliver it into a relay that may start it hours later.
+                tracing::warn!(sender = %record_sender, error = %error, "refused a message: the disk is full");
+                if is_command {
+                    self.outbox.notify_unstored(&route, DISK_FULL_REFUSAL);
+                }
+                Ok(Accepted::Refused)
             }
             Err(error) => Err(SinkError::Unavailable(error.to_string())),
         }

@@ -5,8 +5,9 @@
 //! them. Chunking happens here, once, in the channel's own unit, so every retry resends exactly
 //! the same chunks with the same idempotency keys.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use execrelay_channel::{Channel, Route};
 use tokio::sync::Notify;
@@ -22,11 +23,17 @@ pub enum OutboxError {
     Store(#[from] StoreError),
 }
 
+/// An unstored notice goes to a chat at most this often: a full disk must not turn every
+/// message (or every platform redelivery) into a send.
+const UNSTORED_NOTICE_INTERVAL: Duration = Duration::from_secs(5);
+const UNSTORED_NOTICE_MEMORY: usize = 10_000;
+
 #[derive(Clone)]
 pub struct Outbox {
     store: Store,
     channels: Arc<BTreeMap<String, Arc<dyn Channel>>>,
     wakers: Arc<BTreeMap<String, Arc<Notify>>>,
+    unstored_notice_sent: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl Outbox {
@@ -43,6 +50,7 @@ impl Outbox {
             store,
             channels: Arc::new(channels),
             wakers: Arc::new(wakers),
+            unstored_notice_sent: Arc::default(),
         }
     }
 
@@ -87,6 +95,36 @@ impl Outbox {
         if let Some(waker) = self.wakers.get(channel) {
             waker.notify_one();
         }
+    }
+
+    /// Sends `text` to the route's chat without storing it, in the background: for telling the
+    /// sender that the relay's disk is full. Best effort, and at most once in [`UNSTORED_NOTICE_INTERVAL`] per chat.
+    pub fn notify_unstored(&self, route: &Route, text: &str) {
+        let Some(channel) = self.channels.get(&route.channel).cloned() else {
+            return;
+        };
+        let chat = format!("{}:{}", route.channel, route.chat_id);
+        {
+            let Ok(mut sent) = self.unstored_notice_sent.lock() else {
+                return;
+            };
+            let now = Instant::now();
+            if sent.len() >= UNSTORED_NOTICE_MEMORY {
+                sent.retain(|_, at| now.duration_since(*at) < UNSTORED_NOTICE_INTERVAL);
+            }
+            match sent.get(&chat) {
+                Some(at) if now.duration_since(*at) < UNSTORED_NOTICE_INTERVAL => return,
+                _ if sent.len() >= UNSTORED_NOTICE_MEMORY => return,
+                _ => {
+                    sent.insert(chat, now);
+                }
+            }
+        }
+        tokio::spawn(crate::delivery::send_unstored(
+            channel,
+            route.clone(),
+            text.to_string(),
+        ));
     }
 
     /// Writes one reply outside any other transaction (refusals, notices) and wakes its worker.

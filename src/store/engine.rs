@@ -17,7 +17,8 @@ const MAX_BATCH: usize = 512;
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// `None` means the batch could not open a transaction: the op only answers with the error.
-type Op = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
+/// Besides its reply, an op hands back its own error, which names why a batch was aborted.
+type Op = Box<dyn FnOnce(Option<&Connection>) -> (Reply, Option<StoreError>) + Send>;
 
 #[derive(Clone)]
 pub(super) struct Engine {
@@ -58,9 +59,11 @@ impl Engine {
                     "transaction could not start".into(),
                 )),
             };
-            Box::new(move |commit: Result<(), StoreError>| {
+            let failure = outcome.as_ref().err().cloned();
+            let reply: Reply = Box::new(move |commit: Result<(), StoreError>| {
                 let _ = sender.send(commit.and(outcome));
-            })
+            });
+            (reply, failure)
         });
         self.ops.send(op).map_err(|_| StoreError::Closed)?;
         receiver.await.map_err(|_| StoreError::Closed)?
@@ -93,7 +96,7 @@ fn run_writer(conn: Connection, receiver: mpsc::Receiver<Op>) {
             let error = StoreError::from(error);
             tracing::error!(error = %error, "store: cannot begin a transaction");
             for op in batch {
-                op(None)(Err(error.clone()));
+                op(None).0(Err(error.clone()));
             }
             continue;
         }
@@ -101,16 +104,19 @@ fn run_writer(conn: Connection, receiver: mpsc::Receiver<Op>) {
         let mut aborted = None;
         for op in batch {
             if aborted.is_some() {
-                replies.push(op(None));
+                replies.push(op(None).0);
                 continue;
             }
-            replies.push(op(Some(&conn)));
+            let (reply, failure) = op(Some(&conn));
+            replies.push(reply);
             // SQLite rolls the whole transaction back by itself on some errors (disk full,
             // I/O): later ops would run in autocommit and commit behind their callers' backs.
             if conn.is_autocommit() {
-                aborted = Some(StoreError::Unavailable(
-                    "the transaction was rolled back by the database".into(),
-                ));
+                aborted = Some(failure.unwrap_or_else(|| {
+                    StoreError::Unavailable(
+                        "the transaction was rolled back by the database".into(),
+                    )
+                }));
             }
         }
         let commit = match aborted {

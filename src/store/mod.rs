@@ -45,11 +45,23 @@ pub enum StoreError {
     Conflict(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// The disk (or a quota, or a file-size limit) refuses to grow the store's files.
+    #[error("the disk is full: {0}")]
+    DiskFull(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
-        StoreError::Sqlite(error.to_string())
+        // ENOSPC surfaces as SQLITE_FULL; EFBIG (a quota or RLIMIT_FSIZE) as a failed write.
+        let full = error.sqlite_error().is_some_and(|e| {
+            e.code == rusqlite::ErrorCode::DiskFull
+                || e.extended_code == rusqlite::ffi::SQLITE_IOERR_WRITE
+        });
+        if full {
+            StoreError::DiskFull(error.to_string())
+        } else {
+            StoreError::Sqlite(error.to_string())
+        }
     }
 }
 
@@ -57,10 +69,9 @@ impl StoreError {
     /// Whether the disk (or its quota) is full: new work is refused, queued work waits.
     pub fn is_disk_full(&self) -> bool {
         match self {
-            StoreError::Sqlite(text) | StoreError::Io(text) => {
-                text.contains("disk is full")
-                    || text.contains("No space left")
-                    || text.contains("File too large")
+            StoreError::DiskFull(_) => true,
+            StoreError::Io(text) => {
+                text.contains("No space left") || text.contains("File too large")
             }
             _ => false,
         }

@@ -318,3 +318,13 @@ async fn adapter_state_survives_a_reopen() {
     let kept = store.adapter_state("telegram:1:commands").await.unwrap();
     assert_eq!(kept.as_deref(), Some("b"));
 }
+
+#[test]
+fn a_refused_write_is_named_disk_full() {
+    let failure = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+    assert!(StoreError::from(failure(rusqlite::ffi::SQLITE_FULL)).is_disk_full());
+    // EFBIG (a quota, RLIMIT_FSIZE) reaches SQLite as a failed write.
+    assert!(StoreError::from(failure(rusqlite::ffi::SQLITE_IOERR_WRITE)).is_disk_full());
+    assert!(!StoreError::from(failure(rusqlite::ffi::SQLITE_IOERR_READ)).is_disk_full());
+    assert!(!StoreError::from(failure(rusqlite::ffi::SQLITE_BUSY)).is_disk_full());
+}

@@ -23,12 +23,6 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Lines of `text` that are a completion of job `id`.
-fn completes(text: &str, id: &str) -> bool {
-    text.lines()
-        .any(|line| line.starts_with("exec finished: ") && first_line_has_token(line, id))
-}
-
 #[test]
 fn sigkill_at_random_moments_loses_no_completion() {
     let rounds = env_number("EXECRELAY_CHAOS_ROUNDS", 10);
@@ -76,7 +70,7 @@ fn sigkill_at_random_moments_loses_no_completion() {
     wait_for("a completion of every job", secs(60.0), || {
         let delivered = rx.messages();
         ids.iter()
-            .all(|id| delivered.iter().any(|d| completes(&d.text, id)))
+            .all(|id| delivered.iter().any(|d| carries_completion_of(&d.text, id)))
             .then_some(())
     });
     relay.wait_outbox_drained();
@@ -87,7 +81,7 @@ fn sigkill_at_random_moments_loses_no_completion() {
     for id in &ids {
         let carrying: Vec<_> = delivered
             .iter()
-            .filter(|d| completes(&d.text, id))
+            .filter(|d| carries_completion_of(&d.text, id))
             .collect();
         let keys: HashSet<&str> = carrying
             .iter()

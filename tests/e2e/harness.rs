@@ -148,6 +148,13 @@ pub fn is_completion_of(text: &str, id: &str) -> bool {
     text.starts_with("exec finished: ") && first_line_has_token(text, id)
 }
 
+/// Whether `text` carries a completion of job `id` on any line: the heartbeat puts the
+/// completions that are due together into one message.
+pub fn carries_completion_of(text: &str, id: &str) -> bool {
+    text.lines()
+        .any(|line| line.starts_with("exec finished: ") && first_line_has_token(line, id))
+}
+
 pub fn first_line_has_token(text: &str, token: &str) -> bool {
     let first = text.lines().next().unwrap_or("");
     first
@@ -207,6 +214,7 @@ pub struct RelayBuilder {
     dir: tempfile::TempDir,
     tables: BTreeMap<String, BTreeMap<String, String>>,
     env: Vec<(String, String)>,
+    file_size_limit: Option<u64>,
 }
 
 /// A TOML basic string literal (JSON string escaping is valid TOML).
@@ -237,6 +245,13 @@ impl RelayBuilder {
     /// An environment variable for the relay's first start (e.g. a crash point).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts the relay with `RLIMIT_FSIZE` at `bytes` and `SIGXFSZ` ignored: a write that would
+    /// grow a file past it fails with `EFBIG`, as on a full disk (inherited by its jobs).
+    pub fn file_size_limit(mut self, bytes: u64) -> Self {
+        self.file_size_limit = Some(bytes);
         self
     }
 
@@ -289,6 +304,7 @@ impl RelayBuilder {
             addr: "127.0.0.1:0".parse().unwrap(),
             starts: 0,
             env: self.env,
+            file_size_limit: self.file_size_limit,
             client,
             rt,
         };
@@ -305,6 +321,7 @@ pub struct Relay {
     pub addr: SocketAddr,
     starts: u32,
     env: Vec<(String, String)>,
+    file_size_limit: Option<u64>,
     client: reqwest::Client,
     rt: tokio::runtime::Runtime,
 }
@@ -335,6 +352,7 @@ impl Relay {
             dir,
             tables: BTreeMap::new(),
             env: Vec::new(),
+            file_size_limit: None,
         }
         .set("store", "path", &db)
         .set("http", "listen", &toml_str("127.0.0.1:0"))
@@ -375,7 +393,25 @@ impl Relay {
             .open(&self.log)
             .expect("open relay log");
         writeln!(log, "=== e2e harness: start #{} ===", self.starts).unwrap();
-        let child = Command::new(bin())
+        let mut command = Command::new(bin());
+        if let Some(limit) = self.file_size_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls (setrlimit, signal) between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: libc::RLIM_INFINITY,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .arg("--config")
             .arg(&self.cfg)
             .arg("run")
@@ -451,6 +487,27 @@ impl Relay {
         wait_for("the relay to exit after SIGTERM", within, || {
             child.try_wait().expect("try_wait")
         })
+    }
+
+    /// "Space returns": lifts the running relay's `RLIMIT_FSIZE` (and that of later starts).
+    /// Jobs started under the limit keep it, as processes on a full disk would.
+    pub fn lift_file_size_limit(&mut self) {
+        self.file_size_limit = None;
+        let pid = self.child.as_ref().expect("the relay is running").id();
+        let unlimited = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: prlimit(2) on our own child, with a valid new limit and no old-limit output.
+        let rc = unsafe {
+            libc::prlimit(
+                pid as libc::pid_t,
+                libc::RLIMIT_FSIZE,
+                &unlimited,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
     }
 
     /// Waits (bounded) for the relay to exit by itself, e.g. at a crash point.

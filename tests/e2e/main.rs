@@ -13,6 +13,7 @@ mod config_check;
 mod core_flow;
 mod crash;
 mod discord;
+mod disk_full;
 mod duplicate;
 mod fakes_self_test;
 mod feishu;

@@ -69,6 +69,9 @@ pub enum Accepted {
     Stored,
     /// Seen before (same channel and platform message id); nothing new happened.
     Duplicate,
+    /// Not stored, on purpose (the relay's disk is full): the relay has told the sender why.
+    /// Confirm it to the platform all the same; a redelivery must not run it later.
+    Refused,
 }
 
 #[derive(Debug, thiserror::Error)]
