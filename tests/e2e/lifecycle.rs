@@ -126,3 +126,68 @@ fn sigterm_leaves_jobs_running_and_the_next_start_reports_them() {
     relay.wait_outbox_drained();
     assert_eq!(rx.count(|d| is_completion_of(&d.text, &job.id)), 1);
 }
+
+#[test]
+fn sigterm_under_load_finishes_sends_in_flight_and_the_next_start_picks_up_the_rest() {
+    const USERS: usize = 6;
+    let rx = Receiver::start();
+    let users: Vec<String> = (0..USERS).map(|i| format!("webhook:u{i}")).collect();
+    let allow: Vec<&str> = users.iter().map(String::as_str).collect();
+    let mut relay = Relay::start(&rx, &allow);
+
+    // Each user (a session of its own, so completions are separate sends) starts a job that
+    // ends soon and one that outlives the shutdown.
+    let mut short = Vec::new();
+    let mut long = Vec::new();
+    for i in 0..USERS {
+        let (user, chat) = (format!("u{i}"), format!("dm-u{i}"));
+        let text = format!("/exec sleep 1; echo short-{i}");
+        short.push(relay.start_job(&rx, &dm(&chat, &user, &text)).id);
+        let text = format!("/exec sleep 3; echo long-{i}");
+        long.push(relay.start_job(&rx, &dm(&chat, &user, &text)).id);
+    }
+    // A slow platform: the short jobs' completions are caught in flight.
+    rx.set_answer_delay(secs(1.5));
+    wait_for("every short job's completion in flight", SOON, || {
+        (rx.in_flight() >= USERS).then_some(())
+    });
+
+    let status = relay.terminate(SOON);
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+    assert_eq!(
+        rx.in_flight(),
+        0,
+        "the relay waited for its sends in flight"
+    );
+    for id in &short {
+        assert_eq!(
+            rx.count(|d| carries_completion_of(&d.text, id)),
+            1,
+            "job {id}: the completion in flight at SIGTERM was delivered before the exit"
+        );
+    }
+
+    rx.set_answer_delay(std::time::Duration::ZERO);
+    relay.restart();
+    for (i, id) in long.iter().enumerate() {
+        let done =
+            rx.wait_for_message("a completion of a job that outlived the relay", SOON, |d| {
+                carries_completion_of(&d.text, id)
+            });
+        assert!(
+            first_line(&done.text).contains("(exit 0 after 3."),
+            "SIGTERM must leave jobs running: {:?}",
+            done.text
+        );
+        assert!(done.text.contains(&format!("long-{i}")), "{:?}", done.text);
+    }
+    relay.wait_outbox_drained();
+    for id in short.iter().chain(&long) {
+        let sends = rx
+            .attempts()
+            .iter()
+            .filter(|d| carries_completion_of(&d.text, id))
+            .count();
+        assert_eq!(sends, 1, "job {id}: sent once, across the shutdown");
+    }
+}

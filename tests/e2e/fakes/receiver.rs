@@ -55,6 +55,10 @@ struct Inner {
     rejected: Vec<String>,
     answer_all: Option<u16>,
     script: Vec<Rule>,
+    /// How long every request waits before it is answered (a slow platform).
+    answer_delay: Duration,
+    /// Requests that have arrived, answered or not.
+    arrived: usize,
 }
 
 struct Shared {
@@ -139,6 +143,18 @@ impl Receiver {
     /// `true`: answer 503 to everything (before any script rule) until switched off.
     pub fn set_unavailable(&self, on: bool) {
         self.lock().answer_all = on.then_some(503);
+    }
+
+    /// Every request waits `delay` before it is verified and answered, so a send can be caught
+    /// in flight.
+    pub fn set_answer_delay(&self, delay: Duration) {
+        self.lock().answer_delay = delay;
+    }
+
+    /// Requests that have arrived but not been answered yet.
+    pub fn in_flight(&self) -> usize {
+        let inner = self.lock();
+        inner.arrived - inner.attempts.len() - inner.rejected.len()
     }
 
     /// Every verified request, in arrival order, whatever it was answered.
@@ -239,6 +255,14 @@ async fn callback(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, HeaderMap, String) {
+    let delay = {
+        let mut inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.arrived += 1;
+        inner.answer_delay
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     handle(&shared, &headers, &body)
 }
 
