@@ -27,6 +27,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Recording a send's outcome is retried this often while the store refuses writes (a full
 /// disk): well inside the lease, so the chunk is not claimed and sent again meanwhile.
 const RECORD_RETRY: Duration = Duration::from_secs(1);
+/// How often a worker whose claims fail (the store refuses writes) tries again.
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
 
 pub fn backoff(config: &OutboxConfig, attempts: u32) -> Duration {
     let exponent = attempts.saturating_sub(1).min(20);
@@ -165,6 +167,7 @@ pub async fn run_worker(
 ) {
     let name = channel.name().to_string();
     let mut in_flight = JoinSet::new();
+    let mut claim_failing = false;
     loop {
         if stop.is_cancelled() {
             break;
@@ -174,6 +177,10 @@ pub async fn run_worker(
         if free > 0 {
             match store.claim_due(&name, free, LEASE_MS).await {
                 Ok(claimed) => {
+                    if claim_failing {
+                        tracing::info!(channel = %name, "claims work again");
+                        claim_failing = false;
+                    }
                     claimed_any = !claimed.is_empty();
                     for chunk in claimed {
                         let span = tracing::info_span!(
@@ -188,7 +195,13 @@ pub async fn run_worker(
                         );
                     }
                 }
-                Err(error) => tracing::error!(channel = %name, error = %error, "claim failed"),
+                Err(error) => {
+                    // Once per failing streak: a full disk must not also fill the log.
+                    if !claim_failing {
+                        tracing::error!(channel = %name, error = %error, "claim failed; retrying every second");
+                    }
+                    claim_failing = true;
+                }
             }
         }
         let until_due = match store.next_due(&name).await {
@@ -198,7 +211,9 @@ pub async fn run_worker(
             _ => POLL,
         };
         // Something due that we could not claim (all slots busy, or a race): never spin.
-        let until_due = if claimed_any {
+        let until_due = if claim_failing {
+            until_due.max(CLAIM_RETRY)
+        } else if claimed_any {
             until_due
         } else {
             until_due.max(MIN_IDLE_WAIT)

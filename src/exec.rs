@@ -116,15 +116,11 @@ impl ExecRuntime {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(false);
-        // SAFETY: setsid is async-signal-safe. A session of its own keeps the supervisor (and
-        // so the job) alive when the relay stops or its terminal sends SIGINT/SIGHUP.
-        unsafe {
-            command.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
+            .kill_on_drop(false)
+            // A process group of its own: a terminal's Ctrl-C (sent to the foreground group)
+            // stops the relay, not its jobs; the supervisor also ignores SIGHUP. No pre_exec
+            // hook, so the spawn is a posix_spawn: the relay's memory is not forked per job.
+            .process_group(0);
         let started_at = now_ms();
         let mut child = match command.spawn() {
             Ok(child) => child,

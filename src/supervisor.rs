@@ -54,6 +54,11 @@ extern "C" fn on_sigterm(_: libc::c_int) {
     TERM_REQUESTED.store(true, Ordering::SeqCst);
 }
 
+/// SIGINT and SIGHUP are caught and dropped rather than ignored: a caught signal is reset to
+/// its default by exec, so the command gets the usual dispositions without a pre_exec hook
+/// (which would force a fork instead of a posix_spawn).
+extern "C" fn on_ignored_signal(_: libc::c_int) {}
+
 fn now_ms() -> i64 {
     crate::store::now_ms()
 }
@@ -63,8 +68,14 @@ pub fn run(args: &SuperviseArgs) -> i32 {
     // SAFETY: installing a handler that only stores to an atomic is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(
+            libc::SIGINT,
+            on_ignored_signal as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGHUP,
+            on_ignored_signal as *const () as libc::sighandler_t,
+        );
     }
     let started_at = now_ms();
     if let Err(error) = std::fs::write(
@@ -114,15 +125,6 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
         .stderr(log_err)
         .env("EXECRELAY_JOB_ID", &args.job_id)
         .process_group(0);
-    // SAFETY: signal(2) is async-signal-safe. Ignored signals survive exec: the command must
-    // not inherit the supervisor's own SIGINT/SIGHUP indifference.
-    unsafe {
-        command.pre_exec(|| {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            libc::signal(libc::SIGHUP, libc::SIG_DFL);
-            Ok(())
-        });
-    }
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", args.shell.display()))?;

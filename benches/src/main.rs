@@ -1,6 +1,7 @@
 //! `execrelay-bench`: measures execrelay's promise on this machine and prints each figure next
 //! to the machine's own limit from the same run. It starts the real release binary
-//! (`target/release/execrelay`, or `--bin`) on loopback against an in-process webhook receiver.
+//! (`target/release/execrelay`, or `--bin`) on loopback against an in-process webhook receiver
+//! (and, for `idle-all`, the fake Telegram, Discord and Feishu of the e2e tests).
 //!
 //!     cargo build --release && cargo run --release -p execrelay-bench -- all --json bench.json
 
@@ -23,6 +24,7 @@ enum Which {
     Latency,
     ColdStart,
     Idle,
+    IdleAll,
     Concurrent,
     Throughput,
     Events,
@@ -101,6 +103,13 @@ async fn main() -> anyhow::Result<()> {
     }
     if run(Which::Idle) {
         figures.extend(scenarios::idle(&bin).await.context("idle")?);
+    }
+    if run(Which::IdleAll) {
+        figures.extend(
+            scenarios::idle_all(&bin)
+                .await
+                .context("idle, every channel")?,
+        );
     }
     if run(Which::Latency) {
         figures.extend(

@@ -6,6 +6,10 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use execrelay_fakes::discord::FakeDiscord;
+use execrelay_fakes::feishu::FakeFeishu;
+use execrelay_fakes::telegram::FakeTelegram;
+use execrelay_fakes::{Platform, to_toml};
 use serde_json::json;
 
 use crate::receiver::Receiver;
@@ -214,6 +218,70 @@ pub async fn idle(bin: &Path) -> anyhow::Result<Vec<Figure>> {
         "≤ 15 MiB",
         None,
     )])
+}
+
+/// Resident memory after 5 s idle with every compiled-in channel enabled: the webhook against
+/// the receiver; Telegram, Discord, Feishu and Feishu's custom bot against the fakes of the e2e
+/// tests (127.0.0.1, configured as the e2e tests configure them), each seen connected first.
+pub async fn idle_all(bin: &Path) -> anyhow::Result<Vec<Figure>> {
+    let receiver = Receiver::start().await?;
+    // The fakes run on runtimes of their own, started and dropped without blocking this one.
+    let (telegram, discord, feishu) = (
+        FakeTelegram::start(),
+        FakeDiscord::start(),
+        FakeFeishu::start(),
+    );
+    let mut settings = telegram.settings();
+    settings.extend(discord.settings());
+    settings.extend(feishu.settings());
+    settings.extend(feishu.bot_settings());
+    let mut relay = Relay::start(bin, &receiver.url(), &to_toml(&settings))?;
+    // Connected, with the token each fake accepts: a getUpdates long poll answered, READY sent
+    // on the gateway. Feishu (event callbacks in, messages out) and its bot (out only) have
+    // nothing to hold open.
+    let polled = || {
+        telegram
+            .calls("getUpdates")
+            .iter()
+            .any(|call| call.status == 200)
+    };
+    let identified = || discord.identifies() >= 1 && discord.connected();
+    let connected = until(Duration::from_secs(20), || polled() && identified()).await;
+    if !connected {
+        let log = std::fs::read_to_string(relay.dir.path().join("relay.log")).unwrap_or_default();
+        bail!(
+            "not connected within 20 s (telegram polled: {}, discord identified: {}); the relay logged:\n{log}",
+            polled(),
+            identified(),
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss = rss_kib(relay.pid()).context("cannot read the relay's RSS")?;
+    if let Some(status) = relay.child.try_wait()? {
+        bail!("the relay exited while idle ({status})");
+    }
+    if !discord.connected() {
+        bail!("the relay's gateway connection dropped while idle");
+    }
+    Ok(vec![figure(
+        "idle RSS after 5 s (every channel, against the fakes)",
+        rss as f64 / 1024.0,
+        "MiB",
+        "≤ 25 MiB",
+        None,
+    )])
+}
+
+/// Polls `ready` every 10 ms until it holds, at most `timeout`; whether it did.
+async fn until(timeout: Duration, ready: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
 }
 
 /// `jobs` concurrent `sleep` jobs: every start acknowledged, every completion delivered,

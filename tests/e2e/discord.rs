@@ -1,5 +1,5 @@
 //! The Discord channel end to end: the real binary, serenity inside it, and the fake REST API
-//! and gateway in `fakes/discord.rs`.
+//! and gateway in `tests/fakes/src/discord.rs`.
 
 use std::net::TcpListener;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! Feishu end to end: the real binary receiving encrypted, signed event callbacks (the test
-//! plays Feishu) and replying through the fake open API in `fakes/feishu.rs`.
+//! plays Feishu) and replying through the fake open API in `tests/fakes/src/feishu.rs`.
 
 use serde_json::json;
 

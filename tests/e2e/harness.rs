@@ -11,8 +11,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use execrelay_fakes::{Platform, Setting};
+pub use execrelay_fakes::{SECRET, assert_holds, toml_str, unix_now, wait_for};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -26,10 +28,6 @@ pub fn bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_execrelay")))
 }
-/// The webhook secret shared by the relay under test and the fake receiver.
-pub const SECRET: &str = "e2e-webhook-secret-3f9a1c";
-
-const POLL: Duration = Duration::from_millis(15);
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const CLI_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -42,49 +40,7 @@ pub fn secs(s: f64) -> Duration {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Waiting
-
-/// Polls `f` every ~15 ms until it returns `Some`, panicking with `what` after `timeout`.
-#[track_caller]
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() >= timeout {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-/// Asserts `f` holds at every poll for the whole `window` (bounded negative check).
-#[track_caller]
-pub fn assert_holds(what: &str, window: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    loop {
-        assert!(
-            f(),
-            "expected {what} for {window:?}, but it failed after {:?}",
-            start.elapsed()
-        );
-        if start.elapsed() >= window {
-            return;
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Signing and messages
-
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
-}
 
 /// `sha256=<lowercase hex HMAC-SHA256(secret, timestamp + "." + body)>`.
 pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
@@ -217,11 +173,6 @@ pub struct RelayBuilder {
     file_size_limit: Option<u64>,
 }
 
-/// A TOML basic string literal (JSON string escaping is valid TOML).
-pub fn toml_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap()
-}
-
 impl RelayBuilder {
     /// `[access] allow`.
     pub fn allow(self, who: &[&str]) -> Self {
@@ -240,6 +191,13 @@ impl RelayBuilder {
             .or_default()
             .insert(key.to_string(), raw_value.to_string());
         self
+    }
+
+    /// Sets every entry of `settings` (what a fake asks of the relay).
+    pub fn apply(self, settings: Vec<Setting>) -> Self {
+        settings
+            .into_iter()
+            .fold(self, |builder, s| builder.set(s.table, s.key, &s.value))
     }
 
     /// An environment variable for the relay's first start (e.g. a crash point).
@@ -310,6 +268,17 @@ impl RelayBuilder {
         };
         relay.spawn();
         relay
+    }
+}
+
+/// `fake.configure(builder)`: the builder with the fake's channel enabled against the fake.
+pub trait Configure {
+    fn configure(&self, builder: RelayBuilder) -> RelayBuilder;
+}
+
+impl<P: Platform> Configure for P {
+    fn configure(&self, builder: RelayBuilder) -> RelayBuilder {
+        builder.apply(self.settings())
     }
 }
 

@@ -152,7 +152,12 @@ fn sigterm_under_load_finishes_sends_in_flight_and_the_next_start_picks_up_the_r
         (rx.in_flight() >= USERS).then_some(())
     });
 
+    let asked = std::time::Instant::now();
     let status = relay.terminate(SOON);
+    eprintln!(
+        "sigterm: exited {:?} after SIGTERM with {USERS} sends in flight",
+        asked.elapsed()
+    );
     assert!(status.success(), "graceful shutdown exits 0: {status}");
     assert_eq!(
         rx.in_flight(),

@@ -1,5 +1,5 @@
 //! The Telegram channel end to end: the real binary, teloxide inside it, and the fake Bot API
-//! in `fakes/telegram.rs`.
+//! in `tests/fakes/src/telegram.rs`.
 
 use std::time::Duration;
 

@@ -23,7 +23,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Relay, RelayBuilder, toml_str, unix_now};
+use crate::{Platform, Server, Setting, enable, toml_str, unix_now};
 
 pub const APP_ID: &str = "cli_e2e_app";
 pub const APP_SECRET: &str = "e2e-feishu-app-secret-77";
@@ -56,28 +56,19 @@ struct Inner {
 pub struct FakeFeishu {
     addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,
-    _rt: tokio::runtime::Runtime,
+    // Last field: dropped after everything else, stopping the server.
+    _server: Server,
 }
 
 impl FakeFeishu {
     pub fn start() -> FakeFeishu {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("fake-feishu")
-            .enable_all()
-            .build()
-            .expect("build the fake feishu runtime");
+        let server = Server::start("fake-feishu");
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind the fake feishu");
-        let addr = listener.local_addr().expect("fake feishu address");
-        rt.spawn(async move { axum::serve(listener, app).await.expect("fake feishu serve") });
         FakeFeishu {
-            addr,
+            addr: server.serve(app),
             inner,
-            _rt: rt,
+            _server: server,
         }
     }
 
@@ -93,19 +84,15 @@ impl FakeFeishu {
         format!("{}/open-apis/bot/v2/hook/e2e-hook-token", self.base_url())
     }
 
-    /// Enables the relay's feishu channel against this fake, with encryption.
-    pub fn configure(&self, builder: RelayBuilder) -> RelayBuilder {
-        builder
-            .set("channels.feishu", "enabled", "true")
-            .set("channels.feishu", "app_id", &toml_str(APP_ID))
-            .set("channels.feishu", "app_secret", &toml_str(APP_SECRET))
-            .set(
-                "channels.feishu",
-                "verification_token",
-                &toml_str(VERIFICATION_TOKEN),
-            )
-            .set("channels.feishu", "encrypt_key", &toml_str(ENCRYPT_KEY))
-            .set("channels.feishu", "base_url", &toml_str(&self.base_url()))
+    /// The relay's custom group bot channel (`feishu_bot`), posting to this fake's hook.
+    pub fn bot_settings(&self) -> Vec<Setting> {
+        enable(
+            "channels.feishu_bot",
+            [
+                ("hook_url", toml_str(&self.hook_url())),
+                ("secret", toml_str(BOT_SECRET)),
+            ],
+        )
     }
 
     pub fn sent(&self) -> Vec<Sent> {
@@ -144,6 +131,23 @@ impl FakeFeishu {
 
     pub fn bot_refusals(&self) -> usize {
         self.lock().bot_refusals
+    }
+}
+
+impl Platform for FakeFeishu {
+    /// The relay's feishu channel against this fake, with encryption; events arrive at
+    /// [`EVENTS_PATH`] (see [`signed_event`]).
+    fn settings(&self) -> Vec<Setting> {
+        enable(
+            "channels.feishu",
+            [
+                ("app_id", toml_str(APP_ID)),
+                ("app_secret", toml_str(APP_SECRET)),
+                ("verification_token", toml_str(VERIFICATION_TOKEN)),
+                ("encrypt_key", toml_str(ENCRYPT_KEY)),
+                ("base_url", toml_str(&self.base_url())),
+            ],
+        )
     }
 }
 
@@ -304,8 +308,8 @@ pub enum Tamper {
     StaleTimestamp,
 }
 
-/// Posts `event` to the relay as Feishu would: encrypted and signed.
-pub fn deliver(relay: &Relay, event: &Value, tamper: Tamper) -> (u16, Value) {
+/// `event` as Feishu posts it to [`EVENTS_PATH`], encrypted and signed: the headers and the body.
+pub fn signed_event(event: &Value, tamper: Tamper) -> (Vec<(&'static str, String)>, String) {
     let body = json!({"encrypt": encrypt(ENCRYPT_KEY, event.to_string().as_bytes())}).to_string();
     let timestamp = match tamper {
         // Past the 12 h window that admits Feishu's whole retry schedule.
@@ -328,14 +332,11 @@ pub fn deliver(relay: &Relay, event: &Value, tamper: Tamper) -> (u16, Value) {
         };
         signature.replace_range(0..4, forged);
     }
-    relay.post_raw(
-        EVENTS_PATH,
-        &[
-            ("Content-Type", "application/json".into()),
-            ("X-Lark-Request-Timestamp", timestamp),
-            ("X-Lark-Request-Nonce", nonce),
-            ("X-Lark-Signature", signature),
-        ],
-        body,
-    )
+    let headers = vec![
+        ("Content-Type", "application/json".into()),
+        ("X-Lark-Request-Timestamp", timestamp),
+        ("X-Lark-Request-Nonce", nonce),
+        ("X-Lark-Signature", signature),
+    ];
+    (headers, body)
 }

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
-use crate::harness::{RelayBuilder, toml_str};
+use crate::{Platform, Server, Setting, enable, toml_str};
 
 /// The bot token the relay under test is given.
 pub const TOKEN: &str = "MTAxNTQ2OTAw.e2e-fake.DiscordTokenSecretPart42";
@@ -90,7 +90,7 @@ pub struct FakeDiscord {
     rest: SocketAddr,
     shared: Arc<Shared>,
     // Last field: dropped after everything else, stopping both servers.
-    _rt: tokio::runtime::Runtime,
+    _server: Server,
 }
 
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Inner> {
@@ -103,21 +103,8 @@ fn user(id: u64, bot: bool) -> Value {
 
 impl FakeDiscord {
     pub fn start() -> FakeDiscord {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("fake-discord")
-            .enable_all()
-            .build()
-            .expect("build the fake discord runtime");
-        let (rest, gateway) = rt.block_on(async {
-            let rest = tokio::net::TcpListener::bind("127.0.0.1:0").await;
-            let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await;
-            (
-                rest.expect("bind fake REST"),
-                gateway.expect("bind fake gateway"),
-            )
-        });
-        let gateway_addr = gateway.local_addr().expect("gateway address");
+        let server = Server::start("fake-discord");
+        let (gateway, gateway_addr) = server.bind();
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 next_id: 5000,
@@ -125,34 +112,24 @@ impl FakeDiscord {
             }),
             gateway_url: format!("ws://{gateway_addr}"),
         });
-        let rest_addr = rest.local_addr().expect("REST address");
-        let app = Router::new()
-            .fallback(handle_rest)
-            .with_state(shared.clone());
-        rt.spawn(async move { axum::serve(rest, app).await.expect("fake REST serve") });
         let accepting = shared.clone();
-        rt.spawn(async move {
+        server.run(gateway, move |gateway| async move {
             while let Ok((stream, _)) = gateway.accept().await {
                 tokio::spawn(serve_gateway(stream, accepting.clone()));
             }
         });
+        let app = Router::new()
+            .fallback(handle_rest)
+            .with_state(shared.clone());
         FakeDiscord {
-            rest: rest_addr,
+            rest: server.serve(app),
             shared,
-            _rt: rt,
+            _server: server,
         }
     }
 
     pub fn api_base(&self) -> String {
         format!("http://{}", self.rest)
-    }
-
-    /// Enables the relay's discord channel against this fake.
-    pub fn configure(&self, builder: RelayBuilder) -> RelayBuilder {
-        builder
-            .set("channels.discord", "enabled", "true")
-            .set("channels.discord", "token", &toml_str(TOKEN))
-            .set("channels.discord", "api_base", &toml_str(&self.api_base()))
     }
 
     /// Dispatches a MESSAGE_CREATE from `author` in `channel_id` (`guild`: a guild channel or
@@ -238,6 +215,19 @@ impl FakeDiscord {
 
     pub fn requests(&self) -> Vec<Request> {
         lock(&self.shared).requests.clone()
+    }
+}
+
+impl Platform for FakeDiscord {
+    /// The relay's discord channel: REST at this fake, which names its own gateway.
+    fn settings(&self) -> Vec<Setting> {
+        enable(
+            "channels.discord",
+            [
+                ("token", toml_str(TOKEN)),
+                ("api_base", toml_str(&self.api_base())),
+            ],
+        )
     }
 }
 

@@ -19,7 +19,7 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::harness::{self, SECRET};
+use crate::{SECRET, Server, assert_holds, unix_now, wait_for};
 
 /// One verified callback request.
 #[derive(Clone, Debug)]
@@ -70,18 +70,13 @@ pub struct Receiver {
     addr: SocketAddr,
     shared: Arc<Shared>,
     // Last field: dropped after everything else, stopping the server.
-    rt: Option<tokio::runtime::Runtime>,
+    _server: Server,
 }
 
 impl Receiver {
     /// Binds 127.0.0.1:0 and serves `POST /callback` on a private runtime.
     pub fn start() -> Receiver {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("fake-receiver")
-            .enable_all()
-            .build()
-            .expect("build the fake receiver's runtime");
+        let server = Server::start("fake-receiver");
         let shared = Arc::new(Shared {
             secret: SECRET.to_string(),
             inner: Mutex::new(Inner::default()),
@@ -89,19 +84,10 @@ impl Receiver {
         let app = Router::new()
             .route("/callback", post(callback))
             .with_state(shared.clone());
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind the fake receiver");
-        let addr = listener.local_addr().expect("fake receiver address");
-        rt.spawn(async move {
-            axum::serve(listener, app)
-                .await
-                .expect("fake receiver serve");
-        });
         Receiver {
-            addr,
+            addr: server.serve(app),
             shared,
-            rt: Some(rt),
+            _server: server,
         }
     }
 
@@ -110,7 +96,6 @@ impl Receiver {
     }
 
     /// The next `n` requests are answered `status` with `headers`.
-    #[allow(dead_code)] // part of the fake's script vocabulary
     pub fn respond_next(&self, n: usize, status: u16, headers: &[(&str, &str)]) {
         self.push_rule(n, status, headers, None);
     }
@@ -193,7 +178,7 @@ impl Receiver {
         timeout: Duration,
         pred: impl Fn(&Delivery) -> bool,
     ) -> Delivery {
-        harness::wait_for(&format!("the receiver to get {what}"), timeout, || {
+        wait_for(&format!("the receiver to get {what}"), timeout, || {
             self.lock()
                 .attempts
                 .iter()
@@ -206,7 +191,7 @@ impl Receiver {
     /// bounded window; not a synchronisation point).
     #[track_caller]
     pub fn assert_none_for(&self, what: &str, window: Duration, pred: impl Fn(&Delivery) -> bool) {
-        harness::assert_holds(&format!("no {what} reaches the receiver"), window, || {
+        assert_holds(&format!("no {what} reaches the receiver"), window, || {
             self.count(&pred) == 0
         });
     }
@@ -243,9 +228,6 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("--- fake receiver saw:\n{}---", self.dump());
-        }
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
         }
     }
 }
@@ -327,7 +309,7 @@ fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), String> 
     let ts_num: i64 = ts
         .parse()
         .map_err(|_| format!("timestamp {ts:?} is not a number"))?;
-    let skew = (harness::unix_now() - ts_num).abs();
+    let skew = (unix_now() - ts_num).abs();
     if skew > 300 {
         return Err(format!("timestamp {ts} is {skew}s off"));
     }

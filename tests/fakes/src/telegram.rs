@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::harness::{RelayBuilder, toml_str, unix_now};
+use crate::{Platform, Server, Setting, enable, toml_str, unix_now};
 
 /// The bot token the relay under test is given. Shaped like a real one (id, colon, 35
 /// characters), so that a leak of it or of its secret half is easy to grep for.
@@ -73,7 +73,7 @@ pub struct FakeTelegram {
     addr: SocketAddr,
     shared: Arc<Shared>,
     // Last field: dropped after everything else, stopping the server.
-    _rt: tokio::runtime::Runtime,
+    _server: Server,
 }
 
 fn ok(result: Value) -> Response {
@@ -112,12 +112,7 @@ fn chat(id: i64) -> Value {
 
 impl FakeTelegram {
     pub fn start() -> FakeTelegram {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("fake-telegram")
-            .enable_all()
-            .build()
-            .expect("build the fake telegram runtime");
+        let server = Server::start("fake-telegram");
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 next_update_id: 1000,
@@ -129,33 +124,15 @@ impl FakeTelegram {
         let app = Router::new()
             .route("/{bot}/{method}", post(handle))
             .with_state(shared.clone());
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind the fake telegram");
-        let addr = listener.local_addr().expect("fake telegram address");
-        rt.spawn(async move {
-            axum::serve(listener, app)
-                .await
-                .expect("fake telegram serve");
-        });
         FakeTelegram {
-            addr,
+            addr: server.serve(app),
             shared,
-            _rt: rt,
+            _server: server,
         }
     }
 
     pub fn api_url(&self) -> String {
         format!("http://{}", self.addr)
-    }
-
-    /// Enables the relay's telegram channel against this fake.
-    pub fn configure(&self, builder: RelayBuilder) -> RelayBuilder {
-        builder
-            .set("channels.telegram", "enabled", "true")
-            .set("channels.telegram", "token", &toml_str(TOKEN))
-            .set("channels.telegram", "api_url", &toml_str(&self.api_url()))
-            .set("channels.telegram", "poll_timeout", &toml_str("10s"))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -232,6 +209,20 @@ impl FakeTelegram {
     /// The command list registered last, if any.
     pub fn commands(&self) -> Option<Value> {
         self.lock().commands.clone()
+    }
+}
+
+impl Platform for FakeTelegram {
+    /// The relay's telegram channel, polling this fake.
+    fn settings(&self) -> Vec<Setting> {
+        enable(
+            "channels.telegram",
+            [
+                ("token", toml_str(TOKEN)),
+                ("api_url", toml_str(&self.api_url())),
+                ("poll_timeout", toml_str("10s")),
+            ],
+        )
     }
 }
 
