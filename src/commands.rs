@@ -292,6 +292,7 @@ impl CommandProcessor {
                 .await
             {
                 Ok(()) => {
+                    crate::failpoint::hit(crate::failpoint::JOB_RECORDED);
                     self.outbox.wake(&message.route.channel);
                     self.exec.start(JobRecord {
                         id: job.id,

@@ -100,6 +100,9 @@ async fn deliver(
             tracing::info!(new_chat_id = %chat_id, "the chat moved; sending to its new id")
         }
     }
+    if matches!(outcome, SendOutcome::Delivered { .. }) {
+        crate::failpoint::hit(crate::failpoint::CHUNK_SENT);
+    }
     let settled = settle(outcome, chunk.attempts, &chunk.route.chat_id, &config);
     record_outcome(&store, &chunk, settled).await;
 }

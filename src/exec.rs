@@ -146,6 +146,7 @@ impl ExecRuntime {
         if let Err(error) = child.wait().await {
             tracing::error!(error = %error, "waiting for the supervisor failed");
         }
+        crate::failpoint::hit(crate::failpoint::JOB_EXITED);
         self.complete_from_dir(&job).await;
     }
 
@@ -234,7 +235,10 @@ impl ExecRuntime {
                 .finish_job(&job.id, record.clone(), event.clone(), inner.max_queued)
                 .await
             {
-                Ok(_) => break,
+                Ok(_) => {
+                    crate::failpoint::hit(crate::failpoint::EVENT_QUEUED);
+                    break;
+                }
                 Err(error) => {
                     tracing::error!(error = %error, "cannot record the job's end; retrying");
                     tokio::time::sleep(FINISH_RETRY).await;

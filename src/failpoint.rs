@@ -11,6 +11,17 @@ const VARIABLE: &str = "EXECRELAY_FAILPOINT";
 /// After an inbound message is stored, before the command processor is told of it (and so before
 /// an adapter confirms it to its platform).
 pub const INBOUND_STORED: &str = "inbound-stored";
+/// After a job and its acknowledgement are committed, before its supervisor is spawned.
+pub const JOB_RECORDED: &str = "job-recorded";
+/// After a job's supervisor exited, before its end and completion event are recorded.
+pub const JOB_EXITED: &str = "job-exited";
+/// After a job's completion event is committed, before a heartbeat hands it to the outbox.
+pub const EVENT_QUEUED: &str = "event-queued";
+/// After a heartbeat wrote events into an outbox row, before any of it is sent.
+pub const OUTBOX_WRITTEN: &str = "outbox-written";
+/// After the platform accepted a chunk, before that is recorded (a message with more chunks
+/// is cut in the middle).
+pub const CHUNK_SENT: &str = "chunk-sent";
 
 fn armed() -> Option<&'static str> {
     static ARMED: OnceLock<Option<String>> = OnceLock::new();

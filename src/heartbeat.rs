@@ -391,6 +391,7 @@ impl HeartbeatRunner {
             let read: Vec<(i64, i64)> = members.iter().map(|e| (e.id, e.coalesced)).collect();
             match self.store.consume_events(read, message).await {
                 Ok(outbox_id) => {
+                    crate::failpoint::hit(crate::failpoint::OUTBOX_WRITTEN);
                     tracing::info!(
                         outbox_id,
                         events = members.len(),

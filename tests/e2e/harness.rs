@@ -353,6 +353,17 @@ impl Relay {
     }
 
     fn spawn(&mut self) {
+        if let Err(status) = self.try_spawn() {
+            panic!(
+                "relay exited before writing its ready file ({status}); log tail:\n{}",
+                self.log_tail(6000)
+            );
+        }
+    }
+
+    /// Starts the relay and waits for readiness; `Err` if it exited first (e.g. at an armed
+    /// crash point during recovery).
+    fn try_spawn(&mut self) -> Result<(), std::process::ExitStatus> {
         self.starts += 1;
         let ready = self.dir.path().join(format!("ready-{}", self.starts));
         let _ = fs::remove_file(&ready);
@@ -408,14 +419,11 @@ impl Relay {
                 && let Ok(addr) = s.trim().parse::<SocketAddr>()
             {
                 self.addr = addr;
-                return;
+                return Ok(());
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
                 self.child = None;
-                panic!(
-                    "relay exited before writing its ready file ({status}); log tail:\n{}",
-                    self.log_tail(6000)
-                );
+                return Err(status);
             }
             if start.elapsed() >= READY_TIMEOUT {
                 panic!(
@@ -508,6 +516,12 @@ impl Relay {
         self.spawn();
     }
 
+    /// [`Relay::restart`], but a relay that dies before it is ready is an answer, not a panic.
+    pub fn try_restart(&mut self) -> Result<(), std::process::ExitStatus> {
+        self.kill9();
+        self.try_spawn()
+    }
+
     // --- HTTP ---------------------------------------------------------------------------
 
     fn url(&self, path: &str) -> String {
@@ -539,6 +553,26 @@ impl Relay {
             ],
             raw,
         )
+    }
+
+    /// Posts `body` to `/webhook`, signed; `None` when the relay did not answer (it died).
+    pub fn try_post_webhook(&self, body: &Value) -> Option<(u16, Value)> {
+        let raw = serde_json::to_vec(body).unwrap();
+        let ts = unix_now().to_string();
+        let sig = sign(SECRET, &ts, &raw);
+        let req = self
+            .client
+            .post(self.url("/webhook"))
+            .header("Content-Type", "application/json")
+            .header("X-Execrelay-Timestamp", ts)
+            .header("X-Execrelay-Signature", sig)
+            .body(raw);
+        self.rt.block_on(async move {
+            let resp = req.send().await.ok()?;
+            let status = resp.status().as_u16();
+            let body = resp.json().await.unwrap_or(Value::Null);
+            Some((status, body))
+        })
     }
 
     /// Posts `body` to `/webhook` with exactly `headers` (for bad signatures and the like).
