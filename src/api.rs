@@ -22,6 +22,7 @@ use serde_json::json;
 use crate::heartbeat::{Heartbeat, Reason};
 use crate::inbound::{InboundHandler, LOCAL_USER};
 use crate::local::LocalChannel;
+use crate::log_throttle::LogThrottle;
 use crate::outbox::Outbox;
 use crate::store::{NewEvent, Store, StoreError};
 
@@ -42,6 +43,8 @@ pub struct ApiState {
     pub max_queued: usize,
     /// Ends long-lived responses (the chat stream) so that shutdown is not held open.
     pub stop: execrelay_channel::CancellationToken,
+    /// Rejected webhook and Feishu requests: at most a line a second, whatever the flood.
+    pub rejections: Arc<LogThrottle>,
 }
 
 #[cfg(feature = "feishu")]
@@ -97,7 +100,9 @@ async fn feishu_events(State(state): State<ApiState>, headers: HeaderMap, body: 
         // Feishu retries any answer but 200, and the chat has been told already.
         Ok(FeishuEvent::Message(message)) => accept(&state, message, StatusCode::OK).await,
         Err(err) => {
-            tracing::warn!(error = %err, "feishu: rejected a request");
+            if let Some(held_back) = state.rejections.admit() {
+                tracing::warn!(error = %err, held_back, "feishu: rejected a request");
+            }
             let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
             error(status, err.to_string())
         }
@@ -176,7 +181,9 @@ async fn webhook(State(state): State<ApiState>, headers: HeaderMap, body: Bytes)
     ) {
         Ok(message) => message,
         Err(err) => {
-            tracing::warn!(error = %err, "webhook: rejected a request");
+            if let Some(held_back) = state.rejections.admit() {
+                tracing::warn!(error = %err, held_back, "webhook: rejected a request");
+            }
             let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
             return error(status, err.to_string());
         }

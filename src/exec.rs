@@ -89,7 +89,8 @@ impl ExecRuntime {
 
     async fn spawn_and_watch(&self, job: JobRecord) {
         let dir = self.job_dir(&job.id);
-        if let Err(error) = std::fs::create_dir(&dir) {
+        // On a busy filesystem creating a directory takes a while: not on a runtime thread.
+        if let Err(error) = tokio::fs::create_dir(&dir).await {
             let outcome =
                 Outcome::FailedToStart(format!("cannot create the job directory: {error}"));
             self.finish(&job, outcome, None, now_ms()).await;

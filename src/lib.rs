@@ -18,6 +18,7 @@ pub mod heartbeat;
 pub mod inbound;
 pub mod jobs;
 pub mod local;
+pub mod log_throttle;
 pub mod outbox;
 pub mod relay;
 pub mod store;

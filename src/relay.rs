@@ -25,6 +25,7 @@ use crate::heartbeat::{self, Reason};
 use crate::inbound::{Access, InboundHandler};
 use crate::jobs::Redactor;
 use crate::local::LocalChannel;
+use crate::log_throttle::LogThrottle;
 use crate::outbox::Outbox;
 use crate::store::Store;
 
@@ -380,6 +381,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         api_token: config.http.api_token.clone(),
         max_queued: config.events.max_queued,
         stop: stop.clone(),
+        rejections: Arc::new(LogThrottle::new(Duration::from_secs(1))),
     });
     tracing::info!(addr = %bound, db = %config.store.path.display(), "execrelay is running");
     if let Some(path) = &ready_file {

@@ -1,0 +1,71 @@
+//! Log lines that anyone on the network can multiply (a rejected webhook request) are written
+//! at most once per interval, with a count of those held back: a flood of forged requests must
+//! not cost a write per request, nor fill the disk with the relay's log.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub struct LogThrottle {
+    origin: Instant,
+    interval_ms: i64,
+    /// Milliseconds after `origin` of the last line written; `i64::MIN` before the first.
+    last_ms: AtomicI64,
+    held_back: AtomicU64,
+}
+
+impl LogThrottle {
+    pub fn new(interval: Duration) -> LogThrottle {
+        LogThrottle {
+            origin: Instant::now(),
+            interval_ms: interval.as_millis() as i64,
+            last_ms: AtomicI64::new(i64::MIN),
+            held_back: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when this occurrence should be logged, `n` being how many were held back
+    /// since the last line; `None` when it is counted instead.
+    pub fn admit(&self) -> Option<u64> {
+        let now = self.origin.elapsed().as_millis() as i64;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = last == i64::MIN || now - last >= self.interval_ms;
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.held_back.swap(0, Ordering::Relaxed));
+        }
+        self.held_back.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_is_logged_then_one_per_interval_with_the_count_held_back() {
+        let throttle = LogThrottle::new(Duration::from_secs(3600));
+        assert_eq!(throttle.admit(), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(throttle.admit(), None);
+        }
+        let throttle = LogThrottle::new(Duration::ZERO);
+        assert_eq!(throttle.admit(), Some(0));
+        assert_eq!(throttle.admit(), Some(0));
+    }
+
+    #[test]
+    fn after_the_interval_the_held_back_count_is_reported_once() {
+        let throttle = LogThrottle::new(Duration::from_millis(30));
+        assert_eq!(throttle.admit(), Some(0));
+        assert_eq!(throttle.admit(), None);
+        assert_eq!(throttle.admit(), None);
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(throttle.admit(), Some(2));
+        assert_eq!(throttle.admit(), None);
+    }
+}
