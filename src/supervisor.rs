@@ -1,7 +1,7 @@
 //! The job supervisor: the hidden `execrelay supervise` subcommand, one process per job.
 //!
-//! It outlives the relay (the relay starts it in a session of its own), runs the command in a
-//! new process group with stdout and stderr appended to the job's log file, enforces the
+//! It outlives the relay (the relay starts it in a process group of its own), runs the command
+//! in a new process group with stdout and stderr appended to the job's log file, enforces the
 //! timeout and `/kill` (SIGTERM to the supervisor), and writes the exit status to
 //! `status.json` durably (write, fsync, rename, fsync the directory) before it exits. A relay
 //! that restarts reads that file and so learns the real outcome. Files in the job directory:
