@@ -97,7 +97,6 @@ async fn feishu_events(State(state): State<ApiState>, headers: HeaderMap, body: 
             tracing::debug!(event_type = %kind, "feishu: an event the relay does not act on");
             Json(json!({"ok": true})).into_response()
         }
-        // Feishu retries any answer but 200, and the chat has been told already.
         Ok(FeishuEvent::Message(message)) => accept(&state, message, StatusCode::OK).await,
         Err(err) => {
             if let Some(held_back) = state.rejections.admit() {
@@ -188,16 +187,23 @@ async fn webhook(State(state): State<ApiState>, headers: HeaderMap, body: Bytes)
             return error(status, err.to_string());
         }
     };
-    accept(&state, message, StatusCode::INSUFFICIENT_STORAGE).await
+    accept(&state, message, StatusCode::OK).await
 }
 
-/// `refused_status` answers a message the relay declined to store (its disk is full).
+/// `refused_status` answers a message the relay declined to store (its disk is full) and told
+/// its chat so: a platform must get a 2xx, or it would redeliver the message into a relay that
+/// could then run it after all; only the local chat client hears 507.
 async fn accept(state: &ApiState, message: InboundMessage, refused_status: StatusCode) -> Response {
     match state.inbound.accept(message).await {
-        Ok(Accepted::Refused) => error(
+        Ok(Accepted::Refused) => (
             refused_status,
-            "not stored: the relay's disk is full; nothing was run",
-        ),
+            Json(json!({
+                "ok": false,
+                "refused": true,
+                "error": "not stored: the relay's disk is full; nothing was run",
+            })),
+        )
+            .into_response(),
         Ok(accepted) => Json(json!({
             "ok": true,
             "duplicate": accepted == Accepted::Duplicate,

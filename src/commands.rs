@@ -37,6 +37,10 @@ const HELP: &str = "commands:
 /// Sent without storing it: the store is what is full.
 pub const DISK_FULL_REFUSAL: &str = "refused: the relay's disk is full, so it takes no new commands. Jobs already running still report back here; try again once space is freed.";
 
+/// For a command stored before the disk filled: it stays queued (across restarts too), so it
+/// is delayed, not refused.
+pub const DISK_FULL_DELAY: &str = "not started yet: the relay's disk is full. This command starts by itself once space is freed; no need to send it again.";
+
 const TEXT_ONLY: &str =
     "execrelay reads text messages only: send a command such as /exec ls, or /help";
 
@@ -101,10 +105,9 @@ pub struct CommandProcessor {
     workdir: String,
     started: Instant,
     wake: Arc<Notify>,
-    /// Inbox rows whose job was refused for a full disk: once the store takes writes again
-    /// they are marked processed, never run. (Lost on a restart while the disk is still full:
-    /// the command is then refused again.)
-    refused_while_full: Mutex<HashSet<i64>>,
+    /// Inbox rows whose sender was told that the disk is full, so that a row retried every
+    /// poll is announced once (once more after a restart).
+    delayed_while_full: Mutex<HashSet<i64>>,
 }
 
 impl CommandProcessor {
@@ -122,7 +125,7 @@ impl CommandProcessor {
             workdir,
             started: Instant::now(),
             wake,
-            refused_while_full: Mutex::default(),
+            delayed_while_full: Mutex::default(),
         }
     }
 
@@ -181,19 +184,6 @@ impl CommandProcessor {
     }
 
     async fn process(&self, message: InboxRecord) -> Result<(), StoreError> {
-        let refused = self
-            .refused_while_full
-            .lock()
-            .is_ok_and(|refused| refused.contains(&message.id));
-        if refused {
-            self.store
-                .finish_inbox(message.id, None, Vec::new())
-                .await?;
-            if let Ok(mut refused) = self.refused_while_full.lock() {
-                refused.remove(&message.id);
-            }
-            return Ok(());
-        }
         match parse(&message.text) {
             // An empty text is a message that carried none (an image, a file): say so, in a
             // direct chat (in a group, pictures are usually for the people there).
@@ -293,6 +283,9 @@ impl CommandProcessor {
             {
                 Ok(()) => {
                     crate::failpoint::hit(crate::failpoint::JOB_RECORDED);
+                    if let Ok(mut delayed) = self.delayed_while_full.lock() {
+                        delayed.remove(&message.id);
+                    }
                     self.outbox.wake(&message.route.channel);
                     self.exec.start(JobRecord {
                         id: job.id,
@@ -314,12 +307,15 @@ impl CommandProcessor {
                 }
                 Err(StoreError::Conflict(why)) if why.contains("is taken") => continue,
                 Err(error) if error.is_disk_full() => {
-                    tracing::warn!(inbox_id = message.id, error = %error, "refused a job: the disk is full");
-                    self.outbox
-                        .notify_unstored(&message.route, DISK_FULL_REFUSAL);
-                    if let Ok(mut refused) = self.refused_while_full.lock() {
-                        refused.insert(message.id);
+                    let first = self
+                        .delayed_while_full
+                        .lock()
+                        .is_ok_and(|mut delayed| delayed.insert(message.id));
+                    if first {
+                        tracing::warn!(inbox_id = message.id, error = %error, "a job waits: the disk is full");
+                        self.outbox.notify_unstored(&message.route, DISK_FULL_DELAY);
                     }
+                    // It stays pending and starts once the store takes writes again.
                     return Err(error);
                 }
                 Err(error) => return Err(error),

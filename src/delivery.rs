@@ -8,7 +8,8 @@
 //! The worker wakes on a hint from `Outbox::wake` or when the next retry falls due, and also
 //! polls, so a lost hint only delays.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use execrelay_channel::{CancellationToken, Channel, OutboundChunk, Route, SendOutcome};
@@ -25,7 +26,7 @@ const POLL: Duration = Duration::from_secs(5);
 const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Recording a send's outcome is retried this often while the store refuses writes (a full
-/// disk): well inside the lease, so the chunk is not claimed and sent again meanwhile.
+/// disk).
 const RECORD_RETRY: Duration = Duration::from_secs(1);
 /// How often a worker whose claims fail (the store refuses writes) tries again.
 const CLAIM_RETRY: Duration = Duration::from_secs(1);
@@ -71,11 +72,16 @@ fn settle(
     }
 }
 
+/// Chunks that were sent but whose outcome is not recorded yet (the store refuses writes):
+/// `(outbox id, chunk index)`. The worker does not send them again meanwhile.
+type Unrecorded = Arc<Mutex<HashSet<(i64, u32)>>>;
+
 async fn deliver(
     channel: Arc<dyn Channel>,
     store: Store,
     config: OutboxConfig,
     chunk: ClaimedChunk,
+    unrecorded: Unrecorded,
 ) {
     let delivery_id = format!("{}.{}", chunk.key, chunk.index);
     let outcome = channel
@@ -102,38 +108,47 @@ async fn deliver(
     }
     if matches!(outcome, SendOutcome::Delivered { .. }) {
         crate::failpoint::hit(crate::failpoint::CHUNK_SENT);
+        if chunk.index + 1 < chunk.count {
+            crate::failpoint::hit(crate::failpoint::MID_MESSAGE);
+        }
     }
     let settled = settle(outcome, chunk.attempts, &chunk.route.chat_id, &config);
-    record_outcome(&store, &chunk, settled).await;
+    record_outcome(&store, &chunk, settled, &unrecorded).await;
 }
 
-/// Keeps trying while the lease holds: a sent chunk whose outcome is never recorded would be
-/// sent again once the lease expires (at least once, but a duplicate in the chat).
-async fn record_outcome(store: &Store, chunk: &ClaimedChunk, settled: ChunkOutcome) {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(LEASE_MS as u64) / 2;
-    let mut logged = false;
+/// Keeps trying until the store takes it (a full disk can last for hours): a sent chunk whose
+/// outcome is never recorded would be sent again, a duplicate in the chat. Only shutdown
+/// abandons it, and then the next start sends it again with the same key.
+async fn record_outcome(
+    store: &Store,
+    chunk: &ClaimedChunk,
+    settled: ChunkOutcome,
+    unrecorded: &Unrecorded,
+) {
+    let id = (chunk.outbox_id, chunk.index);
+    let mut failing = false;
     loop {
-        let error = match store
+        match store
             .record_outcome(chunk.outbox_id, chunk.index, settled.clone())
             .await
         {
-            Ok(()) => {
-                if logged {
-                    tracing::info!("send outcome recorded after the store recovered");
+            Ok(()) => break,
+            Err(error) if !failing => {
+                tracing::error!(error = %error, "cannot record the send outcome; retrying");
+                failing = true;
+                if let Ok(mut unrecorded) = unrecorded.lock() {
+                    unrecorded.insert(id);
                 }
-                return;
             }
-            Err(error) => error,
-        };
-        if tokio::time::Instant::now() + RECORD_RETRY >= deadline {
-            tracing::error!(error = %error, "cannot record the send outcome; the chunk will be sent again");
-            return;
-        }
-        if !logged {
-            tracing::error!(error = %error, "cannot record the send outcome; retrying");
-            logged = true;
+            Err(_) => {}
         }
         tokio::time::sleep(RECORD_RETRY).await;
+    }
+    if failing {
+        tracing::info!("send outcome recorded after the store recovered");
+        if let Ok(mut unrecorded) = unrecorded.lock() {
+            unrecorded.remove(&id);
+        }
     }
 }
 
@@ -170,6 +185,7 @@ pub async fn run_worker(
 ) {
     let name = channel.name().to_string();
     let mut in_flight = JoinSet::new();
+    let unrecorded = Unrecorded::default();
     let mut claim_failing = false;
     loop {
         if stop.is_cancelled() {
@@ -186,6 +202,13 @@ pub async fn run_worker(
                     }
                     claimed_any = !claimed.is_empty();
                     for chunk in claimed {
+                        let sent_already = unrecorded
+                            .lock()
+                            .is_ok_and(|u| u.contains(&(chunk.outbox_id, chunk.index)));
+                        if sent_already {
+                            // Its lease ran out while its outcome waited for the store.
+                            continue;
+                        }
                         let span = tracing::info_span!(
                             "delivery",
                             delivery_id = %format!("{}.{}", chunk.key, chunk.index),
@@ -193,8 +216,14 @@ pub async fn run_worker(
                             attempt = chunk.attempts,
                         );
                         in_flight.spawn(
-                            deliver(channel.clone(), store.clone(), config.clone(), chunk)
-                                .instrument(span),
+                            deliver(
+                                channel.clone(),
+                                store.clone(),
+                                config.clone(),
+                                chunk,
+                                unrecorded.clone(),
+                            )
+                            .instrument(span),
                         );
                     }
                 }

@@ -19,9 +19,10 @@ pub const JOB_EXITED: &str = "job-exited";
 pub const EVENT_QUEUED: &str = "event-queued";
 /// After a heartbeat wrote events into an outbox row, before any of it is sent.
 pub const OUTBOX_WRITTEN: &str = "outbox-written";
-/// After the platform accepted a chunk, before that is recorded (a message with more chunks
-/// is cut in the middle).
+/// After the platform accepted a chunk, before that is recorded.
 pub const CHUNK_SENT: &str = "chunk-sent";
+/// The same, for a chunk with more of its message still to send: the message is cut in two.
+pub const MID_MESSAGE: &str = "mid-message";
 
 fn armed() -> Option<&'static str> {
     static ARMED: OnceLock<Option<String>> = OnceLock::new();

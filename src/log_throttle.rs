@@ -26,7 +26,12 @@ impl LogThrottle {
     /// `Some(n)` when this occurrence should be logged, `n` being how many were held back
     /// since the last line; `None` when it is counted instead.
     pub fn admit(&self) -> Option<u64> {
-        let now = self.origin.elapsed().as_millis() as i64;
+        self.admit_at(self.origin.elapsed())
+    }
+
+    /// [`LogThrottle::admit`] at `elapsed` since the throttle was made.
+    fn admit_at(&self, elapsed: Duration) -> Option<u64> {
+        let now = elapsed.as_millis() as i64;
         let last = self.last_ms.load(Ordering::Relaxed);
         let due = last == i64::MIN || now - last >= self.interval_ms;
         if due
@@ -60,12 +65,13 @@ mod tests {
 
     #[test]
     fn after_the_interval_the_held_back_count_is_reported_once() {
-        let throttle = LogThrottle::new(Duration::from_millis(30));
-        assert_eq!(throttle.admit(), Some(0));
-        assert_eq!(throttle.admit(), None);
-        assert_eq!(throttle.admit(), None);
-        std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(throttle.admit(), Some(2));
-        assert_eq!(throttle.admit(), None);
+        let throttle = LogThrottle::new(Duration::from_secs(1));
+        let at = Duration::from_millis;
+        assert_eq!(throttle.admit_at(at(5)), Some(0));
+        assert_eq!(throttle.admit_at(at(6)), None);
+        assert_eq!(throttle.admit_at(at(999)), None);
+        assert_eq!(throttle.admit_at(at(1005)), Some(2));
+        assert_eq!(throttle.admit_at(at(1006)), None);
+        assert_eq!(throttle.admit_at(at(2006)), Some(1));
     }
 }

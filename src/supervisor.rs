@@ -63,8 +63,30 @@ fn now_ms() -> i64 {
     crate::store::now_ms()
 }
 
+/// A relay started from a terminal hands it down; a job must not have it: opening `/dev/tty`
+/// (a password prompt) would stop the job in the background until its timeout, instead of
+/// failing at once as it does under a service manager. The supervisor leads only its process
+/// group, not a session, so this lets go of the terminal without signalling anyone.
+fn leave_controlling_terminal() {
+    // SAFETY: plain syscalls on a descriptor this function owns.
+    unsafe {
+        if libc::getsid(0) == libc::getpid() {
+            return;
+        }
+        let fd = libc::open(
+            c"/dev/tty".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            libc::ioctl(fd, libc::TIOCNOTTY);
+            libc::close(fd);
+        }
+    }
+}
+
 /// Runs the job to its end and records the outcome; returns the process exit code.
 pub fn run(args: &SuperviseArgs) -> i32 {
+    leave_controlling_terminal();
     // SAFETY: installing a handler that only stores to an atomic is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t);

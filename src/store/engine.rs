@@ -77,6 +77,11 @@ fn in_savepoint<R>(
     conn.execute_batch("SAVEPOINT op")?;
     let outcome = f(conn);
     if outcome.is_err() {
+        if conn.is_autocommit() {
+            // SQLite already rolled the whole transaction back (disk full, I/O error): the
+            // savepoint is gone, and the op's own error is what the batch reports.
+            return outcome;
+        }
         conn.execute_batch("ROLLBACK TO op")?;
     }
     conn.execute_batch("RELEASE op")?;

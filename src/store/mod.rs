@@ -46,7 +46,7 @@ pub enum StoreError {
     #[error("corrupt data: {0}")]
     Corrupt(String),
     /// The disk (or a quota, or a file-size limit) refuses to grow the store's files.
-    #[error("the disk is full: {0}")]
+    #[error("the disk is full or refuses writes: {0}")]
     DiskFull(String),
 }
 

@@ -136,18 +136,23 @@ fn sigterm_under_load_finishes_sends_in_flight_and_the_next_start_picks_up_the_r
     let mut relay = Relay::start(&rx, &allow);
 
     // Each user (a session of its own, so completions are separate sends) starts a job that
-    // ends soon and one that outlives the shutdown.
+    // ends when the test says `go`, and one that ends on `finish`, after the shutdown. Both
+    // wait at most 20 s.
+    let wait_for_file = |file: &str| {
+        format!("i=0; while [ ! -e {file} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done")
+    };
     let mut short = Vec::new();
     let mut long = Vec::new();
     for i in 0..USERS {
         let (user, chat) = (format!("u{i}"), format!("dm-u{i}"));
-        let text = format!("/exec sleep 1; echo short-{i}");
+        let text = format!("/exec {}; echo short-{i}", wait_for_file("go"));
         short.push(relay.start_job(&rx, &dm(&chat, &user, &text)).id);
-        let text = format!("/exec sleep 3; echo long-{i}");
+        let text = format!("/exec {}; echo long-{i}", wait_for_file("finish"));
         long.push(relay.start_job(&rx, &dm(&chat, &user, &text)).id);
     }
     // A slow platform: the short jobs' completions are caught in flight.
     rx.set_answer_delay(secs(1.5));
+    std::fs::write(relay.path("go"), "").expect("write go");
     wait_for("every short job's completion in flight", SOON, || {
         (rx.in_flight() >= USERS).then_some(())
     });
@@ -172,6 +177,8 @@ fn sigterm_under_load_finishes_sends_in_flight_and_the_next_start_picks_up_the_r
         );
     }
 
+    // The jobs ran on without the relay: they end now, and the next start reports them.
+    std::fs::write(relay.path("finish"), "").expect("write finish");
     rx.set_answer_delay(std::time::Duration::ZERO);
     relay.restart();
     for (i, id) in long.iter().enumerate() {
@@ -180,7 +187,7 @@ fn sigterm_under_load_finishes_sends_in_flight_and_the_next_start_picks_up_the_r
                 carries_completion_of(&d.text, id)
             });
         assert!(
-            first_line(&done.text).contains("(exit 0 after 3."),
+            first_line(&done.text).contains("(exit 0 after"),
             "SIGTERM must leave jobs running: {:?}",
             done.text
         );
