@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use crate::duration::format_duration;
 use crate::exec::ExecRuntime;
 use crate::jobs::{self, new_job_id};
+use crate::log_throttle::LogThrottle;
 use crate::outbox::Outbox;
 use crate::store::{InboxRecord, JobRecord, NewJob, NewOutbox, Store, StoreError, now_ms};
 
@@ -108,6 +109,7 @@ pub struct CommandProcessor {
     /// Inbox rows whose sender was told that the disk is full, so that a row retried every
     /// poll is announced once (once more after a restart).
     delayed_while_full: Mutex<HashSet<i64>>,
+    failures: LogThrottle,
 }
 
 impl CommandProcessor {
@@ -126,6 +128,7 @@ impl CommandProcessor {
             started: Instant::now(),
             wake,
             delayed_while_full: Mutex::default(),
+            failures: LogThrottle::new(Duration::from_secs(10)),
         }
     }
 
@@ -143,7 +146,10 @@ impl CommandProcessor {
                         match self.process(message).await {
                             Ok(()) => progressed = true,
                             Err(error) => {
-                                tracing::error!(inbox_id = id, error = %error, "command failed; it stays pending")
+                                // Retried every poll while the store fails: log a few.
+                                if let Some(held_back) = self.failures.admit() {
+                                    tracing::error!(inbox_id = id, error = %error, held_back, "command failed; it stays pending");
+                                }
                             }
                         }
                     }

@@ -230,6 +230,7 @@ impl ExecRuntime {
         };
         // The outcome is on disk (status.json), so retrying until the store takes it is safe;
         // a restart in the meantime re-reads it.
+        let mut failing = false;
         loop {
             match inner
                 .store
@@ -241,7 +242,10 @@ impl ExecRuntime {
                     break;
                 }
                 Err(error) => {
-                    tracing::error!(error = %error, "cannot record the job's end; retrying");
+                    if !failing {
+                        tracing::error!(error = %error, "cannot record the job's end; retrying");
+                        failing = true;
+                    }
                     tokio::time::sleep(FINISH_RETRY).await;
                 }
             }

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use execrelay_channel::CancellationToken;
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::config::HeartbeatConfig;
+use crate::log_throttle::LogThrottle;
 use crate::outbox::{Outbox, OutboxError};
 use crate::store::{EventRecord, Store, StoreError};
 use crate::target::{self, Resolution};
@@ -224,6 +226,7 @@ impl HeartbeatRunner {
         let mut queue = WakeQueue::default();
         let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
         let mut runs: JoinSet<Option<Reason>> = JoinSet::new();
+        let failures = Arc::new(LogThrottle::new(Duration::from_secs(10)));
         let every = self.config.every;
         let mut schedule = (!every.is_zero()).then(|| {
             let mut interval = tokio::time::interval_at(Instant::now() + every, every);
@@ -278,6 +281,7 @@ impl HeartbeatRunner {
                         continue;
                     }
                     let runner = self.clone();
+                    let failures = failures.clone();
                     let reason = reason.clone();
                     let span = tracing::info_span!(
                         "heartbeat",
@@ -296,7 +300,10 @@ impl HeartbeatRunner {
                                     None
                                 }
                                 Err(error) => {
-                                    tracing::error!(error = %error, "heartbeat run failed; events stay queued, retrying");
+                                    // Retried every second while the store fails: log a few.
+                                    if let Some(held_back) = failures.admit() {
+                                        tracing::error!(error = %error, held_back, "heartbeat run failed; events stay queued, retrying");
+                                    }
                                     Some(reason)
                                 }
                             }

@@ -12,8 +12,10 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::StoreError;
+use crate::log_throttle::LogThrottle;
 
 const MAX_BATCH: usize = 512;
+const FAILURE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// `None` means the batch could not open a transaction: the op only answers with the error.
@@ -89,6 +91,9 @@ fn in_savepoint<R>(
 }
 
 fn run_writer(conn: Connection, receiver: mpsc::Receiver<Op>) {
+    // A full disk fails every batch until space returns: a few lines, then one on recovery.
+    let failures = LogThrottle::new(FAILURE_LOG_INTERVAL);
+    let mut failing = false;
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -128,11 +133,21 @@ fn run_writer(conn: Connection, receiver: mpsc::Receiver<Op>) {
             Some(error) => Err(error),
             None => conn.execute_batch("COMMIT").map_err(StoreError::from),
         };
-        if let Err(error) = &commit {
-            tracing::error!(error = %error, "store: commit failed; the batch is rolled back");
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
+        match &commit {
+            Err(error) => {
+                if let Some(held_back) = failures.admit() {
+                    tracing::error!(error = %error, held_back, "store: commit failed; the batch is rolled back");
+                }
+                failing = true;
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
             }
+            Ok(()) if failing => {
+                tracing::info!("store: commits work again");
+                failing = false;
+            }
+            Ok(()) => {}
         }
         for reply in replies {
             reply(commit.clone());
