@@ -719,21 +719,16 @@ impl Store {
         prefix: &str,
     ) -> Result<Vec<JobRecord>, StoreError> {
         let session = session.map(str::to_string);
-        // The prefix is user input: escape LIKE's wildcards.
-        let pattern = format!(
-            "{}%",
-            prefix
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        // Ids are lowercase hex; a range on the id's index (not LIKE, which scans) finds the
+        // ids that start with the prefix, whatever case the user typed.
+        let prefix = prefix.to_lowercase();
         self.engine
             .call(move |conn| {
                 let sql = format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE id LIKE ?1 ESCAPE '\\'
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE id >= ?1 AND id < ?1 || char(1114111)
                      AND (?2 IS NULL OR session = ?2) ORDER BY created_at DESC LIMIT 10"
                 );
-                query_jobs(conn, &sql, params![pattern, session])
+                query_jobs(conn, &sql, params![prefix, session])
             })
             .await
     }
@@ -745,12 +740,21 @@ impl Store {
     ) -> Result<Vec<JobRecord>, StoreError> {
         let session = session.map(str::to_string);
         self.engine
-            .call(move |conn| {
-                let sql = format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR session = ?1)
-                     ORDER BY created_at DESC, rowid DESC LIMIT ?2"
-                );
-                query_jobs(conn, &sql, params![session, limit as i64])
+            .call(move |conn| match session {
+                // Two statements, so that each walks its own index newest first.
+                Some(session) => {
+                    let sql = format!(
+                        "SELECT {JOB_COLUMNS} FROM jobs WHERE session = ?1
+                         ORDER BY created_at DESC, rowid DESC LIMIT ?2"
+                    );
+                    query_jobs(conn, &sql, params![session, limit as i64])
+                }
+                None => {
+                    let sql = format!(
+                        "SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?1"
+                    );
+                    query_jobs(conn, &sql, params![limit as i64])
+                }
             })
             .await
     }

@@ -4,7 +4,7 @@ use rusqlite::Connection;
 
 use super::StoreError;
 
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the initial schema.
     r#"
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -109,6 +109,15 @@ const MIGRATIONS: &[&str] = &[
         sent_at         INTEGER,
         PRIMARY KEY (outbox_id, idx)
     );
+    "#,
+    // 2: the tables grow with history; keep the reads that list, count or recover from it
+    // proportional to what they return (measured: 15-250 ms each at 200,000 jobs without).
+    r#"
+    CREATE INDEX events_queued_id ON events (id) WHERE state = 'queued';
+    CREATE INDEX jobs_created ON jobs (created_at);
+    CREATE INDEX outbox_open ON outbox (id) WHERE state IN ('pending', 'dead');
+    CREATE INDEX outbox_dead ON outbox (id) WHERE state = 'dead';
+    CREATE INDEX outbox_chunks_leased ON outbox_chunks (lease_owner) WHERE lease_owner IS NOT NULL;
     "#,
 ];
 

@@ -328,3 +328,90 @@ fn a_refused_write_is_named_disk_full() {
     assert!(!StoreError::from(failure(rusqlite::ffi::SQLITE_IOERR_READ)).is_disk_full());
     assert!(!StoreError::from(failure(rusqlite::ffi::SQLITE_BUSY)).is_disk_full());
 }
+
+/// A stored job for `session` with id `id`, through the inbox as the relay makes them.
+async fn stored_job(store: &Store, id: &str, session: &str) {
+    let mut message = inbound("a", None);
+    message.session = session.into();
+    let InboundResult::Stored { inbox_id, .. } = store.accept_inbound(message).await.unwrap()
+    else {
+        panic!("not stored")
+    };
+    let job = NewJob {
+        session: session.into(),
+        ..new_job(id)
+    };
+    store
+        .finish_inbox(inbox_id, Some(job), vec![])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn jobs_are_found_by_id_prefix_in_any_case_and_only_in_their_session() {
+    let (_dir, store) = open();
+    stored_job(&store, "ab12cd", "user:alice").await;
+    stored_job(&store, "ab99ee", "user:alice").await;
+    stored_job(&store, "ab12ff", "user:bob").await;
+    let ids = |jobs: Vec<JobRecord>| {
+        let mut ids: Vec<String> = jobs.into_iter().map(|j| j.id).collect();
+        ids.sort();
+        ids
+    };
+    let alice = Some("user:alice");
+    assert_eq!(
+        ids(store.jobs_by_prefix(alice, "ab").await.unwrap()),
+        ["ab12cd", "ab99ee"]
+    );
+    assert_eq!(
+        ids(store.jobs_by_prefix(alice, "AB12").await.unwrap()),
+        ["ab12cd"]
+    );
+    assert_eq!(
+        ids(store.jobs_by_prefix(None, "ab12").await.unwrap()),
+        ["ab12cd", "ab12ff"]
+    );
+    assert!(
+        store
+            .jobs_by_prefix(alice, "ab12cd0")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Wildcards in user input are just characters.
+    assert!(store.jobs_by_prefix(alice, "a%").await.unwrap().is_empty());
+    assert!(store.jobs_by_prefix(alice, "a_").await.unwrap().is_empty());
+
+    let recent = store.recent_jobs(Some("user:bob"), 10).await.unwrap();
+    assert_eq!(ids(recent), ["ab12ff"]);
+    let all = store.recent_jobs(None, 2).await.unwrap();
+    assert_eq!(all.len(), 2, "the limit holds");
+    assert_eq!(all[0].id, "ab12ff", "newest first");
+}
+
+#[tokio::test]
+async fn a_database_of_an_older_schema_is_migrated_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let store = Store::open(&path, "test").unwrap();
+    stored_job(&store, "0a0b0c", "user:alice").await;
+    drop(store);
+    let conn = Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, schema::MIGRATIONS.len() as i64);
+    let indexes: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'jobs_created'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 1);
+}
