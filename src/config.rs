@@ -117,6 +117,10 @@ pub struct ExecConfig {
     pub hide_command: bool,
     #[serde(deserialize_with = "de_duration")]
     pub kill_grace: Duration,
+    /// How long a finished job (its output, its ledger row, its delivered messages) is kept
+    /// once nothing of it is owed; zero keeps everything.
+    #[serde(deserialize_with = "de_duration")]
+    pub keep_jobs: Duration,
 }
 
 impl Default for ExecConfig {
@@ -131,6 +135,7 @@ impl Default for ExecConfig {
             notify_success: true,
             hide_command: false,
             kill_grace: Duration::from_secs(5),
+            keep_jobs: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod local;
 pub mod log_throttle;
 pub mod outbox;
 pub mod relay;
+pub mod retention;
 pub mod store;
 pub mod supervisor;
 pub mod target;

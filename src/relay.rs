@@ -337,6 +337,12 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     exec.reconcile().await.context("cannot reconcile jobs")?;
     tracker.spawn(commands.run(stop.child_token()));
     tracker.spawn(prune_dedupe_records(store.clone(), stop.child_token()));
+    tracker.spawn(crate::retention::run(
+        store.clone(),
+        config.store.jobs_dir(),
+        config.exec.keep_jobs,
+        stop.child_token(),
+    ));
     for channel in &channels {
         let Some(wake) = outbox.waker(channel.name()) else {
             continue;

@@ -868,6 +868,102 @@ impl Store {
             .await
     }
 
+    // ----- retention -----
+
+    /// Up to `limit` jobs that ended before `before` and whose completion has left the event
+    /// queue (so nothing of them is owed any more), oldest first.
+    pub async fn forgettable_jobs(
+        &self,
+        before: Millis,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.engine
+            .call(move |conn| {
+                let mut statement = conn.prepare_cached(
+                    "SELECT j.id FROM jobs j
+                     WHERE j.state NOT IN ('starting', 'running') AND j.finished_at < ?1
+                       AND NOT EXISTS (SELECT 1 FROM event_keys k
+                                       JOIN events e ON e.id = k.event_id
+                                       WHERE k.context_key = 'exec:' || j.id
+                                         AND e.state != 'consumed')
+                     ORDER BY j.finished_at LIMIT ?2",
+                )?;
+                let ids = statement
+                    .query_map(params![before, limit as i64], |row| row.get(0))?
+                    .collect::<Result<Vec<String>, _>>()?;
+                Ok(ids)
+            })
+            .await
+    }
+
+    /// Forgets these jobs (their output is already gone) and, up to `limit` of each, what
+    /// ended before `before`: consumed events, delivered or dead messages, processed inbox
+    /// rows. Returns how many rows went. Nothing pending, queued or running is touched.
+    pub async fn forget_history(
+        &self,
+        jobs: Vec<String>,
+        before: Millis,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.engine
+            .call(move |conn| {
+                let mut forgotten = 0;
+                for id in &jobs {
+                    let key = format!("exec:{id}");
+                    forgotten += conn
+                        .prepare_cached("DELETE FROM event_keys WHERE context_key = ?1")?
+                        .execute([&key])?;
+                    forgotten += conn
+                        .prepare_cached(
+                            "DELETE FROM events WHERE context_key = ?1 AND state = 'consumed'",
+                        )?
+                        .execute([&key])?;
+                    forgotten += conn
+                        .prepare_cached(
+                            "DELETE FROM jobs WHERE id = ?1
+                             AND state NOT IN ('starting', 'running')",
+                        )?
+                        .execute([id])?;
+                }
+                let limit = limit as i64;
+                forgotten += conn
+                    .prepare_cached(
+                        "DELETE FROM outbox_chunks WHERE outbox_id IN
+                             (SELECT id FROM outbox WHERE state IN ('delivered', 'dead')
+                                AND finished_at < ?1 ORDER BY finished_at LIMIT ?2)",
+                    )?
+                    .execute(params![before, limit])?;
+                forgotten += conn
+                    .prepare_cached(
+                        "DELETE FROM outbox WHERE id IN
+                             (SELECT o.id FROM outbox o WHERE o.state IN ('delivered', 'dead')
+                                AND o.finished_at < ?1
+                                AND NOT EXISTS (SELECT 1 FROM outbox_chunks c
+                                                WHERE c.outbox_id = o.id)
+                              ORDER BY o.finished_at LIMIT ?2)",
+                    )?
+                    .execute(params![before, limit])?;
+                // Consumed events whose key is still kept (user-posted keys stay deduped).
+                forgotten += conn
+                    .prepare_cached(
+                        "DELETE FROM events WHERE id IN
+                             (SELECT id FROM events WHERE state = 'consumed' AND consumed_at < ?1
+                              ORDER BY consumed_at LIMIT ?2)
+                           AND (context_key IS NULL OR context_key NOT LIKE 'exec:%')",
+                    )?
+                    .execute(params![before, limit])?;
+                forgotten += conn
+                    .prepare_cached(
+                        "DELETE FROM inbox WHERE id IN
+                             (SELECT id FROM inbox WHERE processed_at < ?1
+                              ORDER BY processed_at LIMIT ?2)",
+                    )?
+                    .execute(params![before, limit])?;
+                Ok(forgotten)
+            })
+            .await
+    }
+
     // ----- adapter state -----
 
     /// A small value an adapter keeps across restarts (`InboundSink::load_state`).

@@ -415,3 +415,69 @@ async fn a_database_of_an_older_schema_is_migrated_on_open() {
         .unwrap();
     assert_eq!(indexes, 1);
 }
+
+#[tokio::test]
+async fn retention_forgets_only_jobs_nothing_is_owed_for() {
+    let (_dir, store) = open();
+    let session = "user:webhook:alice";
+    for id in ["aaaaaa", "bbbbbb", "cccccc"] {
+        stored_job(&store, id, session).await;
+    }
+    for id in ["aaaaaa", "bbbbbb"] {
+        store
+            .finish_job(id, exit_ok(), Some(completion(id)), 100)
+            .await
+            .unwrap();
+    }
+    let later = now_ms() + 1;
+    assert!(
+        store.forgettable_jobs(later, 10).await.unwrap().is_empty(),
+        "completions still queued: nothing may go"
+    );
+    let queued = store.queued_events(session).await.unwrap();
+    let a = queued
+        .iter()
+        .find(|e| e.context_key.as_deref() == Some("exec:aaaaaa"))
+        .unwrap();
+    store
+        .consume_events(vec![(a.id, a.coalesced)], reply("a", &["done a"]))
+        .await
+        .unwrap();
+    assert_eq!(store.forgettable_jobs(later, 10).await.unwrap(), ["aaaaaa"]);
+    assert!(
+        store.forgettable_jobs(1, 10).await.unwrap().is_empty(),
+        "not yet past keep_jobs"
+    );
+
+    let forgotten = store
+        .forget_history(vec!["aaaaaa".into()], later, 10)
+        .await
+        .unwrap();
+    // The job, its event and key, and the three processed inbox rows.
+    assert_eq!(forgotten, 6);
+    assert!(store.job("aaaaaa").await.unwrap().is_none());
+    assert!(
+        store.job("bbbbbb").await.unwrap().is_some(),
+        "its completion is queued"
+    );
+    assert!(
+        store.job("cccccc").await.unwrap().is_some(),
+        "still running"
+    );
+    assert_eq!(
+        store.list_outbox(10).await.unwrap().len(),
+        1,
+        "the message carrying the completion is pending: kept"
+    );
+    // The key went with the job, and the job cannot finish again to use it.
+    let _ = store
+        .finish_job("aaaaaa", exit_ok(), Some(completion("aaaaaa")), 100)
+        .await;
+    let queued = store.queued_events(session).await.unwrap();
+    assert!(
+        !queued
+            .iter()
+            .any(|e| e.context_key.as_deref() == Some("exec:aaaaaa")),
+        "a forgotten job got a second completion: {queued:?}"
+    );
+}

@@ -22,5 +22,6 @@ mod inbound;
 mod last_active;
 mod lifecycle;
 mod outbox;
+mod retention;
 mod secrets;
 mod telegram;

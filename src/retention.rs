@@ -1,0 +1,74 @@
+//! Retention: a finished job is forgotten `[exec] keep_jobs` after it ended, once nothing of it
+//! is owed any more (its completion has left the event queue): its output directory, its
+//! ledger row, and, by the same age, delivered or dead messages, consumed events and processed
+//! inbox rows. Nothing running, queued or pending is touched. Without it the data directory
+//! grows with every job until the disk is full.
+//!
+//! Output goes first, then the rows: a crash in between leaves rows whose output is already
+//! gone (`/tail` says so), which the next pass removes; never output nobody can find.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use execrelay_channel::CancellationToken;
+
+use crate::store::{Store, now_ms};
+
+/// Rows (and job directories) per transaction: a long backlog is worked off in short steps
+/// that do not hold up the writes of live work.
+const BATCH: usize = 200;
+/// Batches per pass: the rest waits for the next pass.
+const MAX_BATCHES: usize = 50;
+
+/// Runs a pass at start-up and then every `keep` (at least a second, at most an hour).
+pub async fn run(store: Store, jobs_dir: PathBuf, keep: Duration, stop: CancellationToken) {
+    if keep.is_zero() {
+        return;
+    }
+    let every = keep.clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    loop {
+        match pass(&store, &jobs_dir, keep).await {
+            Ok((0, 0)) => {}
+            Ok((jobs, rows)) => tracing::info!(jobs, rows, "forgot finished work past keep_jobs"),
+            Err(error) => tracing::warn!(error = %error, "retention pass failed; trying later"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// One pass: returns the jobs and rows forgotten.
+async fn pass(
+    store: &Store,
+    jobs_dir: &std::path::Path,
+    keep: Duration,
+) -> Result<(usize, usize), crate::store::StoreError> {
+    let before = now_ms() - keep.as_millis() as i64;
+    let (mut jobs, mut rows) = (0, 0);
+    for _ in 0..MAX_BATCHES {
+        let ids = store.forgettable_jobs(before, BATCH).await?;
+        let dirs: Vec<PathBuf> = ids.iter().map(|id| jobs_dir.join(id)).collect();
+        let removed = tokio::task::spawn_blocking(move || {
+            for dir in dirs {
+                if let Err(error) = std::fs::remove_dir_all(&dir)
+                    && error.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(dir = %dir.display(), error = %error, "cannot remove a job directory");
+                }
+            }
+        })
+        .await;
+        if removed.is_err() {
+            break;
+        }
+        jobs += ids.len();
+        let forgotten = store.forget_history(ids, before, BATCH).await?;
+        rows += forgotten;
+        if forgotten == 0 {
+            break;
+        }
+    }
+    Ok((jobs, rows))
+}
