@@ -5,7 +5,9 @@
 //! grows with every job until the disk is full.
 //!
 //! Output goes first, then the rows: a crash in between leaves rows whose output is already
-//! gone (`/tail` says so), which the next pass removes; never output nobody can find.
+//! gone (`/tail` finds nothing printed), which the next pass removes; never output nobody can
+//! find. A directory that cannot be removed keeps its row (and so its id, which a new job
+//! must not draw while the old output is there).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,24 +47,17 @@ async fn pass(
     jobs_dir: &std::path::Path,
     keep: Duration,
 ) -> Result<(usize, usize), crate::store::StoreError> {
-    let before = now_ms() - keep.as_millis() as i64;
+    let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+    let before = now_ms().saturating_sub(keep_ms);
     let (mut jobs, mut rows) = (0, 0);
     for _ in 0..MAX_BATCHES {
-        let ids = store.forgettable_jobs(before, BATCH).await?;
-        let dirs: Vec<PathBuf> = ids.iter().map(|id| jobs_dir.join(id)).collect();
-        let removed = tokio::task::spawn_blocking(move || {
-            for dir in dirs {
-                if let Err(error) = std::fs::remove_dir_all(&dir)
-                    && error.kind() != std::io::ErrorKind::NotFound
-                {
-                    tracing::warn!(dir = %dir.display(), error = %error, "cannot remove a job directory");
-                }
-            }
-        })
-        .await;
-        if removed.is_err() {
+        let candidates = store.forgettable_jobs(before, BATCH).await?;
+        let jobs_dir = jobs_dir.to_path_buf();
+        let Ok(ids) =
+            tokio::task::spawn_blocking(move || remove_job_dirs(&jobs_dir, candidates)).await
+        else {
             break;
-        }
+        };
         jobs += ids.len();
         let forgotten = store.forget_history(ids, before, BATCH).await?;
         rows += forgotten;
@@ -71,4 +66,21 @@ async fn pass(
         }
     }
     Ok((jobs, rows))
+}
+
+/// Removes each job's directory; returns the ids whose output is gone.
+fn remove_job_dirs(jobs_dir: &std::path::Path, ids: Vec<String>) -> Vec<String> {
+    ids.into_iter()
+        .filter(|id| {
+            let dir = jobs_dir.join(id);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => true,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => true,
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), error = %error, "cannot remove a job directory; its job is kept");
+                    false
+                }
+            }
+        })
+        .collect()
 }

@@ -897,8 +897,10 @@ impl Store {
     }
 
     /// Forgets these jobs (their output is already gone) and, up to `limit` of each, what
-    /// ended before `before`: consumed events, delivered or dead messages, processed inbox
-    /// rows. Returns how many rows went. Nothing pending, queued or running is touched.
+    /// ended before `before`: consumed events, delivered messages, processed inbox rows.
+    /// Returns how many rows went. Nothing pending, queued or running is touched; dead letters
+    /// stay until someone looks; the newest message row stays, because its id is the next
+    /// message's idempotency key (`MAX(id) + 1`) and a platform would drop a reused one.
     pub async fn forget_history(
         &self,
         jobs: Vec<String>,
@@ -929,15 +931,16 @@ impl Store {
                 forgotten += conn
                     .prepare_cached(
                         "DELETE FROM outbox_chunks WHERE outbox_id IN
-                             (SELECT id FROM outbox WHERE state IN ('delivered', 'dead')
-                                AND finished_at < ?1 ORDER BY finished_at LIMIT ?2)",
+                             (SELECT id FROM outbox WHERE state = 'delivered'
+                                AND finished_at < ?1 AND id < (SELECT MAX(id) FROM outbox)
+                              ORDER BY finished_at LIMIT ?2)",
                     )?
                     .execute(params![before, limit])?;
                 forgotten += conn
                     .prepare_cached(
                         "DELETE FROM outbox WHERE id IN
-                             (SELECT o.id FROM outbox o WHERE o.state IN ('delivered', 'dead')
-                                AND o.finished_at < ?1
+                             (SELECT o.id FROM outbox o WHERE o.state = 'delivered'
+                                AND o.finished_at < ?1 AND o.id < (SELECT MAX(id) FROM outbox)
                                 AND NOT EXISTS (SELECT 1 FROM outbox_chunks c
                                                 WHERE c.outbox_id = o.id)
                               ORDER BY o.finished_at LIMIT ?2)",
@@ -948,8 +951,8 @@ impl Store {
                     .prepare_cached(
                         "DELETE FROM events WHERE id IN
                              (SELECT id FROM events WHERE state = 'consumed' AND consumed_at < ?1
-                              ORDER BY consumed_at LIMIT ?2)
-                           AND (context_key IS NULL OR context_key NOT LIKE 'exec:%')",
+                                AND (context_key IS NULL OR context_key NOT LIKE 'exec:%')
+                              ORDER BY consumed_at LIMIT ?2)",
                     )?
                     .execute(params![before, limit])?;
                 forgotten += conn

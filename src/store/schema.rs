@@ -118,9 +118,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX outbox_open ON outbox (id) WHERE state IN ('pending', 'dead');
     CREATE INDEX outbox_dead ON outbox (id) WHERE state = 'dead';
     CREATE INDEX outbox_chunks_leased ON outbox_chunks (lease_owner) WHERE lease_owner IS NOT NULL;
-    -- Retention ([exec] keep_jobs) walks what ended longest ago.
+    "#,
+    // 3: retention ([exec] keep_jobs) walks what ended longest ago.
+    r#"
     CREATE INDEX jobs_finished ON jobs (finished_at) WHERE state NOT IN ('starting', 'running');
-    CREATE INDEX outbox_finished ON outbox (finished_at) WHERE state IN ('delivered', 'dead');
+    CREATE INDEX outbox_delivered ON outbox (finished_at) WHERE state = 'delivered';
     CREATE INDEX events_consumed ON events (consumed_at) WHERE state = 'consumed';
     CREATE INDEX inbox_processed ON inbox (processed_at) WHERE processed_at IS NOT NULL;
     "#,

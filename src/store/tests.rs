@@ -481,3 +481,56 @@ async fn retention_forgets_only_jobs_nothing_is_owed_for() {
         "a forgotten job got a second completion: {queued:?}"
     );
 }
+
+#[tokio::test]
+async fn retention_keeps_dead_letters_and_the_newest_message_whose_id_is_the_next_key() {
+    let (_dir, store) = open();
+    store
+        .enqueue_outbox(vec![
+            reply("x", &["one"]),
+            reply("y", &["two"]),
+            reply("z", &["three"]),
+        ])
+        .await
+        .unwrap();
+    let claimed = store.claim_due("webhook", 10, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let outcome = |chunk: &ClaimedChunk| match chunk.route.chat_id.as_str() {
+        "y" => ChunkOutcome::Dead {
+            error: "gone".into(),
+        },
+        _ => ChunkOutcome::Sent { platform_id: None },
+    };
+    for chunk in &claimed {
+        store
+            .record_outcome(chunk.outbox_id, chunk.index, outcome(chunk))
+            .await
+            .unwrap();
+    }
+    let newest_key = claimed
+        .iter()
+        .max_by_key(|c| c.outbox_id)
+        .map(|c| c.key.clone())
+        .unwrap();
+
+    let forgotten = store
+        .forget_history(Vec::new(), now_ms() + 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        forgotten, 2,
+        "only the oldest delivered message (its row and chunk)"
+    );
+    let listed = store.list_outbox(10).await.unwrap();
+    assert!(
+        listed.iter().any(|e| e.state == "dead" && e.chat_id == "y"),
+        "a dead letter stays visible: {listed:?}"
+    );
+    store
+        .enqueue_outbox(vec![reply("x", &["four"])])
+        .await
+        .unwrap();
+    let fresh = store.list_outbox(10).await.unwrap();
+    let new = fresh.iter().find(|e| e.state == "pending").unwrap();
+    assert_ne!(new.key, newest_key, "an idempotency key was reused");
+}
