@@ -100,9 +100,10 @@ pub fn run(args: &SuperviseArgs) -> i32 {
         );
     }
     let started_at = now_ms();
+    let start_time = own_start_time().map(|t| t.to_string()).unwrap_or_default();
     if let Err(error) = std::fs::write(
         args.job_dir.join(PID_FILE),
-        format!("{}\n", std::process::id()),
+        format!("{} {start_time}\n", std::process::id()),
     ) {
         eprintln!("supervisor: cannot write pid file: {error}");
     }
@@ -223,21 +224,73 @@ pub fn read_status(job_dir: &Path) -> Option<Result<ExitRecord, String>> {
     }
 }
 
-/// The pid of a job's supervisor if it is still alive and really is that job's supervisor
-/// (pids are reused: the command line must name the job directory).
+/// The pid of a job's supervisor if it is still alive and really is that job's supervisor.
+/// Pids are reused, so the pid file also holds the process's start time (clock ticks since
+/// boot, from `/proc/<pid>/stat`), which no later process with that pid can share. (A pid file
+/// without it, from an older relay, is checked by the command line naming the job directory.)
 pub fn live_supervisor(job_dir: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(job_dir.join(PID_FILE))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let needle = job_dir.as_os_str().as_encoded_bytes();
-    let is_ours = cmdline.windows(needle.len().max(1)).any(|w| w == needle);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let recorded = std::fs::read_to_string(job_dir.join(PID_FILE)).ok()?;
+    let mut fields = recorded.split_whitespace();
+    let pid: u32 = fields.next()?.parse().ok()?;
+    let started: Option<u64> = fields.next().and_then(|t| t.parse().ok());
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (state, start_time) = stat_state_and_start(&stat)?;
     // A zombie has exited; its status file tells the rest.
-    let zombie = stat
-        .rsplit_once(')')
-        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-    (is_ours && !zombie).then_some(pid)
+    if state == 'Z' {
+        return None;
+    }
+    let is_ours = match started {
+        Some(started) => started == start_time,
+        None => {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let needle = job_dir.as_os_str().as_encoded_bytes();
+            cmdline.windows(needle.len().max(1)).any(|w| w == needle)
+        }
+    };
+    is_ours.then_some(pid)
+}
+
+/// The state letter and the start time (field 22) of a `/proc/<pid>/stat` line.
+fn stat_state_and_start(stat: &str) -> Option<(char, u64)> {
+    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // Fields 4 to 21 lie between the state (3) and the start time (22).
+    let start_time = fields.nth(18)?.parse().ok()?;
+    Some((state, start_time))
+}
+
+/// This process's start time, as [`live_supervisor`] checks it.
+fn own_start_time() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    stat_state_and_start(&stat).map(|(_, start)| start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_yield_state_and_start_time_even_with_odd_names() {
+        let stat =
+            "4242 (sh) x (y)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 123 45";
+        assert_eq!(stat_state_and_start(stat), Some(('S', 987654)));
+        assert_eq!(stat_state_and_start("garbage"), None);
+    }
+
+    #[test]
+    fn a_pid_file_names_its_process_only_while_the_start_time_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let started = own_start_time().unwrap();
+        std::fs::write(dir.path().join(PID_FILE), format!("{me} {started}\n")).unwrap();
+        assert_eq!(live_supervisor(dir.path()), Some(me));
+        // The same pid with another start time is another process (a reused pid).
+        std::fs::write(dir.path().join(PID_FILE), format!("{me} {}\n", started + 1)).unwrap();
+        assert_eq!(live_supervisor(dir.path()), None);
+        // An old pid file: the command line must name the job directory, and ours does not.
+        std::fs::write(dir.path().join(PID_FILE), format!("{me}\n")).unwrap();
+        assert_eq!(live_supervisor(dir.path()), None);
+    }
 }
