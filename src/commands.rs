@@ -35,12 +35,9 @@ const HELP: &str = "commands:
 /status               the relay's state
 /help                 this list";
 
-/// Sent without storing it: the store is what is full.
-pub const DISK_FULL_REFUSAL: &str = "refused: the relay's disk is full, so it takes no new commands. Jobs already running still report back here; try again once space is freed.";
-
 /// For a command stored before the disk filled: it stays queued (across restarts too), so it
 /// is delayed, not refused.
-pub const DISK_FULL_DELAY: &str = "not started yet: the relay's disk is full. This command starts by itself once space is freed; no need to send it again.";
+const DISK_FULL_DELAY: &str = "not started yet: the relay's disk is full. This command starts by itself once space is freed; no need to send it again.";
 
 const TEXT_ONLY: &str =
     "execrelay reads text messages only: send a command such as /exec ls, or /help";

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::config::OutboxConfig;
+use crate::log_throttle::FailStreak;
 use crate::store::{ChunkOutcome, ClaimedChunk, Store, now_ms};
 
 /// Longer than any send may take (adapters time out well before), so a live send keeps it.
@@ -126,25 +127,25 @@ async fn record_outcome(
     unrecorded: &Unrecorded,
 ) {
     let id = (chunk.outbox_id, chunk.index);
-    let mut failing = false;
+    let mut streak = FailStreak::default();
     loop {
         match store
             .record_outcome(chunk.outbox_id, chunk.index, settled.clone())
             .await
         {
             Ok(()) => break,
-            Err(error) if !failing => {
-                tracing::error!(error = %error, "cannot record the send outcome; retrying");
-                failing = true;
-                if let Ok(mut unrecorded) = unrecorded.lock() {
-                    unrecorded.insert(id);
+            Err(error) => {
+                if streak.failed() {
+                    tracing::error!(error = %error, "cannot record the send outcome; retrying");
+                    if let Ok(mut unrecorded) = unrecorded.lock() {
+                        unrecorded.insert(id);
+                    }
                 }
             }
-            Err(_) => {}
         }
         tokio::time::sleep(RECORD_RETRY).await;
     }
-    if failing {
+    if streak.recovered() {
         tracing::info!("send outcome recorded after the store recovered");
         if let Ok(mut unrecorded) = unrecorded.lock() {
             unrecorded.remove(&id);
@@ -186,7 +187,7 @@ pub async fn run_worker(
     let name = channel.name().to_string();
     let mut in_flight = JoinSet::new();
     let unrecorded = Unrecorded::default();
-    let mut claim_failing = false;
+    let mut claims = FailStreak::default();
     loop {
         if stop.is_cancelled() {
             break;
@@ -196,17 +197,21 @@ pub async fn run_worker(
         if free > 0 {
             match store.claim_due(&name, free, LEASE_MS).await {
                 Ok(claimed) => {
-                    if claim_failing {
+                    if claims.recovered() {
                         tracing::info!(channel = %name, "claims work again");
-                        claim_failing = false;
                     }
                     claimed_any = !claimed.is_empty();
+                    // Chunks whose lease ran out while their outcome waited for the store.
+                    let sent_already: Vec<(i64, u32)> = match unrecorded.lock() {
+                        Ok(unrecorded) => claimed
+                            .iter()
+                            .map(|c| (c.outbox_id, c.index))
+                            .filter(|id| unrecorded.contains(id))
+                            .collect(),
+                        Err(_) => Vec::new(),
+                    };
                     for chunk in claimed {
-                        let sent_already = unrecorded
-                            .lock()
-                            .is_ok_and(|u| u.contains(&(chunk.outbox_id, chunk.index)));
-                        if sent_already {
-                            // Its lease ran out while its outcome waited for the store.
+                        if sent_already.contains(&(chunk.outbox_id, chunk.index)) {
                             continue;
                         }
                         let span = tracing::info_span!(
@@ -228,11 +233,9 @@ pub async fn run_worker(
                     }
                 }
                 Err(error) => {
-                    // Once per failing streak: a full disk must not also fill the log.
-                    if !claim_failing {
+                    if claims.failed() {
                         tracing::error!(channel = %name, error = %error, "claim failed; retrying every second");
                     }
-                    claim_failing = true;
                 }
             }
         }
@@ -243,7 +246,7 @@ pub async fn run_worker(
             _ => POLL,
         };
         // Something due that we could not claim (all slots busy, or a race): never spin.
-        let until_due = if claim_failing {
+        let until_due = if claims.is_failing() {
             until_due.max(CLAIM_RETRY)
         } else if claimed_any {
             until_due

@@ -18,6 +18,7 @@ use tracing::Instrument;
 use crate::config::ExecConfig;
 use crate::heartbeat::{Heartbeat, Reason};
 use crate::jobs::{self, Completion, Outcome, Redactor, Tail};
+use crate::log_throttle::FailStreak;
 use crate::store::{JobFinal, JobRecord, JobState, NewEvent, Store, now_ms};
 use crate::supervisor::{self, LOG_FILE};
 
@@ -230,7 +231,7 @@ impl ExecRuntime {
         };
         // The outcome is on disk (status.json), so retrying until the store takes it is safe;
         // a restart in the meantime re-reads it.
-        let mut failing = false;
+        let mut streak = FailStreak::default();
         loop {
             match inner
                 .store
@@ -242,9 +243,8 @@ impl ExecRuntime {
                     break;
                 }
                 Err(error) => {
-                    if !failing {
+                    if streak.failed() {
                         tracing::error!(error = %error, "cannot record the job's end; retrying");
-                        failing = true;
                     }
                     tokio::time::sleep(FINISH_RETRY).await;
                 }

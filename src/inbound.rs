@@ -7,20 +7,22 @@
 //! it gets one short "not authorized" reply, at most once an hour.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use execrelay_channel::{Accepted, ChatType, InboundMessage, InboundSink, Route, SinkError};
 use tokio::sync::Notify;
 
-use crate::commands::DISK_FULL_REFUSAL;
 use crate::config::Config;
 use crate::heartbeat::{Heartbeat, Reason};
+use crate::once_per_key::OncePerKey;
 use crate::outbox::Outbox;
 use crate::store::{InboundRecord, InboundResult, Store};
 
 pub const LOCAL_CHANNEL: &str = "local";
 pub const LOCAL_USER: &str = "local";
+/// Sent without storing it: the store is what is full.
+const DISK_FULL_REFUSAL: &str = "refused: the relay's disk is full, so it takes no new commands. Jobs already running still report back here; try again once space is freed.";
 const REFUSAL_INTERVAL: Duration = Duration::from_secs(3600);
 const REFUSAL_MEMORY: usize = 10_000;
 
@@ -80,7 +82,7 @@ pub struct InboundHandler {
     outbox: Outbox,
     heartbeat: Heartbeat,
     commands: Arc<Notify>,
-    refused_recently: Mutex<HashMap<String, Instant>>,
+    refused_recently: OncePerKey,
 }
 
 impl InboundHandler {
@@ -97,28 +99,7 @@ impl InboundHandler {
             outbox,
             heartbeat,
             commands,
-            refused_recently: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn should_answer_refusal(&self, sender: &str) -> bool {
-        let Ok(mut recent) = self.refused_recently.lock() else {
-            return false;
-        };
-        let now = Instant::now();
-        if recent.len() >= REFUSAL_MEMORY {
-            recent.retain(|_, at| now.duration_since(*at) < REFUSAL_INTERVAL);
-            if recent.len() >= REFUSAL_MEMORY {
-                // A flood of distinct senders: stay silent rather than amplify it.
-                return false;
-            }
-        }
-        match recent.get(sender) {
-            Some(at) if now.duration_since(*at) < REFUSAL_INTERVAL => false,
-            _ => {
-                recent.insert(sender.to_string(), now);
-                true
-            }
+            refused_recently: OncePerKey::new(REFUSAL_INTERVAL, REFUSAL_MEMORY),
         }
     }
 }
@@ -134,7 +115,7 @@ impl InboundSink for InboundHandler {
             // Only commands get an answer: in a group, members chatting among themselves must
             // not each draw a "not authorized" from the bot.
             if is_command
-                && self.should_answer_refusal(&sender)
+                && self.refused_recently.admit(&sender)
                 && let Err(error) = self
                     .outbox
                     .send_reply(

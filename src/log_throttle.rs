@@ -1,6 +1,8 @@
-//! Log lines that anyone on the network can multiply (a rejected webhook request) are written
-//! at most once per interval, with a count of those held back: a flood of forged requests must
-//! not cost a write per request, nor fill the disk with the relay's log.
+//! Log lines that something outside the relay can multiply are written sparingly: a rejected
+//! webhook request (anyone on the network can send a flood) at most once per interval with a
+//! count of those held back ([`LogThrottle`]), and a retry loop's failures (a full disk fails
+//! every try) once per failing streak ([`FailStreak`]). Neither may cost a write per event nor
+//! fill the disk with the relay's log.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -47,6 +49,29 @@ impl LogThrottle {
     }
 }
 
+/// A retry loop's failures: the first of a streak is worth a line, the rest are not, and the
+/// end of the streak is worth one more.
+#[derive(Debug, Default)]
+pub struct FailStreak {
+    failing: bool,
+}
+
+impl FailStreak {
+    /// Records a failure; `true` when it starts a streak (log it).
+    pub fn failed(&mut self) -> bool {
+        !std::mem::replace(&mut self.failing, true)
+    }
+
+    /// Records a success; `true` when it ends a streak (say so).
+    pub fn recovered(&mut self) -> bool {
+        std::mem::replace(&mut self.failing, false)
+    }
+
+    pub fn is_failing(&self) -> bool {
+        self.failing
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +86,17 @@ mod tests {
         let throttle = LogThrottle::new(Duration::ZERO);
         assert_eq!(throttle.admit(), Some(0));
         assert_eq!(throttle.admit(), Some(0));
+    }
+
+    #[test]
+    fn a_streak_is_announced_once_and_its_end_once() {
+        let mut streak = FailStreak::default();
+        assert!(!streak.recovered());
+        assert!(streak.failed());
+        assert!(!streak.failed());
+        assert!(streak.is_failing());
+        assert!(streak.recovered());
+        assert!(!streak.recovered());
     }
 
     #[test]

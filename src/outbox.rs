@@ -5,14 +5,15 @@
 //! them. Chunking happens here, once, in the channel's own unit, so every retry resends exactly
 //! the same chunks with the same idempotency keys.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use execrelay_channel::{Channel, Route};
 use tokio::sync::Notify;
 
 use crate::chunk;
+use crate::once_per_key::OncePerKey;
 use crate::store::{NewOutbox, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +34,7 @@ pub struct Outbox {
     store: Store,
     channels: Arc<BTreeMap<String, Arc<dyn Channel>>>,
     wakers: Arc<BTreeMap<String, Arc<Notify>>>,
-    unstored_notice_sent: Arc<Mutex<HashMap<String, Instant>>>,
+    unstored_notice_sent: Arc<OncePerKey>,
 }
 
 impl Outbox {
@@ -50,7 +51,10 @@ impl Outbox {
             store,
             channels: Arc::new(channels),
             wakers: Arc::new(wakers),
-            unstored_notice_sent: Arc::default(),
+            unstored_notice_sent: Arc::new(OncePerKey::new(
+                UNSTORED_NOTICE_INTERVAL,
+                UNSTORED_NOTICE_MEMORY,
+            )),
         }
     }
 
@@ -103,22 +107,11 @@ impl Outbox {
         let Some(channel) = self.channels.get(&route.channel).cloned() else {
             return;
         };
-        let chat = format!("{}:{}", route.channel, route.chat_id);
+        if !self
+            .unstored_notice_sent
+            .admit(&format!("{}:{}", route.channel, route.chat_id))
         {
-            let Ok(mut sent) = self.unstored_notice_sent.lock() else {
-                return;
-            };
-            let now = Instant::now();
-            if sent.len() >= UNSTORED_NOTICE_MEMORY {
-                sent.retain(|_, at| now.duration_since(*at) < UNSTORED_NOTICE_INTERVAL);
-            }
-            match sent.get(&chat) {
-                Some(at) if now.duration_since(*at) < UNSTORED_NOTICE_INTERVAL => return,
-                _ if sent.len() >= UNSTORED_NOTICE_MEMORY => return,
-                _ => {
-                    sent.insert(chat, now);
-                }
-            }
+            return;
         }
         tokio::spawn(crate::delivery::send_unstored(
             channel,

@@ -1,8 +1,8 @@
 //! Retention: a finished job is forgotten `[exec] keep_jobs` after it ended, once nothing of it
 //! is owed any more (its completion has left the event queue): its output directory, its
-//! ledger row, and, by the same age, delivered or dead messages, consumed events and processed
-//! inbox rows. Nothing running, queued or pending is touched. Without it the data directory
-//! grows with every job until the disk is full.
+//! ledger row, and, by the same age, delivered messages, consumed events and processed inbox
+//! rows. Nothing running, queued or pending is touched, nor a dead letter. Without it the data
+//! directory grows with every job until the disk is full.
 //!
 //! Output goes first, then the rows: a crash in between leaves rows whose output is already
 //! gone (`/tail` finds nothing printed), which the next pass removes; never output nobody can
@@ -52,16 +52,19 @@ async fn pass(
     let (mut jobs, mut rows) = (0, 0);
     for _ in 0..MAX_BATCHES {
         let candidates = store.forgettable_jobs(before, BATCH).await?;
+        let candidates_empty = candidates.is_empty();
         let jobs_dir = jobs_dir.to_path_buf();
         let Ok(ids) =
             tokio::task::spawn_blocking(move || remove_job_dirs(&jobs_dir, candidates)).await
         else {
             break;
         };
+        let stuck = ids.is_empty() && !candidates_empty;
         jobs += ids.len();
         let forgotten = store.forget_history(ids, before, BATCH).await?;
         rows += forgotten;
-        if forgotten == 0 {
+        // Nothing left, or only jobs whose directories resist: the next pass tries again.
+        if forgotten == 0 || stuck {
             break;
         }
     }

@@ -12,7 +12,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::StoreError;
-use crate::log_throttle::LogThrottle;
+use crate::log_throttle::{FailStreak, LogThrottle};
 
 const MAX_BATCH: usize = 512;
 const STATEMENT_CACHE: usize = 128;
@@ -98,7 +98,7 @@ fn in_savepoint<R>(
 fn run_writer(conn: Connection, receiver: mpsc::Receiver<Op>) {
     // A full disk fails every batch until space returns: a few lines, then one on recovery.
     let failures = LogThrottle::new(FAILURE_LOG_INTERVAL);
-    let mut failing = false;
+    let mut streak = FailStreak::default();
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -112,7 +112,10 @@ fn run_writer(conn: Connection, receiver: mpsc::Receiver<Op>) {
             .and_then(|mut begin| begin.execute([]))
         {
             let error = StoreError::from(error);
-            tracing::error!(error = %error, "store: cannot begin a transaction");
+            streak.failed();
+            if let Some(held_back) = failures.admit() {
+                tracing::error!(error = %error, held_back, "store: cannot begin a transaction");
+            }
             for op in batch {
                 op(None).0(Err(error.clone()));
             }
@@ -150,16 +153,16 @@ fn run_writer(conn: Connection, receiver: mpsc::Receiver<Op>) {
                 if let Some(held_back) = failures.admit() {
                     tracing::error!(error = %error, held_back, "store: commit failed; the batch is rolled back");
                 }
-                failing = true;
+                streak.failed();
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
             }
-            Ok(()) if failing => {
-                tracing::info!("store: commits work again");
-                failing = false;
+            Ok(()) => {
+                if streak.recovered() {
+                    tracing::info!("store: commits work again");
+                }
             }
-            Ok(()) => {}
         }
         for reply in replies {
             reply(commit.clone());

@@ -68,13 +68,7 @@ impl From<rusqlite::Error> for StoreError {
 impl StoreError {
     /// Whether the disk (or its quota) is full: new work is refused, queued work waits.
     pub fn is_disk_full(&self) -> bool {
-        match self {
-            StoreError::DiskFull(_) => true,
-            StoreError::Io(text) => {
-                text.contains("No space left") || text.contains("File too large")
-            }
-            _ => false,
-        }
+        matches!(self, StoreError::DiskFull(_))
     }
 }
 

@@ -61,6 +61,20 @@ fn next_message_id() -> String {
     )
 }
 
+/// `body` as the signed webhook expects it: its headers (signed with a current timestamp)
+/// and the raw bytes.
+pub fn signed_webhook(body: &Value) -> ([(&'static str, String); 3], Vec<u8>) {
+    let raw = serde_json::to_vec(body).unwrap();
+    let ts = unix_now().to_string();
+    let sig = sign(SECRET, &ts, &raw);
+    let headers = [
+        ("Content-Type", "application/json".to_string()),
+        ("X-Execrelay-Timestamp", ts),
+        ("X-Execrelay-Signature", sig),
+    ];
+    (headers, raw)
+}
+
 /// An inbound direct message with a fresh `message_id`.
 pub fn dm(conversation_id: &str, user_id: &str, text: &str) -> Value {
     json!({
@@ -542,31 +556,17 @@ impl Relay {
 
     /// Posts `body` to `/webhook`, signed with a current timestamp.
     pub fn post_webhook(&self, body: &Value) -> (u16, Value) {
-        let raw = serde_json::to_vec(body).unwrap();
-        let ts = unix_now().to_string();
-        let sig = sign(SECRET, &ts, &raw);
-        self.post_webhook_raw(
-            &[
-                ("Content-Type", "application/json".into()),
-                ("X-Execrelay-Timestamp", ts),
-                ("X-Execrelay-Signature", sig),
-            ],
-            raw,
-        )
+        let (headers, raw) = signed_webhook(body);
+        self.post_webhook_raw(&headers, raw)
     }
 
     /// Posts `body` to `/webhook`, signed; `None` when the relay did not answer (it died).
     pub fn try_post_webhook(&self, body: &Value) -> Option<(u16, Value)> {
-        let raw = serde_json::to_vec(body).unwrap();
-        let ts = unix_now().to_string();
-        let sig = sign(SECRET, &ts, &raw);
-        let req = self
-            .client
-            .post(self.url("/webhook"))
-            .header("Content-Type", "application/json")
-            .header("X-Execrelay-Timestamp", ts)
-            .header("X-Execrelay-Signature", sig)
-            .body(raw);
+        let (headers, raw) = signed_webhook(body);
+        let mut req = self.client.post(self.url("/webhook")).body(raw);
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
         self.rt.block_on(async move {
             let resp = req.send().await.ok()?;
             let status = resp.status().as_u16();
