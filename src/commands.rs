@@ -235,7 +235,7 @@ impl CommandProcessor {
             Command::Kill(job) => {
                 let text = match self.find_job(&message, &job).await? {
                     Err(why) => why,
-                    Ok(found) => match self.exec.kill(&found) {
+                    Ok(found) => match self.exec.kill(&found).await {
                         Ok(()) => format!("stopping job {}", found.id),
                         Err(why) => why,
                     },

@@ -7,10 +7,11 @@
 //! and one that finds the directory re-attaches to a live supervisor, reads the recorded exit,
 //! or, when neither is there, reports the job `lost`.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::Instrument;
@@ -23,6 +24,10 @@ use crate::store::{JobFinal, JobRecord, JobState, NewEvent, Store, now_ms};
 use crate::supervisor::{self, LOG_FILE};
 
 const REATTACH_POLL: Duration = Duration::from_millis(100);
+/// A supervisor writes its pid file within milliseconds of starting; `/kill` and a restart
+/// wait this long for it before concluding that the job is not running.
+const PID_FILE_WAIT: Duration = Duration::from_secs(2);
+const PID_FILE_POLL: Duration = Duration::from_millis(10);
 const FINISH_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
@@ -39,6 +44,9 @@ struct Inner {
     max_queued: usize,
     running: AtomicUsize,
     executable: PathBuf,
+    /// Jobs whose supervisor this relay started and has not reaped yet: until it writes its
+    /// pid file, such a job is starting, not gone.
+    spawning: Mutex<HashSet<String>>,
 }
 
 impl ExecRuntime {
@@ -64,6 +72,7 @@ impl ExecRuntime {
                 max_queued,
                 running: AtomicUsize::new(0),
                 executable: std::env::current_exe()?,
+                spawning: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -83,19 +92,54 @@ impl ExecRuntime {
     /// Starts a job whose ledger row is committed; returns at once, the job runs on.
     pub fn start(&self, job: JobRecord) {
         self.inner.running.fetch_add(1, Ordering::SeqCst);
+        self.set_spawning(&job.id, true);
         let runtime = self.clone();
         let span = tracing::info_span!("job", job_id = %job.id);
         tokio::spawn(async move { runtime.spawn_and_watch(job).await }.instrument(span));
     }
 
     async fn spawn_and_watch(&self, job: JobRecord) {
+        let ran = self.spawn_and_wait(&job).await;
+        self.set_spawning(&job.id, false);
+        match ran {
+            Ok(()) => {
+                crate::failpoint::hit(crate::failpoint::JOB_EXITED);
+                self.complete_from_dir(&job).await;
+            }
+            Err(outcome) => self.finish(&job, outcome, None, now_ms()).await,
+        }
+    }
+
+    fn set_spawning(&self, job_id: &str, spawning: bool) {
+        let mut set = self
+            .inner
+            .spawning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if spawning {
+            set.insert(job_id.to_string());
+        } else {
+            set.remove(job_id);
+        }
+    }
+
+    fn is_spawning(&self, job_id: &str) -> bool {
+        self.inner
+            .spawning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(job_id)
+    }
+
+    /// Starts the supervisor and waits for it to exit; the error is the outcome of a job that
+    /// could not start.
+    async fn spawn_and_wait(&self, job: &JobRecord) -> Result<(), Outcome> {
         let dir = self.job_dir(&job.id);
         // On a busy filesystem creating a directory takes a while: not on a runtime thread.
         if let Err(error) = tokio::fs::create_dir(&dir).await {
-            let outcome =
-                Outcome::FailedToStart(format!("cannot create the job directory: {error}"));
-            self.finish(&job, outcome, None, now_ms()).await;
-            return;
+            return Err(Outcome::FailedToStart(format!(
+                "cannot create the job directory: {error}"
+            )));
         }
         let config = &self.inner.config;
         let mut command = tokio::process::Command::new(&self.inner.executable);
@@ -127,10 +171,9 @@ impl ExecRuntime {
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
-                let outcome =
-                    Outcome::FailedToStart(format!("cannot start the supervisor: {error}"));
-                self.finish(&job, outcome, None, now_ms()).await;
-                return;
+                return Err(Outcome::FailedToStart(format!(
+                    "cannot start the supervisor: {error}"
+                )));
             }
         };
         let pid = child.id().unwrap_or(0);
@@ -148,8 +191,7 @@ impl ExecRuntime {
         if let Err(error) = child.wait().await {
             tracing::error!(error = %error, "waiting for the supervisor failed");
         }
-        crate::failpoint::hit(crate::failpoint::JOB_EXITED);
-        self.complete_from_dir(&job).await;
+        Ok(())
     }
 
     /// Reads what the supervisor recorded and finishes the job with it.
@@ -282,35 +324,48 @@ impl ExecRuntime {
                 tokio::spawn(
                     async move { runtime.complete_from_dir(&job).await }.instrument(span.clone()),
                 );
-            } else if let Some(pid) = supervisor::live_supervisor(&dir) {
-                tracing::info!(pid, "re-attaching to a job that outlived the relay");
-                self.inner.running.fetch_add(1, Ordering::SeqCst);
-                let runtime = self.clone();
-                tokio::spawn(
-                    async move {
-                        while supervisor::live_supervisor(&runtime.job_dir(&job.id)).is_some() {
-                            tokio::time::sleep(REATTACH_POLL).await;
-                        }
-                        runtime.complete_from_dir(&job).await;
-                    }
-                    .instrument(span.clone()),
-                );
             } else {
-                tracing::warn!("the job's supervisor is gone and recorded nothing: lost");
                 self.inner.running.fetch_add(1, Ordering::SeqCst);
-                let outcome = Outcome::Lost("the relay restarted while it ran".into());
                 let runtime = self.clone();
-                tokio::spawn(
-                    async move { runtime.finish(&job, outcome, None, now_ms()).await }
-                        .instrument(span.clone()),
-                );
+                tokio::spawn(async move { runtime.reattach(&job).await }.instrument(span.clone()));
             }
         }
         Ok(())
     }
 
+    /// Follows a job whose supervisor outlived the relay to its end. A supervisor started just
+    /// before the relay died may not have written its pid file yet: it gets a moment to.
+    async fn reattach(&self, job: &JobRecord) {
+        let dir = self.job_dir(&job.id);
+        let deadline = tokio::time::Instant::now() + PID_FILE_WAIT;
+        let pid = loop {
+            if let Some(pid) = supervisor::live_supervisor(&dir) {
+                break Some(pid);
+            }
+            let settled =
+                supervisor::read_status(&dir).is_some() || dir.join(supervisor::PID_FILE).exists();
+            if settled || tokio::time::Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(PID_FILE_POLL).await;
+        };
+        if let Some(pid) = pid {
+            tracing::info!(pid, "re-attaching to a job that outlived the relay");
+            while supervisor::live_supervisor(&dir).is_some() {
+                tokio::time::sleep(REATTACH_POLL).await;
+            }
+        }
+        if pid.is_some() || supervisor::read_status(&dir).is_some() {
+            self.complete_from_dir(job).await;
+        } else {
+            tracing::warn!("the job's supervisor is gone and recorded nothing: lost");
+            let outcome = Outcome::Lost("the relay restarted while it ran".into());
+            self.finish(job, outcome, None, now_ms()).await;
+        }
+    }
+
     /// Asks the job's supervisor to stop it (TERM to the group, KILL after the grace period).
-    pub fn kill(&self, job: &JobRecord) -> Result<(), String> {
+    pub async fn kill(&self, job: &JobRecord) -> Result<(), String> {
         if job.state.is_final() {
             return Err(format!(
                 "job {} has already ended ({})",
@@ -318,8 +373,25 @@ impl ExecRuntime {
                 job.state.as_str()
             ));
         }
-        let pid = supervisor::live_supervisor(&self.job_dir(&job.id))
-            .ok_or_else(|| format!("job {} is not running any more", job.id))?;
+        let dir = self.job_dir(&job.id);
+        let deadline = tokio::time::Instant::now() + PID_FILE_WAIT;
+        let pid = loop {
+            if let Some(pid) = supervisor::live_supervisor(&dir) {
+                break pid;
+            }
+            // Signalled before its handler is in place (which precedes the pid file), the
+            // supervisor would die without recording anything: wait for the file instead.
+            if !self.is_spawning(&job.id) {
+                return Err(format!("job {} is not running any more", job.id));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "job {} is still starting; try /kill again in a moment",
+                    job.id
+                ));
+            }
+            tokio::time::sleep(PID_FILE_POLL).await;
+        };
         // SAFETY: a plain kill(2) on a pid verified to be this job's supervisor.
         let result = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
         if result == 0 {

@@ -182,21 +182,21 @@ fn write_ready_file(path: &Path, addr: SocketAddr) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
-async fn shutdown_signal(stop: CancellationToken) {
+/// Listens for SIGTERM and SIGINT. The handlers are installed here, before the relay says it is
+/// ready, so that a signal sent the moment it is ready shuts it down gracefully rather than
+/// killing it with the default action.
+fn shutdown_signals(stop: CancellationToken) -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(error) => {
-            tracing::error!(error = %error, "cannot listen for SIGTERM");
-            return;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = stop.cancelled() => {}
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        _ = stop.cancelled() => {}
-    }
-    stop.cancel();
+        stop.cancel();
+    })
 }
 
 /// Platforms redeliver for hours at most (Feishu: about 7); a week of dedupe is plenty.
@@ -389,12 +389,13 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         stop: stop.clone(),
         rejections: Arc::new(LogThrottle::new(Duration::from_secs(1))),
     });
+    let signals = shutdown_signals(stop.clone()).context("cannot listen for SIGTERM")?;
+    tokio::spawn(signals);
     tracing::info!(addr = %bound, db = %config.store.path.display(), "execrelay is running");
     if let Some(path) = &ready_file {
         write_ready_file(path, bound)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
-    tokio::spawn(shutdown_signal(stop.clone()));
     let server_stop = stop.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { server_stop.cancelled().await })

@@ -46,13 +46,6 @@ fn is_ack_post(p: &Posted) -> bool {
     p.content.starts_with("started job ")
 }
 
-/// A shell command that waits (bounded) for the file `name` in the workdir, then prints `out`.
-fn gated(name: &str, out: &str) -> String {
-    format!(
-        "/exec sh -c 'for i in $(seq 1 400); do [ -f {name} ] && break; sleep 0.05; done; echo {out}'"
-    )
-}
-
 /// A proxy that nothing should use: counts every connection made to it.
 struct ProxyTrap {
     url: String,
@@ -244,23 +237,26 @@ fn last_active_conversation_follows_an_identity_from_discord_to_the_webhook_and_
         });
     };
 
-    dc.push_message(DM, ALICE, &gated("go-1", "to-webhook"), false);
+    dc.push_message(DM, ALICE, &gated_exec("go-1", "to-webhook"), false);
     let ack = wait_posted(&dc, DM, "the acknowledgement", is_ack_post);
     let first = ack_job_id(&ack.content).expect("a job id");
     relay.say(&dm("wh-alice", "alice", "over here now"));
     route_is("webhook", "wh-alice");
-    std::fs::write(relay.path("go-1"), "").unwrap();
+    relay.open_gate("go-1");
     let done = rx.wait_for_message("the completion on the webhook", SOON, |d| {
         is_completion_of(&d.text, &first)
     });
     assert_eq!(done.conversation_id, "wh-alice");
 
     let second = relay
-        .start_job(&rx, &dm("wh-alice", "alice", &gated("go-2", "to-discord")))
+        .start_job(
+            &rx,
+            &dm("wh-alice", "alice", &gated_exec("go-2", "to-discord")),
+        )
         .id;
     dc.push_message(DM, ALICE, "back on discord", false);
     route_is("discord", &DM.to_string());
-    std::fs::write(relay.path("go-2"), "").unwrap();
+    relay.open_gate("go-2");
     let done = wait_posted(&dc, DM, "the completion on discord", |p| {
         is_completion_of(&p.content, &second)
     });
@@ -325,11 +321,11 @@ fn a_429_then_success_posts_the_completion_once_with_the_same_nonce() {
     let (dc, rx) = (FakeDiscord::start(), Receiver::start());
     let relay = start(&dc, &rx, &["discord:400"]);
 
-    dc.push_message(DM, ALICE, &gated("go", "after-429"), false);
+    dc.push_message(DM, ALICE, &gated_exec("go", "after-429"), false);
     let ack = wait_posted(&dc, DM, "the acknowledgement", is_ack_post);
     let id = ack_job_id(&ack.content).expect("a job id");
     dc.rate_limit_next(1);
-    std::fs::write(relay.path("go"), "").unwrap();
+    relay.open_gate("go");
     let done = wait_posted(&dc, DM, "the completion", |p| {
         is_completion_of(&p.content, &id)
     });

@@ -75,6 +75,15 @@ pub fn signed_webhook(body: &Value) -> ([(&'static str, String); 3], Vec<u8>) {
     (headers, raw)
 }
 
+/// An `/exec` whose job waits (at most 20 s) for the file `gate` in the relay's workdir, then
+/// prints `out`: the test opens the gate ([`Relay::open_gate`]) when the job may end, so no
+/// step races the job's own clock on a slow machine.
+pub fn gated_exec(gate: &str, out: &str) -> String {
+    format!(
+        "/exec sh -c 'for i in $(seq 1 400); do [ -f {gate} ] && break; sleep 0.05; done; echo {out}'"
+    )
+}
+
 /// An inbound direct message with a fresh `message_id`.
 pub fn dm(conversation_id: &str, user_id: &str, text: &str) -> Value {
     json!({
@@ -359,6 +368,12 @@ impl Relay {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Lets the jobs of [`gated_exec`]`(gate, ..)` end.
+    #[track_caller]
+    pub fn open_gate(&self, gate: &str) {
+        std::fs::write(self.path(gate), "").expect("write the gate file");
     }
 
     #[allow(dead_code)]

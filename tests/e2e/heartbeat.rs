@@ -24,10 +24,12 @@ fn issue_41406_empty_heartbeat_md_does_not_delay_exec_completion() {
     let done = rx.wait_for_message("the completion despite the empty HEARTBEAT.md", SOON, |d| {
         is_completion_of(&d.text, &job.id)
     });
+    // The regression held completions for the 30-minute heartbeat; a loaded machine may take
+    // a second or two, which the bench measures properly.
     let latency = done.at.duration_since(job.ack.at);
     assert!(
-        latency < secs(1.2),
-        "completion arrived {latency:?} after the ack; the 0.2 s job should be reported well within a second of its exit"
+        latency < secs(5.0),
+        "completion arrived {latency:?} after the ack; the 0.2 s job should be reported within seconds, not at the next heartbeat"
     );
     assert_eq!(done.conversation_id, "dm-a");
     assert!(

@@ -26,15 +26,13 @@ fn direct_job_reports_to_the_dm_where_the_user_last_spoke() {
     let rx = Receiver::start();
     let relay = Relay::start(&rx, &["webhook:alice"]);
 
-    let job = relay.start_job(
-        &rx,
-        &dm("dm-a", "alice", "/exec sh -c 'sleep 1; echo moved'"),
-    );
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", &gated_exec("go", "moved")));
     relay.say(&dm("dm-b", "alice", "/status"));
     wait_for("alice's last route to become dm-b", SOON, || {
         route_of(&relay, "user:webhook:alice").filter(|r| r["chat_id"] == "dm-b")
     });
     assert_still_running(&relay, &job.id);
+    relay.open_gate("go");
 
     let done = rx.wait_for_message("the completion", SOON, |d| {
         is_completion_of(&d.text, &job.id)
@@ -64,7 +62,7 @@ fn group_job_reports_to_the_group_even_after_the_user_speaks_in_a_dm() {
 
     let job = relay.start_job(
         &rx,
-        &group_msg("grp-1", "alice", "/exec sh -c 'sleep 1; echo grouped'"),
+        &group_msg("grp-1", "alice", &gated_exec("go", "grouped")),
     );
     let route = wait_for("the group's route", SOON, || {
         route_of(&relay, "chat:webhook:grp-1")
@@ -75,6 +73,7 @@ fn group_job_reports_to_the_group_even_after_the_user_speaks_in_a_dm() {
         route_of(&relay, "user:webhook:alice").filter(|r| r["chat_id"] == "dm-c")
     });
     assert_still_running(&relay, &job.id);
+    relay.open_gate("go");
 
     let done = rx.wait_for_message("the completion", SOON, |d| {
         is_completion_of(&d.text, &job.id)

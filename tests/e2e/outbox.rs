@@ -8,14 +8,12 @@ fn rate_limited_completion_honours_retry_after_and_arrives_once() {
     let rx = Receiver::start();
     let relay = Relay::start(&rx, &["webhook:alice"]);
 
-    let job = relay.start_job(
-        &rx,
-        &dm("dm-a", "alice", "/exec sh -c 'sleep 0.3; echo limited'"),
-    );
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", &gated_exec("go", "limited")));
     let id = job.id.clone();
     rx.respond_next_where(2, 429, &[("Retry-After", "1")], move |d| {
         is_completion_of(&d.text, &id)
     });
+    relay.open_gate("go");
 
     let done = rx.wait_for_message("the completion after two 429s", SOON, |d| {
         is_completion_of(&d.text, &job.id)
@@ -52,14 +50,12 @@ fn permanent_410_dead_letters_the_completion_visibly() {
     let rx = Receiver::start();
     let relay = Relay::start(&rx, &["webhook:alice"]);
 
-    let job = relay.start_job(
-        &rx,
-        &dm("dm-gone", "alice", "/exec sh -c 'sleep 0.2; echo gone'"),
-    );
+    let job = relay.start_job(&rx, &dm("dm-gone", "alice", &gated_exec("go", "gone")));
     let id = job.id.clone();
     rx.respond_next_where(usize::MAX, 410, &[], move |d| {
         is_completion_of(&d.text, &id)
     });
+    relay.open_gate("go");
 
     let dead = wait_for(
         "the completion to show as dead in GET /v1/outbox",
@@ -163,7 +159,7 @@ fn an_outage_of_503s_then_429s_delivers_everything_in_order_and_once_after_recov
     };
     wait_for(
         "9 acknowledgements and 9 completions after the outage",
-        backoff_cap + secs(4.0),
+        SOON,
         || {
             let messages = rx.messages();
             (messages.iter().filter(|d| is_ack(d)).count() == 9 && completions(&messages) == 9)
@@ -178,11 +174,21 @@ fn an_outage_of_503s_then_429s_delivers_everything_in_order_and_once_after_recov
         delivered.len()
     );
     // The slowest chat waited at most one backoff (the cap) or one Retry-After (1 s) before
-    // its first send after recovery; the rest follow at once.
-    assert!(
-        caught_up <= backoff_cap + secs(2.0),
-        "caught up {caught_up:?} after recovery; the backoff cap is {backoff_cap:?}"
-    );
+    // its first send after recovery; the rest follow as fast as sends and commits go, which
+    // on a loaded machine is not a figure to assert here (the bench measures it).
+    for room in rooms {
+        let first = delivered
+            .iter()
+            .filter(|d| d.conversation_id == room)
+            .map(|d| d.at)
+            .min()
+            .unwrap_or_else(|| panic!("nothing delivered to {room}"));
+        let waited = first.saturating_duration_since(recovered);
+        assert!(
+            waited <= backoff_cap + secs(2.0),
+            "{room}'s first send came {waited:?} after recovery; the backoff cap is {backoff_cap:?} and Retry-After 1 s"
+        );
+    }
     let keys: std::collections::HashSet<&str> = delivered
         .iter()
         .map(|d| d.idempotency_key.as_str())

@@ -29,14 +29,6 @@ fn count_sent(tg: &FakeTelegram, pred: impl Fn(&Sent) -> bool) -> usize {
     tg.sent().iter().filter(|s| pred(s)).count()
 }
 
-/// A shell command that waits (bounded) for the file `name` in the workdir, then prints `out`:
-/// the test decides when the job ends.
-fn gated(name: &str, out: &str) -> String {
-    format!(
-        "/exec sh -c 'for i in $(seq 1 400); do [ -f {name} ] && break; sleep 0.05; done; echo {out}'"
-    )
-}
-
 #[track_caller]
 fn assert_no_token_in(log: &str) {
     let secret = TOKEN.split_once(':').map(|(_, s)| s).unwrap_or(TOKEN);
@@ -122,7 +114,7 @@ fn last_active_conversation_follows_an_identity_across_platforms() {
     let relay = start_with_identity(&tg, &rx);
 
     // Started in a Telegram DM, then alice speaks on the webhook: the completion goes there.
-    tg.push(dm(ALICE, &gated("go-1", "to-webhook")));
+    tg.push(dm(ALICE, &gated_exec("go-1", "to-webhook")));
     let ack = wait_sent(&tg, ALICE, "the acknowledgement", |s| {
         s.text.starts_with("started job ")
     });
@@ -133,7 +125,7 @@ fn last_active_conversation_follows_an_identity_across_platforms() {
         "hello from the webhook",
     ));
     wait_route(&relay, "webhook", "wh-alice");
-    std::fs::write(relay.path("go-1"), "").unwrap();
+    relay.open_gate("go-1");
     let done = rx.wait_for_message("the completion on the webhook", SOON, |d| {
         is_completion_of(&d.text, &first)
     });
@@ -144,12 +136,12 @@ fn last_active_conversation_follows_an_identity_across_platforms() {
     let second = relay
         .start_job(
             &rx,
-            &crate::harness::dm("wh-alice", "alice", &gated("go-2", "to-tg")),
+            &crate::harness::dm("wh-alice", "alice", &gated_exec("go-2", "to-tg")),
         )
         .id;
     tg.push(dm(ALICE, "back in telegram"));
     wait_route(&relay, "telegram", "5");
-    std::fs::write(relay.path("go-2"), "").unwrap();
+    relay.open_gate("go-2");
     let done = wait_sent(&tg, ALICE, "the completion in telegram", |s| {
         is_completion_of(&s.text, &second)
     });
@@ -243,13 +235,13 @@ fn rate_limited_twice_then_delivered_once_after_the_wait() {
     let (tg, rx) = (FakeTelegram::start(), Receiver::start());
     let relay = start(&tg, &rx, &["telegram:5"]);
 
-    tg.push(dm(ALICE, &gated("go", "after-429")));
+    tg.push(dm(ALICE, &gated_exec("go", "after-429")));
     let ack = wait_sent(&tg, ALICE, "the acknowledgement", |s| {
         s.text.starts_with("started job ")
     });
     let id = ack_job_id(&ack.text).expect("a job id");
     tg.rate_limit_next(2, 1);
-    std::fs::write(relay.path("go"), "").unwrap();
+    relay.open_gate("go");
     let done = wait_sent(&tg, ALICE, "the completion", |s| {
         is_completion_of(&s.text, &id)
     });
@@ -363,7 +355,7 @@ fn blocked_user_dead_letters_and_a_migrated_group_follows_its_new_id() {
 
     let (old, new) = (-300, SUPERGROUP_BASE - 300);
     tg.migrate(old, new);
-    tg.push(group(old, ALICE, &gated("go", "migrated-ok"), None));
+    tg.push(group(old, ALICE, &gated_exec("go", "migrated-ok"), None));
     let ack = wait_sent(&tg, new, "the acknowledgement at the new id", |s| {
         s.text.starts_with("started job ")
     });
@@ -375,7 +367,7 @@ fn blocked_user_dead_letters_and_a_migrated_group_follows_its_new_id() {
             .into_iter()
             .find(|r| r["session"] == session && r["chat_id"] == new_id.as_str())
     });
-    std::fs::write(relay.path("go"), "").unwrap();
+    relay.open_gate("go");
     let done = wait_sent(&tg, new, "the completion at the new id", |s| {
         is_completion_of(&s.text, &id)
     });
