@@ -435,6 +435,7 @@ async fn post_chat(
         sender_id: LOCAL_USER.into(),
         text: request.text,
         platform_message_id: None,
+        sent_at_ms: None,
     };
     accept(&state, message, StatusCode::INSUFFICIENT_STORAGE).await
 }

@@ -137,6 +137,7 @@ impl InboundSink for InboundHandler {
             sender,
             text: message.text,
             platform_message_id: message.platform_message_id,
+            sent_at_ms: message.sent_at_ms,
         };
         match self.store.accept_inbound(record).await {
             Ok(InboundResult::Duplicate) => Ok(Accepted::Duplicate),

@@ -213,7 +213,14 @@ pub struct InboundRecord {
     pub sender: String,
     pub text: String,
     pub platform_message_id: Option<String>,
+    /// When the platform says it was sent (unix ms), for channels that hand messages over out
+    /// of order.
+    pub sent_at_ms: Option<i64>,
 }
+
+/// A platform timestamp further ahead of this clock than this is not believed: it could hold
+/// a route in place until then.
+const MAX_SENT_AT_AHEAD_MS: i64 = 3600 * 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InboundResult {
@@ -503,12 +510,31 @@ impl Store {
                 )?
                 .execute(params![record.session, route, record.sender, record.text, now])?;
                 let inbox_id = conn.last_insert_rowid();
+                let sent_at = record
+                    .sent_at_ms
+                    .filter(|at| *at <= now + MAX_SENT_AT_AHEAD_MS);
+                // Within one channel, a message sent before the one that set the route came
+                // late (handed over out of order): it runs, but the route stays. Across
+                // channels, platform clocks are not comparable; arrival order decides.
                 conn.prepare_cached(
-                    "INSERT INTO routes (session, route, updated_at) VALUES (?1, ?2, ?3)
+                    "INSERT INTO routes (session, route, updated_at, channel, sent_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (session) DO UPDATE SET route = excluded.route,
-                                                         updated_at = excluded.updated_at",
+                                                         updated_at = excluded.updated_at,
+                                                         channel = excluded.channel,
+                                                         sent_at = excluded.sent_at
+                     WHERE routes.channel IS NOT excluded.channel
+                        OR routes.sent_at IS NULL
+                        OR excluded.sent_at IS NULL
+                        OR excluded.sent_at >= routes.sent_at",
                 )?
-                .execute(params![record.session, route, now])?;
+                .execute(params![
+                    record.session,
+                    route,
+                    now,
+                    record.route.channel,
+                    sent_at
+                ])?;
                 let has_queued_events: bool = conn
                     .prepare_cached(
                         "SELECT EXISTS (SELECT 1 FROM events WHERE session = ?1 AND state = 'queued')",

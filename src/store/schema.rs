@@ -126,6 +126,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_consumed ON events (consumed_at) WHERE state = 'consumed';
     CREATE INDEX inbox_processed ON inbox (processed_at) WHERE processed_at IS NOT NULL;
     "#,
+    // 4: messages one channel hands over out of order must not move a route backwards: the
+    // route remembers its channel and when the platform says its message was sent.
+    r#"
+    ALTER TABLE routes ADD COLUMN channel TEXT;
+    ALTER TABLE routes ADD COLUMN sent_at INTEGER;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -26,6 +26,7 @@ fn inbound(chat: &str, id: Option<&str>) -> InboundRecord {
         sender: "webhook:alice".into(),
         text: "/status".into(),
         platform_message_id: id.map(str::to_string),
+        sent_at_ms: None,
     }
 }
 
@@ -72,6 +73,83 @@ async fn inbound_is_deduped_and_records_the_last_route() {
     assert_eq!(last.chat_id, "c");
     assert_eq!(store.pending_inbox(10).await.unwrap().len(), 3);
     assert_eq!(store.prune_seen(now_ms() + 1).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_late_message_from_the_same_channel_does_not_move_the_route_back() {
+    let (_dir, store) = open();
+    let sent = |channel: &str, chat: &str, at: Option<i64>| InboundRecord {
+        route: Route {
+            channel: channel.into(),
+            ..route(chat)
+        },
+        sent_at_ms: at,
+        ..inbound(chat, None)
+    };
+    let last = || async {
+        store
+            .last_route("user:webhook:alice")
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let t = now_ms();
+
+    // Sent at t in dm-b, but handed over after the one sent at t - 5 in dm-a... and the other
+    // way round: the later message wins either way.
+    store
+        .accept_inbound(sent("discord", "dm-b", Some(t)))
+        .await
+        .unwrap();
+    store
+        .accept_inbound(sent("discord", "dm-a", Some(t - 5)))
+        .await
+        .unwrap();
+    assert_eq!(
+        last().await.chat_id,
+        "dm-b",
+        "a late, older message moved the route"
+    );
+    store
+        .accept_inbound(sent("discord", "dm-a", Some(t + 1)))
+        .await
+        .unwrap();
+    assert_eq!(last().await.chat_id, "dm-a");
+    // The same millisecond: arrival order.
+    store
+        .accept_inbound(sent("discord", "dm-b", Some(t + 1)))
+        .await
+        .unwrap();
+    assert_eq!(last().await.chat_id, "dm-b");
+
+    // Another channel's clock is not comparable: arrival order decides.
+    store
+        .accept_inbound(sent("feishu", "oc-1", Some(t - 60_000)))
+        .await
+        .unwrap();
+    assert_eq!(last().await.chat_id, "oc-1");
+    // A message without a platform time always moves it.
+    store
+        .accept_inbound(sent("discord", "dm-c", Some(t + 10)))
+        .await
+        .unwrap();
+    store
+        .accept_inbound(sent("discord", "dm-d", None))
+        .await
+        .unwrap();
+    assert_eq!(last().await.chat_id, "dm-d");
+    // A timestamp far ahead of this clock is not believed, so it cannot pin the route.
+    store
+        .accept_inbound(sent("discord", "dm-e", Some(t + 86_400_000)))
+        .await
+        .unwrap();
+    store
+        .accept_inbound(sent("discord", "dm-f", Some(t + 20)))
+        .await
+        .unwrap();
+    assert_eq!(last().await.chat_id, "dm-f");
+    // Every one of them was stored to run, late or not.
+    assert_eq!(store.pending_inbox(20).await.unwrap().len(), 9);
 }
 
 fn new_job(id: &str) -> NewJob {

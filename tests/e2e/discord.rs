@@ -217,6 +217,54 @@ fn a_job_started_in_a_thread_completes_in_the_thread() {
     );
 }
 
+/// serenity handles each dispatch on its own task, so a message can reach the relay after one
+/// sent later. The session's route must follow when they were sent, not when they arrived.
+#[test]
+fn a_message_handled_late_does_not_move_the_route_back() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let relay = start(&dc, &rx, &["discord:400"]);
+    let thread = 220;
+    dc.add_thread(thread, GUILD_CHANNEL);
+    let session = format!("chat:discord:{GUILD_CHANNEL}");
+    let route = || {
+        relay
+            .routes()
+            .into_iter()
+            .find(|r| r["session"] == session.as_str())
+    };
+
+    dc.push_message(thread, ALICE, &gated_exec("go", "in-thread"), true);
+    let ack = wait_posted(&dc, thread, "the acknowledgement", is_ack_post);
+    let id = ack_job_id(&ack.content).expect("a job id");
+    // Sent a second before the /exec in the thread, handled after it.
+    dc.push_message_sent_earlier(GUILD_CHANNEL, ALICE, "/status", true, 1000);
+    wait_posted(&dc, GUILD_CHANNEL, "the late /status answered", |_| true);
+    let last = route().expect("the channel's route");
+    assert_eq!(
+        last["thread_id"],
+        thread.to_string().as_str(),
+        "the late message moved the route back to the channel: {last}"
+    );
+
+    relay.open_gate("go");
+    let done = wait_posted(&dc, thread, "the completion", |p| {
+        is_completion_of(&p.content, &id)
+    });
+    assert!(output_lines(&done.content).contains(&"in-thread"));
+    assert!(
+        !dc.posted_to(GUILD_CHANNEL)
+            .iter()
+            .any(|p| is_completion_of(&p.content, &id)),
+        "the completion went to the channel the late message came from"
+    );
+
+    // A message sent now does move it.
+    dc.push_message(GUILD_CHANNEL, ALICE, "/status", true);
+    wait_for("the route to follow a newer message", SOON, || {
+        route().filter(|r| r["thread_id"].is_null())
+    });
+}
+
 #[test]
 fn last_active_conversation_follows_an_identity_from_discord_to_the_webhook_and_back() {
     let (dc, rx) = (FakeDiscord::start(), Receiver::start());

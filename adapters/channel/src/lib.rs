@@ -60,6 +60,11 @@ pub struct InboundMessage {
     /// The platform's id of the message (or update/event): the relay dedupes on it, so a
     /// redelivered message is never run twice. `None` when the platform has no such id.
     pub platform_message_id: Option<String>,
+    /// When the platform says the message was sent (unix milliseconds), where the adapter may
+    /// hand over messages out of order (Discord dispatches each event on its own task; webhook
+    /// requests run concurrently). A session's last route then only moves forward in this time
+    /// within one channel. `None` where messages arrive in order (Telegram's update loop).
+    pub sent_at_ms: Option<i64>,
 }
 
 /// What [`InboundSink::accept`] did with a message.

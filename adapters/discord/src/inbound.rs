@@ -33,6 +33,12 @@ pub fn strip_mentions(content: &str, bot: u64) -> (String, bool) {
     (text.trim().to_string(), mentioned)
 }
 
+/// When a snowflake was made: its top 42 bits count milliseconds since Discord's epoch (2015).
+fn snowflake_millis(id: u64) -> i64 {
+    const DISCORD_EPOCH_MS: i64 = 1_420_070_400_000;
+    (id >> 22) as i64 + DISCORD_EPOCH_MS
+}
+
 /// The message a `MESSAGE_CREATE` carries for the relay, if any. `parent` is the channel a
 /// thread belongs to (the thread shares its chat, and replies go to the thread). Bots, the bot
 /// itself, empty messages and, with `require_mention`, guild chatter that neither mentions the
@@ -79,6 +85,8 @@ pub fn to_inbound(
         text,
         // Snowflakes are unique across Discord; a resumed session may dispatch one twice.
         platform_message_id: Some(message.id.get().to_string()),
+        // serenity dispatches each event on its own task: two messages may arrive swapped.
+        sent_at_ms: Some(snowflake_millis(message.id.get())),
     })
 }
 
@@ -176,6 +184,12 @@ mod tests {
     use serde_json::json;
 
     const BOT: u64 = 900;
+
+    #[test]
+    fn a_snowflake_tells_when_it_was_made() {
+        // The example in Discord's reference: 2016-04-30 11:18:25.796 UTC.
+        assert_eq!(snowflake_millis(175_928_847_299_117_063), 1_462_015_105_796);
+    }
 
     fn message(content: &str, guild: bool) -> Message {
         let mut d = json!({

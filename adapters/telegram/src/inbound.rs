@@ -73,6 +73,8 @@ pub fn to_inbound(update: &Update, me: &BotIdentity) -> Option<InboundMessage> {
         text: text.to_string(),
         // update_id is unique per bot, and Telegram redelivers an unconfirmed update with it.
         platform_message_id: Some(update.id.0.to_string()),
+        // Our polling loop hands updates over one by one, in Telegram's order.
+        sent_at_ms: None,
     })
 }
 

@@ -110,6 +110,15 @@ pub fn parse_inbound(body: &[u8]) -> Result<InboundMessage, WebhookError> {
     let user_id = required_id(&fields, "user_id")?;
     let message_id = optional_id(&fields, "message_id")?;
     let thread_id = optional_id(&fields, "thread_id")?;
+    let sent_at_ms = match fields.get("sent_at_ms") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.is_i64() => n.as_i64(),
+        Some(_) => {
+            return Err(bad(
+                "field `sent_at_ms` must be an integer (unix milliseconds)".into(),
+            ));
+        }
+    };
     let text = match fields.get("text") {
         Some(Value::String(text)) => text.clone(),
         None | Some(Value::Null) => return Err(bad("missing field `text`".into())),
@@ -138,6 +147,7 @@ pub fn parse_inbound(body: &[u8]) -> Result<InboundMessage, WebhookError> {
         sender_id: user_id,
         text,
         platform_message_id: message_id,
+        sent_at_ms,
     })
 }
 
@@ -266,7 +276,8 @@ mod tests {
     #[test]
     fn parses_full_message() {
         let body = br#"{"conversation_id":"c1","user_id":"alice","text":"/exec ls",
-            "message_id":"m9","chat_type":"group","thread_id":"t2","extra":true}"#;
+            "message_id":"m9","chat_type":"group","thread_id":"t2","extra":true,
+            "sent_at_ms":1700000000123}"#;
         let msg = parse_inbound(body).unwrap();
         assert_eq!(
             msg,
@@ -282,6 +293,7 @@ mod tests {
                 sender_id: "alice".into(),
                 text: "/exec ls".into(),
                 platform_message_id: Some("m9".into()),
+                sent_at_ms: Some(1_700_000_000_123),
             }
         );
     }
@@ -293,6 +305,7 @@ mod tests {
         assert_eq!(msg.route.thread_id, None);
         assert_eq!(msg.route.reply_to_message_id, None);
         assert_eq!(msg.platform_message_id, None);
+        assert_eq!(msg.sent_at_ms, None);
         assert_eq!(
             (msg.route.chat_id.as_str(), msg.sender_id.as_str()),
             ("c1", "alice")
@@ -355,6 +368,10 @@ mod tests {
         assert_bad_request(
             br#"{"conversation_id":"c","user_id":"a","text":"x","message_id":{}}"#,
             "`message_id` must be",
+        );
+        assert_bad_request(
+            br#"{"conversation_id":"c","user_id":"a","text":"x","sent_at_ms":"soon"}"#,
+            "`sent_at_ms` must be an integer",
         );
     }
 

@@ -74,6 +74,15 @@ fn text_field<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
         .filter(|text| !text.is_empty())
 }
 
+/// Milliseconds as Feishu writes them: a string of digits (or, tolerated, a number).
+fn millis_field(value: &Value, path: &[&str]) -> Option<i64> {
+    match path.iter().try_fold(value, |value, key| value.get(key))? {
+        Value::String(text) => text.trim().parse().ok(),
+        Value::Number(number) => number.as_i64(),
+        _ => None,
+    }
+}
+
 const UNSIGNED: &str = "an event without a valid X-Lark-Signature";
 
 /// With an encrypt key, Feishu signs every event: `Ok(true)` for a valid signature on a fresh
@@ -199,6 +208,9 @@ pub(crate) fn receive(
         sender_id: open_id.to_string(),
         text,
         platform_message_id: Some(event_id.to_string()),
+        // Feishu posts events concurrently, so they may be handled out of order.
+        sent_at_ms: millis_field(message, &["create_time"])
+            .or_else(|| millis_field(header, &["create_time"])),
     }))
 }
 
@@ -256,6 +268,7 @@ mod tests {
         assert_eq!(message.route.chat_id, "oc_room");
         assert_eq!(message.route.chat_type, ChatType::Group);
         assert_eq!(message.platform_message_id.as_deref(), Some("ev-1"));
+        assert_eq!(message.sent_at_ms, Some(1_760_000_000_000));
     }
 
     #[test]
