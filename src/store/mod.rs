@@ -1046,7 +1046,9 @@ impl Store {
             .call(move |conn| {
                 let now = now_ms();
                 // The head of a chat: its oldest pending message's first unsent chunk. A head
-                // that is leased or not yet due holds the chat back, which keeps order.
+                // that is leased or not yet due holds the chat back, which keeps order. So does
+                // any other leased chunk of the chat: rows moved in from a migrated chat sort
+                // ahead of a send already in flight at the new id, and must wait for it.
                 let mut statement = conn.prepare_cached(
                     "SELECT o.id, o.key, c.idx, o.route, c.text, c.attempts,
                             (SELECT COUNT(*) FROM outbox_chunks n WHERE n.outbox_id = o.id)
@@ -1059,6 +1061,10 @@ impl Store {
                                     WHERE q.outbox_id = o.id AND q.state = 'pending')
                        AND c.next_attempt_at <= ?2
                        AND (c.lease_until IS NULL OR c.lease_until < ?2)
+                       AND NOT EXISTS (SELECT 1 FROM outbox lo JOIN outbox_chunks l ON l.outbox_id = lo.id
+                                       WHERE l.lease_owner IS NOT NULL AND l.lease_until >= ?2
+                                         AND lo.channel = o.channel AND lo.chat_key = o.chat_key
+                                         AND lo.state = 'pending')
                      ORDER BY o.id LIMIT ?3",
                 )?;
                 let mut rows = statement.query(params![channel, now, limit as i64])?;

@@ -376,6 +376,48 @@ async fn a_moved_chat_rewrites_its_routes_and_keeps_its_order() {
     );
 }
 
+/// A group that moved may already have a message in flight at its new id; the rows moved in
+/// from the old id sort ahead of it, but must wait for it: one send in flight per chat.
+#[tokio::test]
+async fn rows_moved_into_a_chat_wait_for_its_send_in_flight() {
+    let (_dir, store) = open();
+    store
+        .enqueue_outbox(vec![reply("old", &["o1"]), reply("new", &["n1"])])
+        .await
+        .unwrap();
+    let claimed = store.claim_due("webhook", 10, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 2, "both chats' heads are due");
+    let old_head = claimed.iter().find(|c| c.text == "o1").unwrap();
+    let new_head = claimed.iter().find(|c| c.text == "n1").unwrap();
+    // "n1" stays leased (in flight) while the old chat turns out to have moved to "new".
+    store
+        .record_outcome(
+            old_head.outbox_id,
+            old_head.index,
+            ChunkOutcome::Moved {
+                chat_id: "new".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let claimed = store.claim_due("webhook", 10, 60_000).await.unwrap();
+    assert!(
+        claimed.is_empty(),
+        "a second send to a chat with one in flight: {claimed:?}"
+    );
+    store
+        .record_outcome(
+            new_head.outbox_id,
+            new_head.index,
+            ChunkOutcome::Sent { platform_id: None },
+        )
+        .await
+        .unwrap();
+    let claimed = store.claim_due("webhook", 10, 60_000).await.unwrap();
+    let texts: Vec<_> = claimed.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(texts, ["o1"]);
+}
+
 #[tokio::test]
 async fn adapter_state_survives_a_reopen() {
     let (dir, store) = open();
