@@ -5,9 +5,10 @@
 //! the claim that a spawn was attempted: it is created right before the supervisor starts, so a
 //! restart that finds a `starting` job without one knows the command never ran and starts it,
 //! and one that finds the directory re-attaches to a live supervisor, reads the recorded exit,
-//! or, when neither is there, reports the job `lost`.
+//! or, when neither is there after a short grace (a supervisor started just before the relay
+//! died may not have written its pid file yet), reports the job `lost`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,9 +45,17 @@ struct Inner {
     max_queued: usize,
     running: AtomicUsize,
     executable: PathBuf,
-    /// Jobs whose supervisor this relay started and has not reaped yet: until it writes its
-    /// pid file, such a job is starting, not gone.
-    spawning: Mutex<HashSet<String>>,
+    /// Jobs whose supervisor this relay has asked to start (or is giving a moment to show up
+    /// after a restart) and has not seen exit: until its pid file is there, such a job is
+    /// starting, not gone.
+    supervisors: Mutex<HashMap<String, Supervisor>>,
+}
+
+#[derive(Clone, Copy)]
+enum Supervisor {
+    Starting,
+    /// This relay's own child, not reaped yet, so its pid cannot have been reused.
+    Child(u32),
 }
 
 impl ExecRuntime {
@@ -72,7 +81,7 @@ impl ExecRuntime {
                 max_queued,
                 running: AtomicUsize::new(0),
                 executable: std::env::current_exe()?,
-                spawning: Mutex::new(HashSet::new()),
+                supervisors: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -92,7 +101,7 @@ impl ExecRuntime {
     /// Starts a job whose ledger row is committed; returns at once, the job runs on.
     pub fn start(&self, job: JobRecord) {
         self.inner.running.fetch_add(1, Ordering::SeqCst);
-        self.set_spawning(&job.id, true);
+        self.track(&job.id, Some(Supervisor::Starting));
         let runtime = self.clone();
         let span = tracing::info_span!("job", job_id = %job.id);
         tokio::spawn(async move { runtime.spawn_and_watch(job).await }.instrument(span));
@@ -100,7 +109,7 @@ impl ExecRuntime {
 
     async fn spawn_and_watch(&self, job: JobRecord) {
         let ran = self.spawn_and_wait(&job).await;
-        self.set_spawning(&job.id, false);
+        self.track(&job.id, None);
         match ran {
             Ok(()) => {
                 crate::failpoint::hit(crate::failpoint::JOB_EXITED);
@@ -110,25 +119,26 @@ impl ExecRuntime {
         }
     }
 
-    fn set_spawning(&self, job_id: &str, spawning: bool) {
-        let mut set = self
+    /// Records what is known of a job's supervisor (`None`: it has exited, or never will).
+    fn track(&self, job_id: &str, supervisor: Option<Supervisor>) {
+        let mut supervisors = self
             .inner
-            .spawning
+            .supervisors
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if spawning {
-            set.insert(job_id.to_string());
-        } else {
-            set.remove(job_id);
-        }
+        match supervisor {
+            Some(supervisor) => supervisors.insert(job_id.to_string(), supervisor),
+            None => supervisors.remove(job_id),
+        };
     }
 
-    fn is_spawning(&self, job_id: &str) -> bool {
+    fn supervisor_of(&self, job_id: &str) -> Option<Supervisor> {
         self.inner
-            .spawning
+            .supervisors
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(job_id)
+            .get(job_id)
+            .copied()
     }
 
     /// Starts the supervisor and waits for it to exit; the error is the outcome of a job that
@@ -177,6 +187,7 @@ impl ExecRuntime {
             }
         };
         let pid = child.id().unwrap_or(0);
+        self.track(&job.id, Some(Supervisor::Child(pid)));
         let shown = self.redact(&jobs::one_line(&job.command, 200));
         tracing::info!(pid, command = %shown, "job started");
         if let Err(error) = self
@@ -338,17 +349,21 @@ impl ExecRuntime {
     async fn reattach(&self, job: &JobRecord) {
         let dir = self.job_dir(&job.id);
         let deadline = tokio::time::Instant::now() + PID_FILE_WAIT;
+        self.track(&job.id, Some(Supervisor::Starting));
         let pid = loop {
+            // Looked at before the liveness check: the file is written whole (renamed into
+            // place), so one that was there names a supervisor that is gone if not live now.
+            let had_pid_file = dir.join(supervisor::PID_FILE).exists();
             if let Some(pid) = supervisor::live_supervisor(&dir) {
                 break Some(pid);
             }
-            let settled =
-                supervisor::read_status(&dir).is_some() || dir.join(supervisor::PID_FILE).exists();
+            let settled = had_pid_file || supervisor::read_status(&dir).is_some();
             if settled || tokio::time::Instant::now() >= deadline {
                 break None;
             }
             tokio::time::sleep(PID_FILE_POLL).await;
         };
+        self.track(&job.id, None);
         if let Some(pid) = pid {
             tracing::info!(pid, "re-attaching to a job that outlived the relay");
             while supervisor::live_supervisor(&dir).is_some() {
@@ -379,10 +394,12 @@ impl ExecRuntime {
             if let Some(pid) = supervisor::live_supervisor(&dir) {
                 break pid;
             }
-            // Signalled before its handler is in place (which precedes the pid file), the
-            // supervisor would die without recording anything: wait for the file instead.
-            if !self.is_spawning(&job.id) {
-                return Err(format!("job {} is not running any more", job.id));
+            // Signalled before its handler is in place, a supervisor would die without
+            // stopping its command or recording anything: wait until it catches SIGTERM.
+            match self.supervisor_of(&job.id) {
+                None => return Err(format!("job {} is not running any more", job.id)),
+                Some(Supervisor::Child(pid)) if supervisor::handles_sigterm(pid) => break pid,
+                Some(_) => {}
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(format!(

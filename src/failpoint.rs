@@ -24,11 +24,23 @@ pub const CHUNK_SENT: &str = "chunk-sent";
 /// The same, for a chunk with more of its message still to send: the message is cut in two.
 pub const MID_MESSAGE: &str = "mid-message";
 
+/// In a job's supervisor (which inherits the relay's environment): a pause before it installs
+/// its signal handlers and writes its pid file, to widen the moment `/kill` and a restart must
+/// wait out.
+pub const SUPERVISOR_SLOW_START: &str = "supervisor-slow-start";
+
 fn armed() -> Option<&'static str> {
     static ARMED: OnceLock<Option<String>> = OnceLock::new();
     ARMED
         .get_or_init(|| std::env::var(VARIABLE).ok().filter(|v| !v.is_empty()))
         .as_deref()
+}
+
+/// Sleeps here if `name` is the armed point (for points that widen a window, not crash).
+pub fn pause(name: &str, pause: std::time::Duration) {
+    if armed() == Some(name) {
+        std::thread::sleep(pause);
+    }
 }
 
 /// Kills the process here if `name` is the armed crash point.

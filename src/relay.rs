@@ -389,7 +389,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         stop: stop.clone(),
         rejections: Arc::new(LogThrottle::new(Duration::from_secs(1))),
     });
-    let signals = shutdown_signals(stop.clone()).context("cannot listen for SIGTERM")?;
+    let signals = shutdown_signals(stop.clone()).context("cannot listen for SIGTERM and SIGINT")?;
     tokio::spawn(signals);
     tracing::info!(addr = %bound, db = %config.store.path.display(), "execrelay is running");
     if let Some(path) = &ready_file {

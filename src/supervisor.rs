@@ -86,6 +86,10 @@ fn leave_controlling_terminal() {
 
 /// Runs the job to its end and records the outcome; returns the process exit code.
 pub fn run(args: &SuperviseArgs) -> i32 {
+    crate::failpoint::pause(
+        crate::failpoint::SUPERVISOR_SLOW_START,
+        Duration::from_millis(500),
+    );
     leave_controlling_terminal();
     // SAFETY: installing a handler that only stores to an atomic is async-signal-safe.
     unsafe {
@@ -101,10 +105,7 @@ pub fn run(args: &SuperviseArgs) -> i32 {
     }
     let started_at = now_ms();
     let start_time = own_start_time().map(|t| t.to_string()).unwrap_or_default();
-    if let Err(error) = std::fs::write(
-        args.job_dir.join(PID_FILE),
-        format!("{} {start_time}\n", std::process::id()),
-    ) {
+    if let Err(error) = write_pid_file(&args.job_dir, &start_time) {
         eprintln!("supervisor: cannot write pid file: {error}");
     }
     let record = match supervise(args, started_at) {
@@ -206,6 +207,33 @@ fn stop_group(
         .map_err(|_| "the command did not die after SIGKILL".to_string())
 }
 
+/// Whole or absent, never half-written: a relay that finds the file and no live process behind
+/// it concludes that the supervisor is gone. (No fsync: after a power cut no process is left.)
+fn write_pid_file(job_dir: &Path, start_time: &str) -> std::io::Result<()> {
+    let tmp = job_dir.join("supervisor.pid.tmp");
+    std::fs::write(&tmp, format!("{} {start_time}\n", std::process::id()))?;
+    std::fs::rename(&tmp, job_dir.join(PID_FILE))
+}
+
+/// Whether process `pid` is alive (not a zombie) and catches SIGTERM: a supervisor that does
+/// has its handler in place, so a TERM makes it stop its job and record that, not just die.
+pub fn handles_sigterm(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::trim)
+    };
+    let alive = field("State:").is_some_and(|state| !state.starts_with('Z'));
+    let caught = field("SigCgt:")
+        .and_then(|mask| u64::from_str_radix(mask, 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0);
+    alive && caught
+}
+
 fn write_status(job_dir: &Path, record: &ExitRecord) -> std::io::Result<()> {
     let tmp = job_dir.join("status.json.tmp");
     let mut file = File::create(&tmp)?;
@@ -292,5 +320,27 @@ mod tests {
         // An old pid file: the command line must name the job directory, and ours does not.
         std::fs::write(dir.path().join(PID_FILE), format!("{me}\n")).unwrap();
         assert_eq!(live_supervisor(dir.path()), None);
+    }
+
+    #[test]
+    fn sigterm_counts_as_handled_only_once_a_handler_is_in_place() {
+        let mut plain = Command::new("sleep").arg("5").spawn().unwrap();
+        assert!(!handles_sigterm(plain.id()), "sleep has no TERM handler");
+        let mut trapping = Command::new("sh")
+            .args(["-c", "trap 'exit 0' TERM; while :; do sleep 0.05; done"])
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !handles_sigterm(trapping.id()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            handles_sigterm(trapping.id()),
+            "the shell's trap is a handler"
+        );
+        for child in [&mut plain, &mut trapping] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -218,9 +218,13 @@ pub struct InboundRecord {
     pub sent_at_ms: Option<i64>,
 }
 
-/// A platform timestamp further ahead of this clock than this is not believed: it could hold
-/// a route in place until then.
-const MAX_SENT_AT_AHEAD_MS: i64 = 3600 * 1000;
+/// A platform clock is believed this far ahead of ours, no further: a later time would hold a
+/// route in place until then.
+const MAX_SENT_AT_AHEAD_MS: i64 = 5_000;
+/// A message the platform says was sent this long before the current route was set is a late
+/// redelivery (a webhook retried for hours, a replay after a resume), whatever its channel;
+/// within this, clocks of different platforms are too far apart to compare.
+const STALE_SENT_AT_MS: i64 = 5 * 60 * 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InboundResult {
@@ -512,10 +516,11 @@ impl Store {
                 let inbox_id = conn.last_insert_rowid();
                 let sent_at = record
                     .sent_at_ms
-                    .filter(|at| *at <= now + MAX_SENT_AT_AHEAD_MS);
-                // Within one channel, a message sent before the one that set the route came
-                // late (handed over out of order): it runs, but the route stays. Across
-                // channels, platform clocks are not comparable; arrival order decides.
+                    .map(|at| at.min(now + MAX_SENT_AT_AHEAD_MS));
+                // A message that came late runs, but leaves the route where a newer one put it.
+                // Late means: sent before the message that set the route, on the same channel
+                // (handed over out of order); or, on any channel, sent well before the route
+                // was set (redelivered). Otherwise arrival order decides.
                 conn.prepare_cached(
                     "INSERT INTO routes (session, route, updated_at, channel, sent_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)
@@ -523,17 +528,19 @@ impl Store {
                                                          updated_at = excluded.updated_at,
                                                          channel = excluded.channel,
                                                          sent_at = excluded.sent_at
-                     WHERE routes.channel IS NOT excluded.channel
-                        OR routes.sent_at IS NULL
-                        OR excluded.sent_at IS NULL
-                        OR excluded.sent_at >= routes.sent_at",
+                     WHERE NOT (
+                         (routes.channel IS excluded.channel AND routes.sent_at IS NOT NULL
+                          AND excluded.sent_at IS NOT NULL AND excluded.sent_at < routes.sent_at)
+                         OR (excluded.sent_at IS NOT NULL
+                             AND excluded.sent_at < routes.updated_at - ?6))",
                 )?
                 .execute(params![
                     record.session,
                     route,
                     now,
                     record.route.channel,
-                    sent_at
+                    sent_at,
+                    STALE_SENT_AT_MS
                 ])?;
                 let has_queued_events: bool = conn
                     .prepare_cached(

@@ -76,7 +76,7 @@ async fn inbound_is_deduped_and_records_the_last_route() {
 }
 
 #[tokio::test]
-async fn a_late_message_from_the_same_channel_does_not_move_the_route_back() {
+async fn a_message_that_comes_late_does_not_move_the_route_back() {
     let (_dir, store) = open();
     let sent = |channel: &str, chat: &str, at: Option<i64>| InboundRecord {
         route: Route {
@@ -138,18 +138,34 @@ async fn a_late_message_from_the_same_channel_does_not_move_the_route_back() {
         .await
         .unwrap();
     assert_eq!(last().await.chat_id, "dm-d");
-    // A timestamp far ahead of this clock is not believed, so it cannot pin the route.
-    store
-        .accept_inbound(sent("discord", "dm-e", Some(t + 86_400_000)))
+    // A timestamp far ahead of this clock is believed only a few seconds ahead, so it cannot
+    // pin the route for long.
+    let accept = |channel: &'static str, chat: &'static str, at: Option<i64>| {
+        store.accept_inbound(sent(channel, chat, at))
+    };
+    accept("discord", "dm-e", Some(t + 86_400_000))
         .await
         .unwrap();
-    store
-        .accept_inbound(sent("discord", "dm-f", Some(t + 20)))
+    accept("discord", "dm-f", Some(now_ms() + 6_000))
         .await
         .unwrap();
     assert_eq!(last().await.chat_id, "dm-f");
+    // A redelivery of a message sent long before the route was set, from any channel, is late.
+    accept("webhook", "wh-1", None).await.unwrap();
+    accept("feishu", "oc-2", Some(now_ms() - 3_600_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        last().await.chat_id,
+        "wh-1",
+        "an hour-old redelivery moved the route"
+    );
+    accept("feishu", "oc-3", Some(now_ms() - 1_000))
+        .await
+        .unwrap();
+    assert_eq!(last().await.chat_id, "oc-3");
     // Every one of them was stored to run, late or not.
-    assert_eq!(store.pending_inbox(20).await.unwrap().len(), 9);
+    assert_eq!(store.pending_inbox(20).await.unwrap().len(), 12);
 }
 
 fn new_job(id: &str) -> NewJob {

@@ -117,3 +117,33 @@ fn job_running_across_sigkill_is_still_reported() {
         "exactly one completion"
     );
 }
+
+#[test]
+fn a_supervisor_still_starting_when_the_relay_dies_is_followed_not_lost() {
+    let rx = Receiver::start();
+    // Every supervisor pauses half a second before writing its pid file.
+    let mut relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .env("EXECRELAY_FAILPOINT", "supervisor-slow-start")
+        .start();
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", &gated_exec("go", "followed")));
+    wait_for("the job's supervisor to be started", SOON, || {
+        (relay.job(&job.id)?["state"] == "running").then_some(())
+    });
+    let pid_file = relay.path(&format!("jobs/{}/supervisor.pid", job.id));
+    let still_starting = !pid_file.exists();
+    relay.kill9();
+    relay.restart();
+    eprintln!("restarted while the supervisor was still starting: {still_starting}");
+    relay.open_gate("go");
+
+    let done = rx.wait_for_message("the job's completion after the restart", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+    assert!(
+        done.text.lines().next().unwrap_or("").contains("exit 0")
+            && output_lines(&done.text).contains(&"followed"),
+        "the restarted relay must follow the supervisor, not call the job lost: {:?}",
+        done.text
+    );
+}

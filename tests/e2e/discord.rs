@@ -233,11 +233,11 @@ fn a_message_handled_late_does_not_move_the_route_back() {
             .find(|r| r["session"] == session.as_str())
     };
 
-    dc.push_message(thread, ALICE, &gated_exec("go", "in-thread"), true);
+    let exec = dc.push_message(thread, ALICE, &gated_exec("go", "in-thread"), true);
     let ack = wait_posted(&dc, thread, "the acknowledgement", is_ack_post);
     let id = ack_job_id(&ack.content).expect("a job id");
     // Sent a second before the /exec in the thread, handled after it.
-    dc.push_message_sent_earlier(GUILD_CHANNEL, ALICE, "/status", true, 1000);
+    dc.push_message_sent_before(exec, 1000, (GUILD_CHANNEL, ALICE, "/status", true));
     wait_posted(&dc, GUILD_CHANNEL, "the late /status answered", |_| true);
     let last = route().expect("the channel's route");
     assert_eq!(

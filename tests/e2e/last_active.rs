@@ -95,3 +95,34 @@ fn group_job_reports_to_the_group_even_after_the_user_speaks_in_a_dm() {
     );
     assert_eq!(rx.count(is_completion), 1);
 }
+
+/// Webhook senders may post concurrently; `sent_at_ms` says which message is newer.
+#[test]
+fn a_message_sent_earlier_but_posted_later_leaves_the_route_where_it_is() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64;
+    let sent_at = |mut msg: serde_json::Value, at: i64| {
+        msg["sent_at_ms"] = serde_json::json!(at);
+        msg
+    };
+
+    relay.say(&sent_at(dm("dm-new", "alice", "/status"), now_ms));
+    relay.say(&sent_at(dm("dm-old", "alice", "/status"), now_ms - 1000));
+    rx.wait_for_message("the late message's answer", SOON, |d| {
+        d.conversation_id == "dm-old"
+    });
+    let route = route_of(&relay, "user:webhook:alice").expect("alice's route");
+    assert_eq!(
+        route["chat_id"], "dm-new",
+        "a message sent earlier moved the route: {route}"
+    );
+
+    relay.say(&sent_at(dm("dm-old", "alice", "/status"), now_ms + 1000));
+    wait_for("the route to follow a newer message", SOON, || {
+        route_of(&relay, "user:webhook:alice").filter(|r| r["chat_id"] == "dm-old")
+    });
+}

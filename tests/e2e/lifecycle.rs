@@ -60,6 +60,31 @@ fn kill_stops_a_running_job_by_id_prefix() {
 }
 
 #[test]
+fn kill_waits_for_a_supervisor_still_starting_and_stops_its_job() {
+    let rx = Receiver::start();
+    // Every supervisor pauses half a second before it can handle SIGTERM.
+    let relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .set("exec", "kill_grace", &toml_str("200ms"))
+        .env("EXECRELAY_FAILPOINT", "supervisor-slow-start")
+        .start();
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", "/exec sleep 30"));
+    relay.say(&dm("dm-a", "alice", &format!("/kill {}", job.id)));
+    let reply = rx.wait_for_message("the /kill reply", SOON, |d| {
+        d.text.contains(&job.id) && !is_ack(d) && !is_completion(d)
+    });
+    assert_eq!(reply.text, format!("stopping job {}", job.id));
+    let done = rx.wait_for_message("the killed completion", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+    assert!(
+        first_line(&done.text).contains("(killed after"),
+        "{:?}",
+        done.text
+    );
+}
+
+#[test]
 fn past_max_concurrent_exec_is_refused_clearly() {
     let rx = Receiver::start();
     let relay = Relay::builder(&rx)

@@ -93,6 +93,9 @@ pub(crate) fn check_timestamp(
     Ok(())
 }
 
+/// The smallest `sent_at_ms` taken for milliseconds (2001-09-09): unix seconds are far below.
+const PLAUSIBLE_MILLIS: i64 = 1_000_000_000_000;
+
 /// Parses an inbound request body into a message on the `webhook` channel.
 ///
 /// Ids may be JSON strings or integers, since some senders emit numbers. Unknown fields are
@@ -112,10 +115,11 @@ pub fn parse_inbound(body: &[u8]) -> Result<InboundMessage, WebhookError> {
     let thread_id = optional_id(&fields, "thread_id")?;
     let sent_at_ms = match fields.get("sent_at_ms") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) if n.is_i64() => n.as_i64(),
+        // Seconds (or a count from another epoch) would compare as long ago: refuse them.
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|ms| ms >= PLAUSIBLE_MILLIS) => n.as_i64(),
         Some(_) => {
             return Err(bad(
-                "field `sent_at_ms` must be an integer (unix milliseconds)".into(),
+                "field `sent_at_ms` must be unix milliseconds, an integer".into(),
             ));
         }
     };
@@ -371,7 +375,11 @@ mod tests {
         );
         assert_bad_request(
             br#"{"conversation_id":"c","user_id":"a","text":"x","sent_at_ms":"soon"}"#,
-            "`sent_at_ms` must be an integer",
+            "`sent_at_ms` must be unix milliseconds",
+        );
+        assert_bad_request(
+            br#"{"conversation_id":"c","user_id":"a","text":"x","sent_at_ms":1700000000}"#,
+            "`sent_at_ms` must be unix milliseconds",
         );
     }
 

@@ -38,12 +38,15 @@ const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 
 /// A message id as Discord makes them: milliseconds since its epoch in the top 42 bits, so ids
 /// order by time; `sequence` (low 22 bits) keeps ids made in one millisecond apart.
-fn snowflake(ms_earlier: u64, sequence: u64) -> u64 {
-    let now_ms = std::time::SystemTime::now()
+fn snowflake(unix_ms: u64, sequence: u64) -> u64 {
+    (unix_ms.saturating_sub(DISCORD_EPOCH_MS) << 22) | (sequence & 0x3f_ffff)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(DISCORD_EPOCH_MS);
-    (now_ms.saturating_sub(DISCORD_EPOCH_MS + ms_earlier) << 22) | (sequence & 0x3f_ffff)
+        .unwrap_or(DISCORD_EPOCH_MS)
 }
 
 /// One message the fake posted (a retried send with a known nonce is not posted again).
@@ -146,21 +149,33 @@ impl FakeDiscord {
     /// Dispatches a MESSAGE_CREATE from `author` in `channel_id` (`guild`: a guild channel or
     /// thread, else a DM); returns the message id. A `<@900>` in `content` mentions the bot.
     pub fn push_message(&self, channel_id: u64, author: u64, content: &str, guild: bool) -> u64 {
-        self.push_message_sent_earlier(channel_id, author, content, guild, 0)
+        let id = snowflake(now_ms(), lock(&self.shared).next_id);
+        self.push_message_with_id(channel_id, author, content, guild, id)
     }
 
-    /// [`FakeDiscord::push_message`] for a message sent `ms_earlier` milliseconds ago (its
-    /// snowflake says so): what the client sees when two dispatches are handled swapped.
-    pub fn push_message_sent_earlier(
+    /// [`FakeDiscord::push_message`] for a message sent `by_ms` before message `later` (its
+    /// snowflake says so), dispatched now: what the client sees when two dispatches are
+    /// handled swapped.
+    pub fn push_message_sent_before(
+        &self,
+        later: u64,
+        by_ms: u64,
+        (channel_id, author, content, guild): (u64, u64, &str, bool),
+    ) -> u64 {
+        let sent = (later >> 22) + DISCORD_EPOCH_MS - by_ms;
+        let id = snowflake(sent, lock(&self.shared).next_id);
+        self.push_message_with_id(channel_id, author, content, guild, id)
+    }
+
+    fn push_message_with_id(
         &self,
         channel_id: u64,
         author: u64,
         content: &str,
         guild: bool,
-        ms_earlier: u64,
+        id: u64,
     ) -> u64 {
         let mut inner = lock(&self.shared);
-        let id = snowflake(ms_earlier, inner.next_id);
         inner.next_id += 1;
         let mentions: Vec<Value> = if content.contains(&format!("<@{BOT_ID}>")) {
             vec![user(BOT_ID, true)]
@@ -456,7 +471,7 @@ fn post_message(shared: &Shared, channel_id: u64, body: &Value) -> Response {
             return axum::Json(existing.clone()).into_response();
         }
     }
-    let id = snowflake(0, inner.next_id);
+    let id = snowflake(now_ms(), inner.next_id);
     inner.next_id += 1;
     let reference = body["message_reference"]["message_id"]
         .as_str()
