@@ -7,14 +7,15 @@
 //! Output goes first, then the rows: a crash in between leaves rows whose output is already
 //! gone (`/tail` finds nothing printed), which the next pass removes; never output nobody can
 //! find. A directory that cannot be removed keeps its row (and so its id, which a new job
-//! must not draw while the old output is there).
+//! must not draw while the old output is there); the walk goes on past it, so a few such
+//! directories never hold up the rest.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use execrelay_channel::CancellationToken;
 
-use crate::store::{Store, now_ms};
+use crate::store::{JobCursor, Store, now_ms};
 
 /// Rows (and job directories) per transaction: a long backlog is worked off in short steps
 /// that do not hold up the writes of live work.
@@ -50,40 +51,162 @@ async fn pass(
     let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
     let before = now_ms().saturating_sub(keep_ms);
     let (mut jobs, mut rows) = (0, 0);
+    let mut after = JobCursor::start();
+    let mut resisting = Resisting::default();
     for _ in 0..MAX_BATCHES {
-        let candidates = store.forgettable_jobs(before, BATCH).await?;
-        let candidates_empty = candidates.is_empty();
+        let candidates = store.forgettable_jobs(before, &after, BATCH).await?;
+        if let Some(last) = candidates.last() {
+            after = last.clone();
+        }
+        let walked_all = candidates.len() < BATCH;
         let jobs_dir = jobs_dir.to_path_buf();
-        let Ok(ids) =
+        let Ok((ids, kept)) =
             tokio::task::spawn_blocking(move || remove_job_dirs(&jobs_dir, candidates)).await
         else {
             break;
         };
-        let stuck = ids.is_empty() && !candidates_empty;
+        resisting.add(kept);
         jobs += ids.len();
         let forgotten = store.forget_history(ids, before, BATCH).await?;
         rows += forgotten;
-        // Nothing left, or only jobs whose directories resist: the next pass tries again.
-        if forgotten == 0 || stuck {
+        if walked_all && forgotten == 0 {
             break;
         }
     }
+    resisting.report();
     Ok((jobs, rows))
 }
 
-/// Removes each job's directory; returns the ids whose output is gone.
-fn remove_job_dirs(jobs_dir: &std::path::Path, ids: Vec<String>) -> Vec<String> {
-    ids.into_iter()
-        .filter(|id| {
-            let dir = jobs_dir.join(id);
+/// Job directories a pass could not remove: reported once per pass, not once each.
+#[derive(Default)]
+struct Resisting {
+    count: usize,
+    first: Option<(PathBuf, std::io::Error)>,
+}
+
+impl Resisting {
+    fn add(&mut self, other: Resisting) {
+        self.count += other.count;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+    }
+
+    fn report(self) {
+        if let Some((dir, error)) = self.first {
+            tracing::warn!(
+                count = self.count,
+                first = %dir.display(),
+                error = %error,
+                "cannot remove job directories; their jobs are kept and retried next pass"
+            );
+        }
+    }
+}
+
+/// Removes each job's directory; returns the ids whose output is gone, and what resisted.
+fn remove_job_dirs(jobs_dir: &std::path::Path, jobs: Vec<JobCursor>) -> (Vec<String>, Resisting) {
+    let mut resisting = Resisting::default();
+    let removed = jobs
+        .into_iter()
+        .filter_map(|job| {
+            let dir = jobs_dir.join(&job.id);
             match std::fs::remove_dir_all(&dir) {
-                Ok(()) => true,
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => true,
+                Ok(()) => Some(job.id),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Some(job.id),
                 Err(error) => {
-                    tracing::warn!(dir = %dir.display(), error = %error, "cannot remove a job directory; its job is kept");
-                    false
+                    resisting.add(Resisting {
+                        count: 1,
+                        first: Some((dir, error)),
+                    });
+                    None
                 }
             }
         })
-        .collect()
+        .collect();
+    (removed, resisting)
+}
+
+#[cfg(test)]
+mod tests {
+    use execrelay_channel::{ChatType, Route};
+
+    use super::*;
+    use crate::store::{InboundRecord, InboundResult, JobFinal, JobState, NewJob};
+
+    async fn finished_job(store: &Store, id: &str, finished_at: i64) {
+        let route = Route {
+            channel: "webhook".into(),
+            account: String::new(),
+            chat_id: "dm-a".into(),
+            thread_id: None,
+            reply_to_message_id: None,
+            chat_type: ChatType::Direct,
+        };
+        let session = "user:webhook:alice".to_string();
+        let message = InboundRecord {
+            session: session.clone(),
+            route: route.clone(),
+            sender: "webhook:alice".into(),
+            text: "/exec true".into(),
+            platform_message_id: None,
+            sent_at_ms: None,
+        };
+        let InboundResult::Stored { inbox_id, .. } = store.accept_inbound(message).await.unwrap()
+        else {
+            panic!("not stored")
+        };
+        let job = NewJob {
+            id: id.into(),
+            session,
+            origin: route,
+            command: "true".into(),
+            cwd: ".".into(),
+            requester: "webhook:alice".into(),
+        };
+        store
+            .finish_inbox(inbox_id, Some(job), vec![])
+            .await
+            .unwrap();
+        let outcome = JobFinal {
+            state: JobState::Exited,
+            exit_code: Some(0),
+            signal: None,
+            started_at: Some(finished_at),
+            finished_at,
+            detail: None,
+        };
+        store.finish_job(id, outcome, None, 100).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn directories_that_resist_do_not_hold_up_the_jobs_behind_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite"), "test").unwrap();
+        let jobs_dir = dir.path().join("jobs");
+        std::fs::create_dir(&jobs_dir).unwrap();
+        let ids: Vec<String> = (0..BATCH + 3).map(|i| format!("{i:06x}")).collect();
+        for (age, id) in ids.iter().enumerate() {
+            finished_job(&store, id, 1_000 + age as i64).await;
+            std::fs::create_dir(jobs_dir.join(id)).unwrap();
+        }
+        // A whole batch of the oldest cannot be removed: a file where the directory was
+        // (removing it fails with ENOTDIR, as a directory one may not write fails for a user).
+        for id in &ids[..=BATCH] {
+            std::fs::remove_dir(jobs_dir.join(id)).unwrap();
+            std::fs::write(jobs_dir.join(id), "stuck").unwrap();
+        }
+
+        let (jobs, _) = pass(&store, &jobs_dir, Duration::from_millis(1))
+            .await
+            .unwrap();
+        assert_eq!(jobs, 2, "the two jobs behind the stuck batch are forgotten");
+        for id in &ids[BATCH + 1..] {
+            assert!(store.job(id).await.unwrap().is_none(), "{id} kept");
+            assert!(!jobs_dir.join(id).exists(), "{id}'s output kept");
+        }
+        for id in &ids[..=BATCH] {
+            assert!(store.job(id).await.unwrap().is_some(), "{id} forgotten");
+        }
+    }
 }

@@ -218,6 +218,23 @@ pub struct InboundRecord {
     pub sent_at_ms: Option<i64>,
 }
 
+/// A place in the walk through finished jobs, oldest first: the next batch starts after it, so
+/// jobs kept back (their output would not go) do not hold up those behind them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCursor {
+    pub finished_at: Millis,
+    pub id: String,
+}
+
+impl JobCursor {
+    pub fn start() -> JobCursor {
+        JobCursor {
+            finished_at: Millis::MIN,
+            id: String::new(),
+        }
+    }
+}
+
 /// A platform clock is believed this far ahead of ours, no further: a later time would hold a
 /// route in place until then.
 const MAX_SENT_AT_AHEAD_MS: i64 = 5_000;
@@ -902,23 +919,34 @@ impl Store {
     pub async fn forgettable_jobs(
         &self,
         before: Millis,
+        after: &JobCursor,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<JobCursor>, StoreError> {
+        let after = after.clone();
         self.engine
             .call(move |conn| {
                 let mut statement = conn.prepare_cached(
-                    "SELECT j.id FROM jobs j
+                    "SELECT j.finished_at, j.id FROM jobs j
                      WHERE j.state NOT IN ('starting', 'running') AND j.finished_at < ?1
+                       AND (j.finished_at, j.id) > (?3, ?4)
                        AND NOT EXISTS (SELECT 1 FROM event_keys k
                                        JOIN events e ON e.id = k.event_id
                                        WHERE k.context_key = 'exec:' || j.id
                                          AND e.state != 'consumed')
-                     ORDER BY j.finished_at LIMIT ?2",
+                     ORDER BY j.finished_at, j.id LIMIT ?2",
                 )?;
-                let ids = statement
-                    .query_map(params![before, limit as i64], |row| row.get(0))?
-                    .collect::<Result<Vec<String>, _>>()?;
-                Ok(ids)
+                let jobs = statement
+                    .query_map(
+                        params![before, limit as i64, after.finished_at, after.id],
+                        |row| {
+                            Ok(JobCursor {
+                                finished_at: row.get(0)?,
+                                id: row.get(1)?,
+                            })
+                        },
+                    )?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(jobs)
             })
             .await
     }

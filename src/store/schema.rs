@@ -132,6 +132,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE routes ADD COLUMN channel TEXT;
     ALTER TABLE routes ADD COLUMN sent_at INTEGER;
     "#,
+    // 5: retention walks finished jobs by (finished_at, id), past those it must keep back.
+    r#"
+    DROP INDEX jobs_finished;
+    CREATE INDEX jobs_finished ON jobs (finished_at, id) WHERE state NOT IN ('starting', 'running');
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
