@@ -372,15 +372,14 @@ fn query_jobs(
 }
 
 fn insert_outbox(conn: &Connection, message: &NewOutbox, now: Millis) -> Result<i64, StoreError> {
-    let install: String = conn.query_row(
-        "SELECT value FROM meta WHERE key = 'install_id'",
-        [],
-        |row| row.get(0),
-    )?;
-    let next_id: i64 =
-        conn.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM outbox", [], |row| {
-            row.get(0)
-        })?;
+    // Cached like every statement here: this runs for every message, and parsing SQL costs
+    // more than running it.
+    let install: String = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = 'install_id'")?
+        .query_row([], |row| row.get(0))?;
+    let next_id: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM outbox")?
+        .query_row([], |row| row.get(0))?;
     // Short on purpose: Discord nonces allow 25 characters, Feishu uuids 50.
     let key = format!("{install}{next_id:x}");
     conn.prepare_cached(
