@@ -205,7 +205,8 @@ impl CommandProcessor {
             }
             Command::Jobs => {
                 let jobs = self.store.recent_jobs(Some(&message.session), 10).await?;
-                self.answer(&message, &render_jobs(&jobs)).await
+                let listing = render_jobs(&jobs, |command| self.exec.redact(command));
+                self.answer(&message, &listing).await
             }
             Command::Status => {
                 let counts = self.store.counts().await?;
@@ -276,7 +277,7 @@ impl CommandProcessor {
             let ack = format!(
                 "started job {}: {}",
                 job.id,
-                self.exec.redact(&jobs::one_line(&command, 300))
+                jobs::one_line(&self.exec.redact(&command), 300)
             );
             let replies = self.reply(message, &ack)?;
             match self
@@ -361,7 +362,8 @@ impl CommandProcessor {
     }
 }
 
-pub fn render_jobs(jobs: &[JobRecord]) -> String {
+/// `redact` is applied to each whole command line before it is cut to fit.
+pub fn render_jobs(jobs: &[JobRecord], redact: impl Fn(&str) -> String) -> String {
     if jobs.is_empty() {
         return "no jobs yet; start one with /exec <command>".into();
     }
@@ -380,7 +382,7 @@ pub fn render_jobs(jobs: &[JobRecord]) -> String {
             "{}  {:<16} {}",
             job.id,
             outcome,
-            jobs::one_line(&job.command, 80)
+            jobs::one_line(&redact(&job.command), 80)
         ));
     }
     lines.join("\n")

@@ -390,7 +390,7 @@ impl Default for LocalChannelConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookChannelConfig {
     pub enabled: bool,
@@ -398,6 +398,25 @@ pub struct WebhookChannelConfig {
     pub secret_file: Option<PathBuf>,
     pub callback_url: Option<String>,
     pub max_chars: usize,
+}
+
+/// By hand: a callback URL may carry a token in its path or query.
+impl std::fmt::Debug for WebhookChannelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookChannelConfig")
+            .field("enabled", &self.enabled)
+            .field("secret", &self.secret)
+            .field("secret_file", &self.secret_file)
+            .field(
+                "callback_url",
+                &self
+                    .callback_url
+                    .as_deref()
+                    .map(execrelay_webhook::redact_url),
+            )
+            .field("max_chars", &self.max_chars)
+            .finish()
+    }
 }
 
 impl Default for WebhookChannelConfig {

@@ -57,27 +57,43 @@ fn glued_before(text: &str, at: usize) -> bool {
         .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// A key block starts a line; a BEGIN marker quoted in a command line (`grep -- '-----BEGIN
-/// …'`) is not a key.
-fn begins_line_if_key(text: &str, at: usize) -> bool {
-    !text[at..].starts_with(PEM_BEGIN) || at == 0 || text[..at].ends_with('\n')
+/// The byte length of a private key block whose BEGIN marker is at byte `at`, if it is one.
+///
+/// A block starts its line (after any indentation, as in YAML) and runs to its end marker's
+/// line end; a tail cut before that loses everything after. A block inside a JSON string (a
+/// cloud service account's `"private_key": "-----BEGIN PRIVATE KEY-----\nMIIE…"`) is one line
+/// with escaped newlines, and runs to its end marker. A marker quoted in a command line
+/// (`grep -- '-----BEGIN …'`) is neither, and is left alone.
+fn key_block_at(text: &str, at: usize) -> Option<usize> {
+    let after = &text[at + PEM_BEGIN.len()..];
+    // A header is one short line: look no further, so a long line costs nothing.
+    let header = after.get(..HEADER_MAX).unwrap_or(after);
+    let header = header.split('\n').next().unwrap_or("");
+    let header_len = header.find(PRIVATE_KEY)? + PRIVATE_KEY.len();
+    let rest = &text[at..];
+    // Only indentation before it on its line (looked at backwards, so a long line of
+    // markers costs no more than their count).
+    let before = text[..at].trim_end_matches([' ', '\t']);
+    if before.is_empty() || before.ends_with('\n') {
+        return Some(match rest.find(PEM_END) {
+            Some(end) => line_end(rest, end),
+            None => rest.len(),
+        });
+    }
+    if !after[header_len..].starts_with("\\n") {
+        return None;
+    }
+    let line = &rest[..line_end(rest, 0)];
+    Some(match line.find(PEM_END) {
+        Some(end) => line[end..]
+            .find(PRIVATE_KEY)
+            .map_or(line.len(), |k| end + k + PRIVATE_KEY.len()),
+        None => line.len(),
+    })
 }
 
 /// The byte length of a credential starting exactly at the start of `rest`, if one does.
 fn credential_at(rest: &str) -> Option<usize> {
-    if let Some(after) = rest.strip_prefix(PEM_BEGIN) {
-        // A header is one short line: look no further, so a long line costs nothing.
-        let header = after.get(..HEADER_MAX).unwrap_or(after);
-        let header = header.split('\n').next().unwrap_or("");
-        if header.contains(PRIVATE_KEY) {
-            // To the end marker's line end; a tail cut before it loses everything after.
-            return Some(match rest.find(PEM_END) {
-                Some(end) => line_end(rest, end),
-                None => rest.len(),
-            });
-        }
-        return None;
-    }
     for (prefix, min) in TOKEN_PREFIXES {
         if let Some(after) = rest.strip_prefix(prefix) {
             let body = run_len(after, is_token_char);
@@ -122,7 +138,9 @@ fn redact_shapes(text: &str) -> Cow<'_, str> {
     while let Some(found) = text[search..].find(starts) {
         let at = search + found;
         // The cheap check first: most candidates sit inside a longer word.
-        let found = if glued_before(text, at) || !begins_line_if_key(text, at) {
+        let found = if text[at..].starts_with(PEM_BEGIN) {
+            key_block_at(text, at)
+        } else if glued_before(text, at) {
             None
         } else {
             credential_at(&text[at..])
@@ -194,6 +212,20 @@ mod tests {
             quoted,
             "a quoted marker is not a key"
         );
+        let double = "grep -rl \"-----BEGIN RSA PRIVATE KEY-----\" ~\nfound: a.pem";
+        assert_eq!(redact_credentials(double), double, "nor in double quotes");
+        let yaml = "tls:\n  key: |\n    -----BEGIN EC PRIVATE KEY-----\n    MHcCAQEE\n    -----END EC PRIVATE KEY-----\n  port: 443";
+        assert_eq!(
+            redact_credentials(yaml),
+            "tls:\n  key: |\n    [redacted]\n  port: 443"
+        );
+        let json = r#"{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----\n", "client_email": "a@b.c"}"#;
+        assert_eq!(
+            redact_credentials(json),
+            r#"{"type": "service_account", "private_key": "[redacted]\n", "client_email": "a@b.c"}"#
+        );
+        let env = "KEY=-----BEGIN PRIVATE KEY-----\\nMIIEvQ\\n-----END PRIVATE KEY-----\\n\nnext";
+        assert_eq!(redact_credentials(env), "KEY=[redacted]\\n\nnext");
     }
 
     #[test]

@@ -188,7 +188,7 @@ impl ExecRuntime {
         };
         let pid = child.id().unwrap_or(0);
         self.track(&job.id, Some(Supervisor::Child(pid)));
-        let shown = self.redact(&jobs::one_line(&job.command, 200));
+        let shown = jobs::one_line(&self.redact(&job.command), 200);
         tracing::info!(pid, command = %shown, "job started");
         if let Err(error) = self
             .inner

@@ -196,7 +196,8 @@ pub fn render_completion(completion: &Completion<'_>, redactor: &Redactor) -> St
     let command = if completion.hide_command {
         "command".to_string()
     } else {
-        one_line(completion.command, 200)
+        // Redacted whole, then cut: a secret cut in two would no longer be recognised.
+        one_line(&redactor.redact(completion.command), 200)
     };
     let timing = match (completion.outcome, completion.duration) {
         (Outcome::TimedOut(_), _) | (_, None) => String::new(),

@@ -60,11 +60,28 @@ fn a_replayed_request_without_message_id_runs_once() {
         (status, &first["duplicate"]),
         (200, &serde_json::json!(false))
     );
-    let (status, replay) = relay.post_webhook_raw(&headers, body);
+    let (status, replay) = relay.post_webhook_raw(&headers, body.clone());
     assert_eq!(
         (status, &replay["duplicate"]),
         (200, &serde_json::json!(true)),
         "{replay}"
+    );
+    // Hex verifies in either case: the same signature in capitals is the same request.
+    let signature = sign(SECRET, &ts, &body);
+    let hex = signature.strip_prefix("sha256=").expect("sha256= prefix");
+    let shouted = [
+        headers[0].clone(),
+        headers[1].clone(),
+        (
+            "X-Execrelay-Signature",
+            format!("sha256={}", hex.to_ascii_uppercase()),
+        ),
+    ];
+    let (status, replay) = relay.post_webhook_raw(&shouted, body);
+    assert_eq!(
+        (status, &replay["duplicate"]),
+        (200, &serde_json::json!(true)),
+        "a replay with the signature in capitals ran again: {replay}"
     );
     rx.wait_for_message("the one acknowledgement", SOON, is_ack);
     relay.wait_outbox_drained();

@@ -9,6 +9,7 @@ const SHAPES: &[&str] = &[
     "xoxb-12345678901-e2eslacktoken",
     "eyJhbGciOiJIUzI1NiJ9.e2e-bearer-payload.signature",
     "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ",
+    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCe2eJsonKey",
 ];
 
 #[test]
@@ -18,8 +19,9 @@ fn credential_shapes_and_configured_secrets_are_redacted_everywhere() {
     let output = format!(
         "token {}\naws {}\nslack {}\ncurl -H 'Authorization: Bearer {}'\n\
          -----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n\
+         {{\"private_key\": \"-----BEGIN PRIVATE KEY-----\\n{}\\n-----END PRIVATE KEY-----\\n\"}}\n\
          webhook secret {SECRET}\nstill here\n",
-        SHAPES[0], SHAPES[1], SHAPES[2], SHAPES[3], SHAPES[4]
+        SHAPES[0], SHAPES[1], SHAPES[2], SHAPES[3], SHAPES[4], SHAPES[5]
     );
     std::fs::write(relay.path("leaky.txt"), output).unwrap();
 
@@ -35,6 +37,11 @@ fn credential_shapes_and_configured_secrets_are_redacted_everywhere() {
     );
     rx.wait_for_message("the second completion", SOON, |d| {
         is_completion_of(&d.text, &echoed.id)
+    });
+    // And in the job list.
+    relay.say(&dm("dm-a", "alice", "/jobs"));
+    rx.wait_for_message("the job list", SOON, |d| {
+        d.text.contains(&echoed.id) && !is_ack(d) && !is_completion(d)
     });
     relay.wait_outbox_drained();
 

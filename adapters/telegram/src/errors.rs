@@ -13,18 +13,27 @@ pub enum TelegramError {
     InvalidToken,
 }
 
+/// An error text is kept to this many characters: teloxide quotes a whole unparseable response
+/// (an HTML error page, a malformed batch of updates with users' messages) in its errors.
+const MAX_ERROR_CHARS: usize = 300;
+
 /// `text` with every occurrence of `token` (and of its secret half, after the `:`) replaced by
-/// `***`. teloxide puts the token in request URLs, which surface in network errors.
+/// `***`, then cut to [`MAX_ERROR_CHARS`]. teloxide puts the token in request URLs, which
+/// surface in network errors.
 pub fn redact(text: &str, token: &str) -> String {
     let mut out = text.to_string();
-    if token.is_empty() {
-        return out;
+    if !token.is_empty() {
+        out = out.replace(token, "***");
+        if let Some((_, secret)) = token.split_once(':')
+            && secret.len() >= 8
+        {
+            out = out.replace(secret, "***");
+        }
     }
-    out = out.replace(token, "***");
-    if let Some((_, secret)) = token.split_once(':')
-        && secret.len() >= 8
-    {
-        out = out.replace(secret, "***");
+    // Cut after scrubbing, so that no token is ever half shown.
+    if let Some((cut, _)) = out.char_indices().nth(MAX_ERROR_CHARS) {
+        out.truncate(cut);
+        out.push('…');
     }
     out
 }
@@ -32,6 +41,14 @@ pub fn redact(text: &str, token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_error_texts_are_cut() {
+        let page = format!("invalid JSON (raw: \"<html>{}</html>\")", "é".repeat(5000));
+        let shown = redact(&page, "123:secret-part-xyz");
+        assert_eq!(shown.chars().count(), MAX_ERROR_CHARS + 1);
+        assert!(shown.ends_with('…'));
+    }
 
     #[test]
     fn redacts_the_token_and_its_secret_half() {

@@ -95,9 +95,11 @@ impl WebhookChannel {
         )?;
         let mut message = parse_inbound(body)?;
         // Without a message id, a captured request could be replayed inside the timestamp
-        // window: its signature (unique per timestamp and body) serves as the id instead.
+        // window: its signature (unique per timestamp and body) serves as the id instead, in
+        // lowercase, since hex in either case verifies and a replay must not pass as new.
         if message.platform_message_id.is_none() {
-            message.platform_message_id = signature.map(|sig| format!("sig:{sig}"));
+            message.platform_message_id =
+                signature.map(|sig| format!("sig:{}", sig.to_ascii_lowercase()));
         }
         Ok(message)
     }

@@ -146,8 +146,7 @@ pub(crate) fn receive(
         None => outer,
     };
     let token_matches = |token: Option<&str>| {
-        let expected = config.verification_token.expose().as_bytes();
-        !expected.is_empty() && token.is_some_and(|t| constant_time_eq(t.as_bytes(), expected))
+        token.is_some_and(|t| config.verification_token.matches(t.as_bytes()))
     };
     // Feishu sends the challenge unsigned; its token is what proves the sender.
     if payload.get("type").and_then(Value::as_str) == Some("url_verification") {
