@@ -25,7 +25,9 @@ use crate::store::{ChunkOutcome, ClaimedChunk, Store, now_ms};
 const LEASE_MS: i64 = 120_000;
 const POLL: Duration = Duration::from_secs(5);
 const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Longer than an adapter's request timeout (20 s at most), so a send in flight at SIGTERM
+/// ends and is recorded; cut short, a send the platform took would be made again.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 /// Recording a send's outcome is retried this often while the store refuses writes (a full
 /// disk).
 const RECORD_RETRY: Duration = Duration::from_secs(1);
@@ -45,16 +47,15 @@ pub fn backoff(config: &OutboxConfig, attempts: u32) -> Duration {
 /// in a tight loop.
 const MAX_MOVES: u32 = 5;
 
+/// `attempts` counts every try (for the backoff), `moves` only the chat's moves so far.
 fn settle(
     outcome: SendOutcome,
-    attempts: u32,
+    (attempts, moves): (u32, u32),
     current_chat: &str,
     config: &OutboxConfig,
 ) -> ChunkOutcome {
     match outcome {
-        SendOutcome::ChatMigrated { chat_id }
-            if chat_id == current_chat || attempts > MAX_MOVES =>
-        {
+        SendOutcome::ChatMigrated { chat_id } if chat_id == current_chat || moves >= MAX_MOVES => {
             ChunkOutcome::Dead {
                 error: format!("the platform keeps moving chat {current_chat} (now to {chat_id})"),
             }
@@ -113,7 +114,8 @@ async fn deliver(
             crate::failpoint::hit(crate::failpoint::MID_MESSAGE);
         }
     }
-    let settled = settle(outcome, chunk.attempts, &chunk.route.chat_id, &config);
+    let tries = (chunk.attempts, chunk.moves);
+    let settled = settle(outcome, tries, &chunk.route.chat_id, &config);
     record_outcome(&store, &chunk, settled, &unrecorded).await;
 }
 
@@ -289,30 +291,34 @@ mod tests {
     fn outcomes_settle_as_the_contract_says() {
         let config = OutboxConfig::default();
         assert!(matches!(
-            settle(SendOutcome::Permanent("410".into()), 1, "c", &config),
+            settle(SendOutcome::Permanent("410".into()), (1, 0), "c", &config),
             ChunkOutcome::Dead { .. }
         ));
         let before = now_ms();
         let ChunkOutcome::Retry { at, .. } = settle(
             SendOutcome::RetryAfter(Duration::from_secs(2)),
-            1,
+            (1, 0),
             "c",
             &config,
         ) else {
             panic!("not a retry")
         };
         assert!(at >= before + 2000);
-        let moved = |to: &str, attempts| {
+        let moved = |to: &str, tries| {
             let outcome = SendOutcome::ChatMigrated { chat_id: to.into() };
-            settle(outcome, attempts, "c", &config)
+            settle(outcome, tries, "c", &config)
         };
-        assert!(matches!(moved("d", 1), ChunkOutcome::Moved { .. }));
+        assert!(matches!(moved("d", (1, 0)), ChunkOutcome::Moved { .. }));
         assert!(
-            matches!(moved("c", 1), ChunkOutcome::Dead { .. }),
+            matches!(moved("d", (40, 0)), ChunkOutcome::Moved { .. }),
+            "a chunk retried through an outage still follows its chat's first move"
+        );
+        assert!(
+            matches!(moved("c", (1, 0)), ChunkOutcome::Dead { .. }),
             "moved to itself"
         );
         assert!(matches!(
-            moved("d", MAX_MOVES + 1),
+            moved("d", (MAX_MOVES + 1, MAX_MOVES)),
             ChunkOutcome::Dead { .. }
         ));
     }

@@ -29,7 +29,8 @@ use crate::log_throttle::LogThrottle;
 use crate::outbox::Outbox;
 use crate::store::Store;
 
-const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+/// Past the delivery workers' grace (25 s), for everything else to wind down.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The webhook secret when none is configured: generated once, kept beside the database.
 fn webhook_secret(config: &Config) -> anyhow::Result<Secret> {
@@ -235,6 +236,35 @@ fn make_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(&jobs, std::fs::Permissions::from_mode(0o700))
 }
 
+/// One relay per store file: a second one would release the first one's delivery leases and
+/// resend what it is sending, and start jobs it is starting. So the second one stops here,
+/// before it touches anything.
+fn lock_store(store: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = PathBuf::from(format!("{}.lock", store.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    // SAFETY: flock(2) on a descriptor this function owns; the file is close-on-exec, so no
+    // job or supervisor inherits the lock.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if !locked {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            bail!(
+                "another execrelay is already running on {} (it holds {}); stop it first",
+                store.display(),
+                path.display()
+            );
+        }
+        return Err(error).with_context(|| format!("cannot lock {}", path.display()));
+    }
+    Ok(file)
+}
+
 pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     let listen = config.http.listen;
     if config.http.api_token.is_none() && !listen.ip().is_loopback() {
@@ -244,6 +274,8 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     }
     make_private_dir(&config.store.data_dir())
         .with_context(|| format!("cannot prepare {}", config.store.data_dir().display()))?;
+    // Held until the process ends (the kernel lets go of it even after a SIGKILL).
+    let _instance = lock_store(&config.store.path)?;
     let (path, node) = (config.store.path.clone(), config.store.node.clone());
     // Migrations and the first fsync happen here: off the async runtime.
     let store = tokio::task::spawn_blocking(move || Store::open(&path, &node))

@@ -261,6 +261,8 @@ pub struct ClaimedChunk {
     pub route: Route,
     pub text: String,
     pub attempts: u32,
+    /// How often its chat has moved (a Telegram group become a supergroup) so far.
+    pub moves: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -1085,7 +1087,8 @@ impl Store {
                 // ahead of a send already in flight at the new id, and must wait for it.
                 let mut statement = conn.prepare_cached(
                     "SELECT o.id, o.key, c.idx, o.route, c.text, c.attempts,
-                            (SELECT COUNT(*) FROM outbox_chunks n WHERE n.outbox_id = o.id)
+                            (SELECT COUNT(*) FROM outbox_chunks n WHERE n.outbox_id = o.id),
+                            c.moves
                      FROM outbox o JOIN outbox_chunks c ON c.outbox_id = o.id
                      WHERE o.channel = ?1 AND o.state = 'pending' AND c.state = 'pending'
                        AND o.id = (SELECT MIN(p.id) FROM outbox p
@@ -1113,6 +1116,7 @@ impl Store {
                         text: row.get(4)?,
                         attempts: row.get::<_, i64>(5)? as u32,
                         count: row.get::<_, i64>(6)? as u32,
+                        moves: row.get::<_, i64>(7)? as u32,
                     });
                 }
                 drop(rows);
@@ -1177,7 +1181,7 @@ impl Store {
                         move_chat(conn, &route_from(&route)?, chat_id)?;
                         conn.prepare_cached(
                             "UPDATE outbox_chunks SET next_attempt_at = ?3, last_error = ?4,
-                                    lease_owner = NULL, lease_until = NULL
+                                    lease_owner = NULL, lease_until = NULL, moves = moves + 1
                              WHERE outbox_id = ?1 AND idx = ?2",
                         )?
                         .execute(params![

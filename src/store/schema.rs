@@ -137,6 +137,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     DROP INDEX jobs_finished;
     CREATE INDEX jobs_finished ON jobs (finished_at, id) WHERE state NOT IN ('starting', 'running');
     "#,
+    // 6: how often a chunk's chat moved, apart from how often it was tried: a completion that
+    // waited out an outage may still follow its group's one move.
+    r#"
+    ALTER TABLE outbox_chunks ADD COLUMN moves INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

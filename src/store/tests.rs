@@ -386,6 +386,12 @@ async fn a_moved_chat_rewrites_its_routes_and_keeps_its_order() {
         .map(|c| c.text.as_str())
         .collect();
     assert_eq!(moved, ["o1"]);
+    let again = claimed.iter().find(|c| c.text == "o1").unwrap();
+    assert_eq!(
+        (again.attempts, again.moves),
+        (2, 1),
+        "tries and moves are counted apart"
+    );
     assert_eq!(
         claimed.iter().filter(|c| c.route.chat_id == "old").count(),
         0

@@ -85,6 +85,29 @@ fn kill_waits_for_a_supervisor_still_starting_and_stops_its_job() {
 }
 
 #[test]
+fn a_second_relay_on_the_same_store_refuses_to_start_and_the_first_carries_on() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", &gated_exec("go", "first-only")));
+
+    let second = relay.run_second_instance();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second relay ran: {stderr}");
+    assert!(
+        stderr.contains("another execrelay is already running"),
+        "{stderr}"
+    );
+
+    relay.open_gate("go");
+    rx.wait_for_message("the first relay's completion", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+    relay.wait_outbox_drained();
+    assert_eq!(rx.count(|d| is_completion_of(&d.text, &job.id)), 1);
+    assert_eq!(rx.count(is_ack), 1, "the second relay sent nothing again");
+}
+
+#[test]
 fn past_max_concurrent_exec_is_refused_clearly() {
     let rx = Receiver::start();
     let relay = Relay::builder(&rx)
