@@ -208,7 +208,7 @@ impl ExecRuntime {
     /// Reads what the supervisor recorded and finishes the job with it.
     async fn complete_from_dir(&self, job: &JobRecord) {
         let dir = self.job_dir(&job.id);
-        let (outcome, started, finished) = match supervisor::read_status(&dir) {
+        let (outcome, started, finished) = match read_status(&dir).await {
             Some(Ok(record)) => (
                 Outcome::from_record(&record, self.inner.config.timeout),
                 Some(record.started_at),
@@ -351,13 +351,20 @@ impl ExecRuntime {
         let deadline = tokio::time::Instant::now() + PID_FILE_WAIT;
         self.track(&job.id, Some(Supervisor::Starting));
         let pid = loop {
-            // Looked at before the liveness check: the file is written whole (renamed into
-            // place), so one that was there names a supervisor that is gone if not live now.
-            let had_pid_file = dir.join(supervisor::PID_FILE).exists();
-            if let Some(pid) = supervisor::live_supervisor(&dir) {
-                break Some(pid);
+            let probe = dir.clone();
+            let (live, settled) = off_runtime(move || {
+                // Looked at before the liveness check: the file is written whole (renamed
+                // into place), so one that was there names a supervisor gone if not live now.
+                let had_pid_file = probe.join(supervisor::PID_FILE).exists();
+                let live = supervisor::live_supervisor(&probe);
+                let settled = had_pid_file || supervisor::read_status(&probe).is_some();
+                (live, settled)
+            })
+            .await
+            .unwrap_or((None, false));
+            if live.is_some() {
+                break live;
             }
-            let settled = had_pid_file || supervisor::read_status(&dir).is_some();
             if settled || tokio::time::Instant::now() >= deadline {
                 break None;
             }
@@ -366,11 +373,11 @@ impl ExecRuntime {
         self.track(&job.id, None);
         if let Some(pid) = pid {
             tracing::info!(pid, "re-attaching to a job that outlived the relay");
-            while supervisor::live_supervisor(&dir).is_some() {
+            while live_supervisor(&dir).await.is_some() {
                 tokio::time::sleep(REATTACH_POLL).await;
             }
         }
-        if pid.is_some() || supervisor::read_status(&dir).is_some() {
+        if pid.is_some() || read_status(&dir).await.is_some() {
             self.complete_from_dir(job).await;
         } else {
             tracing::warn!("the job's supervisor is gone and recorded nothing: lost");
@@ -391,7 +398,7 @@ impl ExecRuntime {
         let dir = self.job_dir(&job.id);
         let deadline = tokio::time::Instant::now() + PID_FILE_WAIT;
         let pid = loop {
-            if let Some(pid) = supervisor::live_supervisor(&dir) {
+            if let Some(pid) = live_supervisor(&dir).await {
                 break pid;
             }
             // Signalled before its handler is in place, a supervisor would die without
@@ -432,6 +439,26 @@ impl ExecRuntime {
             .and_then(Result::ok)
             .unwrap_or_default()
     }
+}
+
+/// Runs a small file or `/proc` read off the runtime threads: a busy or remote disk under the
+/// jobs directory must not stall every channel's sends. `None` if the task could not run.
+async fn off_runtime<T: Send + 'static>(read: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(read).await.ok()
+}
+
+async fn read_status(dir: &Path) -> Option<Result<supervisor::ExitRecord, String>> {
+    let dir = dir.to_path_buf();
+    off_runtime(move || supervisor::read_status(&dir))
+        .await
+        .flatten()
+}
+
+async fn live_supervisor(dir: &Path) -> Option<u32> {
+    let dir = dir.to_path_buf();
+    off_runtime(move || supervisor::live_supervisor(&dir))
+        .await
+        .flatten()
 }
 
 /// Where a job runs: the configured workdir, made absolute so a restart resolves it the same.

@@ -321,8 +321,10 @@ fn route_from(text: &str) -> Result<Route, StoreError> {
 }
 
 /// Messages to one chat are delivered in order; threads of a chat share the order.
+/// What orders messages: one queue per chat. Not the account: a route named in the config
+/// (`heartbeat.target`) has none, and must queue with the chat's replies, not beside them.
 fn chat_key(route: &Route) -> String {
-    format!("{}|{}|{}", route.channel, route.account, route.chat_id)
+    format!("{}|{}", route.channel, route.chat_id)
 }
 
 const JOB_COLUMNS: &str = "id, session, origin, command, cwd, requester, state, created_at, \
@@ -433,9 +435,7 @@ fn events_from(
 /// deliveries (which keep their order under the new chat), and the origins of unfinished jobs
 /// and queued events. Finished history keeps the id it had.
 fn move_chat(conn: &Connection, old: &Route, new_chat_id: &str) -> Result<(), StoreError> {
-    let same_chat = |route: &Route| {
-        route.channel == old.channel && route.account == old.account && route.chat_id == old.chat_id
-    };
+    let same_chat = |route: &Route| chat_key(route) == chat_key(old);
     let moved = |text: &str| -> Result<Option<String>, StoreError> {
         let mut route = route_from(text)?;
         if !same_chat(&route) {

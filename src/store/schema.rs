@@ -142,6 +142,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE outbox_chunks ADD COLUMN moves INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 7: a chat's queue no longer depends on the account a route names (`chat_key`).
+    r#"
+    UPDATE outbox SET chat_key = channel || '|' || json_extract(route, '$.chat_id');
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

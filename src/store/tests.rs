@@ -398,6 +398,22 @@ async fn a_moved_chat_rewrites_its_routes_and_keeps_its_order() {
     );
 }
 
+/// A route named in the config has no account; a reply's route names the bot. One chat all the
+/// same, and one queue: the completion must not overtake the acknowledgement.
+#[tokio::test]
+async fn routes_to_one_chat_share_its_queue_whatever_account_they_name() {
+    let (_dir, store) = open();
+    let mut with_account = reply("grp", &["ack"]);
+    with_account.route.account = "bot-1".into();
+    store
+        .enqueue_outbox(vec![with_account, reply("grp", &["completion"])])
+        .await
+        .unwrap();
+    let claimed = store.claim_due("webhook", 10, 60_000).await.unwrap();
+    let texts: Vec<_> = claimed.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(texts, ["ack"], "one send at a time per chat, in order");
+}
+
 /// A group that moved may already have a message in flight at its new id; the rows moved in
 /// from the old id sort ahead of it, but must wait for it: one send in flight per chat.
 #[tokio::test]
