@@ -53,6 +53,23 @@ pub type FeishuEndpoint = (String, Arc<execrelay_webhook::feishu::FeishuChannel>
 #[cfg(not(feature = "feishu"))]
 pub type FeishuEndpoint = (String, std::convert::Infallible);
 
+/// A platform's request body, up to [`PLATFORM_BODY_LIMIT`]; past it, a JSON 413 like every
+/// other refusal.
+async fn platform_body(body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, PLATFORM_BODY_LIMIT)
+        .await
+        .map_err(|_| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is over {PLATFORM_BODY_LIMIT} bytes"),
+            )
+        })
+}
+
+/// What a platform may post: a message (commands stop at 64 KiB) with its envelope, encrypted
+/// and base64'd for Feishu. Anything larger is refused (413) before it is read whole.
+const PLATFORM_BODY_LIMIT: usize = 512 * 1024;
+
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/jobs", get(list_jobs))
@@ -76,7 +93,11 @@ pub fn router(state: ApiState) -> Router {
 /// inbound message before the 200 (Feishu retries what is not acknowledged within 3 s, and
 /// the relay dedupes on `event_id`).
 #[cfg(feature = "feishu")]
-async fn feishu_events(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn feishu_events(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+    let body = match platform_body(body).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
     use execrelay_webhook::feishu::{
         FeishuEvent, FeishuHeaders, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
     };
@@ -167,7 +188,11 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
     next.run(request).await
 }
 
-async fn webhook(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn webhook(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+    let body = match platform_body(body).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
     let Some(channel) = &state.webhook else {
         return error(StatusCode::NOT_FOUND, "the webhook channel is not enabled");
     };

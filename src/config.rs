@@ -563,13 +563,22 @@ impl Config {
             }
         }
         let path = &channels.feishu.path;
+        // Plain path segments only: the router reads `:x`, `*x` and `{x}` as captures (and
+        // refuses some of them at start-up with a panic rather than an error).
+        let plain = path[1.min(path.len())..].split('/').all(|segment| {
+            !segment.is_empty()
+                && segment
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+        });
         if !path.starts_with('/')
+            || !plain
             || path == "/webhook"
             || path == "/healthz"
             || path.starts_with("/v1/")
         {
             return Err(invalid(format!(
-                "channels.feishu.path `{path}` must start with / and not be /webhook, /healthz or under /v1/"
+                "channels.feishu.path `{path}` must be a plain path (letters, digits, - _ . ~ between slashes), and not /webhook, /healthz or under /v1/"
             )));
         }
         if !(Duration::from_secs(1)..=Duration::from_secs(50))
@@ -777,6 +786,29 @@ mod tests {
         assert!(Config::parse("[access]\nallow = [\"ghost\"]\n", "c").is_err());
         let ok = "[access]\nallow = [\"alice\"]\n[identities]\nalice = [\"webhook:a\"]\n";
         assert!(Config::parse(ok, "c").is_ok());
+    }
+
+    #[test]
+    fn the_feishu_path_must_be_plain() {
+        let with =
+            |path: &str| Config::parse(&format!("[channels.feishu]\npath = \"{path}\"\n"), "c");
+        assert!(with("/feishu/events").is_ok());
+        assert!(with("/hooks/lark-v2").is_ok());
+        for bad in [
+            "feishu",
+            "/:x",
+            "/feishu/{id}",
+            "/a//b",
+            "/x/*rest",
+            "/",
+            "/v1/feishu",
+        ] {
+            let error = with(bad).expect_err(bad);
+            assert!(
+                error.to_string().contains("channels.feishu.path"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -111,10 +111,16 @@ impl InboundSink for InboundHandler {
         let sender = format!("{channel}:{}", message.sender_id);
         let is_command = message.text.trim_start().starts_with('/');
         if !self.access.is_allowed(&channel, &message.sender_id) {
-            tracing::warn!(sender = %sender, "refused a message from a sender not in [access] allow");
-            // Only commands get an answer: in a group, members chatting among themselves must
-            // not each draw a "not authorized" from the bot.
+            // Once in a while per sender: a stranger (or a bot) in a busy group must not flood
+            // the log.
+            if self.refused_recently.admit(&format!("log:{sender}")) {
+                tracing::warn!(sender = %sender, "refused a message from a sender not in [access] allow");
+            }
+            // Only a command sent to the bot directly gets an answer: in a group, members'
+            // commands for other bots, or chatter, must not draw a "not authorized" for all
+            // to see (nor store a reply for them).
             if is_command
+                && message.route.chat_type == ChatType::Direct
                 && self.refused_recently.admit(&sender)
                 && let Err(error) = self
                     .outbox

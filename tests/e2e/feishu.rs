@@ -125,10 +125,11 @@ fn bad_signatures_stale_timestamps_and_wrong_tokens_get_401_and_run_nothing() {
     let mut wrong_token = message_event(&event_id(), ALICE, ALICE_DM, "p2p", &command);
     wrong_token["header"]["token"] = json!("forged-token");
     assert_eq!(deliver(&relay, &wrong_token, Tamper::None).0, 401);
+    // With an encrypt key, an unsigned event is refused whatever it holds (even unparseable,
+    // which is not even parsed), and a body that does not decrypt answers exactly like one
+    // that does (no padding oracle).
     let (status, body) = relay.post_raw(EVENTS_PATH, &[], "{not json");
-    assert_eq!(status, 400, "{body}");
-    // With an encrypt key, an unsigned event is refused whatever it holds, and a body that
-    // does not decrypt answers exactly like one that does (no padding oracle).
+    assert_eq!(status, 401, "{body}");
     let (status, _) = relay.post_raw(EVENTS_PATH, &[], event.to_string());
     assert_eq!(status, 401, "an unsigned plain event");
     let garbage = json!({"encrypt": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}).to_string();

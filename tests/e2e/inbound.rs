@@ -118,6 +118,17 @@ fn webhook_rejects_bad_signatures_stale_timestamps_and_malformed_bodies() {
     assert_eq!(s, 400, "malformed JSON: {b}");
     assert!(b["error"].is_string(), "400 should carry a JSON error: {b}");
 
+    let huge = serde_json::to_vec(&json!({
+        "conversation_id": "dm-a", "user_id": "alice", "text": "x".repeat(600 * 1024),
+    }))
+    .unwrap();
+    let (s, b) = relay.post_webhook_raw(&signed(&huge), huge);
+    assert_eq!(
+        s, 413,
+        "a body past the limit is refused before it is read: {b}"
+    );
+    assert!(b["error"].is_string(), "413 should carry a JSON error: {b}");
+
     let missing =
         serde_json::to_vec(&json!({"conversation_id": "dm-a", "text": "/status"})).unwrap();
     let (s, b) = relay.post_webhook_raw(&signed(&missing), missing.clone());

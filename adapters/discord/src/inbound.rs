@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use execrelay_channel::{CancellationToken, ChatType, InboundMessage, InboundSink, Route};
-use serenity::all::{Context, EventHandler, Message, Ready, ResumedEvent, UserId};
+use serenity::all::{Context, EventHandler, Message, MessageType, Ready, ResumedEvent, UserId};
 use tokio::sync::watch;
 
 use crate::CHANNEL;
@@ -50,6 +50,14 @@ pub fn to_inbound(
     require_mention: bool,
 ) -> Option<InboundMessage> {
     if message.author.bot || message.author.id == bot {
+        return None;
+    }
+    // System messages (a thread created, a channel renamed, a member joined) carry a name or
+    // nothing in `content`; a thread named "/exec …" is not a command.
+    if !matches!(
+        message.kind,
+        MessageType::Regular | MessageType::InlineReply
+    ) {
         return None;
     }
     let (text, mentioned) = strip_mentions(&message.content, bot.get());
@@ -234,6 +242,17 @@ mod tests {
         assert_eq!(nick.text, "/status");
         assert!(to_inbound(&message("<@901> hi", true), bot(), None, true).is_none());
         assert!(to_inbound(&message("<@900>", true), bot(), None, true).is_none());
+    }
+
+    #[test]
+    fn system_messages_are_not_commands() {
+        // A thread created with the name "/exec …": Discord puts the name in `content`.
+        let mut created = message("/exec rm -rf ~", true);
+        created.kind = MessageType::ThreadCreated;
+        assert!(to_inbound(&created, bot(), None, true).is_none());
+        let mut reply = message("/jobs", true);
+        reply.kind = MessageType::InlineReply;
+        assert!(to_inbound(&reply, bot(), None, true).is_some());
     }
 
     #[test]

@@ -83,6 +83,9 @@ fn millis_field(value: &Value, path: &[&str]) -> Option<i64> {
     }
 }
 
+/// An encrypted url_verification challenge is a couple of hundred bytes.
+const MAX_UNSIGNED_BODY: usize = 4096;
+
 const UNSIGNED: &str = "an event without a valid X-Lark-Signature";
 
 /// With an encrypt key, Feishu signs every event: `Ok(true)` for a valid signature on a fresh
@@ -116,9 +119,7 @@ pub(crate) fn receive(
     body: &[u8],
     now_unix: i64,
 ) -> Result<FeishuEvent, WebhookError> {
-    let outer: Value =
-        serde_json::from_slice(body).map_err(|error| bad(format!("invalid JSON: {error}")))?;
-    // The signature covers the raw body: checked before anything is decrypted.
+    // The signature covers the raw body: checked before anything is parsed or decrypted.
     let signed = match &config.encrypt_key {
         Some(key) => verify_signature(key.expose(), headers, body, now_unix, config)?,
         None => {
@@ -127,6 +128,17 @@ pub(crate) fn receive(
             }
             false
         }
+    };
+    // With a key, only the small url_verification challenge comes unsigned: any other
+    // unsigned body gets the one answer, unparsed (no work, and no parser's words, for it).
+    let unsigned_with_key = config.encrypt_key.is_some() && !signed;
+    if unsigned_with_key && body.len() > MAX_UNSIGNED_BODY {
+        return Err(unauthorized(UNSIGNED));
+    }
+    let outer: Value = match serde_json::from_slice(body) {
+        Ok(outer) => outer,
+        Err(_) if unsigned_with_key => return Err(unauthorized(UNSIGNED)),
+        Err(error) => return Err(bad(format!("invalid JSON: {error}"))),
     };
     let payload = match outer.get("encrypt").and_then(Value::as_str) {
         Some(encrypted) => {
@@ -151,9 +163,11 @@ pub(crate) fn receive(
     // Feishu sends the challenge unsigned; its token is what proves the sender.
     if payload.get("type").and_then(Value::as_str) == Some("url_verification") {
         if !token_matches(payload.get("token").and_then(Value::as_str)) {
-            return Err(unauthorized(
-                "url_verification with a wrong verification token",
-            ));
+            return Err(unauthorized(if unsigned_with_key {
+                UNSIGNED
+            } else {
+                "url_verification with a wrong verification token"
+            }));
         }
         let challenge = text_field(&payload, &["challenge"])
             .ok_or_else(|| bad("url_verification without a challenge"))?;
