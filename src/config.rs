@@ -295,6 +295,9 @@ pub struct FeishuChannelConfig {
     pub verification_token_file: Option<PathBuf>,
     pub encrypt_key: Option<Secret>,
     pub encrypt_key_file: Option<PathBuf>,
+    /// Without an encrypt key Feishu signs nothing: the relay refuses to start unless this
+    /// says so on purpose.
+    pub allow_unsigned_events: bool,
     /// `https://open.feishu.cn`, or `https://open.larksuite.com` for Lark.
     pub base_url: String,
     /// Where Feishu posts events, on `[http] listen`.
@@ -312,6 +315,7 @@ impl Default for FeishuChannelConfig {
             verification_token_file: None,
             encrypt_key: None,
             encrypt_key_file: None,
+            allow_unsigned_events: false,
             base_url: "https://open.feishu.cn".into(),
             path: "/feishu/events".into(),
         }

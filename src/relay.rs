@@ -117,6 +117,14 @@ fn feishu_channel(
     let mut feishu = FeishuConfig::new(&settings.app_id, app_secret, verification_token);
     feishu.encrypt_key = settings.encrypt_key.clone();
     if feishu.encrypt_key.is_none() {
+        if !settings.allow_unsigned_events {
+            bail!(
+                "channels.feishu needs an encrypt_key: without one Feishu neither encrypts nor \
+                 signs events, and the verification token alone (in every event) proves nothing. \
+                 Set an Encrypt Key in the Feishu console (or, on purpose, \
+                 channels.feishu.allow_unsigned_events = true)"
+            );
+        }
         tracing::warn!(
             "channels.feishu has no encrypt_key: events are neither encrypted nor signed, only \
              the verification token proves the sender; set an Encrypt Key in the Feishu console"
