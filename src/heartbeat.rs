@@ -371,9 +371,11 @@ impl HeartbeatRunner {
         let last = self.store.last_route(session).await?;
         for event in &events {
             match target::resolve(&self.config.target, last.as_ref(), event.origin.as_ref()) {
-                Resolution::Route(route) => match groups.iter_mut().find(|(r, _)| *r == route) {
-                    Some((_, members)) => members.push(event),
-                    None => groups.push((route, vec![event])),
+                // Consecutive events for one route share a message; merging across others
+                // would reorder them (topics of one group share that group's order).
+                Resolution::Route(route) => match groups.last_mut() {
+                    Some((r, members)) if *r == route => members.push(event),
+                    _ => groups.push((route, vec![event])),
                 },
                 Resolution::Blocked(why) => blocked.entry(why).or_default().push(event.id),
             }
