@@ -43,6 +43,43 @@ fn answer_in(rx: &Receiver, conversation: &str, wait: Duration) -> Option<Delive
     }
 }
 
+/// Posts large commands (`/exec echo <tag>-<i> #<padding>`, each in a conversation of its
+/// own) until the relay refuses one for the full disk, at most `max`; returns how many it
+/// stored and the refused one's number. With `check_answers`, each stored one's first answer
+/// must not be a refusal.
+fn post_until_refused(
+    relay: &Relay,
+    rx: &Receiver,
+    tag: &str,
+    max: usize,
+    check_answers: bool,
+) -> (usize, usize) {
+    let padding = "x".repeat(1000);
+    for i in 0..max {
+        let conversation = format!("{tag}-{i}");
+        let text = format!("/exec echo {tag}-{i} #{padding}");
+        let (status, body) = relay.post_webhook(&dm(&conversation, "alice", &text));
+        assert_eq!(
+            status, 200,
+            "a full disk is not an error to the platform: {body}"
+        );
+        if body["refused"] == json!(true) {
+            let notice = answer_in(rx, &conversation, SOON)
+                .unwrap_or_else(|| panic!("no notice in {conversation} for a refused command"));
+            assert!(is_disk_full_refusal(&notice.text), "{notice:?}");
+            return (i, i);
+        }
+        assert_eq!(body["ok"], json!(true), "{body}");
+        if check_answers && let Some(answer) = answer_in(rx, &conversation, ANSWER_WAIT) {
+            assert!(
+                !is_disk_full_refusal(&answer.text),
+                "stored, then refused: {answer:?}"
+            );
+        }
+    }
+    panic!("{max} large {tag} jobs stored under a {FILE_SIZE_LIMIT}-byte file limit, none refused");
+}
+
 #[test]
 fn a_full_disk_refuses_new_jobs_keeps_owed_completions_and_recovers() {
     let rx = Receiver::start();
@@ -65,60 +102,15 @@ fn a_full_disk_refuses_new_jobs_keeps_owed_completions_and_recovers() {
 
     // Fill the disk with large commands until the relay cannot even store one. Each one it
     // stored runs, now or once space returns.
-    let padding = "x".repeat(1000);
-    let mut stored = 0;
-    let mut refused_at = None;
-    for i in 0..MAX_FILL_MESSAGES {
-        let conversation = format!("fill-{i}");
-        let text = format!("/exec true #fill-{i} {padding}");
-        let (status, body) = relay.post_webhook(&dm(&conversation, "alice", &text));
-        assert_eq!(
-            status, 200,
-            "a full disk is not an error to the platform: {body}"
-        );
-        if body["refused"] == json!(true) {
-            let notice = answer_in(&rx, &conversation, SOON)
-                .unwrap_or_else(|| panic!("no notice in {conversation} for a refused command"));
-            assert!(is_disk_full_refusal(&notice.text), "{notice:?}");
-            refused_at = Some(i);
-            break;
-        }
-        assert_eq!(body["ok"], json!(true), "{body}");
-        stored += 1;
-        if let Some(answer) = answer_in(&rx, &conversation, ANSWER_WAIT) {
-            assert!(
-                !is_disk_full_refusal(&answer.text),
-                "stored, then refused: {answer:?}"
-            );
-        }
-    }
-    let Some(refused_at) = refused_at else {
-        panic!("{MAX_FILL_MESSAGES} large jobs fit under a {FILE_SIZE_LIMIT}-byte file limit");
-    };
+    let (mut stored, refused_at) = post_until_refused(&relay, &rx, "fill", MAX_FILL_MESSAGES, true);
     eprintln!("disk full: the relay refused message {refused_at} ({stored} stored before it)");
 
     // While full, commands of the same size are refused too, and never run later. The limit
     // cuts the write-ahead log at a byte, not a message: a smaller write (a send recorded)
     // may still fit, and a message after it. Such a one is stored and must run like the rest.
-    let mut refused_while_full = None;
-    for i in 0..MAX_WHILE_FULL_MESSAGES {
-        let conversation = format!("while-full-{i}");
-        let text = format!("/exec echo while-full-{i} #{padding}");
-        let (status, body) = relay.post_webhook(&dm(&conversation, "alice", &text));
-        assert_eq!(status, 200, "{body}");
-        if body["refused"] == json!(true) {
-            let notice = answer_in(&rx, &conversation, SOON)
-                .unwrap_or_else(|| panic!("no notice in {conversation} for a refused command"));
-            assert!(is_disk_full_refusal(&notice.text), "{notice:?}");
-            refused_while_full = Some(i);
-            break;
-        }
-        assert_eq!(body["ok"], json!(true), "{body}");
-        stored += 1;
-    }
-    let Some(refused_while_full) = refused_while_full else {
-        panic!("{MAX_WHILE_FULL_MESSAGES} more large jobs stored after the first refusal");
-    };
+    let (more, refused_while_full) =
+        post_until_refused(&relay, &rx, "while-full", MAX_WHILE_FULL_MESSAGES, false);
+    stored += more;
 
     fs::write(relay.path("end-now"), "").expect("write end-now");
     wait_for("the early job to end while the disk is full", SOON, || {
@@ -169,8 +161,8 @@ fn a_full_disk_refuses_new_jobs_keeps_owed_completions_and_recovers() {
     }
     let ran_refused = relay.jobs().iter().any(|job| {
         let command = job["command"].as_str().unwrap_or("");
-        command.contains(&format!("while-full-{refused_while_full} "))
-            || command.contains(&format!("#fill-{refused_at} "))
+        command.contains(&format!("echo while-full-{refused_while_full} #"))
+            || command.contains(&format!("echo fill-{refused_at} #"))
     });
     assert!(!ran_refused, "a refused command ran");
 }

@@ -34,42 +34,12 @@ fn a_job_past_its_timeout_is_stopped_and_reported() {
     assert_eq!(relay.job(&job.id).unwrap()["state"], "timed_out");
 }
 
-#[test]
-fn kill_stops_a_running_job_by_id_prefix() {
-    let rx = Receiver::start();
-    let relay = Relay::builder(&rx)
-        .allow(&["webhook:alice"])
-        .set("exec", "kill_grace", &toml_str("200ms"))
-        .start();
-    // `/kill` right after the acknowledgement: the supervisor may not have written its pid
-    // file yet, and the relay must wait for it rather than answer "not running".
-    let job = relay.start_job(&rx, &dm("dm-a", "alice", "/exec sleep 30"));
+/// `/kill <id prefix>` right after the acknowledgement, when the supervisor may not have
+/// written its pid file (or installed its handler) yet: the relay waits for it rather than
+/// answer "not running", and the job ends killed.
+fn kill_right_after_the_ack(relay: &Relay, rx: &Receiver) {
+    let job = relay.start_job(rx, &dm("dm-a", "alice", "/exec sleep 30"));
     relay.say(&dm("dm-a", "alice", &format!("/kill {}", &job.id[..4])));
-    rx.wait_for_message("the /kill reply", SOON, |d| {
-        d.text == format!("stopping job {}", job.id)
-    });
-    let done = rx.wait_for_message("the killed completion", SOON, |d| {
-        is_completion_of(&d.text, &job.id)
-    });
-    assert!(
-        first_line(&done.text).contains("(killed after"),
-        "{:?}",
-        done.text
-    );
-    assert_eq!(relay.job(&job.id).unwrap()["state"], "killed");
-}
-
-#[test]
-fn kill_waits_for_a_supervisor_still_starting_and_stops_its_job() {
-    let rx = Receiver::start();
-    // Every supervisor pauses half a second before it can handle SIGTERM.
-    let relay = Relay::builder(&rx)
-        .allow(&["webhook:alice"])
-        .set("exec", "kill_grace", &toml_str("200ms"))
-        .env("EXECRELAY_FAILPOINT", "supervisor-slow-start")
-        .start();
-    let job = relay.start_job(&rx, &dm("dm-a", "alice", "/exec sleep 30"));
-    relay.say(&dm("dm-a", "alice", &format!("/kill {}", job.id)));
     let reply = rx.wait_for_message("the /kill reply", SOON, |d| {
         d.text.contains(&job.id) && !is_ack(d) && !is_completion(d)
     });
@@ -82,6 +52,29 @@ fn kill_waits_for_a_supervisor_still_starting_and_stops_its_job() {
         "{:?}",
         done.text
     );
+    assert_eq!(relay.job(&job.id).unwrap()["state"], "killed");
+}
+
+#[test]
+fn kill_stops_a_running_job_by_id_prefix() {
+    let rx = Receiver::start();
+    let relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .set("exec", "kill_grace", &toml_str("200ms"))
+        .start();
+    kill_right_after_the_ack(&relay, &rx);
+}
+
+#[test]
+fn kill_waits_for_a_supervisor_still_starting_and_stops_its_job() {
+    let rx = Receiver::start();
+    // Every supervisor pauses half a second before it can handle SIGTERM.
+    let relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .set("exec", "kill_grace", &toml_str("200ms"))
+        .env("EXECRELAY_FAILPOINT", "supervisor-slow-start")
+        .start();
+    kill_right_after_the_ack(&relay, &rx);
 }
 
 #[test]
