@@ -104,7 +104,8 @@ impl Channel for FeishuBotChannel {
 
     async fn send(&self, chunk: OutboundChunk<'_>) -> SendOutcome {
         self.pace().await;
-        let mut body = json!({"msg_type": "text", "content": {"text": chunk.text}});
+        let text = super::defuse_mentions(chunk.text);
+        let mut body = json!({"msg_type": "text", "content": {"text": text}});
         if let Some(secret) = &self.config.secret {
             let timestamp = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -25,4 +25,32 @@ pub use outbound::{FEISHU_LIMIT, FeishuChannel, classify};
 
 /// The route `channel` names of the two flavours.
 pub const CHANNEL: &str = "feishu";
+
+/// Feishu reads `<at user_id="all"></at>` in a text message as a mention of everyone: output
+/// that contains one must not ping a whole group. A zero-width space after the `<` keeps the
+/// text as it reads and makes it no tag.
+pub(crate) fn defuse_mentions(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains("<at") {
+        std::borrow::Cow::Owned(text.replace("<at", "<\u{200B}at"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
 pub const BOT_CHANNEL: &str = "feishu_bot";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mention_tags_in_output_are_defused() {
+        let output = r#"echo '<at user_id="all"></at>' > notify.txt"#;
+        let sent = defuse_mentions(output);
+        assert!(!sent.contains("<at"), "{sent}");
+        assert_eq!(sent.replace('\u{200B}', ""), output, "reads the same");
+        assert!(matches!(
+            defuse_mentions("plain"),
+            std::borrow::Cow::Borrowed("plain")
+        ));
+    }
+}

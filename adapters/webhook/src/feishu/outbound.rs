@@ -211,7 +211,7 @@ impl FeishuChannel {
 
     /// One send; `true` alongside when Feishu refused the token (not the message).
     async fn send_once(&self, chunk: &OutboundChunk<'_>, token: &Secret) -> (SendOutcome, bool) {
-        let content = json!({ "text": chunk.text }).to_string();
+        let content = json!({ "text": super::defuse_mentions(chunk.text) }).to_string();
         let body = json!({
             "receive_id": chunk.route.chat_id,
             "msg_type": "text",
