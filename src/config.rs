@@ -450,6 +450,7 @@ impl Config {
                 if !default.exists() {
                     let mut config = Config::default();
                     config.resolve_secrets("<defaults>")?;
+                    config.validate_secrets("<defaults>")?;
                     return Ok(config);
                 }
                 default
@@ -462,7 +463,25 @@ impl Config {
         let shown = path.display().to_string();
         let mut config = Config::parse(&text, &shown)?;
         config.resolve_secrets(&shown)?;
+        config.validate_secrets(&shown)?;
         Ok(config)
+    }
+
+    /// What can only be checked once secrets are read from their files and the environment.
+    fn validate_secrets(&self, origin: &str) -> Result<(), ConfigError> {
+        let feishu = &self.channels.feishu;
+        if feishu.enabled && feishu.encrypt_key.is_none() && !feishu.allow_unsigned_events {
+            return Err(ConfigError::Invalid {
+                path: origin.to_string(),
+                message: "channels.feishu needs an encrypt_key (or encrypt_key_file, or \
+                          EXECRELAY_FEISHU_ENCRYPT_KEY): without one Feishu neither encrypts nor \
+                          signs events, and the verification token alone (in every event) proves \
+                          nothing. Set an Encrypt Key in the Feishu console (or, on purpose, \
+                          channels.feishu.allow_unsigned_events = true)"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 
     /// Parses and validates TOML text; `origin` names it in errors.
@@ -569,18 +588,15 @@ impl Config {
         let path = &channels.feishu.path;
         // Plain path segments only: the router reads `:x`, `*x` and `{x}` as captures (and
         // refuses some of them at start-up with a panic rather than an error).
-        let plain = path[1.min(path.len())..].split('/').all(|segment| {
-            !segment.is_empty()
-                && segment
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+        let plain = path.strip_prefix('/').is_some_and(|rest| {
+            rest.split('/').all(|segment| {
+                !segment.is_empty()
+                    && segment
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+            })
         });
-        if !path.starts_with('/')
-            || !plain
-            || path == "/webhook"
-            || path == "/healthz"
-            || path.starts_with("/v1/")
-        {
+        if !plain || path == "/webhook" || path == "/healthz" || path.starts_with("/v1/") {
             return Err(invalid(format!(
                 "channels.feishu.path `{path}` must be a plain path (letters, digits, - _ . ~ between slashes), and not /webhook, /healthz or under /v1/"
             )));
@@ -700,6 +716,10 @@ fn resolve_secret(
     if let Some(path) = file {
         *value = Some(read_secret_file(path, file_key, origin)?);
     }
+    // An empty value is no secret: it would sign or encrypt with a key everyone knows.
+    if value.as_ref().is_some_and(Secret::is_empty) {
+        *value = None;
+    }
     if value.is_none() {
         *value = secret_from_env(env);
     }
@@ -718,6 +738,12 @@ fn read_secret_file(path: &Path, key: &str, origin: &str) -> Result<Secret, Conf
         path: origin.to_string(),
         message: format!("{key}: cannot read {}: {e}", path.display()),
     })?;
+    if value.trim().is_empty() {
+        return Err(ConfigError::Invalid {
+            path: origin.to_string(),
+            message: format!("{key}: {} is empty", path.display()),
+        });
+    }
     Ok(Secret::new(value.trim()))
 }
 
@@ -800,6 +826,7 @@ mod tests {
         assert!(with("/hooks/lark-v2").is_ok());
         for bad in [
             "feishu",
+            "é/x",
             "/:x",
             "/feishu/{id}",
             "/a//b",
@@ -829,6 +856,36 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         Config::parse(&uncommented, "uncommented example").unwrap();
+    }
+
+    #[test]
+    fn feishu_needs_an_encrypt_key_unless_told_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |extra: &str| {
+            let path = dir.path().join("c.toml");
+            let text = format!(
+                "[channels.feishu]\nenabled = true\napp_id = \"cli_a\"\napp_secret = \"s\"\n\
+                 verification_token = \"v\"\n{extra}"
+            );
+            std::fs::write(&path, text).unwrap();
+            Config::load(Some(&path))
+        };
+        let missing = load("").expect_err("no encrypt key");
+        assert!(
+            missing.to_string().contains("needs an encrypt_key"),
+            "{missing}"
+        );
+        let empty = load("encrypt_key = \"\"\n").expect_err("an empty key is none");
+        assert!(
+            empty.to_string().contains("needs an encrypt_key"),
+            "{empty}"
+        );
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, "\n").unwrap();
+        let blank_file = load(&format!("encrypt_key_file = {:?}\n", key_file)).unwrap_err();
+        assert!(blank_file.to_string().contains("is empty"), "{blank_file}");
+        assert!(load("encrypt_key = \"k\"\n").is_ok());
+        assert!(load("allow_unsigned_events = true\n").is_ok());
     }
 
     #[test]

@@ -66,8 +66,13 @@ fn glued_before(text: &str, at: usize) -> bool {
 /// (`grep -- '-----BEGIN …'`) is neither, and is left alone.
 fn key_block_at(text: &str, at: usize) -> Option<usize> {
     let after = &text[at + PEM_BEGIN.len()..];
-    // A header is one short line: look no further, so a long line costs nothing.
-    let header = after.get(..HEADER_MAX).unwrap_or(after);
+    // A header is one short line: look no further, so a long line costs nothing (cut on a
+    // character boundary, or a multi-byte character there would mean the whole rest).
+    let mut cut = HEADER_MAX.min(after.len());
+    while !after.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let header = &after[..cut];
     let header = header.split('\n').next().unwrap_or("");
     let header_len = header.find(PRIVATE_KEY)? + PRIVATE_KEY.len();
     let rest = &text[at..];

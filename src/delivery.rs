@@ -25,8 +25,9 @@ use crate::store::{ChunkOutcome, ClaimedChunk, Store, now_ms};
 const LEASE_MS: i64 = 120_000;
 const POLL: Duration = Duration::from_secs(5);
 const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
-/// Longer than an adapter's request timeout (20 s at most), so a send in flight at SIGTERM
-/// ends and is recorded; cut short, a send the platform took would be made again.
+/// Longer than one adapter request's timeout (20 s at most), so a send in flight at SIGTERM
+/// ends and is recorded; cut short, a send the platform took would be made again (a send that
+/// retries inside itself may still be cut: Discord and Feishu dedupe its resend).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 /// Recording a send's outcome is retried this often while the store refuses writes (a full
 /// disk).

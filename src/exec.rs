@@ -360,8 +360,7 @@ impl ExecRuntime {
                 let settled = had_pid_file || supervisor::read_status(&probe).is_some();
                 (live, settled)
             })
-            .await
-            .unwrap_or((None, false));
+            .await;
             if live.is_some() {
                 break live;
             }
@@ -442,23 +441,23 @@ impl ExecRuntime {
 }
 
 /// Runs a small file or `/proc` read off the runtime threads: a busy or remote disk under the
-/// jobs directory must not stall every channel's sends. `None` if the task could not run.
-async fn off_runtime<T: Send + 'static>(read: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    tokio::task::spawn_blocking(read).await.ok()
+/// jobs directory must not stall every channel's sends. A panic in it is this task's panic,
+/// as if it had run here: never mistaken for "nothing there", which could call a job lost.
+async fn off_runtime<T: Send + 'static>(read: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(read).await {
+        Ok(value) => value,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
 }
 
 async fn read_status(dir: &Path) -> Option<Result<supervisor::ExitRecord, String>> {
     let dir = dir.to_path_buf();
-    off_runtime(move || supervisor::read_status(&dir))
-        .await
-        .flatten()
+    off_runtime(move || supervisor::read_status(&dir)).await
 }
 
 async fn live_supervisor(dir: &Path) -> Option<u32> {
     let dir = dir.to_path_buf();
-    off_runtime(move || supervisor::live_supervisor(&dir))
-        .await
-        .flatten()
+    off_runtime(move || supervisor::live_supervisor(&dir)).await
 }
 
 /// Where a job runs: the configured workdir, made absolute so a restart resolves it the same.

@@ -4,7 +4,8 @@
 //! Deny by default: a sender is allowed only if `[access] allow` names its account or an
 //! identity that includes it. The local channel's user is allowed because reaching it already
 //! required the API's bearer token (or a loopback-only API). A refused sender records nothing;
-//! it gets one short "not authorized" reply, at most once an hour.
+//! a command it sends the bot directly gets one short "not authorized" reply, at most once an
+//! hour (in a group, nothing: the command may be for another bot).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::heartbeat::{Heartbeat, Reason};
+use crate::log_throttle::LogThrottle;
 use crate::once_per_key::OncePerKey;
 use crate::outbox::Outbox;
 use crate::store::{InboundRecord, InboundResult, Store};
@@ -83,6 +85,7 @@ pub struct InboundHandler {
     heartbeat: Heartbeat,
     commands: Arc<Notify>,
     refused_recently: OncePerKey,
+    refusals_logged: LogThrottle,
 }
 
 impl InboundHandler {
@@ -100,6 +103,7 @@ impl InboundHandler {
             heartbeat,
             commands,
             refused_recently: OncePerKey::new(REFUSAL_INTERVAL, REFUSAL_MEMORY),
+            refusals_logged: LogThrottle::new(Duration::from_secs(1)),
         }
     }
 }
@@ -111,10 +115,9 @@ impl InboundSink for InboundHandler {
         let sender = format!("{channel}:{}", message.sender_id);
         let is_command = message.text.trim_start().starts_with('/');
         if !self.access.is_allowed(&channel, &message.sender_id) {
-            // Once in a while per sender: a stranger (or a bot) in a busy group must not flood
-            // the log.
-            if self.refused_recently.admit(&format!("log:{sender}")) {
-                tracing::warn!(sender = %sender, "refused a message from a sender not in [access] allow");
+            // A busy group full of strangers (or bots) must not flood the log.
+            if let Some(held_back) = self.refusals_logged.admit() {
+                tracing::warn!(sender = %sender, held_back, "refused a message from a sender not in [access] allow");
             }
             // Only a command sent to the bot directly gets an answer: in a group, members'
             // commands for other bots, or chatter, must not draw a "not authorized" for all

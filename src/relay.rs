@@ -116,15 +116,8 @@ fn feishu_channel(
     };
     let mut feishu = FeishuConfig::new(&settings.app_id, app_secret, verification_token);
     feishu.encrypt_key = settings.encrypt_key.clone();
+    // Without `allow_unsigned_events` the config refused this already (`validate_secrets`).
     if feishu.encrypt_key.is_none() {
-        if !settings.allow_unsigned_events {
-            bail!(
-                "channels.feishu needs an encrypt_key: without one Feishu neither encrypts nor \
-                 signs events, and the verification token alone (in every event) proves nothing. \
-                 Set an Encrypt Key in the Feishu console (or, on purpose, \
-                 channels.feishu.allow_unsigned_events = true)"
-            );
-        }
         tracing::warn!(
             "channels.feishu has no encrypt_key: events are neither encrypted nor signed, only \
              the verification token proves the sender; set an Encrypt Key in the Feishu console"
@@ -282,8 +275,9 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     }
     make_private_dir(&config.store.data_dir())
         .with_context(|| format!("cannot prepare {}", config.store.data_dir().display()))?;
-    // Held until the process ends (the kernel lets go of it even after a SIGKILL).
-    let _instance = lock_store(&config.store.path)?;
+    // Held until the process ends, past the runtime's last blocking task (the kernel lets go
+    // of it then, even after a SIGKILL): never dropped.
+    std::mem::forget(lock_store(&config.store.path)?);
     let (path, node) = (config.store.path.clone(), config.store.node.clone());
     // Migrations and the first fsync happen here: off the async runtime.
     let store = tokio::task::spawn_blocking(move || Store::open(&path, &node))

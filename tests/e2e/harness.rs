@@ -704,7 +704,6 @@ impl Relay {
         });
     }
 
-    /// Runs a client subcommand: `execrelay --config <cfg> <args...> --addr <addr>`.
     /// `execrelay run` once more on this relay's config, while it runs.
     pub fn run_second_instance(&self) -> Output {
         let args: [&std::ffi::OsStr; 3] =
@@ -712,6 +711,7 @@ impl Relay {
         run_cli(&args, self.dir.path())
     }
 
+    /// Runs a client subcommand: `execrelay --config <cfg> <args...> --addr <addr>`.
     pub fn cli(&self, args: &[&str]) -> Output {
         let mut all: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), self.cfg.as_os_str()];
         all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
