@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::duration::format_duration;
 use crate::exec::ExecRuntime;
-use crate::jobs::{self, new_job_id};
+use crate::jobs::{self, Redactor, new_job_id};
 use crate::log_throttle::LogThrottle;
 use crate::outbox::Outbox;
 use crate::store::{InboxRecord, JobRecord, NewJob, NewOutbox, Store, StoreError, now_ms};
@@ -205,7 +205,7 @@ impl CommandProcessor {
             }
             Command::Jobs => {
                 let jobs = self.store.recent_jobs(Some(&message.session), 10).await?;
-                let listing = render_jobs(&jobs, |command| self.exec.redact(command));
+                let listing = render_jobs(&jobs, self.exec.redactor());
                 self.answer(&message, &listing).await
             }
             Command::Status => {
@@ -277,7 +277,7 @@ impl CommandProcessor {
             let ack = format!(
                 "started job {}: {}",
                 job.id,
-                jobs::one_line(&self.exec.redact(&command), 300)
+                self.exec.redactor().one_line(&command, 300)
             );
             let replies = self.reply(message, &ack)?;
             match self
@@ -362,8 +362,7 @@ impl CommandProcessor {
     }
 }
 
-/// `redact` is applied to each whole command line before it is cut to fit.
-pub fn render_jobs(jobs: &[JobRecord], redact: impl Fn(&str) -> String) -> String {
+pub fn render_jobs(jobs: &[JobRecord], redactor: &Redactor) -> String {
     if jobs.is_empty() {
         return "no jobs yet; start one with /exec <command>".into();
     }
@@ -382,7 +381,7 @@ pub fn render_jobs(jobs: &[JobRecord], redact: impl Fn(&str) -> String) -> Strin
             "{}  {:<16} {}",
             job.id,
             outcome,
-            jobs::one_line(&redact(&job.command), 80)
+            redactor.one_line(&job.command, 80)
         ));
     }
     lines.join("\n")

@@ -142,10 +142,10 @@ fn redact_shapes(text: &str) -> Cow<'_, str> {
     let mut search = 0;
     while let Some(found) = text[search..].find(starts) {
         let at = search + found;
-        // The cheap check first: most candidates sit inside a longer word.
         let found = if text[at..].starts_with(PEM_BEGIN) {
             key_block_at(text, at)
         } else if glued_before(text, at) {
+            // The cheap check first: most candidates sit inside a longer word.
             None
         } else {
             credential_at(&text[at..])

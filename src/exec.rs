@@ -54,8 +54,9 @@ struct Inner {
 #[derive(Clone, Copy)]
 enum Supervisor {
     Starting,
-    /// This relay's own child, not reaped yet, so its pid cannot have been reused.
-    Child(u32),
+    /// This relay's own child (pid, start time): the start time tells it from a later process
+    /// given the same pid once it is reaped.
+    Child(u32, u64),
 }
 
 impl ExecRuntime {
@@ -187,8 +188,11 @@ impl ExecRuntime {
             }
         };
         let pid = child.id().unwrap_or(0);
-        self.track(&job.id, Some(Supervisor::Child(pid)));
-        let shown = jobs::one_line(&self.redact(&job.command), 200);
+        // Read while the child is unreaped, so this is its start time.
+        if let Some(start_time) = supervisor::start_time_of(pid) {
+            self.track(&job.id, Some(Supervisor::Child(pid, start_time)));
+        }
+        let shown = self.inner.redactor.one_line(&job.command, 200);
         tracing::info!(pid, command = %shown, "job started");
         if let Err(error) = self
             .inner
@@ -314,9 +318,10 @@ impl ExecRuntime {
         }
     }
 
-    /// Configured secrets replaced, for anything that quotes a command or its output.
-    pub fn redact(&self, text: &str) -> String {
-        self.inner.redactor.redact(text)
+    /// Replaces configured secrets and credential shapes, for anything that quotes a command
+    /// or its output.
+    pub fn redactor(&self) -> &Redactor {
+        &self.inner.redactor
     }
 
     /// After a restart: no job stays `starting` or `running` without someone watching it.
@@ -357,7 +362,7 @@ impl ExecRuntime {
                 // into place), so one that was there names a supervisor gone if not live now.
                 let had_pid_file = probe.join(supervisor::PID_FILE).exists();
                 let live = supervisor::live_supervisor(&probe);
-                let settled = had_pid_file || supervisor::read_status(&probe).is_some();
+                let settled = had_pid_file || probe.join(supervisor::STATUS_FILE).exists();
                 (live, settled)
             })
             .await;
@@ -404,7 +409,11 @@ impl ExecRuntime {
             // stopping its command or recording anything: wait until it catches SIGTERM.
             match self.supervisor_of(&job.id) {
                 None => return Err(format!("job {} is not running any more", job.id)),
-                Some(Supervisor::Child(pid)) if supervisor::handles_sigterm(pid) => break pid,
+                Some(Supervisor::Child(pid, start_time))
+                    if supervisor::handles_sigterm(pid, start_time) =>
+                {
+                    break pid;
+                }
                 Some(_) => {}
             }
             if tokio::time::Instant::now() >= deadline {

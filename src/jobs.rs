@@ -180,6 +180,12 @@ impl Redactor {
         }
         out
     }
+
+    /// The first line of `text`, redacted whole and then cut to `max` characters: cut first,
+    /// a secret cut in two would no longer be recognised.
+    pub fn one_line(&self, text: &str, max: usize) -> String {
+        one_line(&self.redact(text), max)
+    }
 }
 
 pub struct Completion<'a> {
@@ -196,8 +202,7 @@ pub fn render_completion(completion: &Completion<'_>, redactor: &Redactor) -> St
     let command = if completion.hide_command {
         "command".to_string()
     } else {
-        // Redacted whole, then cut: a secret cut in two would no longer be recognised.
-        one_line(&redactor.redact(completion.command), 200)
+        redactor.one_line(completion.command, 200)
     };
     let timing = match (completion.outcome, completion.duration) {
         (Outcome::TimedOut(_), _) | (_, None) => String::new(),

@@ -215,23 +215,20 @@ fn write_pid_file(job_dir: &Path, start_time: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, job_dir.join(PID_FILE))
 }
 
-/// Whether process `pid` is alive (not a zombie) and catches SIGTERM: a supervisor that does
-/// has its handler in place, so a TERM makes it stop its job and record that, not just die.
-pub fn handles_sigterm(pid: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .map(str::trim)
-    };
-    let alive = field("State:").is_some_and(|state| !state.starts_with('Z'));
-    let caught = field("SigCgt:")
-        .and_then(|mask| u64::from_str_radix(mask, 16).ok())
-        .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0);
-    alive && caught
+/// Whether process `pid`, started at `start_time` (so not a later process given the same
+/// pid), is alive (not a zombie) and catches SIGTERM: a supervisor that does has its handler
+/// in place, so a TERM makes it stop its job and record that, not just die.
+pub fn handles_sigterm(pid: u32, start_time: u64) -> bool {
+    proc_stat(&pid.to_string()).is_some_and(|stat| {
+        stat.state != 'Z'
+            && stat.start_time == start_time
+            && stat.caught & (1 << (libc::SIGTERM - 1)) != 0
+    })
+}
+
+/// When process `pid` started, as [`live_supervisor`] and [`handles_sigterm`] check it.
+pub fn start_time_of(pid: u32) -> Option<u64> {
+    proc_stat(&pid.to_string()).map(|stat| stat.start_time)
 }
 
 fn write_status(job_dir: &Path, record: &ExitRecord) -> std::io::Result<()> {
@@ -261,14 +258,13 @@ pub fn live_supervisor(job_dir: &Path) -> Option<u32> {
     let mut fields = recorded.split_whitespace();
     let pid: u32 = fields.next()?.parse().ok()?;
     let started: Option<u64> = fields.next().and_then(|t| t.parse().ok());
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (state, start_time) = stat_state_and_start(&stat)?;
+    let stat = proc_stat(&pid.to_string())?;
     // A zombie has exited; its status file tells the rest.
-    if state == 'Z' {
+    if stat.state == 'Z' {
         return None;
     }
     let is_ours = match started {
-        Some(started) => started == start_time,
+        Some(started) => started == stat.start_time,
         None => {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let needle = job_dir.as_os_str().as_encoded_bytes();
@@ -278,21 +274,36 @@ pub fn live_supervisor(job_dir: &Path) -> Option<u32> {
     is_ours.then_some(pid)
 }
 
-/// The state letter and the start time (field 22) of a `/proc/<pid>/stat` line.
-fn stat_state_and_start(stat: &str) -> Option<(char, u64)> {
+/// What `/proc/<pid>/stat` says of a process.
+#[derive(Debug, PartialEq, Eq)]
+struct ProcStat {
+    state: char,
+    /// Clock ticks since boot (field 22): no later process with the same pid shares it.
+    start_time: u64,
+    /// The signals it catches (field 34, a decimal bitmap).
+    caught: u64,
+}
+
+/// `pid`: a number, or `self`.
+fn proc_stat(pid: &str) -> Option<ProcStat> {
+    parse_proc_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_proc_stat(stat: &str) -> Option<ProcStat> {
     // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // Fields 4 to 21 lie between the state (3) and the start time (22).
-    let start_time = fields.nth(18)?.parse().ok()?;
-    Some((state, start_time))
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `fields[0]` is field 3.
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        start_time: fields.get(22 - 3)?.parse().ok()?,
+        caught: fields.get(34 - 3).and_then(|f| f.parse().ok()).unwrap_or(0),
+    })
 }
 
 /// This process's start time, as [`live_supervisor`] checks it.
 fn own_start_time() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    stat_state_and_start(&stat).map(|(_, start)| start)
+    proc_stat("self").map(|stat| stat.start_time)
 }
 
 #[cfg(test)]
@@ -303,8 +314,9 @@ mod tests {
     fn stat_lines_yield_state_and_start_time_even_with_odd_names() {
         let stat =
             "4242 (sh) x (y)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 123 45";
-        assert_eq!(stat_state_and_start(stat), Some(('S', 987654)));
-        assert_eq!(stat_state_and_start("garbage"), None);
+        let parsed = parse_proc_stat(stat).unwrap();
+        assert_eq!((parsed.state, parsed.start_time), ('S', 987654));
+        assert_eq!(parse_proc_stat("garbage"), None);
     }
 
     #[test]
@@ -325,17 +337,26 @@ mod tests {
     #[test]
     fn sigterm_counts_as_handled_only_once_a_handler_is_in_place() {
         let mut plain = Command::new("sleep").arg("5").spawn().unwrap();
-        assert!(!handles_sigterm(plain.id()), "sleep has no TERM handler");
+        let started = |pid| start_time_of(pid).unwrap();
+        assert!(
+            !handles_sigterm(plain.id(), started(plain.id())),
+            "sleep has no TERM handler"
+        );
         let mut trapping = Command::new("sh")
             .args(["-c", "trap 'exit 0' TERM; while :; do sleep 0.05; done"])
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !handles_sigterm(trapping.id()) && Instant::now() < deadline {
+        let trap_start = started(trapping.id());
+        assert!(
+            !handles_sigterm(trapping.id(), trap_start + 1),
+            "another process with the same pid is not it"
+        );
+        while !handles_sigterm(trapping.id(), trap_start) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(
-            handles_sigterm(trapping.id()),
+            handles_sigterm(trapping.id(), trap_start),
             "the shell's trap is a handler"
         );
         for child in [&mut plain, &mut trapping] {

@@ -320,9 +320,8 @@ fn route_from(text: &str) -> Result<Route, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("route: {e}")))
 }
 
-/// Messages to one chat are delivered in order; threads of a chat share the order.
-/// What orders messages: one queue per chat. Not the account: a route named in the config
-/// (`heartbeat.target`) has none, and must queue with the chat's replies, not beside them.
+/// What orders messages: one queue per chat, which its threads share. Not the account: a route
+/// named in the config (`heartbeat.target`) has none, and must queue with the chat's replies.
 fn chat_key(route: &Route) -> String {
     format!("{}|{}", route.channel, route.chat_id)
 }

@@ -160,10 +160,10 @@ fn last_active_conversation_follows_an_identity_from_feishu_to_the_webhook() {
             r#"["feishu:ou_alice", "webhook:alice"]"#,
         ))
         .start();
-    let gated = "/exec sh -c 'for i in $(seq 1 400); do [ -f go ] && break; sleep 0.05; done; echo moved-on'";
+    let gated = gated_exec("go", "moved-on");
     deliver_ok(
         &relay,
-        &message_event(&event_id(), ALICE, ALICE_DM, "p2p", gated),
+        &message_event(&event_id(), ALICE, ALICE_DM, "p2p", &gated),
     );
     let ack = wait_sent(&fs, ALICE_DM, "the acknowledgement", is_ack_sent);
     let id = ack_job_id(&ack.text).expect("a job id");
@@ -174,7 +174,7 @@ fn last_active_conversation_follows_an_identity_from_feishu_to_the_webhook() {
             .into_iter()
             .find(|r| r["session"] == "user:alice" && r["channel"] == "webhook")
     });
-    std::fs::write(relay.path("go"), "").unwrap();
+    relay.open_gate("go");
     let done = rx.wait_for_message("the completion on the webhook", SOON, |d| {
         is_completion_of(&d.text, &id)
     });
@@ -188,15 +188,15 @@ fn an_expired_token_is_refreshed_and_the_message_arrives_once() {
     let (fs, rx) = (FakeFeishu::start(), Receiver::start());
     let relay = start(&fs, &rx, &["feishu:ou_alice"]);
 
-    let gated = "/exec sh -c 'for i in $(seq 1 400); do [ -f go ] && break; sleep 0.05; done; echo refreshed'";
+    let gated = gated_exec("go", "refreshed");
     deliver_ok(
         &relay,
-        &message_event(&event_id(), ALICE, ALICE_DM, "p2p", gated),
+        &message_event(&event_id(), ALICE, ALICE_DM, "p2p", &gated),
     );
     let ack = wait_sent(&fs, ALICE_DM, "the acknowledgement", is_ack_sent);
     let id = ack_job_id(&ack.text).expect("a job id");
     fs.expire_tokens();
-    std::fs::write(relay.path("go"), "").unwrap();
+    relay.open_gate("go");
     let done = wait_sent(&fs, ALICE_DM, "the completion", |s| {
         is_completion_of(&s.text, &id)
     });

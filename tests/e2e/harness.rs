@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use execrelay_fakes::{Platform, Setting};
-pub use execrelay_fakes::{SECRET, assert_holds, toml_str, unix_now, wait_for};
+pub use execrelay_fakes::{SECRET, assert_holds, toml_str, unix_now, unix_now_ms, wait_for};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;

@@ -101,10 +101,7 @@ fn group_job_reports_to_the_group_even_after_the_user_speaks_in_a_dm() {
 fn a_message_sent_earlier_but_posted_later_leaves_the_route_where_it_is() {
     let rx = Receiver::start();
     let relay = Relay::start(&rx, &["webhook:alice"]);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as i64;
+    let now_ms = unix_now_ms();
     let sent_at = |mut msg: serde_json::Value, at: i64| {
         msg["sent_at_ms"] = serde_json::json!(at);
         msg

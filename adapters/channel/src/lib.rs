@@ -230,12 +230,14 @@ impl Secret {
     pub fn matches(&self, presented: &[u8]) -> bool {
         use sha2::{Digest, Sha256};
         let (ours, theirs) = (Sha256::digest(self.0.as_bytes()), Sha256::digest(presented));
-        let differ = ours
-            .iter()
-            .zip(theirs.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        !self.0.is_empty() && differ == 0
+        !self.0.is_empty() && constant_time_eq(&ours, &theirs)
     }
+}
+
+/// Equality that takes the same time wherever the inputs differ (not whatever their lengths:
+/// for secrets of unknown length, [`Secret::matches`]).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl<'de> Deserialize<'de> for Secret {
@@ -269,6 +271,8 @@ mod tests {
             !Secret::default().matches(b""),
             "an empty secret matches nothing"
         );
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd") && !constant_time_eq(b"abc", b"ab"));
     }
 
     #[test]

@@ -43,10 +43,7 @@ fn snowflake(unix_ms: u64, sequence: u64) -> u64 {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(DISCORD_EPOCH_MS)
+    crate::unix_now_ms() as u64
 }
 
 /// One message the fake posted (a retried send with a known nonce is not posted again).

@@ -93,10 +93,14 @@ pub fn to_toml(settings: &[Setting]) -> String {
 // Time and bounded waits
 
 pub fn unix_now() -> i64 {
+    unix_now_ms() / 1000
+}
+
+pub fn unix_now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
-        .as_secs() as i64
+        .as_millis() as i64
 }
 
 /// Polls `f` every ~15 ms until it returns `Some`, panicking with `what` after `timeout`.

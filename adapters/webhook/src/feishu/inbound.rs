@@ -1,10 +1,10 @@
 //! Inbound Feishu events: verification, decryption, and `im.message.receive_v1` parsing.
 
-use execrelay_channel::{ChatType, InboundMessage, Route};
+use execrelay_channel::{ChatType, InboundMessage, Route, constant_time_eq};
 use serde_json::Value;
 
 use super::config::FeishuConfig;
-use super::crypto::{constant_time_eq, decrypt, event_signature};
+use super::crypto::{decrypt, event_signature};
 use crate::WebhookError;
 use crate::inbound::check_timestamp;
 
@@ -67,16 +67,20 @@ pub(crate) fn strip_placeholders(text: &str) -> String {
     out.trim().to_string()
 }
 
+/// The value at `path` (object keys, outermost first).
+fn field<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(value, |value, key| value.get(key))
+}
+
 fn text_field<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter()
-        .try_fold(value, |value, key| value.get(key))
+    field(value, path)
         .and_then(Value::as_str)
         .filter(|text| !text.is_empty())
 }
 
 /// Milliseconds as Feishu writes them: a string of digits (or, tolerated, a number).
 fn millis_field(value: &Value, path: &[&str]) -> Option<i64> {
-    match path.iter().try_fold(value, |value, key| value.get(key))? {
+    match field(value, path)? {
         Value::String(text) => text.trim().parse().ok(),
         Value::Number(number) => number.as_i64(),
         _ => None,
@@ -173,7 +177,7 @@ pub(crate) fn receive(
             .ok_or_else(|| bad("url_verification without a challenge"))?;
         return Ok(FeishuEvent::Challenge(challenge.to_string()));
     }
-    if config.encrypt_key.is_some() && !signed {
+    if unsigned_with_key {
         return Err(unauthorized(UNSIGNED));
     }
     let header = payload.get("header").unwrap_or(&Value::Null);

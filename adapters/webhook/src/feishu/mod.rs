@@ -25,6 +25,7 @@ pub use outbound::{FEISHU_LIMIT, FeishuChannel, classify};
 
 /// The route `channel` names of the two flavours.
 pub const CHANNEL: &str = "feishu";
+pub const BOT_CHANNEL: &str = "feishu_bot";
 
 /// Feishu reads `<at user_id="all"></at>` in a text message as a mention of everyone: output
 /// that contains one must not ping a whole group. A zero-width space after the `<` keeps the
@@ -36,7 +37,6 @@ pub(crate) fn defuse_mentions(text: &str) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Borrowed(text)
     }
 }
-pub const BOT_CHANNEL: &str = "feishu_bot";
 
 #[cfg(test)]
 mod tests {
