@@ -2,12 +2,11 @@
 //! the job's final state plus its completion event, then asks for an `exec-event` heartbeat.
 //!
 //! It does not parse commands (`commands`) or render messages (`jobs`). The job directory is
-//! the claim on a job: the supervisor creates it before anything else, and of two supervisors
-//! started for one job only the one that creates it runs the command. So a restart that finds
-//! an unfinished job without one starts it (a supervisor started just before the relay died
-//! loses that race or wins it, and is then followed); one that finds the directory re-attaches
-//! to a live supervisor, reads the recorded exit, or, when neither is there after a short
-//! grace (the supervisor may not have written its pid file yet), reports the job `lost`.
+//! the claim that a spawn was attempted: it is created right before the supervisor starts, so a
+//! restart that finds a `starting` job without one knows the command never ran and starts it,
+//! and one that finds the directory re-attaches to a live supervisor, reads the recorded exit,
+//! or, when neither is there after a short grace (a supervisor started just before the relay
+//! died may not have written its pid file yet), reports the job `lost`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +21,7 @@ use crate::config::ExecConfig;
 use crate::heartbeat::{Heartbeat, Reason};
 use crate::jobs::{self, Completion, Outcome, Redactor, Tail};
 use crate::log_throttle::FailStreak;
-use crate::store::{JobFinal, JobRecord, NewEvent, Store, now_ms};
+use crate::store::{JobFinal, JobRecord, JobState, NewEvent, Store, now_ms};
 use crate::supervisor::{self, LOG_FILE};
 
 const REATTACH_POLL: Duration = Duration::from_millis(100);
@@ -50,14 +49,6 @@ struct Inner {
     /// after a restart) and has not seen exit: until its pid file is there, such a job is
     /// starting, not gone.
     supervisors: Mutex<HashMap<String, Supervisor>>,
-}
-
-/// How a supervisor this relay started ended.
-enum Supervised {
-    /// It ran the job (its status file tells how that went, or that it could not say).
-    Exited,
-    /// Another supervisor, started before a restart, had claimed the job.
-    ClaimedElsewhere,
 }
 
 #[derive(Clone, Copy)]
@@ -121,13 +112,9 @@ impl ExecRuntime {
         let ran = self.spawn_and_wait(&job).await;
         self.track(&job.id, None);
         match ran {
-            Ok(Supervised::Exited) => {
+            Ok(()) => {
                 crate::failpoint::hit(crate::failpoint::JOB_EXITED);
                 self.complete_from_dir(&job).await;
-            }
-            Ok(Supervised::ClaimedElsewhere) => {
-                tracing::info!("a supervisor started before the restart has the job; following it");
-                self.reattach(&job).await;
             }
             Err(outcome) => self.finish(&job, outcome, None, now_ms()).await,
         }
@@ -156,9 +143,15 @@ impl ExecRuntime {
     }
 
     /// Starts the supervisor and waits for it to exit; the error is the outcome of a job that
-    /// could not start. The supervisor creates the job directory itself: that is its claim.
-    async fn spawn_and_wait(&self, job: &JobRecord) -> Result<Supervised, Outcome> {
+    /// could not start.
+    async fn spawn_and_wait(&self, job: &JobRecord) -> Result<(), Outcome> {
         let dir = self.job_dir(&job.id);
+        // On a busy filesystem creating a directory takes a while: not on a runtime thread.
+        if let Err(error) = tokio::fs::create_dir(&dir).await {
+            return Err(Outcome::FailedToStart(format!(
+                "cannot create the job directory: {error}"
+            )));
+        }
         let config = &self.inner.config;
         let mut command = tokio::process::Command::new(&self.inner.executable);
         command
@@ -210,17 +203,10 @@ impl ExecRuntime {
             // The supervisor runs regardless; its status file will tell the outcome.
             tracing::error!(error = %error, "cannot record the job as running");
         }
-        match child.wait().await.map(|status| status.code()) {
-            Ok(Some(supervisor::EXIT_CLAIMED_ELSEWHERE)) => Ok(Supervised::ClaimedElsewhere),
-            Ok(Some(supervisor::EXIT_NO_JOB_DIR)) => Err(Outcome::FailedToStart(
-                "cannot create the job directory".into(),
-            )),
-            Ok(_) => Ok(Supervised::Exited),
-            Err(error) => {
-                tracing::error!(error = %error, "waiting for the supervisor failed");
-                Ok(Supervised::Exited)
-            }
+        if let Err(error) = child.wait().await {
+            tracing::error!(error = %error, "waiting for the supervisor failed");
         }
+        Ok(())
     }
 
     /// Reads what the supervisor recorded and finishes the job with it.
@@ -344,9 +330,7 @@ impl ExecRuntime {
             let dir = self.job_dir(&job.id);
             let span = tracing::info_span!("job", job_id = %job.id);
             let _entered = span.enter();
-            // No directory: no supervisor claimed the job yet. One started just before the
-            // restart may still; the two race to create the directory, and one runs it.
-            if !dir.exists() {
+            if job.state == JobState::Starting && !dir.exists() {
                 tracing::info!("starting a job accepted before the restart");
                 self.start(job);
             } else if supervisor::read_status(&dir).is_some() {
@@ -400,19 +384,7 @@ impl ExecRuntime {
         if pid.is_some() || read_status(&dir).await.is_some() {
             self.complete_from_dir(job).await;
         } else {
-            let listing = dir.clone();
-            let left: Vec<String> = off_runtime(move || {
-                std::fs::read_dir(&listing)
-                    .map(|entries| {
-                        entries
-                            .filter_map(|e| e.ok())
-                            .map(|e| e.file_name().to_string_lossy().into_owned())
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            })
-            .await;
-            tracing::warn!(state = job.state.as_str(), files = ?left, "the job's supervisor is gone and recorded nothing: lost");
+            tracing::warn!("the job's supervisor is gone and recorded nothing: lost");
             let outcome = Outcome::Lost("the relay restarted while it ran".into());
             self.finish(job, outcome, None, now_ms()).await;
         }

@@ -19,12 +19,6 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub const PID_FILE: &str = "supervisor.pid";
-
-/// Another supervisor created the job directory first (a relay restarted while this one was
-/// being started): this one ran nothing, and the other is the job's.
-pub const EXIT_CLAIMED_ELSEWHERE: i32 = 3;
-/// The job directory could not be created: nothing ran.
-pub const EXIT_NO_JOB_DIR: i32 = 4;
 pub const LOG_FILE: &str = "output.log";
 pub const STATUS_FILE: &str = "status.json";
 
@@ -108,16 +102,6 @@ pub fn run(args: &SuperviseArgs) -> i32 {
             libc::SIGHUP,
             on_ignored_signal as *const () as libc::sighandler_t,
         );
-    }
-    // Creating the job directory is the claim on the job: of two supervisors started for it
-    // (one by a relay that died before it could tell, one by the relay after it), only the
-    // one that creates it runs the command.
-    if let Err(error) = std::fs::create_dir(&args.job_dir) {
-        if error.kind() == std::io::ErrorKind::AlreadyExists {
-            return EXIT_CLAIMED_ELSEWHERE;
-        }
-        eprintln!("supervisor: cannot create the job directory: {error}");
-        return EXIT_NO_JOB_DIR;
     }
     let started_at = now_ms();
     let start_time = own_start_time().map(|t| t.to_string()).unwrap_or_default();

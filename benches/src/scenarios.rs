@@ -354,8 +354,8 @@ pub async fn throughput(bin: &Path, jobs: usize) -> anyhow::Result<Vec<Figure>> 
     let scratch = tempfile::tempdir()?;
     let supervised_start = Instant::now();
     for i in 0..jobs {
-        // The supervisor creates its job directory itself.
         let dir = scratch.path().join(format!("j{i}"));
+        std::fs::create_dir(&dir)?;
         std::process::Command::new(bin)
             .arg("supervise")
             .arg("--job-dir")
