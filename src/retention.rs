@@ -129,52 +129,16 @@ fn remove_job_dirs(jobs_dir: &std::path::Path, jobs: Vec<JobCursor>) -> (Vec<Str
 
 #[cfg(test)]
 mod tests {
-    use execrelay_channel::{ChatType, Route};
-
     use super::*;
-    use crate::store::{InboundRecord, InboundResult, JobFinal, JobState, NewJob};
+    use crate::store::JobFinal;
+    use crate::store::fixtures::{exit_ok, stored_job};
 
     async fn finished_job(store: &Store, id: &str, finished_at: i64) {
-        let route = Route {
-            channel: "webhook".into(),
-            account: String::new(),
-            chat_id: "dm-a".into(),
-            thread_id: None,
-            reply_to_message_id: None,
-            chat_type: ChatType::Direct,
-        };
-        let session = "user:webhook:alice".to_string();
-        let message = InboundRecord {
-            session: session.clone(),
-            route: route.clone(),
-            sender: "webhook:alice".into(),
-            text: "/exec true".into(),
-            platform_message_id: None,
-            sent_at_ms: None,
-        };
-        let InboundResult::Stored { inbox_id, .. } = store.accept_inbound(message).await.unwrap()
-        else {
-            panic!("not stored")
-        };
-        let job = NewJob {
-            id: id.into(),
-            session,
-            origin: route,
-            command: "true".into(),
-            cwd: ".".into(),
-            requester: "webhook:alice".into(),
-        };
-        store
-            .finish_inbox(inbox_id, Some(job), vec![])
-            .await
-            .unwrap();
+        stored_job(store, id, "user:webhook:alice").await;
         let outcome = JobFinal {
-            state: JobState::Exited,
-            exit_code: Some(0),
-            signal: None,
             started_at: Some(finished_at),
             finished_at,
-            detail: None,
+            ..exit_ok()
         };
         store.finish_job(id, outcome, None, 100).await.unwrap();
     }

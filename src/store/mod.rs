@@ -1365,6 +1365,9 @@ fn insert_or_fold_event(
 }
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]

@@ -186,15 +186,8 @@ async fn run_seed(seed: u64) {
                 .accepted
                 .entry((chunk.key.clone(), chunk.index))
                 .or_default()
-                .push(chunk.text);
-            store
-                .record_outcome(
-                    chunk.outbox_id,
-                    chunk.index,
-                    ChunkOutcome::Sent { platform_id: None },
-                )
-                .await
-                .unwrap();
+                .push(chunk.text.clone());
+            super::fixtures::mark_sent(&store, &chunk).await;
         }
     }
     assert!(

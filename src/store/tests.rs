@@ -1,33 +1,10 @@
-use execrelay_channel::ChatType;
-
+use super::fixtures::*;
 use super::*;
-
-fn route(chat: &str) -> Route {
-    Route {
-        channel: "webhook".into(),
-        account: String::new(),
-        chat_id: chat.into(),
-        thread_id: None,
-        reply_to_message_id: None,
-        chat_type: ChatType::Direct,
-    }
-}
 
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db.sqlite"), "test").unwrap();
     (dir, store)
-}
-
-fn inbound(chat: &str, id: Option<&str>) -> InboundRecord {
-    InboundRecord {
-        session: "user:webhook:alice".into(),
-        route: route(chat),
-        sender: "webhook:alice".into(),
-        text: "/status".into(),
-        platform_message_id: id.map(str::to_string),
-        sent_at_ms: None,
-    }
 }
 
 fn reply(chat: &str, chunks: &[&str]) -> NewOutbox {
@@ -168,28 +145,6 @@ async fn a_message_that_comes_late_does_not_move_the_route_back() {
     assert_eq!(store.pending_inbox(20).await.unwrap().len(), 12);
 }
 
-fn new_job(id: &str) -> NewJob {
-    NewJob {
-        id: id.into(),
-        session: "user:webhook:alice".into(),
-        origin: route("a"),
-        command: "true".into(),
-        cwd: ".".into(),
-        requester: "webhook:alice".into(),
-    }
-}
-
-fn exit_ok() -> JobFinal {
-    JobFinal {
-        state: JobState::Exited,
-        exit_code: Some(0),
-        signal: None,
-        started_at: Some(1),
-        finished_at: 2,
-        detail: None,
-    }
-}
-
 fn completion(job: &str) -> NewEvent {
     NewEvent {
         session: "user:webhook:alice".into(),
@@ -298,14 +253,7 @@ async fn chunks_go_out_in_order_per_chat() {
             .is_empty()
     );
     let a1 = &first[0];
-    store
-        .record_outcome(
-            a1.outbox_id,
-            a1.index,
-            ChunkOutcome::Sent { platform_id: None },
-        )
-        .await
-        .unwrap();
+    mark_sent(&store, a1).await;
     let next = store.claim_due("webhook", 10, 60_000).await.unwrap();
     assert_eq!(next[0].text, "a2");
     assert_eq!((next[0].index, next[0].count), (1, 2));
@@ -443,14 +391,7 @@ async fn rows_moved_into_a_chat_wait_for_its_send_in_flight() {
         claimed.is_empty(),
         "a second send to a chat with one in flight: {claimed:?}"
     );
-    store
-        .record_outcome(
-            new_head.outbox_id,
-            new_head.index,
-            ChunkOutcome::Sent { platform_id: None },
-        )
-        .await
-        .unwrap();
+    mark_sent(&store, new_head).await;
     let claimed = store.claim_due("webhook", 10, 60_000).await.unwrap();
     let texts: Vec<_> = claimed.iter().map(|c| c.text.as_str()).collect();
     assert_eq!(texts, ["o1"]);
@@ -485,24 +426,6 @@ fn a_refused_write_is_named_disk_full() {
     assert!(StoreError::from(failure(rusqlite::ffi::SQLITE_IOERR_WRITE)).is_disk_full());
     assert!(!StoreError::from(failure(rusqlite::ffi::SQLITE_IOERR_READ)).is_disk_full());
     assert!(!StoreError::from(failure(rusqlite::ffi::SQLITE_BUSY)).is_disk_full());
-}
-
-/// A stored job for `session` with id `id`, through the inbox as the relay makes them.
-async fn stored_job(store: &Store, id: &str, session: &str) {
-    let mut message = inbound("a", None);
-    message.session = session.into();
-    let InboundResult::Stored { inbox_id, .. } = store.accept_inbound(message).await.unwrap()
-    else {
-        panic!("not stored")
-    };
-    let job = NewJob {
-        session: session.into(),
-        ..new_job(id)
-    };
-    store
-        .finish_inbox(inbox_id, Some(job), vec![])
-        .await
-        .unwrap();
 }
 
 #[tokio::test]

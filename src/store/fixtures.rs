@@ -1,0 +1,76 @@
+//! Builders the store's tests and the tests of its callers (retention) share.
+
+use execrelay_channel::{ChatType, Route};
+
+use super::*;
+
+pub(crate) fn route(chat: &str) -> Route {
+    Route {
+        channel: "webhook".into(),
+        account: String::new(),
+        chat_id: chat.into(),
+        thread_id: None,
+        reply_to_message_id: None,
+        chat_type: ChatType::Direct,
+    }
+}
+
+pub(crate) fn inbound(chat: &str, id: Option<&str>) -> InboundRecord {
+    InboundRecord {
+        session: "user:webhook:alice".into(),
+        route: route(chat),
+        sender: "webhook:alice".into(),
+        text: "/status".into(),
+        platform_message_id: id.map(str::to_string),
+        sent_at_ms: None,
+    }
+}
+
+pub(crate) fn new_job(id: &str) -> NewJob {
+    NewJob {
+        id: id.into(),
+        session: "user:webhook:alice".into(),
+        origin: route("a"),
+        command: "true".into(),
+        cwd: ".".into(),
+        requester: "webhook:alice".into(),
+    }
+}
+
+pub(crate) fn exit_ok() -> JobFinal {
+    JobFinal {
+        state: JobState::Exited,
+        exit_code: Some(0),
+        signal: None,
+        started_at: Some(1),
+        finished_at: 2,
+        detail: None,
+    }
+}
+
+/// A stored job for `session` with id `id`, through the inbox as the relay makes them.
+pub(crate) async fn stored_job(store: &Store, id: &str, session: &str) {
+    let mut message = inbound("a", None);
+    message.session = session.into();
+    let InboundResult::Stored { inbox_id, .. } = store.accept_inbound(message).await.unwrap()
+    else {
+        panic!("not stored")
+    };
+    let job = NewJob {
+        session: session.into(),
+        ..new_job(id)
+    };
+    store
+        .finish_inbox(inbox_id, Some(job), vec![])
+        .await
+        .unwrap();
+}
+
+/// Records that the platform took `chunk`.
+pub(crate) async fn mark_sent(store: &Store, chunk: &ClaimedChunk) {
+    let sent = ChunkOutcome::Sent { platform_id: None };
+    store
+        .record_outcome(chunk.outbox_id, chunk.index, sent)
+        .await
+        .unwrap();
+}
