@@ -128,18 +128,27 @@ pub fn read_tail(
     let mut bytes = Vec::with_capacity((len - start) as usize);
     file.take(window).read_to_end(&mut bytes)?;
     let whole_file = start == 0;
+    if !whole_file {
+        // The window may start inside a character: skip its continuation bytes.
+        let partial = bytes
+            .iter()
+            .take(3)
+            .take_while(|&&b| b & 0xC0 == 0x80)
+            .count();
+        bytes.drain(..partial);
+    }
     let text = redactor.redact(&String::from_utf8_lossy(&bytes));
-    // A window that starts mid-file starts mid-line (or mid-character): drop that partial line.
-    let text = if whole_file {
-        &text[..]
-    } else {
-        text.split_once('\n').map_or("", |(_, rest)| rest)
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    // A window that starts mid-file starts mid-line: drop that partial line, unless it is the
+    // only one (a progress bar, minified JSON, `tr -d '\n'`): then its end is the tail.
+    let text = match text.split_once('\n') {
+        Some((_, rest)) if !whole_file => rest,
+        _ => text,
     };
-    let text = text.strip_suffix('\n').unwrap_or(text);
     let lines: Vec<&str> = if text.is_empty() {
         Vec::new()
     } else {
-        text.split('\n').collect()
+        text.split('\n').map(as_shown).collect()
     };
     let keep_from = lines.len().saturating_sub(max_lines);
     let mut kept = lines[keep_from..].join("\n");
@@ -156,6 +165,13 @@ pub fn read_tail(
         omitted_lines: whole_file.then_some(keep_from),
         truncated,
     })
+}
+
+/// A line as a terminal leaves it: what a carriage return rewrote (a progress bar's earlier
+/// states) is gone, and a CRLF line ending is no part of it.
+fn as_shown(line: &str) -> &str {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    line.rsplit('\r').next().unwrap_or(line)
 }
 
 /// Replaces configured secrets in text that leaves the relay.
@@ -289,6 +305,32 @@ mod tests {
         let tail = read_tail(&path, 40, 100, &Redactor::default()).unwrap();
         assert!(tail.text.ends_with("last line é"), "{}", tail.text);
         assert_eq!(tail.omitted_lines, None);
+    }
+
+    /// One line longer than the window (`yes | tr -d '\n'`): its end is the tail, not nothing.
+    #[test]
+    fn tail_of_one_huge_line_is_its_end() {
+        let mut content = "é".repeat(1_000_000).into_bytes();
+        content.extend_from_slice(b"THE-END");
+        for (name, content) in [
+            ("no newline", content.clone()),
+            ("a final newline", [&content[..], b"\n"].concat()),
+        ] {
+            let (_dir, path) = write_log(&content);
+            let tail = read_tail(&path, 40, 100, &Redactor::default()).unwrap();
+            assert_eq!(tail.text.chars().count(), 100, "{name}");
+            assert!(tail.text.ends_with("THE-END"), "{name}: {}", tail.text);
+            // Cut on a character boundary: no replacement character at the start.
+            assert!(tail.text.starts_with('é'), "{name}: {}", tail.text);
+            assert!(tail.truncated, "{name}");
+        }
+    }
+
+    #[test]
+    fn tail_shows_progress_bars_as_a_terminal_does() {
+        let (_dir, path) = write_log(b"start\r\n 10%\r 50%\r100%\rdone\nlast\r\n");
+        let tail = read_tail(&path, 40, 1000, &Redactor::default()).unwrap();
+        assert_eq!(tail.text, "start\ndone\nlast");
     }
 
     #[test]

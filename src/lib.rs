@@ -19,6 +19,7 @@ pub mod inbound;
 pub mod jobs;
 pub mod local;
 pub mod log_throttle;
+pub mod logging;
 pub mod once_per_key;
 pub mod outbox;
 pub mod relay;

@@ -194,6 +194,7 @@ pub struct RelayBuilder {
     tables: BTreeMap<String, BTreeMap<String, String>>,
     env: Vec<(String, String)>,
     file_size_limit: Option<u64>,
+    stderr_closed: bool,
 }
 
 impl RelayBuilder {
@@ -233,6 +234,13 @@ impl RelayBuilder {
     /// grow a file past it fails with `EFBIG`, as on a full disk (inherited by its jobs).
     pub fn file_size_limit(mut self, bytes: u64) -> Self {
         self.file_size_limit = Some(bytes);
+        self
+    }
+
+    /// Starts the relay with stdout and stderr a pipe whose reader is gone (`run 2>&1 | head`
+    /// after `head` exited): every log write fails with EPIPE. Its log is then empty.
+    pub fn stderr_closed(mut self) -> Self {
+        self.stderr_closed = true;
         self
     }
 
@@ -286,6 +294,7 @@ impl RelayBuilder {
             starts: 0,
             env: self.env,
             file_size_limit: self.file_size_limit,
+            stderr_closed: self.stderr_closed,
             client,
             rt,
         };
@@ -314,6 +323,7 @@ pub struct Relay {
     starts: u32,
     env: Vec<(String, String)>,
     file_size_limit: Option<u64>,
+    stderr_closed: bool,
     client: reqwest::Client,
     rt: tokio::runtime::Runtime,
 }
@@ -345,6 +355,7 @@ impl Relay {
             tables: BTreeMap::new(),
             env: Vec::new(),
             file_size_limit: None,
+            stderr_closed: false,
         }
         .set("store", "path", &db)
         .set("http", "listen", &toml_str("127.0.0.1:0"))
@@ -420,7 +431,7 @@ impl Relay {
                 });
             }
         }
-        let child = command
+        command
             .arg("--config")
             .arg(&self.cfg)
             .arg("run")
@@ -436,11 +447,15 @@ impl Relay {
             .env_remove("EXECRELAY_TELEGRAM_TOKEN")
             .env_remove("EXECRELAY_FAILPOINT")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn execrelay run");
+            .stdin(Stdio::null());
+        if self.stderr_closed {
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        } else {
+            command.stdout(log.try_clone().unwrap()).stderr(log);
+        }
+        let mut child = command.spawn().expect("spawn execrelay run");
+        // Dropping the read ends closes them: the relay's next write fails with EPIPE.
+        drop((child.stdout.take(), child.stderr.take()));
         self.child = Some(child);
         let start = Instant::now();
         loop {

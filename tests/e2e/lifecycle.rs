@@ -242,3 +242,28 @@ fn sigterm_under_load_finishes_sends_in_flight_and_the_next_start_picks_up_the_r
         assert_eq!(sends, 1, "job {id}: sent once, across the shutdown");
     }
 }
+
+/// `execrelay run 2>&1 | head -3`, once `head` has exited: every log write fails with EPIPE.
+/// Logging must never stop work: the relay still delivers every completion, and still stops
+/// on SIGTERM.
+#[test]
+fn a_relay_that_cannot_log_still_delivers_and_stops() {
+    let rx = Receiver::start();
+    let mut relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .stderr_closed()
+        .start();
+    for n in 0..3 {
+        let job = relay.start_job(&rx, &dm("dm-a", "alice", &format!("/exec echo n{n}")));
+        let done = rx.wait_for_message("the completion", SOON, |d| {
+            is_completion_of(&d.text, &job.id)
+        });
+        assert!(
+            output_lines(&done.text).contains(&format!("n{n}").as_str()),
+            "{:?}",
+            done.text
+        );
+    }
+    let status = relay.terminate(SOON);
+    assert!(status.success(), "exit after SIGTERM: {status}");
+}
