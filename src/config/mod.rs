@@ -844,7 +844,7 @@ mod tests {
 
     #[test]
     fn the_example_file_is_valid_and_complete() {
-        let example = include_str!("../config.example.toml");
+        let example = include_str!("../../config.example.toml");
         Config::parse(example, "config.example.toml").unwrap();
         // Every commented-out key is also valid when switched on.
         let uncommented: String = example
