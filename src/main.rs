@@ -1,10 +1,15 @@
-//! `execrelay`: parses the command line, loads the config, and hands over.
+//! `execrelay`: parses the command line, loads what the subcommand needs, and hands over.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
 use execrelay::cli::{self, Cli, Command, ConfigAction};
-use execrelay::config::Config;
+use execrelay::config::{ClientConfig, Config, HttpConfig};
+use execrelay::logging::say;
+
+/// A config that cannot be used (as `config check` and `run` both say).
+const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -12,20 +17,35 @@ fn main() -> ExitCode {
     if let Some(args) = cli::supervise_args(&cli.command) {
         return ExitCode::from(execrelay::supervisor::run(&args) as u8);
     }
-    let config = match Config::load(cli.config.as_deref()) {
-        Ok(config) => config,
-        Err(error) => {
-            execrelay::logging::say(format_args!("execrelay: {error}"));
-            return ExitCode::from(2);
-        }
+    let config_path = cli.config.as_deref();
+    let config = match &cli.command {
+        Command::Config {
+            action: ConfigAction::Check,
+        } => return config_check(config_path),
+        Command::Run { .. } => match Config::load(config_path) {
+            Ok(config) => config,
+            Err(error) => {
+                say(format_args!("execrelay: {error}"));
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+        },
+        // Clients need the address and the token only: a mistake elsewhere in the file is
+        // the relay's to report.
+        _ => match ClientConfig::load(config_path) {
+            Ok(client) => Config {
+                http: HttpConfig {
+                    listen: client.listen,
+                    api_token: client.api_token,
+                    api_token_file: None,
+                },
+                ..Config::default()
+            },
+            Err(error) => {
+                say(format_args!("execrelay: {error}"));
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+        },
     };
-    if let Command::Config {
-        action: ConfigAction::Check,
-    } = &cli.command
-    {
-        println!("ok");
-        return ExitCode::SUCCESS;
-    }
     execrelay::logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -34,7 +54,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            execrelay::logging::say(format_args!(
+            say(format_args!(
                 "execrelay: cannot start the async runtime: {error}"
             ));
             return ExitCode::FAILURE;
@@ -58,8 +78,34 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            execrelay::logging::say(format_args!("execrelay: {error:#}"));
+            say(format_args!("execrelay: {error:#}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Everything `run` checks before it serves, without starting anything: every problem (not
+/// just the first) with its key and line, then the warnings; `ok` when it would start.
+fn config_check(path: Option<&std::path::Path>) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            say(format_args!("execrelay: {error}"));
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let origin = config.source.as_ref().map_or_else(
+        || "built-in defaults".to_string(),
+        |p| p.display().to_string(),
+    );
+    if let Err(error) = execrelay::relay::preflight(&config) {
+        say(format_args!("execrelay: {origin}: {error:#}"));
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    for warning in &config.warnings {
+        say(format_args!("warning: {origin}: {warning}"));
+    }
+    // A closed stdout (`config check | true`) is no failure of the check.
+    let _ = writeln!(std::io::stdout(), "ok: {origin}");
+    ExitCode::SUCCESS
 }

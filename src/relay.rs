@@ -32,25 +32,155 @@ use crate::store::Store;
 /// Past the delivery workers' grace (25 s), for everything else to wind down.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The webhook secret when none is configured: generated once, kept beside the database.
-fn webhook_secret(config: &Config) -> anyhow::Result<Secret> {
+/// The webhook secret: configured, or generated once and kept beside the database. A new one
+/// is only made here; [`keep_webhook_secret`] writes it once the relay knows it will start.
+fn webhook_secret(config: &Config) -> (Secret, bool) {
     if let Some(secret) = &config.channels.webhook.secret {
-        return Ok(secret.clone());
+        return (secret.clone(), false);
     }
-    let path = config.store.data_dir().join("webhook.secret");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
+    if let Ok(existing) = std::fs::read_to_string(webhook_secret_path(config)) {
         let existing = existing.trim();
         if !existing.is_empty() {
-            return Ok(Secret::new(existing));
+            return (Secret::new(existing), false);
         }
     }
     let secret: String = (0..32)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
         .collect();
-    write_private(&path, &secret)
+    (Secret::new(secret), true)
+}
+
+fn webhook_secret_path(config: &Config) -> PathBuf {
+    config.store.data_dir().join("webhook.secret")
+}
+
+fn keep_webhook_secret(config: &Config, secret: &Secret) -> anyhow::Result<()> {
+    let path = webhook_secret_path(config);
+    write_private(&path, secret.expose())
         .with_context(|| format!("cannot write the webhook secret to {}", path.display()))?;
     tracing::info!(path = %path.display(), "generated a webhook secret (no channels.webhook.secret configured)");
-    Ok(Secret::new(secret))
+    Ok(())
+}
+
+/// Every channel the config enables, built and ready to run.
+struct Channels {
+    all: Vec<Arc<dyn Channel>>,
+    local: Option<Arc<LocalChannel>>,
+    webhook: Option<Arc<WebhookChannel>>,
+    feishu: Option<crate::api::FeishuEndpoint>,
+}
+
+/// Builds the channels (no I/O: clients and settings only), so that an adapter's refusal stops
+/// the relay before it creates anything. `config check` runs the same through [`preflight`].
+fn build_channels(config: &Config, webhook_secret: Secret) -> anyhow::Result<Channels> {
+    let mut all: Vec<Arc<dyn Channel>> = Vec::new();
+    let local = config
+        .channels
+        .local
+        .enabled
+        .then(|| Arc::new(LocalChannel::default()));
+    if let Some(local) = &local {
+        all.push(local.clone());
+    }
+    let webhook = if config.channels.webhook.enabled {
+        let mut webhook_config = WebhookConfig::new(webhook_secret);
+        webhook_config.callback_url = config.channels.webhook.callback_url.clone();
+        webhook_config.max_chars = config.channels.webhook.max_chars;
+        let channel = Arc::new(
+            WebhookChannel::new(webhook_config).context("cannot set up the webhook channel")?,
+        );
+        all.push(channel.clone());
+        Some(channel)
+    } else {
+        None
+    };
+    if config.channels.telegram.enabled {
+        all.push(telegram_channel(config)?);
+    }
+    if config.channels.discord.enabled {
+        all.push(discord_channel(config)?);
+    }
+    let feishu = if config.channels.feishu.enabled {
+        let (endpoint, channel) = feishu_channel(config)?;
+        all.push(channel);
+        Some(endpoint)
+    } else {
+        None
+    };
+    if config.channels.feishu_bot.enabled {
+        all.push(feishu_bot_channel(config)?);
+    }
+    Ok(Channels {
+        all,
+        local,
+        webhook,
+        feishu,
+    })
+}
+
+/// One line that says what this relay is: which config, which store, and each channel with
+/// where it listens or whom it calls (URLs shown as scheme and host: they may carry tokens).
+fn startup_line(config: &Config, bound: SocketAddr) -> String {
+    use execrelay_webhook::redact_url;
+    let source = config.source.as_ref().map_or_else(
+        || "built-in defaults".to_string(),
+        |path| format!("config {}", path.display()),
+    );
+    let store =
+        std::path::absolute(&config.store.path).unwrap_or_else(|_| config.store.path.clone());
+    let c = &config.channels;
+    let mut channels = Vec::new();
+    if c.local.enabled {
+        channels.push("local (execrelay chat)".to_string());
+    }
+    if c.webhook.enabled {
+        let replies = c.webhook.callback_url.as_deref().map_or_else(
+            || "no callback_url: replies dead-letter".to_string(),
+            |url| format!("replies to {}", redact_url(url)),
+        );
+        channels.push(format!("webhook (POST http://{bound}/webhook; {replies})"));
+    }
+    if c.telegram.enabled {
+        channels.push(format!(
+            "telegram (long-polls {})",
+            redact_url(&c.telegram.api_url)
+        ));
+    }
+    if c.discord.enabled {
+        channels.push(format!(
+            "discord (gateway and REST at {})",
+            redact_url(&c.discord.api_base)
+        ));
+    }
+    if c.feishu.enabled {
+        channels.push(format!(
+            "feishu (events at http://{bound}{}; API {})",
+            c.feishu.path,
+            redact_url(&c.feishu.base_url)
+        ));
+    }
+    if c.feishu_bot.enabled {
+        let hook = c
+            .feishu_bot
+            .hook_url
+            .as_ref()
+            .map_or_else(String::new, |url| redact_url(url.expose()));
+        channels.push(format!("feishu_bot (posts to {hook})"));
+    }
+    let channels = if channels.is_empty() {
+        "none".to_string()
+    } else {
+        channels.join(", ")
+    };
+    format!(
+        "execrelay is running: {source}; store {}; API http://{bound}; channels: {channels}",
+        store.display()
+    )
+}
+
+/// What `run` would refuse after the config's own checks: the channels, built and dropped.
+pub fn preflight(config: &Config) -> anyhow::Result<()> {
+    build_channels(config, webhook_secret(config).0).map(drop)
 }
 
 #[cfg(feature = "telegram")]
@@ -116,13 +246,6 @@ fn feishu_channel(
     };
     let mut feishu = FeishuConfig::new(&settings.app_id, app_secret, verification_token);
     feishu.encrypt_key = settings.encrypt_key.clone();
-    // Without `allow_unsigned_events` the config refused this already (`validate_secrets`).
-    if feishu.encrypt_key.is_none() {
-        tracing::warn!(
-            "channels.feishu has no encrypt_key: events are neither encrypted nor signed, only \
-             the verification token proves the sender; set an Encrypt Key in the Feishu console"
-        );
-    }
     feishu.base_url = settings.base_url.clone();
     let channel = Arc::new(FeishuChannel::new(feishu).context("cannot set up the feishu channel")?);
     Ok(((settings.path.clone(), channel.clone()), channel))
@@ -268,16 +391,27 @@ fn lock_store(store: &Path) -> anyhow::Result<std::fs::File> {
 
 pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     let listen = config.http.listen;
-    if config.http.api_token.is_none() && !listen.ip().is_loopback() {
-        bail!(
-            "refusing to serve the API on {listen} without http.api_token: set a token or listen on 127.0.0.1"
-        );
-    }
+    // Everything that can refuse comes before anything is created: a relay that will not
+    // start leaves no data directory, database or secret behind.
+    let (secret, generated_secret) = webhook_secret(&config);
+    let Channels {
+        all: channels,
+        local,
+        webhook,
+        feishu,
+    } = build_channels(&config, secret.clone())?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (is another program using it?)"))?;
+    let bound = listener.local_addr()?;
     make_private_dir(&config.store.data_dir())
         .with_context(|| format!("cannot prepare {}", config.store.data_dir().display()))?;
     // Held until the process ends, past the runtime's last blocking task (the kernel lets go
     // of it then, even after a SIGKILL): never dropped.
     std::mem::forget(lock_store(&config.store.path)?);
+    if generated_secret && webhook.is_some() {
+        keep_webhook_secret(&config, &secret)?;
+    }
     let (path, node) = (config.store.path.clone(), config.store.node.clone());
     // Migrations and the first fsync happen here: off the async runtime.
     let store = tokio::task::spawn_blocking(move || Store::open(&path, &node))
@@ -291,45 +425,9 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         );
     }
 
-    let mut channels: Vec<Arc<dyn Channel>> = Vec::new();
-    let local = config
-        .channels
-        .local
-        .enabled
-        .then(|| Arc::new(LocalChannel::default()));
-    if let Some(local) = &local {
-        channels.push(local.clone());
-    }
     let mut secrets = config.secrets();
-    let webhook = if config.channels.webhook.enabled {
-        let secret = webhook_secret(&config)?;
-        secrets.push(secret.clone());
-        let mut webhook_config = WebhookConfig::new(secret);
-        webhook_config.callback_url = config.channels.webhook.callback_url.clone();
-        webhook_config.max_chars = config.channels.webhook.max_chars;
-        let channel = Arc::new(
-            WebhookChannel::new(webhook_config).context("cannot set up the webhook channel")?,
-        );
-        channels.push(channel.clone());
-        Some(channel)
-    } else {
-        None
-    };
-    if config.channels.telegram.enabled {
-        channels.push(telegram_channel(&config)?);
-    }
-    if config.channels.discord.enabled {
-        channels.push(discord_channel(&config)?);
-    }
-    let feishu = if config.channels.feishu.enabled {
-        let (endpoint, channel) = feishu_channel(&config)?;
-        channels.push(channel);
-        Some(endpoint)
-    } else {
-        None
-    };
-    if config.channels.feishu_bot.enabled {
-        channels.push(feishu_bot_channel(&config)?);
+    if webhook.is_some() {
+        secrets.push(secret);
     }
     let outbox = Outbox::new(store.clone(), channels.clone());
 
@@ -403,10 +501,6 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         }
     }
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let bound = listener.local_addr()?;
     if config.http.api_token.is_none() {
         tracing::warn!(addr = %bound, "no http.api_token: the API is open to local processes, on loopback only");
     }
@@ -425,7 +519,10 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     });
     let signals = shutdown_signals(stop.clone()).context("cannot listen for SIGTERM and SIGINT")?;
     tokio::spawn(signals);
-    tracing::info!(addr = %bound, db = %config.store.path.display(), "execrelay is running");
+    tracing::info!("{}", startup_line(&config, bound));
+    for warning in &config.warnings {
+        tracing::warn!("config: {warning}");
+    }
     if let Some(path) = &ready_file {
         write_ready_file(path, bound)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;

@@ -14,6 +14,18 @@ use serde::{Deserialize, Deserializer};
 
 use crate::duration::parse_duration;
 
+mod check;
+mod client;
+mod keys;
+mod problems;
+
+pub use client::ClientConfig;
+use keys::KeyIndex;
+use problems::Findings;
+pub use problems::Problem;
+
+/// Why a config cannot be used: it cannot be read, or it has these problems (every one found,
+/// not just the first).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
@@ -21,15 +33,24 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: line {line}, column {column}: {message}")]
-    Parse {
-        path: String,
-        line: usize,
-        column: usize,
-        message: String,
+    #[error("{}", describe(origin, problems))]
+    Invalid {
+        origin: String,
+        problems: Vec<Problem>,
     },
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
+}
+
+fn describe(origin: &str, problems: &[Problem]) -> String {
+    match problems {
+        [one] => format!("{origin}: {one}"),
+        many => {
+            let mut text = format!("{origin}: {} problems", many.len());
+            for problem in many {
+                text.push_str(&format!("\n  {problem}"));
+            }
+            text
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -44,6 +65,13 @@ pub struct Config {
     pub events: EventsConfig,
     pub outbox: OutboxConfig,
     pub channels: ChannelsConfig,
+    /// The file this was read from; `None`: the built-in defaults.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+    /// Doubtful settings that do not stop the relay (`config check` and the start-up log show
+    /// them).
+    #[serde(skip)]
+    pub warnings: Vec<Problem>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -440,249 +468,174 @@ fn de_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D
     parse_duration(&raw).map_err(serde::de::Error::custom)
 }
 
+/// More mistakes than this in one file: the rest can wait for the next check.
+const MAX_REPORTED: usize = 50;
+
 impl Config {
-    /// Reads `path`, or, when `path` is `None`, `execrelay.toml` if present, else the defaults.
+    /// Reads `path`, or, when `path` is `None`, `./execrelay.toml` if present, else the
+    /// built-in defaults. Relative paths written in the file are relative to the file's folder.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let path = match path {
-            Some(path) => path.to_path_buf(),
-            None => {
-                let default = PathBuf::from("execrelay.toml");
-                if !default.exists() {
-                    let mut config = Config::default();
-                    config.resolve_secrets("<defaults>")?;
-                    config.validate_secrets("<defaults>")?;
-                    return Ok(config);
-                }
-                default
-            }
+        let Some((path, text)) = read_config_file(path)? else {
+            return Config::from_toml("", "built-in defaults", None);
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let shown = path.display().to_string();
-        let mut config = Config::parse(&text, &shown)?;
-        config.resolve_secrets(&shown)?;
-        config.validate_secrets(&shown)?;
+        let absolute = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+        let folder = absolute.parent().map(Path::to_path_buf);
+        let mut config = Config::from_toml(&text, &path.display().to_string(), folder.as_deref())?;
+        config.source = Some(absolute);
         Ok(config)
     }
 
-    /// What can only be checked once secrets are read from their files and the environment.
-    fn validate_secrets(&self, origin: &str) -> Result<(), ConfigError> {
-        let feishu = &self.channels.feishu;
-        if feishu.enabled && feishu.encrypt_key.is_none() && !feishu.allow_unsigned_events {
-            return Err(ConfigError::Invalid {
-                path: origin.to_string(),
-                message: "channels.feishu needs an encrypt_key (or encrypt_key_file, or \
-                          EXECRELAY_FEISHU_ENCRYPT_KEY): without one Feishu neither encrypts nor \
-                          signs events, and the verification token alone (in every event) proves \
-                          nothing. Set an Encrypt Key in the Feishu console (or, on purpose, \
-                          channels.feishu.allow_unsigned_events = true)"
-                    .into(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Parses and validates TOML text; `origin` names it in errors.
+    /// Reads TOML text as [`Config::load`] would (relative paths stay relative to the current
+    /// directory); `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|error| {
-            let (line, column) = error
-                .span()
-                .map(|span| line_and_column(text, span.start))
-                .unwrap_or((1, 1));
-            ConfigError::Parse {
-                path: origin.to_string(),
-                line,
-                column,
-                message: error.message().trim().to_string(),
-            }
-        })?;
-        config.validate(origin)?;
+        Config::from_toml(text, origin, None)
+    }
+
+    /// The one validation path: syntax, every key's type, values, secrets, the machine.
+    fn from_toml(text: &str, origin: &str, folder: Option<&Path>) -> Result<Config, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            origin: origin.to_string(),
+            problems,
+        };
+        let index = KeyIndex::parse(text).map_err(|problem| invalid(vec![problem]))?;
+        let mut found = Findings::new(&index);
+        let mut config = deserialize_every_key(text, &mut found);
+        if let Some(folder) = folder {
+            config.resolve_relative_paths(folder, &index);
+        }
+        check::check_values(&config, &mut found);
+        config.resolve_secrets(&mut found);
+        check::check_secrets(&config, &mut found);
+        check::check_system(&config, &mut found);
+        check::warnings(&config, &mut found);
+        // In the file's order; what no line names (defaults, the environment) last.
+        let by_line = |p: &Problem| p.line.unwrap_or(usize::MAX);
+        found.errors.sort_by_key(by_line);
+        found.warnings.sort_by_key(by_line);
+        if !found.errors.is_empty() {
+            let mut problems = found.errors;
+            problems.truncate(MAX_REPORTED);
+            return Err(invalid(problems));
+        }
+        config.warnings = found.warnings;
         Ok(config)
     }
 
-    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            path: origin.to_string(),
-            message,
+    /// Paths written in the file are relative to the file's folder, wherever the relay starts.
+    fn resolve_relative_paths(&mut self, folder: &Path, index: &KeyIndex) {
+        let resolve = |key: &str, path: &mut PathBuf| {
+            if index.is_written(key) && path.is_relative() {
+                *path = folder.join(&*path);
+            }
         };
-        if self.exec.max_concurrent == 0 {
-            return Err(invalid("exec.max_concurrent must be at least 1".into()));
-        }
-        if self.exec.timeout.is_zero() {
-            return Err(invalid("exec.timeout must be longer than 0".into()));
-        }
-        if self.channels.webhook.max_chars < 16 {
-            return Err(invalid(
-                "channels.webhook.max_chars must be at least 16".into(),
-            ));
-        }
-        if self.outbox.concurrency == 0 {
-            return Err(invalid("outbox.concurrency must be at least 1".into()));
-        }
-        if self.events.max_queued == 0 {
-            return Err(invalid("events.max_queued must be at least 1".into()));
-        }
-        for entry in &self.access.allow {
-            if !entry.contains(':') && !self.identities.contains_key(entry) {
-                return Err(invalid(format!(
-                    "access.allow entry `{entry}` is neither <channel>:<user_id> nor a name in [identities]"
-                )));
-            }
-        }
-        for (name, accounts) in &self.identities {
-            if let Some(bad) = accounts.iter().find(|a| !a.contains(':')) {
-                return Err(invalid(format!(
-                    "identities.{name}: `{bad}` should be <channel>:<user_id>"
-                )));
-            }
-        }
-        let channels = &self.channels;
-        for (key, both) in [
+        resolve("store.path", &mut self.store.path);
+        resolve("exec.shell", &mut self.exec.shell);
+        resolve("exec.workdir", &mut self.exec.workdir);
+        let c = &mut self.channels;
+        for (key, path) in [
+            ("heartbeat.file", &mut self.heartbeat.file),
+            ("http.api_token_file", &mut self.http.api_token_file),
+            ("channels.webhook.secret_file", &mut c.webhook.secret_file),
+            ("channels.telegram.token_file", &mut c.telegram.token_file),
+            ("channels.discord.token_file", &mut c.discord.token_file),
             (
-                "http.api_token",
-                self.http.api_token.is_some() && self.http.api_token_file.is_some(),
+                "channels.feishu.app_secret_file",
+                &mut c.feishu.app_secret_file,
             ),
             (
-                "channels.webhook.secret",
-                channels.webhook.secret.is_some() && channels.webhook.secret_file.is_some(),
+                "channels.feishu.verification_token_file",
+                &mut c.feishu.verification_token_file,
             ),
             (
-                "channels.telegram.token",
-                channels.telegram.token.is_some() && channels.telegram.token_file.is_some(),
+                "channels.feishu.encrypt_key_file",
+                &mut c.feishu.encrypt_key_file,
             ),
             (
-                "channels.discord.token",
-                channels.discord.token.is_some() && channels.discord.token_file.is_some(),
+                "channels.feishu_bot.hook_url_file",
+                &mut c.feishu_bot.hook_url_file,
             ),
             (
-                "channels.feishu.app_secret",
-                channels.feishu.app_secret.is_some() && channels.feishu.app_secret_file.is_some(),
-            ),
-            (
-                "channels.feishu.verification_token",
-                channels.feishu.verification_token.is_some()
-                    && channels.feishu.verification_token_file.is_some(),
-            ),
-            (
-                "channels.feishu.encrypt_key",
-                channels.feishu.encrypt_key.is_some() && channels.feishu.encrypt_key_file.is_some(),
-            ),
-            (
-                "channels.feishu_bot.hook_url",
-                channels.feishu_bot.hook_url.is_some()
-                    && channels.feishu_bot.hook_url_file.is_some(),
-            ),
-            (
-                "channels.feishu_bot.secret",
-                channels.feishu_bot.secret.is_some() && channels.feishu_bot.secret_file.is_some(),
+                "channels.feishu_bot.secret_file",
+                &mut c.feishu_bot.secret_file,
             ),
         ] {
-            if both {
-                return Err(invalid(format!(
-                    "{key} and {key}_file are both set; keep one"
-                )));
+            if let Some(path) = path {
+                resolve(key, path);
             }
         }
-        let path = &channels.feishu.path;
-        // Plain path segments only: the router reads `:x`, `*x` and `{x}` as captures (and
-        // refuses some of them at start-up with a panic rather than an error).
-        let plain = path.strip_prefix('/').is_some_and(|rest| {
-            rest.split('/').all(|segment| {
-                !segment.is_empty()
-                    && segment
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
-            })
-        });
-        if !plain || path == "/webhook" || path == "/healthz" || path.starts_with("/v1/") {
-            return Err(invalid(format!(
-                "channels.feishu.path `{path}` must be a plain path (letters, digits, - _ . ~ between slashes), and not /webhook, /healthz or under /v1/"
-            )));
-        }
-        if !(Duration::from_secs(1)..=Duration::from_secs(50))
-            .contains(&channels.telegram.poll_timeout)
-        {
-            return Err(invalid(
-                "channels.telegram.poll_timeout must be between 1s and 50s (Telegram's limit)"
-                    .into(),
-            ));
-        }
-        Ok(())
     }
 
     /// Fills secrets from `*_file` keys, then from the environment where the file left them unset.
-    fn resolve_secrets(&mut self, origin: &str) -> Result<(), ConfigError> {
+    fn resolve_secrets(&mut self, found: &mut Findings<'_>) {
         let http = &mut self.http;
         resolve_secret(
             &mut http.api_token,
             &http.api_token_file,
             "http.api_token_file",
             "EXECRELAY_API_TOKEN",
-            origin,
-        )?;
+            found,
+        );
         let webhook = &mut self.channels.webhook;
         resolve_secret(
             &mut webhook.secret,
             &webhook.secret_file,
             "channels.webhook.secret_file",
             "EXECRELAY_WEBHOOK_SECRET",
-            origin,
-        )?;
+            found,
+        );
         let telegram = &mut self.channels.telegram;
         resolve_secret(
             &mut telegram.token,
             &telegram.token_file,
             "channels.telegram.token_file",
             "EXECRELAY_TELEGRAM_TOKEN",
-            origin,
-        )?;
+            found,
+        );
         let discord = &mut self.channels.discord;
         resolve_secret(
             &mut discord.token,
             &discord.token_file,
             "channels.discord.token_file",
             "EXECRELAY_DISCORD_TOKEN",
-            origin,
-        )?;
+            found,
+        );
         let feishu = &mut self.channels.feishu;
         resolve_secret(
             &mut feishu.app_secret,
             &feishu.app_secret_file,
             "channels.feishu.app_secret_file",
             "EXECRELAY_FEISHU_APP_SECRET",
-            origin,
-        )?;
+            found,
+        );
         resolve_secret(
             &mut feishu.verification_token,
             &feishu.verification_token_file,
             "channels.feishu.verification_token_file",
             "EXECRELAY_FEISHU_VERIFICATION_TOKEN",
-            origin,
-        )?;
+            found,
+        );
         resolve_secret(
             &mut feishu.encrypt_key,
             &feishu.encrypt_key_file,
             "channels.feishu.encrypt_key_file",
             "EXECRELAY_FEISHU_ENCRYPT_KEY",
-            origin,
-        )?;
+            found,
+        );
         let bot = &mut self.channels.feishu_bot;
         resolve_secret(
             &mut bot.hook_url,
             &bot.hook_url_file,
             "channels.feishu_bot.hook_url_file",
             "EXECRELAY_FEISHU_BOT_HOOK_URL",
-            origin,
-        )?;
+            found,
+        );
         resolve_secret(
             &mut bot.secret,
             &bot.secret_file,
             "channels.feishu_bot.secret_file",
             "EXECRELAY_FEISHU_BOT_SECRET",
-            origin,
-        )
+            found,
+        );
     }
 
     /// Every configured secret, so that job output quoting one is redacted.
@@ -705,16 +658,43 @@ impl Config {
     }
 }
 
+/// The text of `path`, or of `./execrelay.toml` if `path` is `None` and that file exists;
+/// `None`: no file, the built-in defaults.
+fn read_config_file(path: Option<&Path>) -> Result<Option<(PathBuf, String)>, ConfigError> {
+    let path = match path {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let default = PathBuf::from("execrelay.toml");
+            if !default.exists() {
+                return Ok(None);
+            }
+            default
+        }
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some((path, text))),
+        Err(source) => Err(ConfigError::Read { path, source }),
+    }
+}
+
 /// A secret from its `*_file` key if set, else the value in the file, else `env`.
 fn resolve_secret(
     value: &mut Option<Secret>,
     file: &Option<PathBuf>,
     file_key: &str,
     env: &str,
-    origin: &str,
-) -> Result<(), ConfigError> {
+    found: &mut Findings<'_>,
+) {
     if let Some(path) = file {
-        *value = Some(read_secret_file(path, file_key, origin)?);
+        match std::fs::read_to_string(path) {
+            Ok(text) if text.trim().is_empty() => {
+                found.error(file_key, format!("{} is empty", path.display()));
+            }
+            Ok(text) => *value = Some(Secret::new(text.trim())),
+            Err(error) => {
+                found.error(file_key, format!("cannot read {}: {error}", path.display()));
+            }
+        }
     }
     // An empty value is no secret: it would sign or encrypt with a key everyone knows.
     if value.as_ref().is_some_and(Secret::is_empty) {
@@ -723,7 +703,6 @@ fn resolve_secret(
     if value.is_none() {
         *value = secret_from_env(env);
     }
-    Ok(())
 }
 
 fn secret_from_env(name: &str) -> Option<Secret> {
@@ -733,25 +712,39 @@ fn secret_from_env(name: &str) -> Option<Secret> {
         .map(Secret::new)
 }
 
-fn read_secret_file(path: &Path, key: &str, origin: &str) -> Result<Secret, ConfigError> {
-    let value = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
-        path: origin.to_string(),
-        message: format!("{key}: cannot read {}: {e}", path.display()),
-    })?;
-    if value.trim().is_empty() {
-        return Err(ConfigError::Invalid {
-            path: origin.to_string(),
-            message: format!("{key}: {} is empty", path.display()),
+/// serde stops at the first wrong value; each one found is reported, blanked out, and the
+/// file read again, so that every wrong key is reported at once. What is left is the config
+/// with defaults where the wrong values were (its other checks still run).
+fn deserialize_every_key(text: &str, found: &mut Findings<'_>) -> Config {
+    let mut work = text.to_string();
+    let mut blanked = Vec::new();
+    while found.errors.len() < MAX_REPORTED {
+        let error = match toml::from_str::<Config>(&work) {
+            Ok(config) => return config,
+            Err(error) => error,
+        };
+        let offset = error.span().map(|span| span.start);
+        let key = offset.and_then(|offset| found.index().key_at(offset));
+        found.errors.push(Problem {
+            key: key
+                .as_ref()
+                .map(|(path, _)| path.to_string())
+                .unwrap_or_default(),
+            line: offset.map(|offset| found.index().line_at(offset)),
+            message: problems::plain(error.message()),
         });
+        let Some((_, removal)) = key else { break };
+        if blanked.contains(&removal) {
+            break;
+        }
+        keys::blank(&mut work, removal.clone());
+        blanked.push(removal);
+        // A key inside a dotted or inline form may not blank cleanly: stop rather than guess.
+        if KeyIndex::parse(&work).is_err() {
+            break;
+        }
     }
-    Ok(Secret::new(value.trim()))
-}
-
-fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
-    (line, column)
+    Config::default()
 }
 
 #[cfg(test)]

@@ -1,0 +1,425 @@
+//! Every check a config must pass before the relay serves: `config check` and `run` both go
+//! through here, so a file that passes the check starts, and one that starts passed it.
+//!
+//! Three kinds: values (ranges, names that must resolve, URLs), secrets (only once read from
+//! their files and the environment), and the machine (the shell and the workdir exist). Each
+//! finding names its key; none stops the others from being found.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::problems::{Findings, closest};
+use super::{Config, TargetPolicy};
+
+/// Channels a person can write from: `[access] allow` and `[identities]` name these.
+const INBOUND_CHANNELS: [&str; 5] = ["local", "webhook", "telegram", "discord", "feishu"];
+
+impl Config {
+    /// Which channels are switched on, by name (`feishu_bot` sends only).
+    pub fn enabled_channels(&self) -> Vec<&'static str> {
+        let c = &self.channels;
+        [
+            ("local", c.local.enabled),
+            ("webhook", c.webhook.enabled),
+            ("telegram", c.telegram.enabled),
+            ("discord", c.discord.enabled),
+            ("feishu", c.feishu.enabled),
+            ("feishu_bot", c.feishu_bot.enabled),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect()
+    }
+}
+
+pub(crate) fn check_values(config: &Config, found: &mut Findings<'_>) {
+    if config.exec.max_concurrent == 0 {
+        found.error("exec.max_concurrent", "must be at least 1");
+    }
+    if config.exec.timeout.is_zero() {
+        found.error("exec.timeout", "must be longer than 0 (e.g. \"30m\")");
+    }
+    if config.channels.webhook.max_chars < 16 {
+        found.error("channels.webhook.max_chars", "must be at least 16");
+    }
+    if config.outbox.concurrency == 0 {
+        found.error("outbox.concurrency", "must be at least 1");
+    }
+    if config.events.max_queued == 0 {
+        found.error("events.max_queued", "must be at least 1");
+    }
+    check_accounts(config, found);
+    check_target(config, found);
+    check_both_value_and_file(config, found);
+    check_urls(config, found);
+    check_features(config, found);
+    let path = &config.channels.feishu.path;
+    // Plain path segments only: the router reads `:x`, `*x` and `{x}` as captures (and
+    // refuses some of them at start-up with a panic rather than an error).
+    let plain = path.strip_prefix('/').is_some_and(|rest| {
+        rest.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+        })
+    });
+    if !plain || path == "/webhook" || path == "/healthz" || path.starts_with("/v1/") {
+        found.error(
+            "channels.feishu.path",
+            format!(
+                "`{path}` must be a plain path (letters, digits, - _ . ~ between slashes), and \
+                 not /webhook, /healthz or under /v1/ (e.g. \"/feishu/events\")"
+            ),
+        );
+    }
+    if !(Duration::from_secs(1)..=Duration::from_secs(50))
+        .contains(&config.channels.telegram.poll_timeout)
+    {
+        found.error(
+            "channels.telegram.poll_timeout",
+            "must be between 1s and 50s (Telegram's limit)",
+        );
+    }
+}
+
+/// `[access] allow` entries and `[identities]` accounts name a real channel and a user id.
+fn check_accounts(config: &Config, found: &mut Findings<'_>) {
+    let enabled = config.enabled_channels();
+    let account = |key: String, entry: &str, found: &mut Findings<'_>| {
+        let Some((channel, user)) = entry.split_once(':') else {
+            return false;
+        };
+        if !INBOUND_CHANNELS.contains(&channel) {
+            let hint = closest(channel, &INBOUND_CHANNELS)
+                .map(|c| format!("; did you mean `{c}`?"))
+                .unwrap_or_default();
+            found.error(
+                &key,
+                format!(
+                    "`{entry}` names no channel `{channel}`{hint} (channels: {})",
+                    INBOUND_CHANNELS.join(", ")
+                ),
+            );
+        } else if user.trim().is_empty() {
+            found.error(
+                &key,
+                format!("`{entry}` has no user id after the colon (e.g. \"{channel}:123456\")"),
+            );
+        } else if !enabled.contains(&channel) {
+            found.warn(
+                &key,
+                format!(
+                    "`{entry}`: channels.{channel} is not enabled, so this account cannot write yet"
+                ),
+            );
+        }
+        true
+    };
+    for (i, entry) in config.access.allow.iter().enumerate() {
+        let key = format!("access.allow[{i}]");
+        if !account(key.clone(), entry, found) && !config.identities.contains_key(entry) {
+            found.error(
+                &key,
+                format!(
+                    "`{entry}` is neither <channel>:<user_id> (e.g. \"telegram:123456\") nor a \
+                     name in [identities]"
+                ),
+            );
+        }
+    }
+    for (name, accounts) in &config.identities {
+        for (i, entry) in accounts.iter().enumerate() {
+            let key = format!("identities.{name}[{i}]");
+            if !account(key.clone(), entry, found) {
+                found.error(
+                    &key,
+                    format!("`{entry}` should be <channel>:<user_id> (e.g. \"telegram:123456\")"),
+                );
+            }
+        }
+    }
+}
+
+fn check_target(config: &Config, found: &mut Findings<'_>) {
+    let TargetPolicy::Explicit { channel, .. } = &config.heartbeat.target else {
+        return;
+    };
+    let sending = [
+        "local",
+        "webhook",
+        "telegram",
+        "discord",
+        "feishu",
+        "feishu_bot",
+    ];
+    if !sending.contains(&channel.as_str()) {
+        let hint = closest(channel, &sending)
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        found.error(
+            "heartbeat.target",
+            format!(
+                "there is no channel `{channel}`{hint} (expected last, origin, none, or \
+                 <channel>:<chat_id> with one of {})",
+                sending.join(", ")
+            ),
+        );
+    } else if !config.enabled_channels().contains(&channel.as_str()) {
+        found.error(
+            "heartbeat.target",
+            format!(
+                "sends to `{channel}`, but channels.{channel} is not enabled: enable it or \
+                 choose another target"
+            ),
+        );
+    }
+}
+
+fn check_both_value_and_file(config: &Config, found: &mut Findings<'_>) {
+    let channels = &config.channels;
+    for (key, both) in [
+        (
+            "http.api_token",
+            config.http.api_token.is_some() && config.http.api_token_file.is_some(),
+        ),
+        (
+            "channels.webhook.secret",
+            channels.webhook.secret.is_some() && channels.webhook.secret_file.is_some(),
+        ),
+        (
+            "channels.telegram.token",
+            channels.telegram.token.is_some() && channels.telegram.token_file.is_some(),
+        ),
+        (
+            "channels.discord.token",
+            channels.discord.token.is_some() && channels.discord.token_file.is_some(),
+        ),
+        (
+            "channels.feishu.app_secret",
+            channels.feishu.app_secret.is_some() && channels.feishu.app_secret_file.is_some(),
+        ),
+        (
+            "channels.feishu.verification_token",
+            channels.feishu.verification_token.is_some()
+                && channels.feishu.verification_token_file.is_some(),
+        ),
+        (
+            "channels.feishu.encrypt_key",
+            channels.feishu.encrypt_key.is_some() && channels.feishu.encrypt_key_file.is_some(),
+        ),
+        (
+            "channels.feishu_bot.hook_url",
+            channels.feishu_bot.hook_url.is_some() && channels.feishu_bot.hook_url_file.is_some(),
+        ),
+        (
+            "channels.feishu_bot.secret",
+            channels.feishu_bot.secret.is_some() && channels.feishu_bot.secret_file.is_some(),
+        ),
+    ] {
+        if both {
+            found.error(key, format!("{key} and {key}_file are both set; keep one"));
+        }
+    }
+}
+
+/// Whether `url` is an absolute `http://` or `https://` URL (the adapters refuse anything else).
+fn is_http_url(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && !u.cannot_be_a_base())
+}
+
+fn check_urls(config: &Config, found: &mut Findings<'_>) {
+    let c = &config.channels;
+    let urls = [
+        (
+            "channels.webhook.callback_url",
+            c.webhook.callback_url.as_deref(),
+            "https://example.com/execrelay",
+        ),
+        (
+            "channels.telegram.api_url",
+            Some(c.telegram.api_url.as_str()),
+            "https://api.telegram.org",
+        ),
+        (
+            "channels.discord.api_base",
+            Some(c.discord.api_base.as_str()),
+            "https://discord.com",
+        ),
+        (
+            "channels.feishu.base_url",
+            Some(c.feishu.base_url.as_str()),
+            "https://open.feishu.cn",
+        ),
+    ];
+    for (key, url, example) in urls {
+        // The URL itself is not echoed: callback URLs often carry a token.
+        if let Some(url) = url
+            && !is_http_url(url)
+        {
+            found.error(
+                key,
+                format!("must be an absolute http:// or https:// URL (e.g. \"{example}\")"),
+            );
+        }
+    }
+}
+
+fn check_features(config: &Config, found: &mut Findings<'_>) {
+    let c = &config.channels;
+    for (name, enabled, built) in [
+        ("telegram", c.telegram.enabled, cfg!(feature = "telegram")),
+        ("discord", c.discord.enabled, cfg!(feature = "discord")),
+        ("feishu", c.feishu.enabled, cfg!(feature = "feishu")),
+        ("feishu_bot", c.feishu_bot.enabled, cfg!(feature = "feishu")),
+    ] {
+        if enabled && !built {
+            let feature = if name == "feishu_bot" { "feishu" } else { name };
+            found.error(
+                &format!("channels.{name}.enabled"),
+                format!("this execrelay was built without the `{feature}` feature"),
+            );
+        }
+    }
+}
+
+/// What can only be checked once secrets are read from their files and the environment.
+pub(crate) fn check_secrets(config: &Config, found: &mut Findings<'_>) {
+    let c = &config.channels;
+    if config.http.api_token.is_none() && !config.http.listen.ip().is_loopback() {
+        found.error(
+            "http.listen",
+            format!(
+                "{} is reachable from other machines, but there is no http.api_token: set one \
+                 (api_token, api_token_file or EXECRELAY_API_TOKEN) or listen on 127.0.0.1",
+                config.http.listen
+            ),
+        );
+    }
+    if c.telegram.enabled && c.telegram.token.is_none() {
+        found.error(
+            "channels.telegram.enabled",
+            "Telegram is enabled but has no bot token: set channels.telegram.token, token_file \
+             or EXECRELAY_TELEGRAM_TOKEN",
+        );
+    }
+    if c.discord.enabled && c.discord.token.is_none() {
+        found.error(
+            "channels.discord.enabled",
+            "Discord is enabled but has no bot token: set channels.discord.token, token_file \
+             or EXECRELAY_DISCORD_TOKEN",
+        );
+    }
+    let feishu = &c.feishu;
+    if feishu.enabled {
+        if feishu.app_id.trim().is_empty() {
+            found.error(
+                "channels.feishu.app_id",
+                "Feishu is enabled but has no app_id (e.g. \"cli_a1b2c3\")",
+            );
+        }
+        if feishu.app_secret.is_none() {
+            found.error(
+                "channels.feishu.app_secret",
+                "Feishu is enabled but has no app_secret (or app_secret_file, or \
+                 EXECRELAY_FEISHU_APP_SECRET)",
+            );
+        }
+        if feishu.verification_token.is_none() {
+            found.error(
+                "channels.feishu.verification_token",
+                "Feishu is enabled but has no verification_token (or verification_token_file, \
+                 or EXECRELAY_FEISHU_VERIFICATION_TOKEN)",
+            );
+        }
+        if feishu.encrypt_key.is_none() && !feishu.allow_unsigned_events {
+            found.error(
+                "channels.feishu.encrypt_key",
+                "channels.feishu needs an encrypt_key (or encrypt_key_file, or \
+                 EXECRELAY_FEISHU_ENCRYPT_KEY): without one Feishu signs nothing, and anyone \
+                 who learns the verification token could run commands; set \
+                 allow_unsigned_events = true only if you accept that",
+            );
+        }
+    }
+    let bot = &c.feishu_bot;
+    if bot.enabled {
+        match &bot.hook_url {
+            None => found.error(
+                "channels.feishu_bot.hook_url",
+                "the Feishu group bot is enabled but has no hook_url (or hook_url_file, or \
+                 EXECRELAY_FEISHU_BOT_HOOK_URL)",
+            ),
+            Some(url) if !is_http_url(url.expose()) => found.error(
+                "channels.feishu_bot.hook_url",
+                "must be an absolute https:// URL (the bot's webhook address)",
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+/// The shell and the workdir every job needs, checked on this machine.
+pub(crate) fn check_system(config: &Config, found: &mut Findings<'_>) {
+    let shell = &config.exec.shell;
+    match std::fs::metadata(shell) {
+        Err(error) => found.error(
+            "exec.shell",
+            format!("cannot use {}: {error} (e.g. \"/bin/sh\")", shell.display()),
+        ),
+        Ok(meta) if !meta.is_file() || !executable(shell) => found.error(
+            "exec.shell",
+            format!(
+                "{} is not an executable file (e.g. \"/bin/sh\")",
+                shell.display()
+            ),
+        ),
+        Ok(_) => {}
+    }
+    let workdir = &config.exec.workdir;
+    match std::fs::metadata(workdir) {
+        Err(error) => found.error(
+            "exec.workdir",
+            format!("cannot use {}: {error}", workdir.display()),
+        ),
+        Ok(meta) if !meta.is_dir() => found.error(
+            "exec.workdir",
+            format!("{} is not a directory", workdir.display()),
+        ),
+        Ok(_) if !executable(workdir) => found.error(
+            "exec.workdir",
+            format!("{} cannot be entered by this user", workdir.display()),
+        ),
+        Ok(_) => {}
+    }
+}
+
+pub(crate) fn warnings(config: &Config, found: &mut Findings<'_>) {
+    let webhook = &config.channels.webhook;
+    if webhook.enabled && webhook.callback_url.is_none() {
+        found.warn(
+            "channels.webhook.callback_url",
+            "the webhook channel is enabled without a callback_url: commands sent to it run, \
+             but its replies and completions will be dead-lettered until one is set",
+        );
+    }
+    let feishu = &config.channels.feishu;
+    if feishu.enabled && feishu.encrypt_key.is_none() && feishu.allow_unsigned_events {
+        found.warn(
+            "channels.feishu.allow_unsigned_events",
+            "Feishu events are neither encrypted nor signed: only the verification token \
+             proves the sender; set an Encrypt Key in the Feishu console",
+        );
+    }
+}
+
+/// access(2) for execute (search, for a directory) by this process's user.
+fn executable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path that lives across the call.
+    unsafe { libc::access(path.as_ptr(), libc::X_OK) == 0 }
+}
