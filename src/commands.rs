@@ -16,6 +16,7 @@ use crate::duration::format_duration;
 use crate::exec::ExecRuntime;
 use crate::jobs::{self, Redactor, new_job_id};
 use crate::log_throttle::LogThrottle;
+use crate::once_per_key::OncePerKey;
 use crate::outbox::Outbox;
 use crate::store::{InboxRecord, JobRecord, NewJob, NewOutbox, Store, StoreError, now_ms};
 
@@ -38,6 +39,11 @@ const HELP: &str = "commands:
 /// For a command stored before the disk filled: it stays queued (across restarts too), so it
 /// is delayed, not refused.
 const DISK_FULL_DELAY: &str = "not started yet: the relay's disk is full. This command starts by itself once space is freed; no need to send it again.";
+
+/// For plain chat in a direct conversation: someone new may not know what the bot does.
+const PLAIN_TEXT_HINT: &str = "I run commands: /exec <command line>, /help";
+/// A person chatting gets the hint once in a while, not at every line.
+const PLAIN_TEXT_HINT_EVERY: Duration = Duration::from_secs(3600);
 
 const TEXT_ONLY: &str =
     "execrelay reads text messages only: send a command such as /exec ls, or /help";
@@ -107,6 +113,8 @@ pub struct CommandProcessor {
     /// poll is announced once (once more after a restart).
     delayed_while_full: Mutex<HashSet<i64>>,
     failures: LogThrottle,
+    /// Direct chats that were given [`PLAIN_TEXT_HINT`] within the hour.
+    hinted: OncePerKey,
 }
 
 impl CommandProcessor {
@@ -126,6 +134,7 @@ impl CommandProcessor {
             wake,
             delayed_while_full: Mutex::default(),
             failures: LogThrottle::new(Duration::from_secs(10)),
+            hinted: OncePerKey::new(PLAIN_TEXT_HINT_EVERY, 10_000),
         }
     }
 
@@ -195,6 +204,15 @@ impl CommandProcessor {
                     && message.route.chat_type == execrelay_channel::ChatType::Direct =>
             {
                 self.answer(&message, TEXT_ONLY).await
+            }
+            Command::Text
+                if message.route.chat_type == execrelay_channel::ChatType::Direct
+                    && self.hinted.admit(&format!(
+                        "{}:{}",
+                        message.route.channel, message.route.chat_id
+                    )) =>
+            {
+                self.answer(&message, PLAIN_TEXT_HINT).await
             }
             Command::Text => self.store.finish_inbox(message.id, None, Vec::new()).await,
             Command::Exec(command) => self.exec(&message, command).await,

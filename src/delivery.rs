@@ -66,7 +66,7 @@ fn settle(
             at: now_ms() + wait.as_millis() as i64,
             error: format!("rate limited: retry after {}ms", wait.as_millis()),
         },
-        SendOutcome::Transient(error) => ChunkOutcome::Retry {
+        SendOutcome::Transient(error) | SendOutcome::NoReceiver(error) => ChunkOutcome::Retry {
             at: now_ms() + backoff(config, attempts).as_millis() as i64,
             error,
         },
@@ -102,6 +102,7 @@ async fn deliver(
             tracing::warn!(retry_after_ms = wait.as_millis() as u64, "rate limited")
         }
         SendOutcome::Transient(error) => tracing::warn!(error = %error, "send failed; will retry"),
+        SendOutcome::NoReceiver(why) => tracing::debug!(why = %why, "kept until someone listens"),
         SendOutcome::Permanent(error) => {
             tracing::error!(error = %error, "send failed permanently; dead-lettered")
         }

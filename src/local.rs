@@ -59,7 +59,7 @@ impl Channel for LocalChannel {
     async fn send(&self, chunk: OutboundChunk<'_>) -> SendOutcome {
         match self.messages.send(chunk.text.to_string()) {
             Ok(_) => SendOutcome::Delivered { platform_id: None },
-            Err(_) => SendOutcome::Transient("no local chat client is connected".into()),
+            Err(_) => SendOutcome::NoReceiver("no local chat client is connected".into()),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::fakes::receiver::Receiver;
+use crate::fakes::receiver::{Delivery, Receiver};
 use crate::harness::*;
 
 #[test]
@@ -177,4 +177,23 @@ fn invalid_utf8_output_is_delivered_lossily() {
         output[ok_at..].contains("end"),
         "`end` should follow `ok`: {output:?}"
     );
+}
+
+/// Plain text from an allowed user in a direct chat gets a one-line hint, once an hour per
+/// chat; in a group, chatter is left alone.
+#[test]
+fn plain_text_in_a_direct_chat_gets_a_hint_once() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
+    let is_hint = |d: &Delivery| d.text.starts_with("I run commands: /exec");
+    relay.say(&dm("dm-a", "alice", "hello?"));
+    let hint = rx.wait_for_message("the hint", SOON, is_hint);
+    assert_eq!(hint.text, "I run commands: /exec <command line>, /help");
+    assert_eq!(hint.conversation_id, "dm-a");
+    relay.say(&dm("dm-a", "alice", "anyone there?"));
+    relay.say(&group_msg("room", "alice", "morning all"));
+    // Commands are taken in order: once /help is answered, the chatter before it was read.
+    relay.say(&dm("dm-a", "alice", "/help"));
+    rx.wait_for_message("the /help answer", SOON, |d| d.text.contains("/tail"));
+    assert_eq!(rx.count(is_hint), 1, "{:?}", rx.messages());
 }

@@ -210,3 +210,24 @@ fn an_outage_of_503s_then_429s_delivers_everything_in_order_and_once_after_recov
         );
     }
 }
+
+/// While no `execrelay chat` is connected, the local conversation's messages wait in the
+/// outbox: expected, so no warning is logged for each attempt.
+#[test]
+fn local_messages_wait_for_a_client_without_a_warning_per_attempt() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &[]);
+    relay.api_post("/v1/chat", &serde_json::json!({"text": "/help"}));
+    wait_for("the local answer to be tried twice", SOON, || {
+        relay
+            .deliveries()
+            .into_iter()
+            .find(|d| d["channel"] == "local" && d["attempts"].as_i64().unwrap_or(0) >= 2)
+    });
+    let log = relay.log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("WARN") && l.contains("no local chat client")),
+        "{log}"
+    );
+}

@@ -146,6 +146,9 @@ pub enum SendOutcome {
     RetryAfter(Duration),
     /// Worth retrying with backoff: 5xx, network errors, timeouts.
     Transient(String),
+    /// Nobody is there to take it yet (no local chat client connected): kept and retried like
+    /// `Transient`, but expected, so not logged as a failure.
+    NoReceiver(String),
     /// Retrying cannot help: bad request, chat gone, bot blocked, no address configured.
     Permanent(String),
     /// The chat lives on under a new id (a Telegram group upgraded to a supergroup): the relay

@@ -84,8 +84,15 @@ pub(crate) fn check_timestamp(
         )));
     };
     // i128 so that absurd timestamps cannot overflow the subtraction.
-    let skew = (i128::from(now_unix) - i128::from(sent_at)).unsigned_abs();
-    if skew > u128::from(max_skew.as_secs()) {
+    let skew = |at: i64| (i128::from(now_unix) - i128::from(at)).unsigned_abs();
+    let within = |at: i64| skew(at) <= u128::from(max_skew.as_secs());
+    if !within(sent_at) && within(sent_at / 1000) {
+        return Err(WebhookError::Unauthorized(format!(
+            "{header} is in milliseconds; send unix seconds ({})",
+            sent_at / 1000
+        )));
+    }
+    if !within(sent_at) {
         return Err(WebhookError::Unauthorized(format!(
             "{header} is too far from the current time"
         )));
@@ -245,6 +252,30 @@ mod tests {
         assert_unauthorized(check(Some(&ts), Some(no_prefix), BODY), "sha256=");
         assert_unauthorized(check(Some(&ts), Some("sha256=zz"), BODY), "sha256=");
         assert_unauthorized(check(Some(&ts), Some(""), BODY), "sha256=");
+    }
+
+    #[test]
+    fn a_timestamp_in_milliseconds_says_so() {
+        let now = 1_700_000_000;
+        let error = check_timestamp(
+            TIMESTAMP_HEADER,
+            "1700000000123",
+            now,
+            Duration::from_secs(300),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("in milliseconds"), "{error}");
+        assert!(error.contains("1700000000"), "{error}");
+        let stale = check_timestamp(
+            TIMESTAMP_HEADER,
+            "1600000000",
+            now,
+            Duration::from_secs(300),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(stale.contains("too far"), "{stale}");
     }
 
     #[test]
