@@ -71,6 +71,7 @@ fn settle(
             error,
         },
         SendOutcome::Permanent(error) => ChunkOutcome::Dead { error },
+        SendOutcome::Unconfigured(error) => ChunkOutcome::Unconfigured { error },
         SendOutcome::ChatMigrated { chat_id } => ChunkOutcome::Moved { chat_id },
     }
 }
@@ -102,7 +103,7 @@ async fn deliver(
             tracing::warn!(retry_after_ms = wait.as_millis() as u64, "rate limited")
         }
         SendOutcome::Transient(error) => tracing::warn!(error = %error, "send failed; will retry"),
-        SendOutcome::Permanent(error) => {
+        SendOutcome::Permanent(error) | SendOutcome::Unconfigured(error) => {
             tracing::error!(error = %error, "send failed permanently; dead-lettered")
         }
         SendOutcome::ChatMigrated { chat_id } => {

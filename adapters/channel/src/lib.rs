@@ -146,8 +146,11 @@ pub enum SendOutcome {
     RetryAfter(Duration),
     /// Worth retrying with backoff: 5xx, network errors, timeouts.
     Transient(String),
-    /// Retrying cannot help: bad request, chat gone, bot blocked, no address configured.
+    /// Retrying cannot help: bad request, chat gone, bot blocked.
     Permanent(String),
+    /// The channel lacks a setting it needs to send at all (the webhook's `callback_url`):
+    /// dead-lettered like `Permanent`, but retried at the next start once the setting is there.
+    Unconfigured(String),
     /// The chat lives on under a new id (a Telegram group upgraded to a supergroup): the relay
     /// rewrites every stored route to the old id and sends again.
     ChatMigrated { chat_id: String },
