@@ -23,8 +23,13 @@ fn main() -> ExitCode {
         action: ConfigAction::Check,
     } = &cli.command
     {
-        println!("ok");
-        return ExitCode::SUCCESS;
+        return match cli::write_line("ok") {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("execrelay: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -49,16 +54,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match &cli.command {
             Command::Run { ready_file } => execrelay::relay::run(config, ready_file.clone()).await,
-            Command::Chat(args) => cli::chat(&config, args).await,
-            Command::Jobs(args) => cli::jobs(&config, args).await,
-            Command::Outbox(args) => cli::outbox(&config, args).await,
-            Command::Notify {
-                text,
-                session,
-                mode,
-                client,
-            } => cli::notify(&config, client, text, session.as_deref(), mode).await,
             Command::Config { .. } | Command::Supervise { .. } => Ok(()),
+            client => {
+                let settings = cli::ClientSettings {
+                    addr: config.http.listen,
+                    api_token: config.http.api_token.clone(),
+                };
+                cli::run_client(&settings, client).await
+            }
         }
     });
     match result {
