@@ -8,13 +8,13 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use execrelay_channel::{Accepted, InboundMessage, InboundSink, Secret};
+use execrelay_channel::{Accepted, InboundMessage, Secret};
 use execrelay_webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookChannel};
 use serde::Deserialize;
 use serde_json::json;
@@ -24,7 +24,7 @@ use crate::inbound::{InboundHandler, LOCAL_USER};
 use crate::local::LocalChannel;
 use crate::log_throttle::LogThrottle;
 use crate::outbox::Outbox;
-use crate::store::{NewEvent, Store, StoreError};
+use crate::store::{DeliveryRef, JobRecord, NewEvent, Revived, Store, StoreError};
 
 pub const LOCAL_SESSION: &str = "user:local:local";
 const MAX_EVENT_TEXT: usize = 64 * 1024;
@@ -73,8 +73,14 @@ const PLATFORM_BODY_LIMIT: usize = 512 * 1024;
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/jobs", get(list_jobs))
+        .route("/jobs/{id}", get(get_job))
+        .route("/inbox/{id}", get(get_inbox))
         .route("/events", get(list_events).post(post_event))
+        .route("/events/{id}", delete(drop_event))
         .route("/outbox", get(list_outbox))
+        .route("/outbox/retry", post(retry_all_dead))
+        .route("/outbox/{id}/retry", post(retry_dead))
+        .route("/outbox/{id}", delete(drop_outbox))
         .route("/routes", get(list_routes))
         .route("/chat", post(post_chat))
         .route("/chat/stream", get(chat_stream))
@@ -118,7 +124,7 @@ async fn feishu_events(State(state): State<ApiState>, headers: HeaderMap, body: 
             tracing::debug!(event_type = %kind, "feishu: an event the relay does not act on");
             Json(json!({"ok": true})).into_response()
         }
-        Ok(FeishuEvent::Message(message)) => accept(&state, message, StatusCode::OK).await,
+        Ok(FeishuEvent::Message(message)) => accept(&state, message, Caller::Platform).await,
         Err(err) => {
             if let Some(held_back) = state.rejections.admit() {
                 tracing::warn!(error = %err, held_back, "feishu: rejected a request");
@@ -141,6 +147,11 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 fn store_error(err: StoreError) -> Response {
     if err.is_disk_full() {
         return error(StatusCode::INSUFFICIENT_STORAGE, err.to_string());
+    }
+    match err {
+        StoreError::NotFound(what) => return error(StatusCode::NOT_FOUND, what),
+        StoreError::Conflict(what) => return error(StatusCode::CONFLICT, what),
+        _ => {}
     }
     tracing::error!(error = %err, "api: store error");
     error(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
@@ -213,15 +224,27 @@ async fn webhook(State(state): State<ApiState>, headers: HeaderMap, body: Body) 
             return error(status, err.to_string());
         }
     };
-    accept(&state, message, StatusCode::OK).await
+    accept(&state, message, Caller::Platform).await
 }
 
-/// `refused_status` answers a message the relay declined to store (its disk is full) and told
-/// its chat so: a platform must get a 2xx, or it would redeliver the message into a relay that
-/// could then run it after all; only the local chat client hears 507.
-async fn accept(state: &ApiState, message: InboundMessage, refused_status: StatusCode) -> Response {
-    match state.inbound.accept(message).await {
-        Ok(Accepted::Refused) => (
+/// Who handed a message over, which decides how the answer reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Platform,
+    LocalChat,
+}
+
+/// A message the relay declined to store (its disk is full) and told its chat so: a platform
+/// must get a 2xx, or it would redeliver the message into a relay that could then run it after
+/// all; only the local chat client hears 507. Only the local chat client hears the inbox id
+/// (`inbox_id`), by which it follows what its message produced (`GET /v1/inbox/{id}`).
+async fn accept(state: &ApiState, message: InboundMessage, caller: Caller) -> Response {
+    let refused_status = match caller {
+        Caller::Platform => StatusCode::OK,
+        Caller::LocalChat => StatusCode::INSUFFICIENT_STORAGE,
+    };
+    match state.inbound.accept_with_id(message).await {
+        Ok((Accepted::Refused, _)) => (
             refused_status,
             Json(json!({
                 "ok": false,
@@ -230,37 +253,144 @@ async fn accept(state: &ApiState, message: InboundMessage, refused_status: Statu
             })),
         )
             .into_response(),
-        Ok(accepted) => Json(json!({
-            "ok": true,
-            "duplicate": accepted == Accepted::Duplicate,
-        }))
-        .into_response(),
+        Ok((accepted, inbox_id)) => {
+            let mut body = json!({
+                "ok": true,
+                "duplicate": accepted == Accepted::Duplicate,
+            });
+            if caller == Caller::LocalChat {
+                body["inbox_id"] = json!(inbox_id);
+            }
+            Json(body).into_response()
+        }
         Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+    }
+}
+
+fn job_json(job: &JobRecord) -> serde_json::Value {
+    json!({
+        "id": job.id,
+        "session": job.session,
+        "command": job.command,
+        "state": job.state.as_str(),
+        "exit_code": job.exit_code,
+        "signal": job.signal,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "detail": job.detail,
+    })
+}
+
+fn delivery_json(delivery: &Option<DeliveryRef>) -> serde_json::Value {
+    match delivery {
+        Some(d) => json!({
+            "id": d.id,
+            "key": d.key,
+            "channel": d.channel,
+            "state": d.state,
+            "chunks": d.chunks,
+        }),
+        None => serde_json::Value::Null,
     }
 }
 
 async fn list_jobs(State(state): State<ApiState>) -> Response {
     match state.store.recent_jobs(None, 200).await {
         Ok(jobs) => {
-            let jobs: Vec<_> = jobs
-                .iter()
-                .map(|job| {
-                    json!({
-                        "id": job.id,
-                        "session": job.session,
-                        "command": job.command,
-                        "state": job.state.as_str(),
-                        "exit_code": job.exit_code,
-                        "signal": job.signal,
-                        "created_at": job.created_at,
-                        "started_at": job.started_at,
-                        "finished_at": job.finished_at,
-                        "detail": job.detail,
-                    })
-                })
-                .collect();
+            let jobs: Vec<_> = jobs.iter().map(job_json).collect();
             Json(json!({"jobs": jobs})).into_response()
         }
+        Err(err) => store_error(err),
+    }
+}
+
+/// One job, and where its completion is: `null` while it runs, then its event and, once
+/// consumed, the message carrying it (a chat client waits for that message's key).
+async fn get_job(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+    let job = match state.store.job(&id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no job {id}")),
+        Err(err) => return store_error(err),
+    };
+    let completion = match state.store.completion_status(&id).await {
+        Ok(completion) => completion,
+        Err(err) => return store_error(err),
+    };
+    let mut body = job_json(&job);
+    body["completion"] = match completion {
+        Some(c) => json!({
+            "event_id": c.event_id,
+            "event_state": c.event_state,
+            "blocked": c.blocked,
+            "delivery": delivery_json(&c.delivery),
+        }),
+        None => serde_json::Value::Null,
+    };
+    Json(body).into_response()
+}
+
+/// What an inbox message (`POST /v1/chat` answers its id) produced once processed.
+async fn get_inbox(State(state): State<ApiState>, Path(id): Path<i64>) -> Response {
+    match state.store.inbox_status(id).await {
+        Ok(Some(status)) => Json(json!({
+            "id": id,
+            "processed": status.processed,
+            "job_id": status.job_id,
+            "last_reply": delivery_json(&status.last_reply),
+        }))
+        .into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no inbox message {id}")),
+        Err(err) => store_error(err),
+    }
+}
+
+fn revived_json(revived: &[Revived]) -> serde_json::Value {
+    let rows: Vec<_> = revived
+        .iter()
+        .map(|r| json!({"id": r.id, "was": r.was, "channel": r.channel}))
+        .collect();
+    json!({"retried": rows})
+}
+
+/// Wakes the workers of the channels whose dead letters are due again.
+fn wake_revived(state: &ApiState, revived: &[Revived]) {
+    for r in revived {
+        state.outbox.wake(&r.channel);
+    }
+}
+
+async fn retry_dead(State(state): State<ApiState>, Path(id): Path<i64>) -> Response {
+    match state.store.retry_dead(id).await {
+        Ok(revived) => {
+            let revived = [revived];
+            wake_revived(&state, &revived);
+            Json(revived_json(&revived)).into_response()
+        }
+        Err(err) => store_error(err),
+    }
+}
+
+async fn retry_all_dead(State(state): State<ApiState>) -> Response {
+    match state.store.retry_all_dead().await {
+        Ok(revived) => {
+            wake_revived(&state, &revived);
+            Json(revived_json(&revived)).into_response()
+        }
+        Err(err) => store_error(err),
+    }
+}
+
+async fn drop_outbox(State(state): State<ApiState>, Path(id): Path<i64>) -> Response {
+    match state.store.drop_outbox(id).await {
+        Ok(()) => Json(json!({"dropped": id})).into_response(),
+        Err(err) => store_error(err),
+    }
+}
+
+async fn drop_event(State(state): State<ApiState>, Path(id): Path<i64>) -> Response {
+    match state.store.drop_event(id).await {
+        Ok(()) => Json(json!({"dropped": id})).into_response(),
         Err(err) => store_error(err),
     }
 }
@@ -410,6 +540,7 @@ async fn list_outbox(State(state): State<ApiState>, Query(query): Query<OutboxQu
                         "attempts": e.attempts,
                         "last_error": e.last_error,
                         "next_attempt_at": e.next_attempt_at,
+                        "dead_cause": e.dead_cause,
                         "text": e.text,
                     })
                 })
@@ -444,6 +575,9 @@ async fn list_routes(State(state): State<ApiState>) -> Response {
 #[derive(Deserialize)]
 struct ChatRequest {
     text: String,
+    /// The client's id for this message: a resend after a lost answer is a duplicate, not a
+    /// second run.
+    id: Option<String>,
 }
 
 async fn post_chat(
@@ -461,13 +595,15 @@ async fn post_chat(
         route: LocalChannel::route(),
         sender_id: LOCAL_USER.into(),
         text: request.text,
-        platform_message_id: None,
+        platform_message_id: request.id,
         sent_at_ms: None,
     };
-    accept(&state, message, StatusCode::INSUFFICIENT_STORAGE).await
+    accept(&state, message, Caller::LocalChat).await
 }
 
-/// Newline-delimited JSON, one `{"text": ...}` per bot message, for as long as the client stays.
+/// Newline-delimited JSON, one `{"text", "key", "chunk", "chunks"}` per chunk of a bot message
+/// (`key` is its message's, as `GET /v1/jobs/{id}` and `/v1/inbox/{id}` name it), for as long
+/// as the client stays; the first line is `{"connected": true}`.
 async fn chat_stream(State(state): State<ApiState>) -> Response {
     let Some(local) = &state.local else {
         return error(StatusCode::NOT_FOUND, "the local channel is not enabled");
@@ -484,8 +620,16 @@ async fn chat_stream(State(state): State<ApiState>) -> Response {
     let messages = futures_util::stream::unfold(receiver, |mut receiver| async move {
         loop {
             match receiver.recv().await {
-                Ok(text) => {
-                    let line = format!("{}\n", json!({"text": text}));
+                Ok(chunk) => {
+                    let line = format!(
+                        "{}\n",
+                        json!({
+                            "text": chunk.text,
+                            "key": chunk.key,
+                            "chunk": chunk.index,
+                            "chunks": chunk.count,
+                        })
+                    );
                     return Some((Ok(Bytes::from(line)), receiver));
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,

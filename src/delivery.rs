@@ -71,6 +71,7 @@ fn settle(
             error,
         },
         SendOutcome::Permanent(error) => ChunkOutcome::Dead { error },
+        SendOutcome::Unconfigured(error) => ChunkOutcome::Unconfigured { error },
         SendOutcome::ChatMigrated { chat_id } => ChunkOutcome::Moved { chat_id },
     }
 }
@@ -103,7 +104,7 @@ async fn deliver(
         }
         SendOutcome::Transient(error) => tracing::warn!(error = %error, "send failed; will retry"),
         SendOutcome::NoReceiver(why) => tracing::debug!(why = %why, "kept until someone listens"),
-        SendOutcome::Permanent(error) => {
+        SendOutcome::Permanent(error) | SendOutcome::Unconfigured(error) => {
             tracing::error!(error = %error, "send failed permanently; dead-lettered")
         }
         SendOutcome::ChatMigrated { chat_id } => {

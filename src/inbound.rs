@@ -111,6 +111,33 @@ impl InboundHandler {
 #[async_trait::async_trait]
 impl InboundSink for InboundHandler {
     async fn accept(&self, message: InboundMessage) -> Result<Accepted, SinkError> {
+        self.accept_with_id(message)
+            .await
+            .map(|(accepted, _)| accepted)
+    }
+
+    async fn load_state(&self, key: &str) -> Result<Option<String>, SinkError> {
+        self.store
+            .adapter_state(key)
+            .await
+            .map_err(|error| SinkError::Unavailable(error.to_string()))
+    }
+
+    async fn save_state(&self, key: &str, value: &str) -> Result<(), SinkError> {
+        self.store
+            .set_adapter_state(key, value)
+            .await
+            .map_err(|error| SinkError::Unavailable(error.to_string()))
+    }
+}
+
+impl InboundHandler {
+    /// [`InboundSink::accept`], and the inbox id of a stored message: the local chat client
+    /// follows what its message produced by it (`GET /v1/inbox/{id}`).
+    pub async fn accept_with_id(
+        &self,
+        message: InboundMessage,
+    ) -> Result<(Accepted, Option<i64>), SinkError> {
         let channel = message.route.channel.clone();
         let sender = format!("{channel}:{}", message.sender_id);
         let is_command = message.text.trim_start().starts_with('/');
@@ -135,7 +162,7 @@ impl InboundSink for InboundHandler {
             {
                 tracing::error!(error = %error, "cannot queue the refusal");
             }
-            return Ok(Accepted::Stored);
+            return Ok((Accepted::Stored, None));
         }
         let session = self.access.session_key(&message.route, &message.sender_id);
         let route = message.route.clone();
@@ -149,9 +176,10 @@ impl InboundSink for InboundHandler {
             sent_at_ms: message.sent_at_ms,
         };
         match self.store.accept_inbound(record).await {
-            Ok(InboundResult::Duplicate) => Ok(Accepted::Duplicate),
+            Ok(InboundResult::Duplicate) => Ok((Accepted::Duplicate, None)),
             Ok(InboundResult::Stored {
-                has_queued_events, ..
+                inbox_id,
+                has_queued_events,
             }) => {
                 crate::failpoint::hit(crate::failpoint::INBOUND_STORED);
                 self.commands.notify_one();
@@ -159,7 +187,7 @@ impl InboundSink for InboundHandler {
                     // Events waiting for a route (or for this person) go out now.
                     self.heartbeat.request(Reason::Wake, Some(session));
                 }
-                Ok(Accepted::Stored)
+                Ok((Accepted::Stored, Some(inbox_id)))
             }
             Err(error) if error.is_disk_full() => {
                 // Storing nothing means running nothing: say so now rather than let the
@@ -168,24 +196,10 @@ impl InboundSink for InboundHandler {
                 if is_command {
                     self.outbox.notify_unstored(&route, DISK_FULL_REFUSAL);
                 }
-                Ok(Accepted::Refused)
+                Ok((Accepted::Refused, None))
             }
             Err(error) => Err(SinkError::Unavailable(error.to_string())),
         }
-    }
-
-    async fn load_state(&self, key: &str) -> Result<Option<String>, SinkError> {
-        self.store
-            .adapter_state(key)
-            .await
-            .map_err(|error| SinkError::Unavailable(error.to_string()))
-    }
-
-    async fn save_state(&self, key: &str, value: &str) -> Result<(), SinkError> {
-        self.store
-            .set_adapter_state(key, value)
-            .await
-            .map_err(|error| SinkError::Unavailable(error.to_string()))
     }
 }
 

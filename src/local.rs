@@ -3,6 +3,8 @@
 //!
 //! Sending succeeds only while a chat client is connected; otherwise the outbox keeps the
 //! message and retries, and a client that connects makes everything waiting due at once.
+//! Each chunk carries its message's key and place, so a client can tell which message (a
+//! reply, a job's completion) it has seen whole.
 
 use execrelay_channel::{
     Channel, ChatType, OutboundChunk, Route, SendOutcome, TextLimit, TextUnit,
@@ -13,8 +15,18 @@ use crate::inbound::{LOCAL_CHANNEL, LOCAL_USER};
 
 const LOCAL_LIMIT: usize = 16_000;
 
+/// One chunk as the chat stream hands it to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalChunk {
+    pub text: String,
+    /// The outbox row's key (`DeliveryRef::key`), without the chunk's index.
+    pub key: String,
+    pub index: u32,
+    pub count: u32,
+}
+
 pub struct LocalChannel {
-    messages: broadcast::Sender<String>,
+    messages: broadcast::Sender<LocalChunk>,
 }
 
 impl Default for LocalChannel {
@@ -26,7 +38,7 @@ impl Default for LocalChannel {
 }
 
 impl LocalChannel {
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+    pub fn subscribe(&self) -> broadcast::Receiver<LocalChunk> {
         self.messages.subscribe()
     }
 
@@ -57,7 +69,15 @@ impl Channel for LocalChannel {
     }
 
     async fn send(&self, chunk: OutboundChunk<'_>) -> SendOutcome {
-        match self.messages.send(chunk.text.to_string()) {
+        let suffix = format!(".{}", chunk.index);
+        let key = chunk.idempotency_key.strip_suffix(&suffix);
+        let message = LocalChunk {
+            text: chunk.text.to_string(),
+            key: key.unwrap_or(chunk.idempotency_key).to_string(),
+            index: chunk.index,
+            count: chunk.count,
+        };
+        match self.messages.send(message) {
             Ok(_) => SendOutcome::Delivered { platform_id: None },
             Err(_) => SendOutcome::NoReceiver("no local chat client is connected".into()),
         }

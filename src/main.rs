@@ -1,12 +1,17 @@
 //! `execrelay`: parses the command line, loads what the subcommand needs, and hands over.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
 use execrelay::cli::{self, Cli, Command, ConfigAction};
-use execrelay::config::{ClientConfig, Config, HttpConfig};
+use execrelay::config::{ClientConfig, Config};
 use execrelay::logging::say;
+
+/// What the subcommand runs, with what it loaded.
+enum Work {
+    Relay(Box<Config>, Option<std::path::PathBuf>),
+    Client(ClientConfig),
+}
 
 /// A config that cannot be used (as `config check` and `run` both say).
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -18,12 +23,12 @@ fn main() -> ExitCode {
         return ExitCode::from(execrelay::supervisor::run(&args) as u8);
     }
     let config_path = cli.config.as_deref();
-    let config = match &cli.command {
+    let work = match &cli.command {
         Command::Config {
             action: ConfigAction::Check,
         } => return config_check(config_path),
-        Command::Run { .. } => match Config::load(config_path) {
-            Ok(config) => config,
+        Command::Run { ready_file } => match Config::load(config_path) {
+            Ok(config) => Work::Relay(Box::new(config), ready_file.clone()),
             Err(error) => {
                 say(format_args!("execrelay: {error}"));
                 return ExitCode::from(EXIT_BAD_CONFIG);
@@ -32,14 +37,7 @@ fn main() -> ExitCode {
         // Clients need the address and the token only: a mistake elsewhere in the file is
         // the relay's to report.
         _ => match ClientConfig::load(config_path) {
-            Ok(client) => Config {
-                http: HttpConfig {
-                    listen: client.listen,
-                    api_token: client.api_token,
-                    api_token_file: None,
-                },
-                ..Config::default()
-            },
+            Ok(client) => Work::Client(client),
             Err(error) => {
                 say(format_args!("execrelay: {error}"));
                 return ExitCode::from(EXIT_BAD_CONFIG);
@@ -61,18 +59,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match &cli.command {
-            Command::Run { ready_file } => execrelay::relay::run(config, ready_file.clone()).await,
-            Command::Chat(args) => cli::chat(&config, args).await,
-            Command::Jobs(args) => cli::jobs(&config, args).await,
-            Command::Outbox(args) => cli::outbox(&config, args).await,
-            Command::Notify {
-                text,
-                session,
-                mode,
-                client,
-            } => cli::notify(&config, client, text, session.as_deref(), mode).await,
-            Command::Config { .. } | Command::Supervise { .. } => Ok(()),
+        match work {
+            Work::Relay(config, ready_file) => execrelay::relay::run(*config, ready_file).await,
+            Work::Client(settings) => cli::run_client(&settings, &cli.command).await,
         }
     });
     match result {
@@ -106,6 +95,11 @@ fn config_check(path: Option<&std::path::Path>) -> ExitCode {
         say(format_args!("warning: {origin}: {warning}"));
     }
     // A closed stdout (`config check | true`) is no failure of the check.
-    let _ = writeln!(std::io::stdout(), "ok: {origin}");
-    ExitCode::SUCCESS
+    match cli::write_line(format!("ok: {origin}")) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            say(format_args!("execrelay: {error:#}"));
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -424,6 +424,16 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
             "released delivery leases left by the previous run"
         );
     }
+    // Dead letters a missing callback_url caused go out again once the config has one.
+    if config.channels.webhook.enabled && config.channels.webhook.callback_url.is_some() {
+        let revived = store.retry_unconfigured("webhook").await?;
+        if !revived.is_empty() {
+            tracing::info!(
+                revived = revived.len(),
+                "retrying webhook dead letters: callback_url is set now"
+            );
+        }
+    }
 
     let mut secrets = config.secrets();
     if webhook.is_some() {

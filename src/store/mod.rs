@@ -20,6 +20,12 @@
 //! - `claim_due` / `record_outcomes`: a lease on the head chunk of each chat, then the send's
 //!   result. No send happens inside a transaction. Crash mid-send: the lease is released at
 //!   start-up (same node) or expires, and the chunk is sent again with the same key.
+//! - Operators (`retry_dead`, `retry_all_dead`, `retry_unconfigured`, `drop_outbox`,
+//!   `drop_event`): a retried dead letter moves to the back of its chat's queue (a new row id,
+//!   the same key) with fresh attempts, due now; a dropped message or event becomes `dropped`,
+//!   never deleted here: the newest message row's id is the next key, and an event leaves the
+//!   queue only into the outbox or by such a recorded drop (its `event_keys` entry stays, so a
+//!   completion is never queued twice).
 
 mod engine;
 mod schema;
@@ -43,6 +49,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// An operator named a row that does not exist (or no longer does).
+    #[error("{0}")]
+    NotFound(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
     /// The disk (or a quota, or a file-size limit) refuses to grow the store's files.
@@ -277,6 +286,11 @@ pub enum ChunkOutcome {
     Dead {
         error: String,
     },
+    /// Dead too, but for a setting the channel lacks: retried at the next start if it has it
+    /// then (`Store::retry_unconfigured`).
+    Unconfigured {
+        error: String,
+    },
     /// The chat has a new id: every stored route to the old one is rewritten, and the chunk is
     /// due again at once.
     Moved {
@@ -295,6 +309,44 @@ pub struct OutboxEntry {
     pub last_error: Option<String>,
     pub next_attempt_at: Option<Millis>,
     pub text: String,
+    /// `config` when a missing setting dead-lettered it.
+    pub dead_cause: Option<String>,
+}
+
+/// A dead letter made pending again, at the back of its chat's queue under a new row id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revived {
+    pub id: i64,
+    pub was: i64,
+    pub channel: String,
+}
+
+/// What became of an inbox message: whether the command processor took it, the job it
+/// started and the key of its last reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxStatus {
+    pub processed: bool,
+    pub job_id: Option<String>,
+    pub last_reply: Option<DeliveryRef>,
+}
+
+/// One outbox row as a client follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRef {
+    pub id: i64,
+    pub key: String,
+    pub channel: String,
+    pub state: String,
+    pub chunks: i64,
+}
+
+/// Where a job's completion is: its event, and the message that carries it once consumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletionStatus {
+    pub event_id: i64,
+    pub event_state: String,
+    pub blocked: Option<String>,
+    pub delivery: Option<DeliveryRef>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -636,10 +688,45 @@ impl Store {
                         return Err(StoreError::Conflict(format!("job id {} is taken", job.id)));
                     }
                 }
+                let mut last_reply = None;
                 for reply in &replies {
-                    insert_outbox(conn, reply, now)?;
+                    last_reply = Some(insert_outbox(conn, reply, now)?);
+                }
+                if job.is_some() || last_reply.is_some() {
+                    conn.prepare_cached(
+                        "UPDATE inbox SET job_id = ?2, last_reply = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        inbox_id,
+                        job.as_ref().map(|j| &j.id),
+                        last_reply
+                    ])?;
                 }
                 Ok(())
+            })
+            .await
+    }
+
+    /// What became of inbox message `id`; `None` if there is none (or retention forgot it).
+    pub async fn inbox_status(&self, id: i64) -> Result<Option<InboxStatus>, StoreError> {
+        self.engine
+            .call(move |conn| {
+                let row = conn
+                    .prepare_cached(
+                        "SELECT i.processed_at IS NOT NULL, i.job_id, o.id, o.key, o.channel,
+                                o.state,
+                                (SELECT COUNT(*) FROM outbox_chunks c WHERE c.outbox_id = o.id)
+                         FROM inbox i LEFT JOIN outbox o ON o.id = i.last_reply WHERE i.id = ?1",
+                    )?
+                    .query_row([id], |row| {
+                        Ok(InboxStatus {
+                            processed: row.get(0)?,
+                            job_id: row.get(1)?,
+                            last_reply: delivery_ref(row, 2)?,
+                        })
+                    })
+                    .optional()?;
+                Ok(row)
             })
             .await
     }
@@ -752,6 +839,37 @@ impl Store {
             .call(move |conn| {
                 let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
                 Ok(query_jobs(conn, &sql, [&id])?.into_iter().next())
+            })
+            .await
+    }
+
+    /// Where job `id`'s completion is; `None` while it has none (the job runs).
+    pub async fn completion_status(
+        &self,
+        id: &str,
+    ) -> Result<Option<CompletionStatus>, StoreError> {
+        let key = format!("exec:{id}");
+        self.engine
+            .call(move |conn| {
+                // Through `event_keys`: a completion folded into another event is found there.
+                let row = conn
+                    .prepare_cached(
+                        "SELECT e.id, e.state, e.blocked, o.id, o.key, o.channel, o.state,
+                                (SELECT COUNT(*) FROM outbox_chunks c WHERE c.outbox_id = o.id)
+                         FROM event_keys k JOIN events e ON e.id = k.event_id
+                         LEFT JOIN outbox o ON o.id = e.outbox_id
+                         WHERE k.context_key = ?1",
+                    )?
+                    .query_row([key], |row| {
+                        Ok(CompletionStatus {
+                            event_id: row.get(0)?,
+                            event_state: row.get(1)?,
+                            blocked: row.get(2)?,
+                            delivery: delivery_ref(row, 3)?,
+                        })
+                    })
+                    .optional()?;
+                Ok(row)
             })
             .await
     }
@@ -871,6 +989,36 @@ impl Store {
             .await
     }
 
+    /// An operator's drop of a queued event: it leaves the queue as `dropped` (recorded, not
+    /// deleted) and its `event_keys` entry stays, so its completion is never queued again.
+    pub async fn drop_event(&self, id: i64) -> Result<(), StoreError> {
+        self.engine
+            .call(move |conn| {
+                let state: Option<String> = conn
+                    .prepare_cached("SELECT state FROM events WHERE id = ?1")?
+                    .query_row([id], |row| row.get(0))
+                    .optional()?;
+                match state.as_deref() {
+                    None => return Err(StoreError::NotFound(format!("no event {id}"))),
+                    Some("queued") => {}
+                    Some(other) => {
+                        return Err(StoreError::Conflict(format!(
+                            "event {id} is {other}, not queued"
+                        )));
+                    }
+                }
+                // `consumed_at` is when an event left the queue, whichever way: retention
+                // forgets dropped events by it too.
+                conn.prepare_cached(
+                    "UPDATE events SET state = 'dropped', consumed_at = ?2
+                     WHERE id = ?1 AND state = 'queued'",
+                )?
+                .execute(params![id, now_ms()])?;
+                Ok(())
+            })
+            .await
+    }
+
     /// Marks `event_ids` consumed and writes `message` to the outbox, in one transaction, only
     /// if every event is still queued; otherwise nothing changes and `Conflict` is returned.
     /// `events` pairs each id with the `coalesced` count the caller rendered: an event that
@@ -932,7 +1080,7 @@ impl Store {
                        AND NOT EXISTS (SELECT 1 FROM event_keys k
                                        JOIN events e ON e.id = k.event_id
                                        WHERE k.context_key = 'exec:' || j.id
-                                         AND e.state != 'consumed')
+                                         AND e.state = 'queued')
                      ORDER BY j.finished_at, j.id LIMIT ?2",
                 )?;
                 let jobs = statement
@@ -972,7 +1120,8 @@ impl Store {
                         .execute([&key])?;
                     forgotten += conn
                         .prepare_cached(
-                            "DELETE FROM events WHERE context_key = ?1 AND state = 'consumed'",
+                            "DELETE FROM events WHERE context_key = ?1
+                             AND state IN ('consumed', 'dropped')",
                         )?
                         .execute([&key])?;
                     forgotten += conn
@@ -983,33 +1132,39 @@ impl Store {
                         .execute([id])?;
                 }
                 let limit = limit as i64;
-                forgotten += conn
-                    .prepare_cached(
-                        "DELETE FROM outbox_chunks WHERE outbox_id IN
-                             (SELECT id FROM outbox WHERE state = 'delivered'
-                                AND finished_at < ?1 AND id < (SELECT MAX(id) FROM outbox)
-                              ORDER BY finished_at LIMIT ?2)",
-                    )?
-                    .execute(params![before, limit])?;
-                forgotten += conn
-                    .prepare_cached(
-                        "DELETE FROM outbox WHERE id IN
-                             (SELECT o.id FROM outbox o WHERE o.state = 'delivered'
-                                AND o.finished_at < ?1 AND o.id < (SELECT MAX(id) FROM outbox)
-                                AND NOT EXISTS (SELECT 1 FROM outbox_chunks c
-                                                WHERE c.outbox_id = o.id)
-                              ORDER BY o.finished_at LIMIT ?2)",
-                    )?
-                    .execute(params![before, limit])?;
-                // Consumed events whose key is still kept (user-posted keys stay deduped).
-                forgotten += conn
-                    .prepare_cached(
-                        "DELETE FROM events WHERE id IN
-                             (SELECT id FROM events WHERE state = 'consumed' AND consumed_at < ?1
-                                AND (context_key IS NULL OR context_key NOT LIKE 'exec:%')
-                              ORDER BY consumed_at LIMIT ?2)",
-                    )?
-                    .execute(params![before, limit])?;
+                // Delivered and dropped messages alike, each through its own partial index.
+                for state in ["delivered", "dropped"] {
+                    forgotten += conn
+                        .prepare_cached(&format!(
+                            "DELETE FROM outbox_chunks WHERE outbox_id IN
+                                 (SELECT id FROM outbox WHERE state = '{state}'
+                                    AND finished_at < ?1 AND id < (SELECT MAX(id) FROM outbox)
+                                  ORDER BY finished_at LIMIT ?2)"
+                        ))?
+                        .execute(params![before, limit])?;
+                    forgotten += conn
+                        .prepare_cached(&format!(
+                            "DELETE FROM outbox WHERE id IN
+                                 (SELECT o.id FROM outbox o WHERE o.state = '{state}'
+                                    AND o.finished_at < ?1 AND o.id < (SELECT MAX(id) FROM outbox)
+                                    AND NOT EXISTS (SELECT 1 FROM outbox_chunks c
+                                                    WHERE c.outbox_id = o.id)
+                                  ORDER BY o.finished_at LIMIT ?2)"
+                        ))?
+                        .execute(params![before, limit])?;
+                }
+                // Events that left the queue, whose key is still kept (user-posted keys stay
+                // deduped).
+                for state in ["consumed", "dropped"] {
+                    forgotten += conn
+                        .prepare_cached(&format!(
+                            "DELETE FROM events WHERE id IN
+                                 (SELECT id FROM events WHERE state = '{state}' AND consumed_at < ?1
+                                    AND (context_key IS NULL OR context_key NOT LIKE 'exec:%')
+                                  ORDER BY consumed_at LIMIT ?2)"
+                        ))?
+                        .execute(params![before, limit])?;
+                }
                 forgotten += conn
                     .prepare_cached(
                         "DELETE FROM inbox WHERE id IN
@@ -1190,7 +1345,9 @@ impl Store {
                             format!("the chat moved to {chat_id}")
                         ])?;
                     }
-                    ChunkOutcome::Dead { error } => {
+                    ChunkOutcome::Dead { error } | ChunkOutcome::Unconfigured { error } => {
+                        let cause = matches!(outcome, ChunkOutcome::Unconfigured { .. })
+                            .then_some("config");
                         conn.prepare_cached(
                             "UPDATE outbox_chunks SET state = 'dead', last_error = ?3,
                                     lease_owner = NULL, lease_until = NULL
@@ -1198,9 +1355,10 @@ impl Store {
                         )?
                         .execute(params![outbox_id, index, error])?;
                         conn.prepare_cached(
-                            "UPDATE outbox SET state = 'dead', finished_at = ?2 WHERE id = ?1",
+                            "UPDATE outbox SET state = 'dead', finished_at = ?2, dead_cause = ?3
+                             WHERE id = ?1",
                         )?
-                        .execute(params![outbox_id, now])?;
+                        .execute(params![outbox_id, now, cause])?;
                     }
                 }
                 Ok(())
@@ -1258,7 +1416,8 @@ impl Store {
                                WHERE c.outbox_id = o.id AND c.state = 'pending'),
                             (SELECT group_concat(text, '') FROM
                                (SELECT text FROM outbox_chunks c WHERE c.outbox_id = o.id
-                                ORDER BY idx))
+                                ORDER BY idx)),
+                            o.dead_cause
                      FROM outbox o WHERE o.state IN ('pending', 'dead') ORDER BY o.id LIMIT ?1",
                 )?;
                 let mut rows = statement.query([limit as i64])?;
@@ -1275,9 +1434,109 @@ impl Store {
                         last_error: row.get(6)?,
                         next_attempt_at: row.get(7)?,
                         text: row.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                        dead_cause: row.get(9)?,
                     });
                 }
                 Ok(entries)
+            })
+            .await
+    }
+
+    /// Retries dead letter `id` (see [`revive`]).
+    pub async fn retry_dead(&self, id: i64) -> Result<Revived, StoreError> {
+        self.engine
+            .call(move |conn| {
+                let state: Option<String> = conn
+                    .prepare_cached("SELECT state FROM outbox WHERE id = ?1")?
+                    .query_row([id], |row| row.get(0))
+                    .optional()?;
+                match state.as_deref() {
+                    None => Err(StoreError::NotFound(format!("no delivery {id}"))),
+                    Some("dead") => revive(conn, id, now_ms()),
+                    Some(other) => Err(StoreError::Conflict(format!(
+                        "delivery {id} is {other}, not dead"
+                    ))),
+                }
+            })
+            .await
+    }
+
+    /// Retries every dead letter, oldest first (so they keep their order).
+    pub async fn retry_all_dead(&self) -> Result<Vec<Revived>, StoreError> {
+        self.revive_where(
+            "SELECT id FROM outbox WHERE state = 'dead' ORDER BY id",
+            None,
+        )
+        .await
+    }
+
+    /// Retries the dead letters of `channel` that a missing setting caused: called at start for
+    /// a channel that has the setting now.
+    pub async fn retry_unconfigured(&self, channel: &str) -> Result<Vec<Revived>, StoreError> {
+        self.revive_where(
+            "SELECT id FROM outbox WHERE state = 'dead' AND dead_cause = 'config'
+               AND channel = ?1 ORDER BY id",
+            Some(channel.to_string()),
+        )
+        .await
+    }
+
+    async fn revive_where(
+        &self,
+        select: &'static str,
+        channel: Option<String>,
+    ) -> Result<Vec<Revived>, StoreError> {
+        self.engine
+            .call(move |conn| {
+                let ids = match &channel {
+                    Some(channel) => collect_rows(conn, select, [channel], |row| Ok(row.get(0)?))?,
+                    None => collect_rows(conn, select, [], |row| Ok(row.get(0)?))?,
+                };
+                let now = now_ms();
+                ids.into_iter().map(|id| revive(conn, id, now)).collect()
+            })
+            .await
+    }
+
+    /// An operator's drop of a pending or dead message: it becomes `dropped` and is never sent
+    /// (the rest of its chat's queue moves up). A chunk in flight refuses the drop: its send
+    /// is being recorded.
+    pub async fn drop_outbox(&self, id: i64) -> Result<(), StoreError> {
+        self.engine
+            .call(move |conn| {
+                let now = now_ms();
+                let row: Option<(String, bool)> = conn
+                    .prepare_cached(
+                        "SELECT state, EXISTS (SELECT 1 FROM outbox_chunks c
+                                               WHERE c.outbox_id = o.id AND c.lease_until >= ?2)
+                         FROM outbox o WHERE id = ?1",
+                    )?
+                    .query_row(params![id, now], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()?;
+                match row {
+                    None => return Err(StoreError::NotFound(format!("no delivery {id}"))),
+                    Some((_, true)) => {
+                        return Err(StoreError::Conflict(format!(
+                            "delivery {id} is being sent right now; try again in a moment"
+                        )));
+                    }
+                    Some((state, false)) if state != "pending" && state != "dead" => {
+                        return Err(StoreError::Conflict(format!(
+                            "delivery {id} is {state}, not pending or dead"
+                        )));
+                    }
+                    Some(_) => {}
+                }
+                conn.prepare_cached(
+                    "UPDATE outbox_chunks SET state = 'dropped'
+                     WHERE outbox_id = ?1 AND state IN ('pending', 'dead')",
+                )?
+                .execute([id])?;
+                conn.prepare_cached(
+                    "UPDATE outbox SET state = 'dropped', finished_at = ?2 WHERE id = ?1",
+                )?
+                .execute(params![id, now])?;
+                Ok(())
             })
             .await
     }
@@ -1301,6 +1560,67 @@ impl Store {
             })
             .await
     }
+}
+
+/// Makes dead letter `id` pending again: its dead chunks get fresh attempts and are due `now`.
+/// It moves to the back of its chat's queue under a new row id (`MAX(id) + 1`), keeping its
+/// key (platforms that dedupe see the same message): left in place it would become its chat's
+/// head and could cut into a message whose first chunks already went out.
+fn revive(conn: &Connection, id: i64, now: Millis) -> Result<Revived, StoreError> {
+    let new_id: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM outbox")?
+        .query_row([], |row| row.get(0))?;
+    // The key is unique: the old row lends it to the new one, which its chunks then follow
+    // (they reference the row, so the old one goes last).
+    conn.prepare_cached("UPDATE outbox SET key = key || '~' WHERE id = ?1")?
+        .execute([id])?;
+    let copied = conn
+        .prepare_cached(
+            "INSERT INTO outbox (id, key, channel, chat_key, route, session, kind, state,
+                                 created_at)
+             SELECT ?2, substr(key, 1, length(key) - 1), channel, chat_key, route, session, kind,
+                    'pending', created_at
+             FROM outbox WHERE id = ?1 AND state = 'dead'",
+        )?
+        .execute(params![id, new_id])?;
+    if copied != 1 {
+        return Err(StoreError::Conflict(format!("delivery {id} is not dead")));
+    }
+    conn.prepare_cached("UPDATE outbox_chunks SET outbox_id = ?2 WHERE outbox_id = ?1")?
+        .execute(params![id, new_id])?;
+    conn.prepare_cached(
+        "UPDATE outbox_chunks SET state = 'pending', attempts = 0, next_attempt_at = ?2,
+                lease_owner = NULL, lease_until = NULL
+         WHERE outbox_id = ?1 AND state = 'dead'",
+    )?
+    .execute(params![new_id, now])?;
+    conn.prepare_cached("UPDATE events SET outbox_id = ?2 WHERE outbox_id = ?1")?
+        .execute(params![id, new_id])?;
+    conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+        .execute([id])?;
+    let channel: String = conn
+        .prepare_cached("SELECT channel FROM outbox WHERE id = ?1")?
+        .query_row([new_id], |row| row.get(0))?;
+    Ok(Revived {
+        id: new_id,
+        was: id,
+        channel,
+    })
+}
+
+/// A `DeliveryRef` from the five columns at `at` (id, key, channel, state, chunk count) of a
+/// LEFT JOIN: `None` when the join found no row.
+fn delivery_ref(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<DeliveryRef>> {
+    let Some(id) = row.get::<_, Option<i64>>(at)? else {
+        return Ok(None);
+    };
+    Ok(Some(DeliveryRef {
+        id,
+        key: row.get(at + 1)?,
+        channel: row.get(at + 2)?,
+        state: row.get(at + 3)?,
+        chunks: row.get(at + 4)?,
+    }))
 }
 
 /// Inserts an event, or, past the session's bound, folds it into the newest queued one so that

@@ -146,6 +146,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     UPDATE outbox SET chat_key = channel || '|' || json_extract(route, '$.chat_id');
     "#,
+    // 8: operators retry and drop what is stuck. A dead letter remembers whether a missing
+    // setting caused it (`dead_cause = 'config'`: retried at start once the channel has it); a
+    // dropped message or event stays as history (state `dropped`) until retention forgets it;
+    // an inbox row remembers the job and the last reply it produced, so a client can follow them.
+    r#"
+    ALTER TABLE outbox ADD COLUMN dead_cause TEXT;
+    CREATE INDEX outbox_dead_config ON outbox (channel) WHERE state = 'dead' AND dead_cause = 'config';
+    CREATE INDEX outbox_dropped ON outbox (finished_at) WHERE state = 'dropped';
+    CREATE INDEX events_dropped ON events (consumed_at) WHERE state = 'dropped';
+    ALTER TABLE inbox ADD COLUMN job_id TEXT;
+    ALTER TABLE inbox ADD COLUMN last_reply INTEGER;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

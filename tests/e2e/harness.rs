@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use execrelay_fakes::{Platform, Setting};
@@ -151,37 +152,99 @@ pub fn output_lines(text: &str) -> Vec<&str> {
 
 /// Runs the binary with `args` (bounded), capturing its output.
 pub fn run_cli(args: &[&std::ffi::OsStr], cwd: &Path) -> Output {
-    let mut child = Command::new(bin())
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("EXECRELAY_WEBHOOK_SECRET")
-        .env_remove("EXECRELAY_API_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn execrelay CLI");
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = so.read_to_end(&mut b);
-        b
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = se.read_to_end(&mut b);
-        b
-    });
-    let status = wait_for(
-        &format!("`execrelay {args:?}` to exit"),
-        CLI_TIMEOUT,
-        || child.try_wait().expect("try_wait on CLI"),
-    );
-    Output {
-        status,
-        stdout: out_t.join().unwrap(),
-        stderr: err_t.join().unwrap(),
+    CliProcess::spawn(args, cwd, Stdio::null(), Stdio::piped()).wait(CLI_TIMEOUT)
+}
+
+/// A CLI run a test talks to while it runs: stdin as given (piped: [`CliProcess::write`],
+/// [`CliProcess::close_stdin`]), stdout and stderr collected as they come.
+pub struct CliProcess {
+    child: Child,
+    what: String,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CliProcess {
+    pub fn spawn(args: &[&std::ffi::OsStr], cwd: &Path, stdin: Stdio, stdout: Stdio) -> Self {
+        let mut child = Command::new(bin())
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("EXECRELAY_WEBHOOK_SECRET")
+            .env_remove("EXECRELAY_API_TOKEN")
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn execrelay CLI");
+        let (out, err) = (Arc::default(), Arc::default());
+        let mut readers = Vec::new();
+        let mut collect = |mut from: Box<dyn Read + Send>, into: &Arc<Mutex<Vec<u8>>>| {
+            let into = Arc::clone(into);
+            readers.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = from.read(&mut buf) {
+                    into.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            }));
+        };
+        if let Some(so) = child.stdout.take() {
+            collect(Box::new(so), &out);
+        }
+        collect(Box::new(child.stderr.take().unwrap()), &err);
+        CliProcess {
+            stdin: child.stdin.take(),
+            child,
+            what: format!("`execrelay {args:?}`"),
+            stdout: out,
+            stderr: err,
+            readers,
+        }
+    }
+
+    /// What it printed so far.
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Types `line` and a newline.
+    #[track_caller]
+    pub fn write_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is piped and open");
+        writeln!(stdin, "{line}").expect("write to the CLI's stdin");
+    }
+
+    /// Ends its input (Ctrl-D).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits (bounded) for it to exit.
+    pub fn wait(mut self, within: Duration) -> Output {
+        self.stdin = None;
+        let status = wait_for(&format!("{} to exit", self.what), within, || {
+            self.child.try_wait().expect("try_wait on CLI")
+        });
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        Output {
+            status,
+            stdout: self.stdout.lock().unwrap().clone(),
+            stderr: self.stderr.lock().unwrap().clone(),
+        }
+    }
+}
+
+impl Drop for CliProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -242,6 +305,24 @@ impl RelayBuilder {
     pub fn stderr_closed(mut self) -> Self {
         self.stderr_closed = true;
         self
+    }
+
+    /// Removes `key` from `[table]` (a default the test wants absent).
+    pub fn unset(mut self, table: &str, key: &str) -> Self {
+        if let Some(entries) = self.tables.get_mut(table) {
+            entries.remove(key);
+        }
+        self
+    }
+
+    /// HTTP on a port of its own that a restart keeps, so that clients can reconnect (the
+    /// default, port 0, draws a new one at every start).
+    pub fn fixed_port(self) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("find a free port")
+            .port();
+        self.set("http", "listen", &toml_str(&format!("127.0.0.1:{port}")))
     }
 
     /// The relay's temp dir (exists already, so tests can put files there before `start`).
@@ -390,6 +471,12 @@ impl Relay {
     #[allow(dead_code)]
     pub fn config_path(&self) -> &Path {
         &self.cfg
+    }
+
+    /// Rewrites the config file (for the next start) with `edit`.
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = fs::read_to_string(&self.cfg).expect("read relay config");
+        fs::write(&self.cfg, edit(text)).expect("write relay config");
     }
 
     fn spawn(&mut self) {
@@ -728,12 +815,18 @@ impl Relay {
 
     /// Runs a client subcommand: `execrelay --config <cfg> <args...> --addr <addr>`.
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_process(args, Stdio::null(), Stdio::piped())
+            .wait(CLI_TIMEOUT)
+    }
+
+    /// [`Relay::cli`], started with this stdin and stdout, for the test to talk to.
+    pub fn cli_process(&self, args: &[&str], stdin: Stdio, stdout: Stdio) -> CliProcess {
         let mut all: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), self.cfg.as_os_str()];
         all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
         let addr = self.addr.to_string();
         all.push("--addr".as_ref());
         all.push(addr.as_ref());
-        run_cli(&all, self.dir.path())
+        CliProcess::spawn(&all, self.dir.path(), stdin, stdout)
     }
 }
 

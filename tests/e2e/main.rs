@@ -9,6 +9,7 @@ mod harness;
 
 mod chaos;
 mod chunking;
+mod cli;
 mod config_check;
 mod core_flow;
 mod crash;

@@ -149,8 +149,11 @@ pub enum SendOutcome {
     /// Nobody is there to take it yet (no local chat client connected): kept and retried like
     /// `Transient`, but expected, so not logged as a failure.
     NoReceiver(String),
-    /// Retrying cannot help: bad request, chat gone, bot blocked, no address configured.
+    /// Retrying cannot help: bad request, chat gone, bot blocked.
     Permanent(String),
+    /// The channel lacks a setting it needs to send at all (the webhook's `callback_url`):
+    /// dead-lettered like `Permanent`, but retried at the next start once the setting is there.
+    Unconfigured(String),
     /// The chat lives on under a new id (a Telegram group upgraded to a supergroup): the relay
     /// rewrites every stored route to the old id and sends again.
     ChatMigrated { chat_id: String },

@@ -190,7 +190,7 @@ impl Channel for WebhookChannel {
 
     async fn send(&self, chunk: OutboundChunk<'_>) -> SendOutcome {
         let Some(url) = self.config.callback_url.as_deref() else {
-            return SendOutcome::Permanent(
+            return SendOutcome::Unconfigured(
                 "no callback_url configured for the webhook channel".into(),
             );
         };
@@ -520,7 +520,7 @@ mod tests {
 
         assert_eq!(
             channel(None).send(chunk).await,
-            SendOutcome::Permanent("no callback_url configured for the webhook channel".into())
+            SendOutcome::Unconfigured("no callback_url configured for the webhook channel".into())
         );
     }
 }
