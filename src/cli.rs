@@ -41,6 +41,12 @@ pub enum Command {
         #[arg(long)]
         ready_file: Option<PathBuf>,
     },
+    /// Copy the database, consistently, while the relay runs (or not): a file a relay can
+    /// start on as it is.
+    Backup {
+        /// Where the copy goes; must not exist yet.
+        path: PathBuf,
+    },
     /// Check the config file.
     Config {
         #[command(subcommand)]
@@ -226,7 +232,10 @@ pub async fn run_client(settings: &ClientConfig, command: &Command) -> anyhow::R
             mode,
             client,
         } => notify(settings, client, text, session.as_deref(), mode).await,
-        Command::Run { .. } | Command::Config { .. } | Command::Supervise { .. } => {
+        Command::Run { .. }
+        | Command::Backup { .. }
+        | Command::Config { .. }
+        | Command::Supervise { .. } => {
             bail!("not a client command")
         }
     })

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use execrelay::cli::{self, Cli, Command, ConfigAction};
-use execrelay::config::{ClientConfig, Config};
+use execrelay::config::{ClientConfig, Config, StoreConfig};
 use execrelay::logging::say;
 
 /// What the subcommand runs, with what it loaded.
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Config {
             action: ConfigAction::Check,
         } => return config_check(config_path),
+        Command::Backup { path } => return backup(config_path, path),
         Command::Run { ready_file } => match Config::load(config_path) {
             Ok(config) => Work::Relay(Box::new(config), ready_file.clone()),
             Err(error) => {
@@ -99,6 +100,35 @@ fn config_check(path: Option<&std::path::Path>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             say(format_args!("execrelay: {error:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `execrelay backup PATH`: the database as of now, beside whatever the relay is doing.
+fn backup(config: Option<&std::path::Path>, dest: &std::path::Path) -> ExitCode {
+    let store = match StoreConfig::load_alone(config) {
+        Ok(store) => store,
+        Err(error) => {
+            say(format_args!("execrelay: {error}"));
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    match execrelay::store::backup(&store.path, dest) {
+        Ok(bytes) => {
+            let said = cli::write_line(format!(
+                "copied {} to {} ({bytes} bytes)",
+                store.path.display(),
+                dest.display()
+            ));
+            if let Err(error) = said {
+                say(format_args!("execrelay: {error:#}"));
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            say(format_args!("execrelay: {error}"));
             ExitCode::FAILURE
         }
     }

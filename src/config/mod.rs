@@ -15,12 +15,12 @@ use serde::{Deserialize, Deserializer};
 use crate::duration::parse_duration;
 
 mod check;
-mod client;
 mod keys;
+mod partial;
 mod problems;
 
-pub use client::ClientConfig;
 use keys::KeyIndex;
+pub use partial::ClientConfig;
 use problems::Findings;
 pub use problems::Problem;
 

@@ -27,8 +27,11 @@
 //!   queue only into the outbox or by such a recorded drop (its `event_keys` entry stays, so a
 //!   completion is never queued twice).
 
+mod backup;
 mod engine;
 mod schema;
+
+pub use backup::backup;
 
 use std::path::Path;
 

@@ -367,3 +367,52 @@ fn is_duration(word: &str) -> bool {
         .or_else(|| word.strip_suffix('s'))
         .is_some_and(|n| n.parse::<f64>().is_ok())
 }
+
+/// `execrelay backup PATH` while the relay runs: a private copy that a relay starts on, with
+/// the jobs it knew; an existing file is never overwritten.
+#[test]
+fn a_backup_taken_while_the_relay_runs_is_a_store_a_relay_starts_on() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", "/exec echo kept"));
+    rx.wait_for_message("the completion", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copy = elsewhere.path().join("execrelay-backup.db");
+    let args = |dest: &std::path::Path| {
+        run_cli(
+            &[
+                "--config".as_ref(),
+                relay.config_path().as_os_str(),
+                "backup".as_ref(),
+                dest.as_os_str(),
+            ],
+            elsewhere.path(),
+        )
+    };
+    let out = args(&copy);
+    assert_ok("backup", &out);
+    assert!(
+        stdout(&out).contains("execrelay-backup.db"),
+        "{}",
+        stdout(&out)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the copy holds message texts: {mode:o}");
+    let again = args(&copy);
+    assert!(!again.status.success(), "overwrote an existing file");
+    assert!(
+        stderr(&again).contains("cannot create"),
+        "{}",
+        stderr(&again)
+    );
+
+    let restored = Relay::builder(&rx)
+        .set("store", "path", &toml_str(&copy.to_string_lossy()))
+        .start();
+    let kept = restored.job(&job.id).expect("the job in the copy");
+    assert_eq!(kept["state"], "exited", "{kept}");
+}
