@@ -1,0 +1,335 @@
+//! The command line: `run`, `config check`, the hidden `supervise`, and the clients of a
+//! running relay (`chat`, `jobs`, `notify`, `outbox`, `events`), which speak its HTTP API and
+//! need only its address and API token ([`ClientConfig`]).
+//!
+//! Here: the arguments, the dispatch, the HTTP client and the output helpers; `listings.rs`
+//! the listings and one-shot clients; `chat.rs` the conversation.
+//!
+//! Clients print through [`out`]: a reader that goes away (`execrelay jobs | head -2`) ends the
+//! command quietly with status 0, without changing how the process treats SIGPIPE.
+
+use std::fmt::Display;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::config::ClientConfig;
+use crate::supervisor::SuperviseArgs;
+
+mod chat;
+mod listings;
+
+use chat::chat;
+use listings::{events, jobs, notify, outbox};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "execrelay",
+    version,
+    about = "Run long shell commands from chat; every completion reaches the right chat, once."
+)]
+pub struct Cli {
+    /// Config file (default: ./execrelay.toml if present, else built-in defaults).
+    #[arg(long, global = true, env = "EXECRELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the relay.
+    Run {
+        /// Write the bound HTTP address here once the relay is ready.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Copy the database, consistently, while the relay runs (or not): a file a relay can
+    /// start on as it is.
+    Backup {
+        /// Where the copy goes; must not exist yet.
+        path: PathBuf,
+    },
+    /// Check the config file.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Talk to the running relay as the local user (type /exec ..., see the completion).
+    Chat(ChatArgs),
+    /// List recent jobs: state, exit, start time and duration.
+    Jobs(ListArgs),
+    /// Queue a system event for a session.
+    Notify {
+        text: String,
+        /// Session key (default: the local user's, user:local:local).
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(long, default_value = "now", value_parser = ["now", "next-heartbeat"])]
+        mode: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show pending and dead-lettered deliveries; retry or drop them.
+    Outbox {
+        #[command(subcommand)]
+        action: Option<OutboxAction>,
+        #[command(flatten)]
+        list: ListArgs,
+    },
+    /// Show queued events (and why any are blocked); drop them.
+    Events {
+        #[command(subcommand)]
+        action: Option<EventsAction>,
+        #[command(flatten)]
+        list: ListArgs,
+    },
+    /// Internal: supervise one job (started by the relay).
+    #[command(hide = true)]
+    Supervise {
+        #[arg(long)]
+        job_dir: PathBuf,
+        #[arg(long)]
+        job_id: String,
+        #[arg(long)]
+        shell: PathBuf,
+        #[arg(long)]
+        workdir: PathBuf,
+        #[arg(long)]
+        timeout_ms: u64,
+        #[arg(long)]
+        grace_ms: u64,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Validate the config file; exits non-zero on the first error.
+    Check,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OutboxAction {
+    /// Send a dead letter again (fresh attempts, due now, behind its chat's queue).
+    Retry {
+        /// The delivery's id (the first column of `execrelay outbox`).
+        #[arg(required_unless_present = "all")]
+        id: Option<i64>,
+        /// Every dead letter.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Never send a pending or dead delivery.
+    Drop {
+        id: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EventsAction {
+    /// Take a queued event out of the queue without sending it (recorded as dropped).
+    Drop {
+        id: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The relay's address (default: [http] listen from the config).
+    #[arg(long)]
+    pub addr: Option<SocketAddr>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print the API's JSON as it is (one document).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Once input ends, how long to wait at most for the completions of the jobs this chat
+    /// started (e.g. 90s, 30m).
+    #[arg(long, default_value = "30m", value_parser = crate::duration::parse_duration)]
+    pub wait: Duration,
+    /// How long to keep trying to reach a relay that went away (a restart) before giving up.
+    #[arg(long, default_value = "1m", value_parser = crate::duration::parse_duration)]
+    pub reconnect_for: Duration,
+}
+
+pub fn supervise_args(command: &Command) -> Option<SuperviseArgs> {
+    match command {
+        Command::Supervise {
+            job_dir,
+            job_id,
+            shell,
+            workdir,
+            timeout_ms,
+            grace_ms,
+            command,
+        } => Some(SuperviseArgs {
+            job_dir: job_dir.clone(),
+            job_id: job_id.clone(),
+            shell: shell.clone(),
+            workdir: workdir.clone(),
+            command: command.join(" "),
+            timeout: Duration::from_millis(*timeout_ms),
+            grace: Duration::from_millis(*grace_ms),
+        }),
+        _ => None,
+    }
+}
+
+/// Stdout went away (a reader such as `head` closed the pipe): the command stops quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed")]
+pub struct StdoutClosed;
+
+/// Prints `text` and a newline to stdout, flushed. A closed pipe is [`StdoutClosed`], which
+/// [`quietly`] turns into success; any other write error is an error.
+pub fn out(text: impl Display) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(error) => Err(anyhow::Error::new(error).context("cannot write to stdout")),
+    }
+}
+
+/// [`out`] for a line outside the clients (`config check`'s `ok`): a closed stdout is done.
+pub fn write_line(text: impl Display) -> anyhow::Result<()> {
+    quietly(out(text))
+}
+
+/// A command's result, with a closed stdout counting as done.
+pub fn quietly(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(error) if error.downcast_ref::<StdoutClosed>().is_some() => Ok(()),
+        other => other,
+    }
+}
+
+/// Runs a client subcommand; a reader that closed stdout early is not a failure.
+pub async fn run_client(settings: &ClientConfig, command: &Command) -> anyhow::Result<()> {
+    quietly(match command {
+        Command::Chat(args) => chat(settings, args).await,
+        Command::Jobs(args) => jobs(settings, args).await,
+        Command::Outbox { action, list } => outbox(settings, action.as_ref(), list).await,
+        Command::Events { action, list } => events(settings, action.as_ref(), list).await,
+        Command::Notify {
+            text,
+            session,
+            mode,
+            client,
+        } => notify(settings, client, text, session.as_deref(), mode).await,
+        Command::Run { .. }
+        | Command::Backup { .. }
+        | Command::Config { .. }
+        | Command::Supervise { .. } => {
+            bail!("not a client command")
+        }
+    })
+}
+
+struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(settings: &ClientConfig, args: &ClientArgs) -> anyhow::Result<Client> {
+        let addr = args.addr.unwrap_or(settings.listen);
+        if addr.port() == 0 {
+            bail!("the relay listens on a random port; pass --addr HOST:PORT");
+        }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(3))
+            .build()?;
+        Ok(Client {
+            base: format!("http://{addr}"),
+            token: settings.api_token.as_ref().map(|t| t.expose().to_string()),
+            http,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        let response = request
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|error| ClientError::Unreachable {
+                base: self.base.clone(),
+                error,
+            })?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(ClientError::Refused {
+                status,
+                error: body["error"].as_str().unwrap_or("?").to_string(),
+            });
+        }
+        Ok(body)
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<Value, ClientError> {
+        self.send(self.request(reqwest::Method::POST, path).json(&body))
+            .await
+    }
+
+    async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ClientError {
+    #[error("cannot reach the relay at {base} (is it running?): {error}")]
+    Unreachable { base: String, error: reqwest::Error },
+    /// The relay's own words first: they name what was wrong (`no delivery 42`).
+    #[error("{error} (the relay answered {status})")]
+    Refused {
+        status: reqwest::StatusCode,
+        error: String,
+    },
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
