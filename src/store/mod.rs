@@ -1308,6 +1308,15 @@ impl Store {
             .call(move |conn| {
                 let now = now_ms();
                 let index = index as i64;
+                // An outcome that comes late (recorded after its lease ran out, say while the
+                // disk was full) for a message an operator dropped or retried meanwhile changes
+                // nothing: it must not bring the message back or stall its chat.
+                let pending = conn
+                    .prepare_cached("SELECT 1 FROM outbox WHERE id = ?1 AND state = 'pending'")?
+                    .exists([outbox_id])?;
+                if !pending {
+                    return Ok(());
+                }
                 match &outcome {
                     ChunkOutcome::Sent { platform_id } => {
                         conn.prepare_cached(
@@ -1589,6 +1598,18 @@ fn revive(conn: &Connection, id: i64, now: Millis) -> Result<Revived, StoreError
     if copied != 1 {
         return Err(StoreError::Conflict(format!("delivery {id} is not dead")));
     }
+    let dead_chunks: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM outbox_chunks WHERE outbox_id = ?1 AND state = 'dead'",
+        )?
+        .query_row([id], |row| row.get(0))?;
+    if dead_chunks == 0 {
+        // Nothing left to send: a pending row without a pending chunk would head its chat's
+        // queue for ever.
+        return Err(StoreError::Conflict(format!(
+            "delivery {id} has no chunk left to send"
+        )));
+    }
     conn.prepare_cached("UPDATE outbox_chunks SET outbox_id = ?2 WHERE outbox_id = ?1")?
         .execute(params![id, new_id])?;
     conn.prepare_cached(
@@ -1598,6 +1619,8 @@ fn revive(conn: &Connection, id: i64, now: Millis) -> Result<Revived, StoreError
     )?
     .execute(params![new_id, now])?;
     conn.prepare_cached("UPDATE events SET outbox_id = ?2 WHERE outbox_id = ?1")?
+        .execute(params![id, new_id])?;
+    conn.prepare_cached("UPDATE inbox SET last_reply = ?2 WHERE last_reply = ?1")?
         .execute(params![id, new_id])?;
     conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
         .execute([id])?;

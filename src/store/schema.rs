@@ -157,6 +157,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_dropped ON events (consumed_at) WHERE state = 'dropped';
     ALTER TABLE inbox ADD COLUMN job_id TEXT;
     ALTER TABLE inbox ADD COLUMN last_reply INTEGER;
+    UPDATE outbox SET dead_cause = 'config'
+     WHERE state = 'dead' AND channel = 'webhook' AND EXISTS (SELECT 1 FROM outbox_chunks c
+           WHERE c.outbox_id = outbox.id AND c.state = 'dead'
+             AND c.last_error = 'no callback_url configured for the webhook channel');
     "#,
 ];
 

@@ -812,6 +812,39 @@ async fn a_dropped_message_is_never_sent_and_its_chat_moves_on() {
     assert_ne!(third[0].key, next[0].key, "a key was reused");
 }
 
+/// A send whose outcome is recorded only after its lease ran out (the disk was full) for a
+/// message an operator dropped meanwhile: the late outcome changes nothing, and the chat's next
+/// message goes out.
+#[tokio::test]
+async fn a_late_outcome_for_a_dropped_message_neither_revives_it_nor_stalls_its_chat() {
+    let (_dir, store) = open();
+    store
+        .enqueue_outbox(vec![reply("a", &["x1", "x2"])])
+        .await
+        .unwrap();
+    // A lease already over: the drop is allowed while the outcome is still unrecorded.
+    let head = store.claim_due("webhook", 10, -1).await.unwrap();
+    let head = head[0].clone();
+    store.drop_outbox(head.outbox_id).await.unwrap();
+    store
+        .record_outcome(head.outbox_id, head.index, dead("HTTP 410"))
+        .await
+        .unwrap();
+    assert!(
+        store.list_outbox(10).await.unwrap().is_empty(),
+        "the dropped message came back: {:?}",
+        store.list_outbox(10).await.unwrap()
+    );
+    assert!(store.retry_all_dead().await.unwrap().is_empty());
+    store
+        .enqueue_outbox(vec![reply("a", &["next"])])
+        .await
+        .unwrap();
+    let next = store.claim_due("webhook", 10, 60_000).await.unwrap();
+    assert_eq!(next.len(), 1, "the chat is stalled");
+    assert_eq!(next[0].text, "next");
+}
+
 #[tokio::test]
 async fn a_dropped_event_leaves_the_queue_on_record_and_never_comes_back() {
     let (_dir, store) = open();
