@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::listings::job_outcome;
 use super::{ChatArgs, Client, ClientError, out, text};
 use crate::config::ClientConfig;
+use crate::logging::say;
 
 /// The first pause before reconnecting a chat stream, and the longest.
 const RECONNECT_FIRST: Duration = Duration::from_millis(200);
@@ -80,10 +81,10 @@ impl Followed {
             (None, _) => text(&body["state"]),
             (Some("dropped"), _) => {
                 self.completion_elsewhere = true;
-                eprintln!(
+                say(format_args!(
                     "job {job} ended ({}); its completion was dropped",
                     job_outcome(&body)
-                );
+                ));
                 return Ok(());
             }
             (Some(_), Value::Null) => match completion["blocked"].as_str() {
@@ -142,20 +143,20 @@ async fn open_stream(client: &Client) -> anyhow::Result<ChatStream> {
 /// Opens the stream again, backing off, for at most `bound`. The relay keeps what it could
 /// not send meanwhile and sends it to the new stream at once.
 async fn reconnect(client: &Client, bound: Duration) -> anyhow::Result<ChatStream> {
-    eprintln!(
+    say(format_args!(
         "the relay closed the chat stream; reconnecting (for up to {})",
         crate::duration::format_duration(bound)
-    );
+    ));
     let start = Instant::now();
     let mut pause = RECONNECT_FIRST;
     loop {
         tokio::time::sleep(pause).await;
         match open_stream(client).await {
             Ok(stream) => {
-                eprintln!(
+                say(format_args!(
                     "reconnected to {}; what waited for this chat follows",
                     client.base
-                );
+                ));
                 return Ok(stream);
             }
             Err(error) if start.elapsed() >= bound => {
@@ -187,14 +188,14 @@ async fn post_line(
         {
             Ok(answer) => {
                 if answer["duplicate"] == json!(true) {
-                    eprintln!(
+                    say(format_args!(
                         "the relay had `{line}` already (its answer was lost); not following it"
-                    );
+                    ));
                 }
                 return Ok(answer["inbox_id"].as_i64());
             }
             Err(error @ ClientError::Refused { .. }) => {
-                eprintln!("not sent: {error}");
+                say(format_args!("not sent: {error}"));
                 return Ok(None);
             }
             Err(error) if start.elapsed() >= bound => return Err(error.into()),
@@ -256,10 +257,10 @@ pub async fn chat(settings: &ClientConfig, args: &ChatArgs) -> anyhow::Result<()
 
     let client = Client::new(settings, &args.client)?;
     let mut stream = open_stream(&client).await?;
-    eprintln!(
+    say(format_args!(
         "connected to {}; type /help, /exec <command>; Ctrl-D quits",
         client.base
-    );
+    ));
     let mut lines = stdin_lines();
     let mut input_open = true;
     let mut deadline: Option<Instant> = None;
@@ -297,11 +298,11 @@ pub async fn chat(settings: &ClientConfig, args: &ChatArgs) -> anyhow::Result<()
                     input_open = false;
                     deadline = Some(Instant::now() + args.wait);
                     if !followed.is_empty() {
-                        eprintln!(
+                        say(format_args!(
                             "input ended; waiting up to {} for what {} message(s) started",
                             crate::duration::format_duration(args.wait),
                             followed.len()
-                        );
+                        ));
                     }
                 }
                 Some(line) => {

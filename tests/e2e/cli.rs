@@ -71,8 +71,8 @@ fn assert_quiet(what: &str, out: &std::process::Output) {
     );
 }
 
-/// `printf '<line>\n' | execrelay chat <extra>`, with the job's gate opened once it is
-/// acknowledged (so the client has reached its wait when the job ends).
+/// `printf '<line>\n' | execrelay chat <extra>`, input ending once the job is acknowledged,
+/// and the job's gate opened then (so the client has reached its wait when the job ends).
 fn chat_piped(
     relay: &Relay,
     line: &str,
@@ -83,11 +83,12 @@ fn chat_piped(
     args.extend_from_slice(extra);
     let mut chat = relay.cli_process(&args, Stdio::piped(), Stdio::piped());
     chat.write_line(line);
+    // Input ends once the job is acknowledged: `--wait` then times the job, not the machine.
+    wait_for("the chat to print the acknowledgement", SOON, || {
+        chat.stdout().contains("started job ").then_some(())
+    });
     chat.close_stdin();
     if let Some(gate) = gate {
-        wait_for("the chat to print the acknowledgement", SOON, || {
-            chat.stdout().contains("started job ").then_some(())
-        });
         relay.open_gate(gate);
     }
     chat.wait(SOON * 2)
@@ -415,4 +416,36 @@ fn a_backup_taken_while_the_relay_runs_is_a_store_a_relay_starts_on() {
         .start();
     let kept = restored.job(&job.id).expect("the job in the copy");
     assert_eq!(kept["state"], "exited", "{kept}");
+}
+
+/// `execrelay chat 2>&1 | head -1`, once `head` has gone: what it says on stderr is lost, but
+/// it still prints the completion and exits 0 (it used to panic on its first stderr line).
+#[test]
+fn a_chat_whose_stderr_is_gone_still_reports_its_job() {
+    use std::io::{Read, Write};
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &[]);
+    let addr = relay.addr.to_string();
+    let mut chat = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(relay.config_path())
+        .args(["chat", "--addr", &addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(closed_stdout())
+        .spawn()
+        .expect("spawn execrelay chat");
+    let mut stdin = chat.stdin.take().unwrap();
+    stdin.write_all(b"/exec echo still-reporting\n").unwrap();
+    drop(stdin);
+    let mut out = chat.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let status = wait_for("the chat to exit", SOON * 2, || chat.try_wait().unwrap());
+    let printed = reader.join().unwrap();
+    assert!(status.success(), "{status}: {printed}");
+    assert!(printed.contains("still-reporting"), "{printed}");
 }
