@@ -111,7 +111,7 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigAction {
-    /// Validate the config file; exits non-zero on the first error.
+    /// Run every check `run` makes before it serves; report every problem (exit 2) and warning.
     Check,
 }
 

@@ -362,7 +362,31 @@ pub(crate) fn check_secrets(config: &Config, found: &mut Findings<'_>) {
 
 /// The shell and the workdir every job needs, checked on this machine.
 pub(crate) fn check_system(config: &Config, found: &mut Findings<'_>) {
-    let shell = &config.exec.shell;
+    check_shell(&config.exec.shell, found);
+    check_store_dir(config, found);
+    check_workdir(&config.exec.workdir, found);
+}
+
+fn check_shell(shell: &Path, found: &mut Findings<'_>) {
+    if shell.components().count() == 1 && !shell.has_root() {
+        // A bare name: the supervisor runs it through PATH.
+        let in_path = std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| {
+                let candidate = dir.join(shell);
+                candidate.is_file() && executable(&candidate)
+            })
+        });
+        if !in_path {
+            found.error(
+                "exec.shell",
+                format!(
+                    "`{}` is not found in PATH (give a full path, e.g. \"/bin/sh\")",
+                    shell.display()
+                ),
+            );
+        }
+        return;
+    }
     match std::fs::metadata(shell) {
         Err(error) => found.error(
             "exec.shell",
@@ -377,7 +401,34 @@ pub(crate) fn check_system(config: &Config, found: &mut Findings<'_>) {
         ),
         Ok(_) => {}
     }
-    let workdir = &config.exec.workdir;
+}
+
+/// The store's folder must be there and writable, or be creatable: its nearest existing
+/// ancestor a directory this user may write in.
+fn check_store_dir(config: &Config, found: &mut Findings<'_>) {
+    let data = config.store.data_dir();
+    let data = std::path::absolute(&data).unwrap_or(data);
+    let Some(existing) = data.ancestors().find(|dir| dir.exists()) else {
+        return;
+    };
+    if !(existing.is_dir() && access(existing, libc::W_OK | libc::X_OK)) {
+        let what = if existing == data {
+            format!(
+                "{} is not a directory this user can write in",
+                data.display()
+            )
+        } else {
+            format!(
+                "cannot create {}: {} is not a directory this user can write in",
+                data.display(),
+                existing.display()
+            )
+        };
+        found.error("store.path", what);
+    }
+}
+
+fn check_workdir(workdir: &Path, found: &mut Findings<'_>) {
     match std::fs::metadata(workdir) {
         Err(error) => found.error(
             "exec.workdir",
@@ -416,10 +467,14 @@ pub(crate) fn warnings(config: &Config, found: &mut Findings<'_>) {
 
 /// access(2) for execute (search, for a directory) by this process's user.
 fn executable(path: &Path) -> bool {
+    access(path, libc::X_OK)
+}
+
+fn access(path: &Path, mode: libc::c_int) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return false;
     };
     // SAFETY: a NUL-terminated path that lives across the call.
-    unsafe { libc::access(path.as_ptr(), libc::X_OK) == 0 }
+    unsafe { libc::access(path.as_ptr(), mode) == 0 }
 }

@@ -529,7 +529,10 @@ impl Config {
             }
         };
         resolve("store.path", &mut self.store.path);
-        resolve("exec.shell", &mut self.exec.shell);
+        // A bare name (`bash`) is looked up in PATH, as the supervisor runs it.
+        if self.exec.shell.components().count() > 1 {
+            resolve("exec.shell", &mut self.exec.shell);
+        }
         resolve("exec.workdir", &mut self.exec.workdir);
         let c = &mut self.channels;
         for (key, path) in [
@@ -712,6 +715,22 @@ fn secret_from_env(name: &str) -> Option<Secret> {
         .map(Secret::new)
 }
 
+/// Keys whose values are secrets (or, like a hook URL, carry one).
+fn is_secret_key(path: &str) -> bool {
+    let name = path.rsplit('.').next().unwrap_or(path);
+    matches!(
+        name,
+        "api_token"
+            | "secret"
+            | "token"
+            | "app_secret"
+            | "verification_token"
+            | "encrypt_key"
+            | "hook_url"
+            | "callback_url"
+    )
+}
+
 /// serde stops at the first wrong value; each one found is reported, blanked out, and the
 /// file read again, so that every wrong key is reported at once. What is left is the config
 /// with defaults where the wrong values were (its other checks still run).
@@ -725,13 +744,20 @@ fn deserialize_every_key(text: &str, found: &mut Findings<'_>) -> Config {
         };
         let offset = error.span().map(|span| span.start);
         let key = offset.and_then(|offset| found.index().key_at(offset));
+        let path = key
+            .as_ref()
+            .map(|(path, _)| path.to_string())
+            .unwrap_or_default();
+        let message = if is_secret_key(&path) {
+            // The value may be the secret itself: never repeat it.
+            "expected text in quotes (the value is not repeated here: it may be a secret)".into()
+        } else {
+            problems::plain(error.message())
+        };
         found.errors.push(Problem {
-            key: key
-                .as_ref()
-                .map(|(path, _)| path.to_string())
-                .unwrap_or_default(),
+            key: path,
             line: offset.map(|offset| found.index().line_at(offset)),
-            message: problems::plain(error.message()),
+            message,
         });
         let Some((_, removal)) = key else { break };
         if blanked.contains(&removal) {
@@ -879,6 +905,40 @@ mod tests {
         assert!(blank_file.to_string().contains("is empty"), "{blank_file}");
         assert!(load("encrypt_key = \"k\"\n").is_ok());
         assert!(load("allow_unsigned_events = true\n").is_ok());
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_not_repeated() {
+        let error = Config::parse("[http]\napi_token = 12345678\n", "c").unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("line 2: http.api_token"), "{text}");
+        assert!(!text.contains("12345678"), "{text}");
+    }
+
+    #[test]
+    fn a_bare_shell_name_is_looked_up_in_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[exec]\nshell = \"sh\"\n").unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.exec.shell, PathBuf::from("sh"));
+        std::fs::write(&path, "[exec]\nshell = \"no-such-shell-here\"\n").unwrap();
+        let error = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(error.contains("exec.shell"), "{error}");
+        assert!(error.contains("not found in PATH"), "{error}");
+    }
+
+    #[test]
+    fn a_store_that_cannot_be_created_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let text = format!("[store]\npath = {:?}\n", file.join("data/execrelay.db"));
+        let error = Config::parse(&text, "c").unwrap_err().to_string();
+        assert!(
+            error.contains("line 2: store.path: cannot create"),
+            "{error}"
+        );
     }
 
     #[test]

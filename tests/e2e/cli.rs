@@ -426,7 +426,7 @@ fn a_chat_whose_stderr_is_gone_still_reports_its_job() {
     let rx = Receiver::start();
     let relay = Relay::start(&rx, &[]);
     let addr = relay.addr.to_string();
-    let mut chat = std::process::Command::new(bin())
+    let mut chat = without_relay_settings(std::process::Command::new(bin()))
         .arg("--config")
         .arg(relay.config_path())
         .args(["chat", "--addr", &addr])

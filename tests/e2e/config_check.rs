@@ -282,7 +282,7 @@ fn relative_paths_are_relative_to_the_config_file() {
     assert!(out.status.success(), "{out:?}");
     // `run` puts its store beside the file, not in the directory it was started from.
     let ready = home.path().join("ready");
-    let mut relay = std::process::Command::new(bin())
+    let mut relay = without_relay_settings(std::process::Command::new(bin()))
         .arg("--config")
         .arg(&cfg)
         .arg("run")
@@ -336,4 +336,24 @@ fn clients_read_only_the_address_and_the_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("line 2: http.listen"), "{stderr}");
+}
+
+/// The address is taken: `run` refuses before it creates anything (no data directory, no
+/// database, no generated webhook secret).
+#[test]
+fn a_run_that_cannot_listen_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let text = format!(
+        "[http]\nlisten = \"{}\"\n[store]\npath = \"data/execrelay.db\"\n",
+        taken.local_addr().unwrap()
+    );
+    let out = with_config(dir.path(), "c.toml", &text, &["run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "a refused run created its data directory"
+    );
 }

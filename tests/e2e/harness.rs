@@ -150,6 +150,17 @@ pub fn output_lines(text: &str) -> Vec<&str> {
 // ---------------------------------------------------------------------------------------------
 // CLI
 
+/// `command` without the `EXECRELAY_*` variables of the environment the tests run in (a
+/// token, a config path, a crash point): each test says what its relay gets.
+pub fn without_relay_settings(mut command: Command) -> Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("EXECRELAY_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// Runs the binary with `args` (bounded), capturing its output.
 pub fn run_cli(args: &[&std::ffi::OsStr], cwd: &Path) -> Output {
     CliProcess::spawn(args, cwd, Stdio::null(), Stdio::piped()).wait(CLI_TIMEOUT)
@@ -168,11 +179,9 @@ pub struct CliProcess {
 
 impl CliProcess {
     pub fn spawn(args: &[&std::ffi::OsStr], cwd: &Path, stdin: Stdio, stdout: Stdio) -> Self {
-        let mut child = Command::new(bin())
+        let mut child = without_relay_settings(Command::new(bin()))
             .args(args)
             .current_dir(cwd)
-            .env_remove("EXECRELAY_WEBHOOK_SECRET")
-            .env_remove("EXECRELAY_API_TOKEN")
             .stdin(stdin)
             .stdout(stdout)
             .stderr(Stdio::piped())
@@ -500,7 +509,7 @@ impl Relay {
             .open(&self.log)
             .expect("open relay log");
         writeln!(log, "=== e2e harness: start #{} ===", self.starts).unwrap();
-        let mut command = Command::new(bin());
+        let mut command = without_relay_settings(Command::new(bin()));
         if let Some(limit) = self.file_size_limit {
             use std::os::unix::process::CommandExt;
             // SAFETY: only async-signal-safe calls (setrlimit, signal) between fork and exec.
@@ -529,10 +538,6 @@ impl Relay {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,execrelay=debug".into()),
             )
-            .env_remove("EXECRELAY_WEBHOOK_SECRET")
-            .env_remove("EXECRELAY_API_TOKEN")
-            .env_remove("EXECRELAY_TELEGRAM_TOKEN")
-            .env_remove("EXECRELAY_FAILPOINT")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         if self.stderr_closed {
