@@ -176,7 +176,7 @@ impl InboundHandler {
             sent_at_ms: message.sent_at_ms,
         };
         match self.store.accept_inbound(record).await {
-            Ok(InboundResult::Duplicate) => Ok((Accepted::Duplicate, None)),
+            Ok(InboundResult::Duplicate { inbox_id }) => Ok((Accepted::Duplicate, inbox_id)),
             Ok(InboundResult::Stored {
                 inbox_id,
                 has_queued_events,

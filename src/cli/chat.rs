@@ -187,12 +187,15 @@ async fn post_line(
             .await
         {
             Ok(answer) => {
-                if answer["duplicate"] == json!(true) {
+                let inbox_id = answer["inbox_id"].as_i64();
+                // A duplicate is a resend whose first answer was lost: the relay names the
+                // first copy's row, which is followed like any other.
+                if answer["duplicate"] == json!(true) && inbox_id.is_none() {
                     say(format_args!(
                         "the relay had `{line}` already (its answer was lost); not following it"
                     ));
                 }
-                return Ok(answer["inbox_id"].as_i64());
+                return Ok(inbox_id);
             }
             Err(error @ ClientError::Refused { .. }) => {
                 say(format_args!("not sent: {error}"));

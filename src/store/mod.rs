@@ -261,7 +261,9 @@ pub enum InboundResult {
         inbox_id: i64,
         has_queued_events: bool,
     },
-    Duplicate,
+    /// Seen before; `inbox_id` is the first copy's row, where it is known (kept since schema
+    /// step 8, and while the row is).
+    Duplicate { inbox_id: Option<i64> },
 }
 
 #[derive(Debug, Clone)]
@@ -566,9 +568,12 @@ impl Store {
         self.engine
             .call(move |conn| {
                 let now = now_ms();
-                if let Some(id) = &record.platform_message_id {
-                    // Some platforms number messages per chat: the key includes the chat.
-                    let key = format!("{}|{}|{id}", record.route.account, record.route.chat_id);
+                // Some platforms number messages per chat: the key includes the chat.
+                let seen_key = record
+                    .platform_message_id
+                    .as_ref()
+                    .map(|id| format!("{}|{}|{id}", record.route.account, record.route.chat_id));
+                if let Some(key) = &seen_key {
                     let inserted = conn
                         .prepare_cached(
                             "INSERT OR IGNORE INTO inbound_seen (channel, platform_id, seen_at)
@@ -576,7 +581,16 @@ impl Store {
                         )?
                         .execute(params![record.route.channel, key, now])?;
                     if inserted == 0 {
-                        return Ok(InboundResult::Duplicate);
+                        // The first copy's row: a client whose answer was lost follows it.
+                        let inbox_id = conn
+                            .prepare_cached(
+                                "SELECT inbox_id FROM inbound_seen
+                                 WHERE channel = ?1 AND platform_id = ?2",
+                            )?
+                            .query_row(params![record.route.channel, key], |row| row.get(0))
+                            .optional()?
+                            .flatten();
+                        return Ok(InboundResult::Duplicate { inbox_id });
                     }
                 }
                 let route = route_json(&record.route)?;
@@ -586,6 +600,12 @@ impl Store {
                 )?
                 .execute(params![record.session, route, record.sender, record.text, now])?;
                 let inbox_id = conn.last_insert_rowid();
+                if let Some(key) = &seen_key {
+                    conn.prepare_cached(
+                        "UPDATE inbound_seen SET inbox_id = ?3 WHERE channel = ?1 AND platform_id = ?2",
+                    )?
+                    .execute(params![record.route.channel, key, inbox_id])?;
+                }
                 let sent_at = record
                     .sent_at_ms
                     .map(|at| at.min(now + MAX_SENT_AT_AHEAD_MS));

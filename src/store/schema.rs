@@ -149,7 +149,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 8: operators retry and drop what is stuck. A dead letter remembers whether a missing
     // setting caused it (`dead_cause = 'config'`: retried at start once the channel has it); a
     // dropped message or event stays as history (state `dropped`) until retention forgets it;
-    // an inbox row remembers the job and the last reply it produced, so a client can follow them.
+    // an inbox row remembers the job and the last reply it produced, and a dedupe record the
+    // row it let in, so a client can follow them (also after resending a message).
     r#"
     ALTER TABLE outbox ADD COLUMN dead_cause TEXT;
     CREATE INDEX outbox_dead_config ON outbox (channel) WHERE state = 'dead' AND dead_cause = 'config';
@@ -157,6 +158,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_dropped ON events (consumed_at) WHERE state = 'dropped';
     ALTER TABLE inbox ADD COLUMN job_id TEXT;
     ALTER TABLE inbox ADD COLUMN last_reply INTEGER;
+    ALTER TABLE inbound_seen ADD COLUMN inbox_id INTEGER;
     UPDATE outbox SET dead_cause = 'config'
      WHERE state = 'dead' AND channel = 'webhook' AND EXISTS (SELECT 1 FROM outbox_chunks c
            WHERE c.outbox_id = outbox.id AND c.state = 'dead'

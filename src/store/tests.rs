@@ -29,7 +29,16 @@ async fn inbound_is_deduped_and_records_the_last_route() {
         .accept_inbound(inbound("a", Some("m1")))
         .await
         .unwrap();
-    assert_eq!(again, InboundResult::Duplicate);
+    let InboundResult::Stored { inbox_id, .. } = first else {
+        panic!("not stored: {first:?}")
+    };
+    assert_eq!(
+        again,
+        InboundResult::Duplicate {
+            inbox_id: Some(inbox_id)
+        },
+        "a duplicate names the row of its first copy"
+    );
     let last = store
         .last_route("user:webhook:alice")
         .await

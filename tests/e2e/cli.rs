@@ -449,3 +449,39 @@ fn a_chat_whose_stderr_is_gone_still_reports_its_job() {
     assert!(status.success(), "{status}: {printed}");
     assert!(printed.contains("still-reporting"), "{printed}");
 }
+
+/// The relay dies right after storing a chat line, before it answers: the client sends the
+/// line again (same id) to the restarted relay, which runs it once and names the row it
+/// stored, and the client follows that to the job's completion.
+#[test]
+fn a_line_resent_after_a_lost_answer_runs_once_and_is_followed() {
+    let rx = Receiver::start();
+    let mut relay = Relay::builder(&rx)
+        .fixed_port()
+        .env("EXECRELAY_FAILPOINT", "inbound-stored")
+        .start();
+    let mut chat = relay.cli_process(&["chat", "--wait", "1m"], Stdio::piped(), Stdio::piped());
+    wait_for("the chat to connect", SOON, || {
+        chat.stderr().contains("connected").then_some(())
+    });
+    chat.write_line("/exec echo resent-once");
+    chat.close_stdin();
+    relay.wait_exited(SOON);
+    relay.set_env(&[]);
+    relay.restart();
+    let out = chat.wait(SOON * 2);
+    assert_ok("chat across a lost answer", &out);
+    let printed = stdout(&out);
+    let job = printed
+        .lines()
+        .find_map(|l| ack_job_id(l.trim_start_matches("bot> ")))
+        .unwrap_or_else(|| panic!("no acknowledgement printed:\n{printed}\n{}", stderr(&out)));
+    assert!(
+        printed
+            .lines()
+            .any(|l| is_completion_of(l.trim_start_matches("bot> "), &job)),
+        "the completion was not followed:\n{printed}\n{}",
+        stderr(&out)
+    );
+    assert_eq!(relay.jobs().len(), 1, "the resent line ran twice");
+}
