@@ -337,15 +337,36 @@ pub async fn chat(settings: &ClientConfig, args: &ChatArgs) -> anyhow::Result<()
                 }
                 Some(Err(_)) | None => {
                     pending.clear();
-                    stream = reconnect(&client, args.reconnect_for).await?;
+                    let reconnecting = reconnect(&client, args.reconnect_for);
+                    stream = match deadline {
+                        // Once input has ended, the wait bounds reconnecting too: past it,
+                        // the loop's first check gives up, naming what is owed.
+                        Some(at) => match tokio::time::timeout_at(at.into(), reconnecting).await {
+                            Ok(stream) => stream?,
+                            Err(_) => continue,
+                        },
+                        None => reconnecting.await?,
+                    };
                 }
             },
             _ = tokio::time::sleep_until(wake_at.into()) => {
                 if Instant::now() >= next_poll {
-                    for f in &mut followed {
-                        if !f.done(&seen) {
-                            f.poll(&client).await?;
+                    let polling = async {
+                        for f in &mut followed {
+                            if !f.done(&seen) {
+                                f.poll(&client).await?;
+                            }
                         }
+                        anyhow::Ok(())
+                    };
+                    match deadline {
+                        // A slow relay answers within the wait, or not at all.
+                        Some(at) => {
+                            if let Ok(polled) = tokio::time::timeout_at(at.into(), polling).await {
+                                polled?;
+                            }
+                        }
+                        None => polling.await?,
                     }
                     next_poll = Instant::now() + FOLLOW_POLL;
                 }

@@ -176,7 +176,10 @@ fn a_chat_client_whose_relay_does_not_come_back_exits_non_zero() {
         chat.stderr().contains("connected").then_some(())
     });
     relay.kill9();
-    // Its input stays open: only the bound ends it.
+    // Its input stays open while it reconnects: only the bound ends it.
+    wait_for("the chat to notice", SOON, || {
+        chat.stderr().contains("reconnecting").then_some(())
+    });
     let out = chat.wait(SOON);
     assert!(!out.status.success(), "exited 0 without a relay");
     assert!(
@@ -484,4 +487,34 @@ fn a_line_resent_after_a_lost_answer_runs_once_and_is_followed() {
         stderr(&out)
     );
     assert_eq!(relay.jobs().len(), 1, "the resent line ran twice");
+}
+
+/// Input has ended and the relay goes away: `--wait` bounds the reconnecting too, so the
+/// client gives up when its wait is over (naming the job), not after `--reconnect-for`.
+#[test]
+fn the_wait_bounds_reconnecting_once_input_has_ended() {
+    let rx = Receiver::start();
+    let mut relay = Relay::start(&rx, &[]);
+    let mut chat = relay.cli_process(
+        &["chat", "--wait", "2s", "--reconnect-for", "5m"],
+        Stdio::piped(),
+        Stdio::piped(),
+    );
+    chat.write_line(&gated_exec("never", "x"));
+    let job = wait_for("the chat to print the acknowledgement", SOON, || {
+        chat.stdout()
+            .lines()
+            .find_map(|l| ack_job_id(l.trim_start_matches("bot> ")))
+    });
+    chat.close_stdin();
+    relay.kill9();
+    let out = chat.wait(SOON);
+    assert!(!out.status.success(), "exited 0 with its job unfinished");
+    assert!(stderr(&out).contains("gave up waiting"), "{}", stderr(&out));
+    // What is owed is named: by its job once the client learned it, else by its line.
+    assert!(
+        stderr(&out).contains(&format!("job {job}")) || stderr(&out).contains("-f never"),
+        "{}",
+        stderr(&out)
+    );
 }
