@@ -1,36 +1,107 @@
 //! Logs: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
 //!
-//! A log line that cannot be written (stderr a closed pipe, a terminal gone) is dropped. The
-//! formatter's own fallback for a failed write is `eprintln!`, which panics on that same
-//! stderr, inside whatever task logged: a relay that cannot log would stop delivering and
-//! ignore SIGTERM. Logging is never allowed to stop work.
+//! Logging never stops work. A line is handed to a writer thread through a bounded queue:
+//! a reader that stalls (a paused pager, a stuck pipe) costs lines, never a task's progress,
+//! and a count of what was dropped follows once lines flow again. A write that fails (stderr
+//! a closed pipe, a terminal gone) is dropped: the formatter's own fallback for a failed write
+//! is `eprintln!`, which would panic on that same stderr, inside whatever task logged, and so
+//! stop deliveries and SIGTERM handling.
 
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::Duration;
 
-pub fn init() {
+/// Lines waiting for a slow stderr before new ones are dropped.
+const QUEUE: usize = 4096;
+/// How long the last lines get to reach stderr when the process ends.
+const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
+
+/// Keeps the writer thread's queue; dropping it waits (bounded) for what is queued.
+pub struct LogGuard {
+    queue: SyncSender<Line>,
+    flushed: Receiver<()>,
+}
+
+enum Line {
+    Text(Vec<u8>),
+    /// Everything before it was written: say so.
+    Flush,
+}
+
+pub fn init() -> LogGuard {
+    let (queue, lines) = std::sync::mpsc::sync_channel(QUEUE);
+    let (flushed_tx, flushed) = std::sync::mpsc::channel();
+    let dropped = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&dropped);
+    let started = std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || write_lines(lines, &counted, flushed_tx));
+    let writer = QueueWriter {
+        queue: queue.clone(),
+        dropped,
+        // Without its thread, a line goes straight to stderr (and may wait on it).
+        direct: started.is_err(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(|| StderrOrNowhere)
+        .with_writer(move || writer.clone())
         .log_internal_errors(false)
         // Colour for a person at a terminal; plain text for files and journald.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    LogGuard { queue, flushed }
 }
 
-/// Stderr, where a failed write counts as written.
-struct StderrOrNowhere;
+fn write_lines(lines: Receiver<Line>, dropped: &AtomicU64, flushed: std::sync::mpsc::Sender<()>) {
+    let mut stderr = std::io::stderr();
+    for line in lines {
+        match line {
+            Line::Text(text) => {
+                let _ = stderr.write_all(&text);
+                let lost = dropped.swap(0, Ordering::Relaxed);
+                if lost > 0 {
+                    let _ = writeln!(stderr, "[{lost} log lines dropped: stderr was not read]");
+                }
+            }
+            Line::Flush => {
+                let _ = flushed.send(());
+            }
+        }
+    }
+}
 
-impl Write for StderrOrNowhere {
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if self.queue.try_send(Line::Flush).is_ok() {
+            let _ = self.flushed.recv_timeout(FLUSH_AT_EXIT);
+        }
+    }
+}
+
+/// One formatted event goes to the queue whole (the formatter writes each in one call).
+#[derive(Clone)]
+struct QueueWriter {
+    queue: SyncSender<Line>,
+    dropped: Arc<AtomicU64>,
+    direct: bool,
+}
+
+impl Write for QueueWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let _ = std::io::stderr().write_all(buf);
+        if self.direct {
+            let _ = std::io::stderr().write_all(buf);
+        } else if let Err(TrySendError::Full(_)) = self.queue.try_send(Line::Text(buf.to_vec())) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        let _ = std::io::stderr().flush();
         Ok(())
     }
 }

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
             }
         },
     };
-    execrelay::logging::init();
+    let logs = execrelay::logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -70,6 +70,8 @@ fn main() -> ExitCode {
             Work::Client(settings) => cli::run_client(&settings, &cli.command).await,
         }
     });
+    // The last log lines first, then the verdict.
+    drop(logs);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -266,7 +266,18 @@ pub struct RelayBuilder {
     tables: BTreeMap<String, BTreeMap<String, String>>,
     env: Vec<(String, String)>,
     file_size_limit: Option<u64>,
-    stderr_closed: bool,
+    stderr: StderrTo,
+}
+
+/// Where a relay's stdout and stderr go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StderrTo {
+    /// The relay's log file (`relay.log`).
+    Log,
+    /// A pipe whose reader is gone: every write fails with EPIPE.
+    Closed,
+    /// A pipe the test holds open and never reads: once its buffer is full, writes block.
+    Stalled,
 }
 
 impl RelayBuilder {
@@ -312,7 +323,14 @@ impl RelayBuilder {
     /// Starts the relay with stdout and stderr a pipe whose reader is gone (`run 2>&1 | head`
     /// after `head` exited): every log write fails with EPIPE. Its log is then empty.
     pub fn stderr_closed(mut self) -> Self {
-        self.stderr_closed = true;
+        self.stderr = StderrTo::Closed;
+        self
+    }
+
+    /// Starts the relay with stdout and stderr a pipe nobody reads (`run | less`, paused):
+    /// once its buffer is full, a write waits for a reader that never comes.
+    pub fn stderr_stalled(mut self) -> Self {
+        self.stderr = StderrTo::Stalled;
         self
     }
 
@@ -384,7 +402,8 @@ impl RelayBuilder {
             starts: 0,
             env: self.env,
             file_size_limit: self.file_size_limit,
-            stderr_closed: self.stderr_closed,
+            stderr: self.stderr,
+            stalled: None,
             client,
             rt,
         };
@@ -413,7 +432,9 @@ pub struct Relay {
     starts: u32,
     env: Vec<(String, String)>,
     file_size_limit: Option<u64>,
-    stderr_closed: bool,
+    stderr: StderrTo,
+    /// The unread ends of a stalled stdout and stderr, held open.
+    stalled: Option<(std::process::ChildStdout, std::process::ChildStderr)>,
     client: reqwest::Client,
     rt: tokio::runtime::Runtime,
 }
@@ -445,7 +466,7 @@ impl Relay {
             tables: BTreeMap::new(),
             env: Vec::new(),
             file_size_limit: None,
-            stderr_closed: false,
+            stderr: StderrTo::Log,
         }
         .set("store", "path", &db)
         .set("http", "listen", &toml_str("127.0.0.1:0"))
@@ -540,14 +561,22 @@ impl Relay {
             )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
-        if self.stderr_closed {
-            command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        } else {
+        if self.stderr == StderrTo::Log {
             command.stdout(log.try_clone().unwrap()).stderr(log);
+        } else {
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
         }
         let mut child = command.spawn().expect("spawn execrelay run");
-        // Dropping the read ends closes them: the relay's next write fails with EPIPE.
-        drop((child.stdout.take(), child.stderr.take()));
+        if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take())
+            && self.stderr == StderrTo::Stalled
+        {
+            use std::os::fd::AsRawFd;
+            // The smallest pipe (a page): a few lines fill it.
+            // SAFETY: fcntl(2) on a pipe descriptor this process owns.
+            unsafe { libc::fcntl(err.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+            self.stalled = Some((out, err));
+        }
+        // Otherwise dropping the read ends closed them: the next write fails with EPIPE.
         self.child = Some(child);
         let start = Instant::now();
         loop {

@@ -267,3 +267,25 @@ fn a_relay_that_cannot_log_still_delivers_and_stops() {
     let status = relay.terminate(SOON);
     assert!(status.success(), "exit after SIGTERM: {status}");
 }
+
+/// `execrelay run | less`, paused: nobody reads the relay's stderr, and once the pipe is full
+/// a log write would wait for ever. Logging must never stop work: lines are dropped instead,
+/// and the relay still delivers and still stops on SIGTERM.
+#[test]
+fn a_relay_whose_log_reader_stalls_still_delivers_and_stops() {
+    let rx = Receiver::start();
+    let mut relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        // Every crate's every line: the pipe's 64 KiB fill within the first job.
+        .env("RUST_LOG", "trace")
+        .stderr_stalled()
+        .start();
+    for n in 0..5 {
+        let job = relay.start_job(&rx, &dm("dm-a", "alice", &format!("/exec echo s{n}")));
+        rx.wait_for_message("the completion", SOON, |d| {
+            is_completion_of(&d.text, &job.id)
+        });
+    }
+    let status = relay.terminate(SOON);
+    assert!(status.success(), "exit after SIGTERM: {status}");
+}
