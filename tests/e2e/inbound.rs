@@ -197,3 +197,22 @@ fn plain_text_in_a_direct_chat_gets_a_hint_once() {
     rx.wait_for_message("the /help answer", SOON, |d| d.text.contains("/tail"));
     assert_eq!(rx.count(is_hint), 1, "{:?}", rx.messages());
 }
+
+/// A sender that puts milliseconds in `X-Execrelay-Timestamp` is told so, and nothing runs.
+#[test]
+fn a_timestamp_in_milliseconds_is_refused_saying_so() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
+    let raw = serde_json::to_vec(&dm("dm-a", "alice", "/exec true")).unwrap();
+    let ts = unix_now_ms().to_string();
+    let headers = [
+        ("Content-Type", "application/json".to_string()),
+        ("X-Execrelay-Timestamp", ts.clone()),
+        ("X-Execrelay-Signature", sign(SECRET, &ts, &raw)),
+    ];
+    let (status, body) = relay.post_webhook_raw(&headers, raw);
+    assert_eq!(status, 401, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("in milliseconds"), "{body}");
+    assert!(relay.jobs().is_empty());
+}

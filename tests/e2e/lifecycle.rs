@@ -289,3 +289,43 @@ fn a_relay_whose_log_reader_stalls_still_delivers_and_stops() {
     let status = relay.terminate(SOON);
     assert!(status.success(), "exit after SIGTERM: {status}");
 }
+
+/// One start-up line says what runs: the config file, the store, the API and each channel
+/// with where it listens or whom it calls (a URL as scheme and host only); a webhook without
+/// a callback_url is warned about.
+#[test]
+fn the_start_up_line_says_what_runs() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &[]);
+    let log = relay.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("execrelay is running: "))
+        .unwrap_or_else(|| panic!("no start-up line:\n{log}"));
+    let expected = [
+        format!("config {}", relay.config_path().display()),
+        format!("store {}", relay.path("execrelay.db").display()),
+        format!("API http://{}", relay.addr),
+        "local (execrelay chat)".to_string(),
+        format!(
+            "webhook (POST http://{}/webhook; replies to {})",
+            relay.addr,
+            rx.callback_url().trim_end_matches("/callback")
+        ),
+    ];
+    for part in expected {
+        assert!(line.contains(&part), "`{part}` missing from: {line}");
+    }
+    assert!(!line.contains("/callback"), "a URL's path is shown: {line}");
+    assert!(!log.contains("without a callback_url"), "{log}");
+
+    let bare = Relay::builder(&rx)
+        .unset("channels.webhook", "callback_url")
+        .start();
+    let log = bare.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("without a callback_url")),
+        "{log}"
+    );
+}
