@@ -3,9 +3,11 @@
 //! Random sequences drive the real store (a real SQLite file, reopened on every "crash")
 //! through: a job's completion (sometimes recorded twice), a heartbeat run consuming a
 //! session's events, a worker claiming chunks, and each send ending as delivered, rate-limited,
-//! permanently failed, or cut short by a crash after the platform already accepted it.
-//! Invariants at the end: every completion is delivered whole or dead-lettered, never lost;
-//! a chunk reaches the platform more than once only after a crash cut its send short.
+//! permanently failed, or cut short by a crash after the platform already accepted it; and an
+//! operator retrying dead letters and dropping messages, also one whose send is still out and
+//! whose outcome comes late. Invariants at the end: every completion is delivered whole,
+//! dead-lettered or dropped by the operator, never lost; nothing is left pending; a chunk
+//! reaches the platform more than once only after a crash cut its send short.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -85,9 +87,57 @@ async fn run_seed(seed: u64) {
     let mut platform = Platform::default();
     let mut completions: BTreeMap<String, String> = BTreeMap::new();
     let mut held: Option<(usize, Vec<EventRecord>)> = None;
+    // Texts of messages the operator dropped.
+    let mut dropped: Vec<String> = Vec::new();
 
     for step in 0..160 {
-        match rng.below(13) {
+        match rng.below(16) {
+            12 => {
+                store.retry_all_dead().await.unwrap();
+            }
+            13 => {
+                let listed = store.list_outbox(100).await.unwrap();
+                if !listed.is_empty() {
+                    let entry = &listed[rng.below(listed.len())];
+                    match store.drop_outbox(entry.id).await {
+                        Ok(()) => dropped.push(entry.text.clone()),
+                        Err(StoreError::Conflict(_)) => {}
+                        Err(other) => panic!("drop failed: {other}"),
+                    }
+                }
+            }
+            14 => {
+                // A send still out when its lease ran out; the operator drops its message;
+                // then its outcome is recorded, late.
+                let Some(chunk) = store.claim_due("webhook", 1, -1).await.unwrap().pop() else {
+                    continue;
+                };
+                let listed = store.list_outbox(100).await.unwrap();
+                let text = listed
+                    .iter()
+                    .find(|e| e.id == chunk.outbox_id)
+                    .map(|e| e.text.clone());
+                if store.drop_outbox(chunk.outbox_id).await.is_ok() {
+                    dropped.extend(text);
+                }
+                platform.chunk_counts.insert(chunk.key.clone(), chunk.count);
+                let outcome = if rng.below(2) == 0 {
+                    platform
+                        .accepted
+                        .entry((chunk.key.clone(), chunk.index))
+                        .or_default()
+                        .push(chunk.text.clone());
+                    ChunkOutcome::Sent { platform_id: None }
+                } else {
+                    ChunkOutcome::Dead {
+                        error: "410".into(),
+                    }
+                };
+                store
+                    .record_outcome(chunk.outbox_id, chunk.index, outcome)
+                    .await
+                    .unwrap();
+            }
             10 => {
                 let session = rng.below(SESSIONS);
                 let events = store
@@ -226,8 +276,9 @@ async fn run_seed(seed: u64) {
             .filter(|m| m.contains(text.as_str()))
             .count();
         let dead_lettered = dead.iter().any(|m| m.contains(text.as_str()));
+        let was_dropped = dropped.iter().any(|m| m.contains(text.as_str()));
         assert!(
-            delivered + usize::from(dead_lettered) >= 1,
+            delivered + usize::from(dead_lettered) + usize::from(was_dropped) >= 1,
             "seed {seed}: the completion of {job} was lost"
         );
         assert!(
