@@ -29,11 +29,6 @@ fn main() -> ExitCode {
         } => return config_check(config_path),
         Command::Backup { path } => return backup(config_path, path),
         Command::Run { ready_file } => match Config::load(config_path) {
-            // What `config check` runs too: a refusal here is a config's, exit 2 like it.
-            Ok(config) if let Err(error) = execrelay::relay::preflight(&config) => {
-                say(format_args!("execrelay: {error:#}"));
-                return ExitCode::from(EXIT_BAD_CONFIG);
-            }
             Ok(config) => Work::Relay(Box::new(config), ready_file.clone()),
             Err(error) => {
                 say(format_args!("execrelay: {error}"));
@@ -76,6 +71,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             say(format_args!("execrelay: {error:#}"));
+            // An adapter's refusal is the config's, as `config check` says it.
+            if error.downcast_ref::<execrelay::relay::ChannelRefused>().is_some() {
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
             ExitCode::FAILURE
         }
     }

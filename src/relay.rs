@@ -178,6 +178,11 @@ fn startup_line(config: &Config, bound: SocketAddr) -> String {
     )
 }
 
+/// An adapter refused its settings: a config's fault, as `config check` says it (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct ChannelRefused(anyhow::Error);
+
 /// What `run` would refuse after the config's own checks: the channels, built and dropped.
 pub fn preflight(config: &Config) -> anyhow::Result<()> {
     build_channels(config, webhook_secret(config).0).map(drop)
@@ -399,7 +404,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         local,
         webhook,
         feishu,
-    } = build_channels(&config, secret.clone())?;
+    } = build_channels(&config, secret.clone()).map_err(ChannelRefused)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (is another program using it?)"))?;
