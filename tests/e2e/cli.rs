@@ -507,6 +507,9 @@ fn the_wait_bounds_reconnecting_once_input_has_ended() {
             .find_map(|l| ack_job_id(l.trim_start_matches("bot> ")))
     });
     chat.close_stdin();
+    wait_for("the chat to start waiting", SOON, || {
+        chat.stderr().contains("input ended").then_some(())
+    });
     relay.kill9();
     let out = chat.wait(SOON);
     assert!(!out.status.success(), "exited 0 with its job unfinished");
