@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
 /// Lines waiting for a slow stderr before new ones are dropped.
-const QUEUE: usize = 4096;
+const QUEUE: usize = 1024;
 /// How long the last lines get to reach stderr when the process ends.
 const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
 
