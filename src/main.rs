@@ -72,7 +72,10 @@ fn main() -> ExitCode {
         Err(error) => {
             say(format_args!("execrelay: {error:#}"));
             // An adapter's refusal is the config's, as `config check` says it.
-            if error.downcast_ref::<execrelay::relay::ChannelRefused>().is_some() {
+            if error
+                .downcast_ref::<execrelay::relay::ChannelRefused>()
+                .is_some()
+            {
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }
             ExitCode::FAILURE
