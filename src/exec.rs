@@ -45,6 +45,8 @@ struct Inner {
     max_queued: usize,
     running: AtomicUsize,
     executable: PathBuf,
+    /// What a supervisor and its job get instead of the relay's environment.
+    job_env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
     /// Jobs whose supervisor this relay has asked to start (or is giving a moment to show up
     /// after a restart) and has not seen exit: until its pid file is there, such a job is
     /// starting, not gone.
@@ -72,9 +74,15 @@ impl ExecRuntime {
         // Absolute, so that a supervisor's command line (which names its job directory) is
         // recognised after a restart from another working directory.
         let jobs_dir = std::fs::canonicalize(&jobs_dir)?;
+        let mut job_env = crate::job_env::job_environment(&config.env, std::env::vars_os());
+        // The supervisor's own test points (it drops every EXECRELAY_* before the job).
+        if let Some(failpoint) = std::env::var_os(crate::failpoint::VARIABLE) {
+            job_env.push((crate::failpoint::VARIABLE.into(), failpoint));
+        }
         Ok(ExecRuntime {
             inner: Arc::new(Inner {
                 store,
+                job_env,
                 config,
                 jobs_dir,
                 heartbeat,
@@ -170,6 +178,9 @@ impl ExecRuntime {
             .arg(config.kill_grace.as_millis().to_string())
             .arg("--")
             .arg(&job.command)
+            // Not the relay's environment: its tokens stay with it.
+            .env_clear()
+            .envs(self.inner.job_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

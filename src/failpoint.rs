@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 /// Set by tests only; read once.
-const VARIABLE: &str = "EXECRELAY_FAILPOINT";
+pub const VARIABLE: &str = "EXECRELAY_FAILPOINT";
 
 /// After an inbound message is stored, before the command processor is told of it (and so before
 /// an adapter confirms it to its platform).

@@ -16,6 +16,7 @@ pub mod exec;
 pub mod failpoint;
 pub mod heartbeat;
 pub mod inbound;
+pub mod job_env;
 pub mod jobs;
 pub mod local;
 pub mod log_throttle;

@@ -48,6 +48,11 @@ pub(crate) fn check_values(config: &Config, found: &mut Findings<'_>) {
     if config.events.max_queued == 0 {
         found.error("events.max_queued", "must be at least 1");
     }
+    for (i, entry) in config.exec.env.iter().enumerate() {
+        if let Err(why) = crate::job_env::parse_entry(entry) {
+            found.error(&format!("exec.env[{i}]"), why);
+        }
+    }
     check_accounts(config, found);
     check_target(config, found);
     check_both_value_and_file(config, found);
@@ -286,6 +291,17 @@ fn check_features(config: &Config, found: &mut Findings<'_>) {
 
 /// What can only be checked once secrets are read from their files and the environment.
 pub(crate) fn check_secrets(config: &Config, found: &mut Findings<'_>) {
+    let secrets = config.secrets();
+    for (i, entry) in config.exec.env.iter().enumerate() {
+        if let Ok(crate::job_env::EnvEntry::Set(name, value)) = crate::job_env::parse_entry(entry)
+            && secrets.iter().any(|s| s.expose() == value)
+        {
+            found.error(
+                &format!("exec.env[{i}]"),
+                format!("`{name}` would hand jobs one of the relay's secrets"),
+            );
+        }
+    }
     let c = &config.channels;
     if config.http.api_token.is_none() && !config.http.listen.ip().is_loopback() {
         found.error(

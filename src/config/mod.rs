@@ -149,6 +149,9 @@ pub struct ExecConfig {
     /// once nothing of it is owed; zero keeps everything.
     #[serde(deserialize_with = "de_duration")]
     pub keep_jobs: Duration,
+    /// What jobs get beyond the base environment (`job_env::BASE`): `NAME` passes the relay's
+    /// `NAME` through, `NAME=value` sets it.
+    pub env: Vec<String>,
 }
 
 impl Default for ExecConfig {
@@ -164,6 +167,7 @@ impl Default for ExecConfig {
             hide_command: false,
             kill_grace: Duration::from_secs(5),
             keep_jobs: Duration::from_secs(30 * 24 * 3600),
+            env: Vec::new(),
         }
     }
 }
@@ -939,6 +943,19 @@ mod tests {
             error.contains("line 2: store.path: cannot create"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn exec_env_never_hands_jobs_the_relays_settings() {
+        let error = Config::parse("[exec]\nenv = [\"EXECRELAY_API_TOKEN\"]\n", "c")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 2: exec.env[0]"), "{error}");
+        let text = "[http]\napi_token = \"tok-123456\"\n[exec]\nenv = [\"X=tok-123456\"]\n";
+        let error = Config::parse(text, "c").unwrap_err().to_string();
+        assert!(error.contains("exec.env[0]"), "{error}");
+        assert!(error.contains("secrets"), "{error}");
+        assert!(!error.contains("tok-123456"), "{error}");
     }
 
     #[test]

@@ -60,3 +60,50 @@ fn credential_shapes_and_configured_secrets_are_redacted_everywhere() {
     }
     assert!(done.text.contains("[redacted]"), "{:?}", done.text);
 }
+
+/// The attack: a job reads the environment it was given, encoded so that redaction cannot
+/// catch it. The relay's tokens (`EXECRELAY_*`) and its other variables never reach a job;
+/// the base (PATH, HOME, ...) and what `[exec] env` passes through or sets do.
+#[test]
+fn a_job_cannot_read_the_relays_tokens_from_its_environment() {
+    let rx = Receiver::start();
+    let relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .env("EXECRELAY_TELEGRAM_TOKEN", "123456:tg-token-from-the-env")
+        .env("EXECRELAY_DISCORD_TOKEN", "discord-token-from-the-env")
+        .env("RELAY_PRIVATE", "not-for-jobs")
+        .env("PASSED_ON", "for-jobs")
+        .set("exec", "env", r#"["PASSED_ON", "SET_HERE=yes"]"#)
+        .start();
+    let job = relay.start_job(
+        &rx,
+        &dm(
+            "dm-a",
+            "alice",
+            "/exec printenv EXECRELAY_TELEGRAM_TOKEN EXECRELAY_DISCORD_TOKEN RELAY_PRIVATE | base64; env | cut -d= -f1 | sort | tr '\\n' ' '",
+        ),
+    );
+    let done = rx.wait_for_message("the completion", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+    let names: Vec<&str> = output_lines(&done.text)
+        .last()
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert!(
+        output_lines(&done.text).len() == 1,
+        "the job read something of the relay's: {:?}",
+        done.text
+    );
+    for name in ["PATH", "HOME", "PASSED_ON", "SET_HERE", "EXECRELAY_JOB_ID"] {
+        assert!(names.contains(&name), "{name} missing: {names:?}");
+    }
+    for name in names {
+        assert!(
+            !name.starts_with("EXECRELAY_") || name == "EXECRELAY_JOB_ID",
+            "{name} reached the job"
+        );
+        assert_ne!(name, "RELAY_PRIVATE");
+        assert_ne!(name, "RUST_LOG", "the relay's own variables stay with it");
+    }
+}
