@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod credentials;
+pub mod data_dir;
 pub mod delivery;
 pub mod duration;
 pub mod exec;

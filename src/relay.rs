@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{ApiState, router};
 use crate::commands::CommandProcessor;
 use crate::config::Config;
+use crate::data_dir::{keep_webhook_secret, lock_store, make_private_dir, webhook_secret};
 use crate::exec::{ExecRuntime, resolve_workdir};
 use crate::heartbeat::{self, Reason};
 use crate::inbound::{Access, InboundHandler};
@@ -31,36 +32,6 @@ use crate::store::Store;
 
 /// Past the delivery workers' grace (25 s), for everything else to wind down.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
-
-/// The webhook secret: configured, or generated once and kept beside the database. A new one
-/// is only made here; [`keep_webhook_secret`] writes it once the relay knows it will start.
-fn webhook_secret(config: &Config) -> (Secret, bool) {
-    if let Some(secret) = &config.channels.webhook.secret {
-        return (secret.clone(), false);
-    }
-    if let Ok(existing) = std::fs::read_to_string(webhook_secret_path(config)) {
-        let existing = existing.trim();
-        if !existing.is_empty() {
-            return (Secret::new(existing), false);
-        }
-    }
-    let secret: String = (0..32)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
-    (Secret::new(secret), true)
-}
-
-fn webhook_secret_path(config: &Config) -> PathBuf {
-    config.store.data_dir().join("webhook.secret")
-}
-
-fn keep_webhook_secret(config: &Config, secret: &Secret) -> anyhow::Result<()> {
-    let path = webhook_secret_path(config);
-    write_private(&path, secret.expose())
-        .with_context(|| format!("cannot write the webhook secret to {}", path.display()))?;
-    tracing::info!(path = %path.display(), "generated a webhook secret (no channels.webhook.secret configured)");
-    Ok(())
-}
 
 /// Every channel the config enables, built and ready to run.
 struct Channels {
@@ -290,22 +261,6 @@ fn discord_channel(_config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
     bail!("channels.discord is enabled, but this execrelay was built without the `discord` feature")
 }
 
-fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(content.as_bytes())?;
-    file.sync_all()
-}
-
 fn write_ready_file(path: &Path, addr: SocketAddr) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, addr.to_string())?;
@@ -347,51 +302,6 @@ async fn prune_dedupe_records(store: Store, stop: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
         }
     }
-}
-
-/// Job output and message texts live in the data directory: keep it to this user.
-fn make_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    let jobs = dir.join("jobs");
-    if !jobs.exists() {
-        std::fs::DirBuilder::new().mode(0o700).create(&jobs)?;
-    }
-    std::fs::set_permissions(&jobs, std::fs::Permissions::from_mode(0o700))
-}
-
-/// One relay per store file: a second one would release the first one's delivery leases and
-/// resend what it is sending, and start jobs it is starting. So the second one stops here,
-/// before it touches anything.
-fn lock_store(store: &Path) -> anyhow::Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    let path = PathBuf::from(format!("{}.lock", store.display()));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    // SAFETY: flock(2) on a descriptor this function owns; the file is close-on-exec, so no
-    // job or supervisor inherits the lock.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-    if !locked {
-        let error = std::io::Error::last_os_error();
-        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            bail!(
-                "another execrelay is already running on {} (it holds {}); stop it first",
-                store.display(),
-                path.display()
-            );
-        }
-        return Err(error).with_context(|| format!("cannot lock {}", path.display()));
-    }
-    Ok(file)
 }
 
 pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
