@@ -54,20 +54,49 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Job output and message texts live in the data directory: keep it to this user.
-pub(crate) fn make_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+/// The data directory holds job output, message texts and secrets. Whatever existed before (a
+/// package's or systemd's 0755 `StateDirectory=`, a database left world-readable), it is made
+/// the relay user's alone at every start: its folders 0700, the database's files 0600.
+pub(crate) fn make_private(store: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let dir = match store.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let private = |path: &Path, mode: u32| -> std::io::Result<()> {
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    };
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
     }
+    private(dir, 0o700)?;
     let jobs = dir.join("jobs");
     if !jobs.exists() {
         std::fs::DirBuilder::new().mode(0o700).create(&jobs)?;
     }
-    std::fs::set_permissions(&jobs, std::fs::Permissions::from_mode(0o700))
+    private(&jobs, 0o700)?;
+    // Made private before SQLite first opens it: its WAL and shared-memory files take the
+    // database's mode when SQLite creates them.
+    if !store.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(store)?;
+    }
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        private(
+            &PathBuf::from(format!("{}{suffix}", store.display())),
+            0o600,
+        )?;
+    }
+    private(&dir.join("webhook.secret"), 0o600)
 }
 
 /// One relay per store file: a second one would release the first one's delivery leases and
@@ -75,11 +104,13 @@ pub(crate) fn make_private_dir(dir: &Path) -> std::io::Result<()> {
 /// before it touches anything.
 pub(crate) fn lock_store(store: &Path) -> anyhow::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = PathBuf::from(format!("{}.lock", store.display()));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot open the lock file {}", path.display()))?;
     // SAFETY: flock(2) on a descriptor this function owns; the file is close-on-exec, so no

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{ApiState, router};
 use crate::commands::CommandProcessor;
 use crate::config::Config;
-use crate::data_dir::{keep_webhook_secret, lock_store, make_private_dir, webhook_secret};
+use crate::data_dir::{keep_webhook_secret, lock_store, make_private, webhook_secret};
 use crate::exec::{ExecRuntime, resolve_workdir};
 use crate::heartbeat::{self, Reason};
 use crate::inbound::{Access, InboundHandler};
@@ -319,7 +319,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         .await
         .with_context(|| format!("cannot listen on {listen} (is another program using it?)"))?;
     let bound = listener.local_addr()?;
-    make_private_dir(&config.store.data_dir())
+    make_private(&config.store.path)
         .with_context(|| format!("cannot prepare {}", config.store.data_dir().display()))?;
     // Held until the process ends, past the runtime's last blocking task (the kernel lets go
     // of it then, even after a SIGKILL): never dropped.

@@ -107,3 +107,58 @@ fn a_job_cannot_read_the_relays_tokens_from_its_environment() {
         assert_ne!(name, "RUST_LOG", "the relay's own variables stay with it");
     }
 }
+
+/// The attack: a data directory that already existed open to everyone (a package's or
+/// systemd's 0755 `StateDirectory=`, an old world-readable database). At start the relay makes
+/// it its user's alone, and another local user cannot read the database.
+#[test]
+fn the_data_directory_is_made_private_whatever_existed_before() {
+    use std::os::unix::fs::PermissionsExt;
+    let rx = Receiver::start();
+    let builder = Relay::builder(&rx).allow(&["webhook:alice"]);
+    // Its parent open to all, as /var/lib is: only the data directory itself may stop a reader.
+    std::fs::set_permissions(builder.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = builder.dir().join("data");
+    let db = data.join("execrelay.db");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&db, b"").unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let relay = builder
+        .set("store", "path", &toml_str(&db.to_string_lossy()))
+        .start();
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", "/exec echo private"));
+    rx.wait_for_message("the completion", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    assert_eq!(mode(&data.join("jobs")), 0o700, "the jobs directory");
+    for name in [
+        "execrelay.db",
+        "execrelay.db-wal",
+        "execrelay.db-shm",
+        "execrelay.db.lock",
+    ] {
+        assert_eq!(mode(&data.join(name)), 0o600, "{name}");
+    }
+    // Another local user tries to read the database.
+    let nobody = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(&db)
+        .output();
+    match nobody {
+        Ok(out) if unsafe { libc::geteuid() } == 0 => {
+            assert!(!out.status.success(), "another user read the database");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+                "{out:?}"
+            );
+        }
+        _ => eprintln!("skipped the other-user read: needs root and setpriv"),
+    }
+}
