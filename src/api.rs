@@ -1,8 +1,9 @@
 //! The local HTTP API and the generic webhook's inbound endpoint.
 //!
-//! `/healthz` is open; `/v1/*` requires `Authorization: Bearer <api_token>` when a token is
-//! configured (without one the relay refuses to listen beyond loopback); `/webhook` is
-//! authenticated by its HMAC signature instead. Handlers translate HTTP to calls on the store,
+//! `/healthz` is open; `/v1/*` requires `Authorization: Bearer <token>`: `http.api_token`, or
+//! the token generated into the data directory, which only the relay's user (and root) can
+//! read (and then only local, non-browser clients are answered); `/webhook` is authenticated
+//! by its HMAC signature instead. Handlers translate HTTP to calls on the store,
 //! the inbound sink and the heartbeat; they hold no state of their own.
 
 use std::sync::Arc;
@@ -39,7 +40,10 @@ pub struct ApiState {
     pub webhook: Option<Arc<WebhookChannel>>,
     /// The path Feishu posts events to, and the channel that verifies them.
     pub feishu: Option<FeishuEndpoint>,
-    pub api_token: Option<Secret>,
+    /// Every `/v1` request presents it: configured, or generated into the data directory.
+    pub api_token: Secret,
+    /// The token is the generated one: the API also answers only local, non-browser clients.
+    pub local_only: bool,
     pub max_queued: usize,
     /// Ends long-lived responses (the chat stream) so that shutdown is not held open.
     pub stop: execrelay_channel::CancellationToken,
@@ -179,22 +183,26 @@ fn is_local_non_browser(headers: &HeaderMap) -> bool {
 }
 
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    if state.api_token.is_none() && !is_local_non_browser(request.headers()) {
+    if state.local_only && !is_local_non_browser(request.headers()) {
         return error(
             StatusCode::FORBIDDEN,
             "without http.api_token the API only answers local, non-browser clients",
         );
     }
-    if let Some(token) = &state.api_token {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !token.matches(presented.as_bytes()) {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !state.api_token.matches(presented.as_bytes()) {
+        let hint = if state.local_only {
+            "missing or wrong bearer token: the API is its user's alone (the token is in the \
+             data directory's api.token, which execrelay's own commands read)"
+        } else {
+            "missing or wrong bearer token"
+        };
+        return error(StatusCode::UNAUTHORIZED, hint);
     }
     next.run(request).await
 }

@@ -26,6 +26,33 @@ pub(crate) fn webhook_secret(config: &Config) -> (Secret, bool) {
     (Secret::new(secret), true)
 }
 
+/// Where the generated API token lives when `http.api_token` is not configured.
+pub fn api_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("api.token")
+}
+
+/// The local API's token: configured, or generated once into the data directory (which only
+/// the relay's user can enter), so that the CLI of that user (and root) can read it and no
+/// one else can. `Some(path)` when it is the generated one.
+pub(crate) fn api_token(config: &Config) -> anyhow::Result<(Secret, Option<PathBuf>)> {
+    if let Some(token) = &config.http.api_token {
+        return Ok((token.clone(), None));
+    }
+    let path = api_token_path(&config.store.data_dir());
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if !existing.is_empty() {
+            return Ok((Secret::new(existing), Some(path)));
+        }
+    }
+    let token: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    write_private(&path, &token)
+        .with_context(|| format!("cannot write the API token to {}", path.display()))?;
+    Ok((Secret::new(token), Some(path)))
+}
+
 fn webhook_secret_path(config: &Config) -> PathBuf {
     config.store.data_dir().join("webhook.secret")
 }
@@ -96,7 +123,8 @@ pub(crate) fn make_private(store: &Path) -> std::io::Result<()> {
             0o600,
         )?;
     }
-    private(&dir.join("webhook.secret"), 0o600)
+    private(&dir.join("webhook.secret"), 0o600)?;
+    private(&api_token_path(dir), 0o600)
 }
 
 /// One relay per store file: a second one would release the first one's delivery leases and

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{ApiState, router};
 use crate::commands::CommandProcessor;
 use crate::config::Config;
-use crate::data_dir::{keep_webhook_secret, lock_store, make_private, webhook_secret};
+use crate::data_dir::{api_token, keep_webhook_secret, lock_store, make_private, webhook_secret};
 use crate::exec::{ExecRuntime, resolve_workdir};
 use crate::heartbeat::{self, Reason};
 use crate::inbound::{Access, InboundHandler};
@@ -327,6 +327,14 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     if generated_secret && webhook.is_some() {
         keep_webhook_secret(&config, &secret)?;
     }
+    let (api_token, generated_token) = api_token(&config)?;
+    if let Some(path) = &generated_token {
+        tracing::info!(
+            path = %path.display(),
+            "the local API's token is in this file, which only this user (and root) can read; \
+             execrelay chat, jobs, outbox, events and notify use it"
+        );
+    }
     let (path, node) = (config.store.path.clone(), config.store.node.clone());
     // Migrations and the first fsync happen here: off the async runtime.
     let store = tokio::task::spawn_blocking(move || Store::open(&path, &node))
@@ -426,9 +434,6 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         }
     }
 
-    if config.http.api_token.is_none() {
-        tracing::warn!(addr = %bound, "no http.api_token: the API is open to local processes, on loopback only");
-    }
     let app = router(ApiState {
         store: store.clone(),
         inbound,
@@ -437,7 +442,8 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         local,
         webhook,
         feishu,
-        api_token: config.http.api_token.clone(),
+        api_token: api_token.clone(),
+        local_only: generated_token.is_some(),
         max_queued: config.events.max_queued,
         stop: stop.clone(),
         rejections: Arc::new(LogThrottle::new(Duration::from_secs(1))),

@@ -22,6 +22,9 @@ pub struct Relay {
     client: reqwest::Client,
 }
 
+/// The bench's API token: the API asks every `/v1` request for one.
+const API_TOKEN: &str = "bench-api-token";
+
 /// Options beyond the common config (raw TOML appended to it).
 pub fn config(dir: &Path, callback: &str, extra: &str) -> String {
     let db = dir.join("execrelay.db");
@@ -32,6 +35,7 @@ path = {db:?}
 
 [http]
 listen = "127.0.0.1:0"
+api_token = "{API_TOKEN}"
 
 [access]
 allow = ["webhook:{USER}"]
@@ -166,6 +170,7 @@ impl Relay {
         let response = self
             .client
             .post(format!("{}{path}", self.base))
+            .bearer_auth(API_TOKEN)
             .json(body)
             .send()
             .await?;

@@ -21,11 +21,14 @@ pub struct ClientConfig {
     pub api_token: Option<Secret>,
 }
 
-/// `[http]` only; every other table and key is let through unread.
+/// `[http]`, and `[store]` for where a generated API token is; every other table and key is
+/// let through unread.
 #[derive(Deserialize, Default)]
 struct HttpOnly {
     #[serde(default)]
     http: HttpKeys,
+    #[serde(default)]
+    store: StoreConfig,
 }
 
 #[derive(Deserialize)]
@@ -103,15 +106,24 @@ impl ClientConfig {
     /// The `[http]` keys of the config file.
     pub fn load(path: Option<&Path>) -> Result<ClientConfig, ConfigError> {
         let Part {
-            value: HttpOnly { http: mut keys },
+            value:
+                HttpOnly {
+                    http: mut keys,
+                    mut store,
+                },
             origin,
             folder,
             index,
         } = load_part::<HttpOnly>(path)?;
-        if let (Some(folder), Some(file)) = (folder, keys.api_token_file.as_mut())
-            && file.is_relative()
-        {
-            *file = folder.join(&*file);
+        if let Some(folder) = &folder {
+            if let Some(file) = keys.api_token_file.as_mut()
+                && file.is_relative()
+            {
+                *file = folder.join(&*file);
+            }
+            if index.is_written("store.path") && store.path.is_relative() {
+                store.path = folder.join(&store.path);
+            }
         }
         let mut found = Findings::new(&index);
         resolve_secret(
@@ -121,6 +133,9 @@ impl ClientConfig {
             "EXECRELAY_API_TOKEN",
             &mut found,
         );
+        if keys.api_token.is_none() {
+            keys.api_token = generated_token(&store, &mut found);
+        }
         if !found.errors.is_empty() {
             return Err(ConfigError::Invalid {
                 origin,
@@ -131,6 +146,28 @@ impl ClientConfig {
             listen: keys.listen,
             api_token: keys.api_token,
         })
+    }
+}
+
+/// The token a relay without `http.api_token` generated into its data directory. Not there
+/// yet: none (the relay has not started). Not readable: this is another user's relay.
+fn generated_token(store: &StoreConfig, found: &mut Findings<'_>) -> Option<Secret> {
+    let path = crate::data_dir::api_token_path(&store.data_dir());
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => Some(Secret::new(token.trim())),
+        Ok(_) => None,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => {
+            found.error(
+                "http.api_token",
+                format!(
+                    "cannot read the relay's API token at {}: {error}; the API is the relay \
+                     user's alone (run this as that user, or root)",
+                    path.display()
+                ),
+            );
+            None
+        }
     }
 }
 

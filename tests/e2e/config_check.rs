@@ -310,14 +310,15 @@ fn relative_paths_are_relative_to_the_config_file() {
     );
 }
 
-/// Clients need the address and the token only: a config whose other parts are broken (an
-/// unreadable Telegram token file, a wrong type) still lets `execrelay jobs` talk to the relay.
+/// Clients need the address and the token only (the generated one they find beside the
+/// store): a config whose other parts are broken (an unreadable Telegram token file, a wrong
+/// type) still lets `execrelay jobs` talk to the relay.
 #[test]
 fn clients_read_only_the_address_and_the_token() {
     let rx = crate::fakes::receiver::Receiver::start();
     let relay = Relay::start(&rx, &[]);
     let client_cfg = format!(
-        "[http]\nlisten = \"{}\"\n[exec]\nmax_concurrent = \"many\"\n[channels.telegram]\nenabled = true\ntoken_file = \"/nonexistent/telegram-token\"\n",
+        "[store]\npath = \"execrelay.db\"\n[http]\nlisten = \"{}\"\n[exec]\nmax_concurrent = \"many\"\n[channels.telegram]\nenabled = true\ntoken_file = \"/nonexistent/telegram-token\"\n",
         relay.addr
     );
     let out = with_config(relay.dir(), "client.toml", &client_cfg, &["jobs"]);

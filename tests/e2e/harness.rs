@@ -381,6 +381,11 @@ impl RelayBuilder {
     }
 
     pub fn start(self) -> Relay {
+        // Where a relay without `http.api_token` writes the token its API asks for.
+        let store = self.tables["store"]["path"].clone();
+        let store: toml::Table = toml::from_str(&format!("path = {store}")).expect("store.path");
+        let store = PathBuf::from(store["path"].as_str().expect("store.path is text"));
+        let api_token = store.with_file_name("api.token");
         let cfg = self.dir.path().join("execrelay.toml");
         fs::write(&cfg, self.render()).expect("write relay config");
         let log = self.dir.path().join("relay.log");
@@ -404,6 +409,7 @@ impl RelayBuilder {
             file_size_limit: self.file_size_limit,
             stderr: self.stderr,
             stalled: None,
+            api_token,
             client,
             rt,
         };
@@ -435,6 +441,8 @@ pub struct Relay {
     stderr: StderrTo,
     /// The unread ends of a stalled stdout and stderr, held open.
     stalled: Option<(std::process::ChildStdout, std::process::ChildStderr)>,
+    /// The generated API token's file: requests carry what it holds, as the CLI's do.
+    api_token: PathBuf,
     client: reqwest::Client,
     rt: tokio::runtime::Runtime,
 }
@@ -695,6 +703,10 @@ impl Relay {
 
     #[track_caller]
     fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let req = match fs::read_to_string(&self.api_token) {
+            Ok(token) => req.bearer_auth(token.trim()),
+            Err(_) => req,
+        };
         self.rt.block_on(async move {
             let resp = req.send().await.expect("HTTP request to the relay");
             let status = resp.status().as_u16();

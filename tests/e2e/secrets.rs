@@ -147,12 +147,9 @@ fn the_data_directory_is_made_private_whatever_existed_before() {
         assert_eq!(mode(&data.join(name)), 0o600, "{name}");
     }
     // Another local user tries to read the database.
-    let nobody = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
-        .arg(&db)
-        .output();
+    let nobody = as_another_user("cat").arg(&db).output();
     match nobody {
-        Ok(out) if unsafe { libc::geteuid() } == 0 => {
+        Ok(out) if running_as_root() => {
             assert!(!out.status.success(), "another user read the database");
             assert!(
                 String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
@@ -161,4 +158,55 @@ fn the_data_directory_is_made_private_whatever_existed_before() {
         }
         _ => eprintln!("skipped the other-user read: needs root and setpriv"),
     }
+}
+
+/// `setpriv` as user 65534 (nobody): another local account.
+fn as_another_user(program: &str) -> std::process::Command {
+    let mut command = std::process::Command::new("setpriv");
+    command.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+    command
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The attack: another local account posts `/exec` to the local API with no configuration at
+/// all (no `api_token`). It is refused, and it cannot read the token the relay generated;
+/// the relay's own user runs its clients with no token typed anywhere.
+#[test]
+fn another_local_user_cannot_run_commands_through_the_local_api() {
+    use std::os::unix::fs::PermissionsExt;
+    if !running_as_root() {
+        eprintln!("skipped: switching to another user needs root");
+        return;
+    }
+    let rx = Receiver::start();
+    let builder = Relay::builder(&rx);
+    // Open to all before the start, as a shared folder would be: the relay closes it.
+    std::fs::set_permissions(builder.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let relay = builder.start();
+    let attack = as_another_user("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["-H", "Content-Type: application/json"])
+        .args(["-d", r#"{"text":"/exec touch pwned"}"#])
+        .arg(format!("http://{}/v1/chat", relay.addr))
+        .output()
+        .expect("run curl as another user");
+    assert_eq!(
+        String::from_utf8_lossy(&attack.stdout),
+        "401",
+        "another user's request was not refused: {attack:?}"
+    );
+    let stolen = as_another_user("cat")
+        .arg(relay.path("api.token"))
+        .output()
+        .expect("run cat as another user");
+    assert!(!stolen.status.success(), "another user read the API token");
+
+    let own = relay.cli(&["jobs"]);
+    assert!(own.status.success(), "the relay's own user: {own:?}");
+    assert!(relay.jobs().is_empty(), "{:?}", relay.jobs());
+    assert!(!relay.path("pwned").exists());
 }
