@@ -133,6 +133,8 @@ fn check_accounts(config: &Config, found: &mut Findings<'_>) {
             );
         }
     }
+    // An account is one person: in two identities, whose completions would it follow?
+    let mut owner: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
     for (name, accounts) in &config.identities {
         for (i, entry) in accounts.iter().enumerate() {
             let key = format!("identities.{name}[{i}]");
@@ -141,6 +143,13 @@ fn check_accounts(config: &Config, found: &mut Findings<'_>) {
                     &key,
                     format!("`{entry}` should be <channel>:<user_id> (e.g. \"telegram:123456\")"),
                 );
+            }
+            match owner.insert(entry.as_str(), name.as_str()) {
+                Some(first) if first != name => found.error(
+                    &key,
+                    format!("`{entry}` is also in identities.{first}: an account is one person's"),
+                ),
+                _ => {}
             }
         }
     }

@@ -959,6 +959,14 @@ mod tests {
     }
 
     #[test]
+    fn an_account_in_two_identities_is_an_error() {
+        let text = "[identities]\nalice = [\"webhook:a\"]\nbob = [\"webhook:b\", \"webhook:a\"]\n";
+        let error = Config::parse(text, "c").unwrap_err().to_string();
+        assert!(error.contains("line 3: identities.bob[1]"), "{error}");
+        assert!(error.contains("also in identities.alice"), "{error}");
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let config = Config::parse("[channels.webhook]\nsecret = \"s3cret-value\"\n", "c").unwrap();
         assert!(!format!("{config:?}").contains("s3cret-value"));

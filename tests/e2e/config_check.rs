@@ -180,6 +180,13 @@ fn config_check_refuses_what_run_refuses_and_what_could_never_work() {
             "did you mean `telegram`",
         ),
         (
+            "an account in two identities",
+            "[identities]\nalice = [\"webhook:a\"]\nbob = [\"webhook:a\"]\n",
+            "identities.bob[0]",
+            3,
+            "also in identities.alice",
+        ),
+        (
             "a shell that does not exist",
             "[exec]\nshell = \"/bin/nonexistent-shell\"\n",
             "exec.shell",
