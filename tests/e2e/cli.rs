@@ -521,3 +521,39 @@ fn the_wait_bounds_reconnecting_once_input_has_ended() {
         stderr(&out)
     );
 }
+
+/// The attack: job output carrying terminal control sequences (an OSC 52 clipboard write, a
+/// window title). `chat` and `outbox` show them as text; the operator's terminal obeys none.
+#[test]
+fn job_output_cannot_drive_the_operators_terminal() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &[]);
+    let evil = r"/exec printf 'x\033]52;c;ZXZpbA==\007\033]0;pwned\007y\n'";
+    let out = chat_piped(&relay, evil, &[], None);
+    assert_ok("chat", &out);
+    let printed = stdout(&out);
+    assert!(
+        printed.contains("x^[]52;c;ZXZpbA==^G^[]0;pwned^Gy"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains('\u{1b}') && !printed.contains('\u{7}'),
+        "{printed:?}"
+    );
+
+    // With no chat client, the answers wait in the outbox: its listing (a command line with
+    // raw control characters, sent through the API) is safe too.
+    relay.api_post(
+        "/v1/chat",
+        &serde_json::json!({"text": "/exec true \u{1b}]0;pwned\u{7}"}),
+    );
+    wait_for("the acknowledgement waiting in the outbox", SOON, || {
+        relay
+            .deliveries()
+            .into_iter()
+            .find(|d| d["text"].as_str().is_some_and(|t| t.contains("]0;pwned")))
+    });
+    let listed = stdout(&relay.cli(&["outbox"]));
+    assert!(listed.contains("^[]0;pwned^G"), "{listed}");
+    assert!(!listed.contains('\u{1b}'), "{listed:?}");
+}
