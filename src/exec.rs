@@ -160,6 +160,13 @@ impl ExecRuntime {
                 "cannot create the job directory: {error}"
             )));
         }
+        // The command goes by file: in the supervisor's argv every local user would see it.
+        if let Err(error) = tokio::fs::write(dir.join(supervisor::COMMAND_FILE), &job.command).await
+        {
+            return Err(Outcome::FailedToStart(format!(
+                "cannot write the job's command: {error}"
+            )));
+        }
         let config = &self.inner.config;
         let mut command = tokio::process::Command::new(&self.inner.executable);
         command
@@ -176,8 +183,6 @@ impl ExecRuntime {
             .arg(config.timeout.as_millis().to_string())
             .arg("--grace-ms")
             .arg(config.kill_grace.as_millis().to_string())
-            .arg("--")
-            .arg(&job.command)
             // Not the relay's environment: its tokens stay with it.
             .env_clear()
             .envs(self.inner.job_env.iter().map(|(k, v)| (k, v)))

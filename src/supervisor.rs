@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 pub const PID_FILE: &str = "supervisor.pid";
 pub const LOG_FILE: &str = "output.log";
 pub const STATUS_FILE: &str = "status.json";
+/// The command line, written by the relay before it starts the supervisor.
+pub const COMMAND_FILE: &str = "command";
 
 /// What the supervisor learned, as written to `status.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,10 +141,18 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
     let log_err = log
         .try_clone()
         .map_err(|e| format!("cannot open the job log: {e}"))?;
+    // Handed over in a file, not on the command line: a supervisor's argv is visible in `ps`
+    // to every local user (an older relay still passes it as arguments).
+    let line = if args.command.is_empty() {
+        std::fs::read_to_string(args.job_dir.join(COMMAND_FILE))
+            .map_err(|e| format!("cannot read the job's command: {e}"))?
+    } else {
+        args.command.clone()
+    };
     let mut command = Command::new(&args.shell);
     command
         .arg("-c")
-        .arg(&args.command)
+        .arg(&line)
         .current_dir(&args.workdir)
         .stdin(Stdio::null())
         .stdout(log)

@@ -210,3 +210,37 @@ fn another_local_user_cannot_run_commands_through_the_local_api() {
     assert!(relay.jobs().is_empty(), "{:?}", relay.jobs());
     assert!(!relay.path("pwned").exists());
 }
+
+/// The attack: another local user runs `ps` while a job runs. The command line may carry
+/// arguments its sender wants private; only the job's own `sh -c` shows it, never the
+/// supervisor's argv.
+#[test]
+fn a_running_jobs_command_line_is_not_in_its_supervisors_argv() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
+    let line = format!("{}; echo argv-private-7f3a", gated_exec("go", "done"));
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", &line));
+    let supervisor = wait_for("the job's supervisor", SOON, || {
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                (cmdline.contains(" supervise ") && cmdline.contains(&job.id)).then_some(cmdline)
+            })
+    });
+    relay.open_gate("go");
+    assert!(
+        !supervisor.contains("argv-private-7f3a"),
+        "the command line is in the supervisor's argv: {supervisor}"
+    );
+    let done = rx.wait_for_message("the completion", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+    assert!(
+        output_lines(&done.text).contains(&"argv-private-7f3a"),
+        "{:?}",
+        done.text
+    );
+}
