@@ -283,6 +283,15 @@ impl CommandProcessor {
             );
             return self.answer(message, &text).await;
         }
+        let limit = self.exec.per_session_limit();
+        let mine = self.store.unfinished_jobs_of(&message.session).await?;
+        if mine >= limit {
+            let text = format!(
+                "not started: you have {mine} jobs running, the limit per person is {limit} \
+                 ([exec] max_per_session); try again when one ends"
+            );
+            return self.answer(message, &text).await;
+        }
         for _ in 0..5 {
             let job = NewJob {
                 id: new_job_id(),

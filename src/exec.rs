@@ -103,6 +103,10 @@ impl ExecRuntime {
         self.inner.config.max_concurrent
     }
 
+    pub fn per_session_limit(&self) -> usize {
+        self.inner.config.per_session_limit()
+    }
+
     pub fn job_dir(&self, id: &str) -> PathBuf {
         self.inner.jobs_dir.join(id)
     }

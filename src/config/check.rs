@@ -36,6 +36,17 @@ pub(crate) fn check_values(config: &Config, found: &mut Findings<'_>) {
     if config.exec.max_concurrent == 0 {
         found.error("exec.max_concurrent", "must be at least 1");
     }
+    match config.exec.max_per_session {
+        Some(0) => found.error("exec.max_per_session", "must be at least 1"),
+        Some(n) if n > config.exec.max_concurrent => found.warn(
+            "exec.max_per_session",
+            format!(
+                "{n} is more than exec.max_concurrent ({}): one person may take every slot",
+                config.exec.max_concurrent
+            ),
+        ),
+        _ => {}
+    }
     if config.exec.timeout.is_zero() {
         found.error("exec.timeout", "must be longer than 0 (e.g. \"30m\")");
     }

@@ -137,6 +137,8 @@ pub struct ExecConfig {
     #[serde(deserialize_with = "de_duration")]
     pub timeout: Duration,
     pub max_concurrent: usize,
+    /// Jobs one person (session) may run at once; default half of `max_concurrent`.
+    pub max_per_session: Option<usize>,
     pub workdir: PathBuf,
     pub tail_lines: usize,
     pub tail_chars: usize,
@@ -154,12 +156,22 @@ pub struct ExecConfig {
     pub env: Vec<String>,
 }
 
+impl ExecConfig {
+    /// `max_per_session`, or half of `max_concurrent` (at least 1): no one person takes
+    /// every slot.
+    pub fn per_session_limit(&self) -> usize {
+        self.max_per_session
+            .unwrap_or((self.max_concurrent / 2).max(1))
+    }
+}
+
 impl Default for ExecConfig {
     fn default() -> Self {
         ExecConfig {
             shell: PathBuf::from("/bin/sh"),
             timeout: Duration::from_secs(30 * 60),
             max_concurrent: 64,
+            max_per_session: None,
             workdir: PathBuf::from("."),
             tail_lines: 40,
             tail_chars: 3500,

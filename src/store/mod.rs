@@ -1573,6 +1573,22 @@ impl Store {
             .await
     }
 
+    /// Jobs of `session` not yet finished (starting or running).
+    pub async fn unfinished_jobs_of(&self, session: &str) -> Result<usize, StoreError> {
+        let session = session.to_string();
+        self.engine
+            .call(move |conn| {
+                let count: i64 = conn
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM jobs
+                         WHERE session = ?1 AND state IN ('starting', 'running')",
+                    )?
+                    .query_row([session], |row| row.get(0))?;
+                Ok(count as usize)
+            })
+            .await
+    }
+
     pub async fn counts(&self) -> Result<Counts, StoreError> {
         self.engine
             .call(|conn| {

@@ -329,3 +329,31 @@ fn the_start_up_line_says_what_runs() {
         "{log}"
     );
 }
+
+/// One person cannot take every slot: past `[exec] max_per_session` their `/exec` is refused
+/// saying so, while someone else still gets a job started.
+#[test]
+fn one_person_cannot_take_every_slot() {
+    let rx = Receiver::start();
+    let relay = Relay::builder(&rx)
+        .allow(&["webhook:alice", "webhook:bob"])
+        .set("exec", "max_concurrent", "4")
+        .set("exec", "max_per_session", "1")
+        .start();
+    let first = relay.start_job(&rx, &dm("dm-a", "alice", &gated_exec("go", "first")));
+    relay.say(&dm("dm-a", "alice", "/exec touch refused-marker"));
+    let refusal = rx.wait_for_message("alice's refusal", SOON, |d| {
+        d.text.starts_with("not started")
+    });
+    assert!(
+        refusal.text.contains("the limit per person is 1"),
+        "{:?}",
+        refusal.text
+    );
+    let other = relay.start_job(&rx, &dm("dm-b", "bob", &gated_exec("go", "bob's")));
+    relay.open_gate("go");
+    for job in [&first.id, &other.id] {
+        rx.wait_for_message("a completion", SOON, |d| is_completion_of(&d.text, job));
+    }
+    assert!(!relay.path("refused-marker").exists());
+}
