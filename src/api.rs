@@ -7,6 +7,7 @@
 //! the inbound sink and the heartbeat; they hold no state of their own.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
@@ -96,7 +97,40 @@ pub fn router(state: ApiState) -> Router {
     if let Some((path, _)) = &state.feishu {
         app = app.route(path, post(feishu_events));
     }
-    app.with_state(state)
+    app.layer(middleware::from_fn(read_body_within))
+        .with_state(state)
+}
+
+/// A request body must arrive whole within this: a client that sends one slowly (or stops
+/// half-way) holds a connection no longer.
+const BODY_READ: Duration = Duration::from_secs(10);
+/// No route takes more; platforms' own bound is smaller ([`PLATFORM_BODY_LIMIT`]).
+const ANY_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Reads every request's body (all are small) within [`BODY_READ`] before its handler runs.
+async fn read_body_within(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes =
+        match tokio::time::timeout(BODY_READ, axum::body::to_bytes(body, ANY_BODY_LIMIT)).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is over {ANY_BODY_LIMIT} bytes"),
+                );
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {}s",
+                        BODY_READ.as_secs()
+                    ),
+                );
+            }
+        };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// Feishu's event callbacks: verified and decrypted by the channel, then stored like any

@@ -26,6 +26,7 @@ pub mod once_per_key;
 pub mod outbox;
 pub mod relay;
 pub mod retention;
+pub mod serve;
 pub mod store;
 pub mod supervisor;
 pub mod target;

@@ -458,11 +458,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         write_ready_file(path, bound)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
-    let server_stop = stop.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { server_stop.cancelled().await })
-        .await
-        .context("the HTTP server failed")?;
+    crate::serve::serve(listener, app, stop.clone()).await;
 
     stop.cancel();
     tracker.close();

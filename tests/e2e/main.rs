@@ -19,6 +19,7 @@ mod duplicate;
 mod fakes_self_test;
 mod feishu;
 mod heartbeat;
+mod http_limits;
 mod inbound;
 mod last_active;
 mod lifecycle;
