@@ -90,6 +90,15 @@ fn connections_past_the_cap_are_refused_at_once_and_the_relay_keeps_working() {
     );
     drop(held);
     drop(extra);
+    wait_for("the relay to take connections again", SOON, || {
+        let mut probe = TcpStream::connect(relay.addr).ok()?;
+        probe
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut answer = String::new();
+        probe.read_to_string(&mut answer).ok()?;
+        answer.starts_with("HTTP/1.1 200").then_some(())
+    });
     // Jobs and their completions go on meanwhile, and the API answers again.
     let job = relay.start_job(&rx, &dm("dm-a", "alice", "/exec echo still-serving"));
     rx.wait_for_message("the completion", SOON, |d| {
