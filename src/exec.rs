@@ -31,6 +31,26 @@ const PID_FILE_WAIT: Duration = Duration::from_secs(2);
 const PID_FILE_POLL: Duration = Duration::from_millis(10);
 const FINISH_RETRY: Duration = Duration::from_secs(1);
 
+/// How a job ended, as its completion tells it.
+struct Ended {
+    outcome: Outcome,
+    started: Option<i64>,
+    finished: i64,
+    stopped_background: u32,
+}
+
+impl Ended {
+    /// An outcome the relay decided itself (never started, lost): no supervisor's record.
+    fn without_record(outcome: Outcome) -> Ended {
+        Ended {
+            outcome,
+            started: None,
+            finished: now_ms(),
+            stopped_background: 0,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct ExecRuntime {
     inner: Arc<Inner>,
@@ -128,7 +148,7 @@ impl ExecRuntime {
                 crate::failpoint::hit(crate::failpoint::JOB_EXITED);
                 self.complete_from_dir(&job).await;
             }
-            Err(outcome) => self.finish(&job, outcome, None, now_ms()).await,
+            Err(outcome) => self.finish(&job, Ended::without_record(outcome)).await,
         }
     }
 
@@ -187,6 +207,7 @@ impl ExecRuntime {
             .arg(config.timeout.as_millis().to_string())
             .arg("--grace-ms")
             .arg(config.kill_grace.as_millis().to_string())
+            .args(config.keep_background.then_some("--keep-background"))
             // Not the relay's environment: its tokens stay with it.
             .env_clear()
             .envs(self.inner.job_env.iter().map(|(k, v)| (k, v)))
@@ -232,12 +253,16 @@ impl ExecRuntime {
     /// Reads what the supervisor recorded and finishes the job with it.
     async fn complete_from_dir(&self, job: &JobRecord) {
         let dir = self.job_dir(&job.id);
+        let mut stopped_background = 0;
         let (outcome, started, finished) = match read_status(&dir).await {
-            Some(Ok(record)) => (
-                Outcome::from_record(&record, self.inner.config.timeout),
-                Some(record.started_at),
-                record.finished_at,
-            ),
+            Some(Ok(record)) => {
+                stopped_background = record.stopped_background;
+                (
+                    Outcome::from_record(&record, self.inner.config.timeout),
+                    Some(record.started_at),
+                    record.finished_at,
+                )
+            }
             Some(Err(error)) => (
                 Outcome::Lost(format!("its exit status could not be read: {error}")),
                 job.started_at,
@@ -249,11 +274,23 @@ impl ExecRuntime {
                 now_ms(),
             ),
         };
-        self.finish(job, outcome, started, finished).await;
+        let ended = Ended {
+            outcome,
+            started,
+            finished,
+            stopped_background,
+        };
+        self.finish(job, ended).await;
     }
 
     /// Final state + completion event in one transaction, then the `exec-event` wake.
-    async fn finish(&self, job: &JobRecord, outcome: Outcome, started: Option<i64>, finished: i64) {
+    async fn finish(&self, job: &JobRecord, ended: Ended) {
+        let Ended {
+            outcome,
+            started,
+            finished,
+            stopped_background,
+        } = ended;
         let inner = &self.inner;
         let log = self.job_dir(&job.id).join(LOG_FILE);
         let (lines, chars) = (inner.config.tail_lines, inner.config.tail_chars);
@@ -278,6 +315,7 @@ impl ExecRuntime {
                 hide_command: inner.config.hide_command,
                 outcome: &outcome,
                 duration,
+                stopped_background,
                 tail: &tail,
             },
             &inner.redactor,
@@ -406,7 +444,7 @@ impl ExecRuntime {
         } else {
             tracing::warn!("the job's supervisor is gone and recorded nothing: lost");
             let outcome = Outcome::Lost("the relay restarted while it ran".into());
-            self.finish(job, outcome, None, now_ms()).await;
+            self.finish(job, Ended::without_record(outcome)).await;
         }
     }
 

@@ -210,6 +210,8 @@ pub struct Completion<'a> {
     pub hide_command: bool,
     pub outcome: &'a Outcome,
     pub duration: Option<Duration>,
+    /// Processes the job left running that were stopped when it ended.
+    pub stopped_background: u32,
     pub tail: &'a Tail,
 }
 
@@ -224,8 +226,13 @@ pub fn render_completion(completion: &Completion<'_>, redactor: &Redactor) -> St
         (Outcome::TimedOut(_), _) | (_, None) => String::new(),
         (_, Some(duration)) => format!(" after {}", format_duration(duration)),
     };
+    let stopped = match completion.stopped_background {
+        0 => String::new(),
+        1 => "; stopped 1 process it left running".into(),
+        n => format!("; stopped {n} processes it left running"),
+    };
     let mut text = format!(
-        "exec finished: {command} ({}{timing}, job {})",
+        "exec finished: {command} ({}{timing}, job {}{stopped})",
         completion.outcome.label(),
         completion.job_id
     );
@@ -356,6 +363,7 @@ mod tests {
                 hide_command: false,
                 outcome: &Outcome::Exit(101),
                 duration: Some(Duration::from_secs(133)),
+                stopped_background: 0,
                 tail: &tail,
             },
             &Redactor::default(),
@@ -377,6 +385,7 @@ mod tests {
                 hide_command: true,
                 outcome: &lost,
                 duration: None,
+                stopped_background: 0,
                 tail: &tail,
             },
             &Redactor::default(),

@@ -37,6 +37,10 @@ pub struct ExitRecord {
     /// The limit this job ran with (the config may have changed by the time it is read).
     #[serde(default)]
     pub timeout_ms: u64,
+    /// Processes the job left behind (in the background, in a session of their own) that the
+    /// supervisor stopped when the job ended.
+    #[serde(default)]
+    pub stopped_background: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +52,8 @@ pub struct SuperviseArgs {
     pub timeout: Duration,
     pub grace: Duration,
     pub job_id: String,
+    /// Leave what the job started in the background running when it ends.
+    pub keep_background: bool,
 }
 
 static TERM_REQUESTED: AtomicBool = AtomicBool::new(false);
@@ -168,6 +174,12 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
         }
     }
     command.env("EXECRELAY_JOB_ID", &args.job_id);
+    if !args.keep_background {
+        // Whatever the job leaves behind (`cmd &`, `setsid ...`, a double fork) becomes this
+        // process's child when its parent dies, so that it can be found and stopped.
+        // SAFETY: prctl(2) with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", args.shell.display()))?;
@@ -198,6 +210,12 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
         }
     };
     let status = status.map_err(|e| format!("waiting for the command failed: {e}"))?;
+    // A job ends when it ends: what it left running goes with it.
+    let stopped_background = if args.keep_background {
+        0
+    } else {
+        stop_descendants(group, args.grace)
+    };
     Ok(ExitRecord {
         exit_code: status.code(),
         signal: status.signal(),
@@ -207,7 +225,70 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
         started_at,
         finished_at: now_ms(),
         timeout_ms: args.timeout.as_millis() as u64,
+        stopped_background,
     })
+}
+
+/// Stops every process the job left behind (in its process group, or a child of this
+/// subreaper once its own parent is gone): SIGTERM to each as it shows up, SIGKILL to
+/// whatever is still there after `grace`. Reaps them all; returns how many there were.
+fn stop_descendants(group: libc::pid_t, grace: Duration) -> u32 {
+    let me = std::process::id();
+    let deadline = Instant::now() + grace;
+    // Past this, give up on processes that will not die (uninterruptible sleep).
+    let give_up = deadline + Duration::from_secs(10);
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        reap_children();
+        let left = left_behind(me, group);
+        if left.is_empty() || Instant::now() >= give_up {
+            break;
+        }
+        let signal = if Instant::now() >= deadline {
+            libc::SIGKILL
+        } else {
+            libc::SIGTERM
+        };
+        for pid in left {
+            // A second TERM is no news to a process: each gets one, then KILL.
+            if seen.insert(pid) || signal == libc::SIGKILL {
+                // SAFETY: kill(2) on a process of the job's group or a child of this one
+                // (unreaped, so its pid cannot have been reused).
+                unsafe { libc::kill(pid, signal) };
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    seen.len() as u32
+}
+
+/// Waits for every child that has exited, without blocking.
+fn reap_children() {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid(2) for any child, non-blocking, into a local.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return;
+        }
+    }
+}
+
+/// The live (not zombie) processes in the job's `group` or children of `parent`.
+fn left_behind(parent: u32, group: libc::pid_t) -> Vec<libc::pid_t> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let pid = name.to_str()?;
+            let stat = proc_stat(pid)?;
+            let ours = stat.parent == parent || stat.group == group;
+            (ours && stat.state != 'Z').then(|| pid.parse().ok())?
+        })
+        .collect()
 }
 
 /// SIGTERM to the whole group, SIGKILL after `grace`, then wait for the exit.
@@ -297,6 +378,10 @@ pub fn live_supervisor(job_dir: &Path) -> Option<u32> {
 #[derive(Debug, PartialEq, Eq)]
 struct ProcStat {
     state: char,
+    /// Its parent's pid (field 4).
+    parent: u32,
+    /// Its process group (field 5).
+    group: i32,
     /// Clock ticks since boot (field 22): no later process with the same pid shares it.
     start_time: u64,
     /// The signals it catches (field 34, a decimal bitmap).
@@ -315,6 +400,8 @@ fn parse_proc_stat(stat: &str) -> Option<ProcStat> {
     // `fields[0]` is field 3.
     Some(ProcStat {
         state: fields.first()?.chars().next()?,
+        parent: fields.get(4 - 3)?.parse().ok()?,
+        group: fields.get(5 - 3)?.parse().ok()?,
         start_time: fields.get(22 - 3)?.parse().ok()?,
         caught: fields.get(34 - 3).and_then(|f| f.parse().ok()).unwrap_or(0),
     })

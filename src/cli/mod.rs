@@ -104,6 +104,8 @@ pub enum Command {
         timeout_ms: u64,
         #[arg(long)]
         grace_ms: u64,
+        #[arg(long)]
+        keep_background: bool,
         #[arg(last = true)]
         command: Vec<String>,
     },
@@ -184,6 +186,7 @@ pub fn supervise_args(command: &Command) -> Option<SuperviseArgs> {
             workdir,
             timeout_ms,
             grace_ms,
+            keep_background,
             command,
         } => Some(SuperviseArgs {
             job_dir: job_dir.clone(),
@@ -193,6 +196,7 @@ pub fn supervise_args(command: &Command) -> Option<SuperviseArgs> {
             command: command.join(" "),
             timeout: Duration::from_millis(*timeout_ms),
             grace: Duration::from_millis(*grace_ms),
+            keep_background: *keep_background,
         }),
         _ => None,
     }

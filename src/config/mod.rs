@@ -151,6 +151,8 @@ pub struct ExecConfig {
     /// once nothing of it is owed; zero keeps everything.
     #[serde(deserialize_with = "de_duration")]
     pub keep_jobs: Duration,
+    /// Leave what a job starts in the background running when it ends (daemons on purpose).
+    pub keep_background: bool,
     /// What jobs get beyond the base environment (`job_env::BASE`): `NAME` passes the relay's
     /// `NAME` through, `NAME=value` sets it.
     pub env: Vec<String>,
@@ -180,6 +182,7 @@ impl Default for ExecConfig {
             kill_grace: Duration::from_secs(5),
             keep_jobs: Duration::from_secs(30 * 24 * 3600),
             env: Vec::new(),
+            keep_background: false,
         }
     }
 }

@@ -357,3 +357,89 @@ fn one_person_cannot_take_every_slot() {
     }
     assert!(!relay.path("refused-marker").exists());
 }
+
+/// Pids of live processes whose command line holds `needle` (a test's unique marker).
+fn processes_with(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_string();
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (state != "Z" && cmdline.contains(needle)).then_some(pid)
+        })
+        .collect()
+}
+
+/// The attacks on "a job ends when it ends": a job that leaves a process in the background,
+/// one that ignores SIGTERM past its timeout, one that escapes into a session of its own.
+/// When the job ends, nothing of it runs on, and the completion says what was stopped.
+#[test]
+fn a_job_ends_when_it_ends_whatever_it_left_running() {
+    let rx = Receiver::start();
+    let relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .set("exec", "timeout", &toml_str("2s"))
+        .set("exec", "kill_grace", &toml_str("300ms"))
+        .start();
+    let cases = [
+        ("sleep 31.01 & echo started", "sleep 31.01", "exit 0"),
+        (
+            "(trap '' TERM; exec sleep 33.02)",
+            "sleep 33.02",
+            "timed out after 2.0s",
+        ),
+        (
+            "setsid -w sleep 32.03",
+            "sleep 32.03",
+            "timed out after 2.0s",
+        ),
+    ];
+    for (command, marker, outcome) in cases {
+        let job = relay.start_job(&rx, &dm("dm-a", "alice", &format!("/exec {command}")));
+        let done = rx.wait_for_message("the completion", SOON, |d| {
+            is_completion_of(&d.text, &job.id)
+        });
+        let first = done.text.lines().next().unwrap_or_default();
+        assert!(first.contains(outcome), "{command}: {first}");
+        assert!(
+            first.contains("stopped 1 process it left running"),
+            "{command}: {first}"
+        );
+        let left = processes_with(marker);
+        assert!(left.is_empty(), "{command}: still running as {left:?}");
+    }
+}
+
+/// `[exec] keep_background = true`: for people who start daemons on purpose, what a job
+/// leaves running stays.
+#[test]
+fn keep_background_leaves_daemons_running() {
+    let rx = Receiver::start();
+    let relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .set("exec", "keep_background", "true")
+        .start();
+    let job = relay.start_job(
+        &rx,
+        &dm("dm-a", "alice", "/exec sleep 30.04 & echo started"),
+    );
+    let done = rx.wait_for_message("the completion", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+    assert!(!done.text.contains("stopped"), "{:?}", done.text);
+    let left = processes_with("sleep 30.04");
+    assert_eq!(left.len(), 1, "the daemon is gone: {left:?}");
+    // SAFETY: kill(2) on the test's own leftover.
+    unsafe { libc::kill(left[0] as libc::pid_t, libc::SIGKILL) };
+}
