@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 use execrelay_channel::CancellationToken;
 use tokio::sync::Notify;
 
+use crate::data_dir::FreeSpace;
 use crate::duration::format_duration;
 use crate::exec::ExecRuntime;
 use crate::jobs::{self, Redactor, new_job_id};
 use crate::log_throttle::LogThrottle;
 use crate::once_per_key::OncePerKey;
 use crate::outbox::Outbox;
+use crate::size::format_size;
 use crate::store::{InboxRecord, JobRecord, NewJob, NewOutbox, Store, StoreError, now_ms};
 
 const BATCH: usize = 64;
@@ -107,6 +109,8 @@ pub struct CommandProcessor {
     outbox: Outbox,
     exec: ExecRuntime,
     workdir: String,
+    /// Room the data directory keeps for the store: new jobs wait for it.
+    space: FreeSpace,
     started: Instant,
     wake: Arc<Notify>,
     /// Inbox rows whose sender was told that the disk is full, so that a row retried every
@@ -124,12 +128,14 @@ impl CommandProcessor {
         exec: ExecRuntime,
         workdir: String,
         wake: Arc<Notify>,
+        space: FreeSpace,
     ) -> CommandProcessor {
         CommandProcessor {
             store,
             outbox,
             exec,
             workdir,
+            space,
             started: Instant::now(),
             wake,
             delayed_while_full: Mutex::default(),
@@ -280,6 +286,16 @@ impl CommandProcessor {
                 "not started: {} jobs are running, the limit is {}; try again when one ends",
                 self.exec.running(),
                 self.exec.max_concurrent()
+            );
+            return self.answer(message, &text).await;
+        }
+        if let Some(free) = self.space.short() {
+            let text = format!(
+                "not started: the relay's disk has {} free, and it keeps {} (store.min_free) \
+                 for what it owes; running jobs still report back here. Try again once space \
+                 is freed.",
+                format_size(free),
+                format_size(self.space.min_free)
             );
             return self.answer(message, &text).await;
         }

@@ -157,3 +157,27 @@ pub(crate) fn lock_store(store: &Path) -> anyhow::Result<std::fs::File> {
     }
     Ok(file)
 }
+
+/// "Is there room for another job?": the data directory's filesystem keeps `min_free` for
+/// the store, so that one job's output never brings it to the disk-full wall.
+#[derive(Debug, Clone)]
+pub struct FreeSpace {
+    pub dir: PathBuf,
+    pub min_free: u64,
+}
+
+impl FreeSpace {
+    /// `Some(bytes free)` when that is less than `min_free`; `None` when there is room (or the
+    /// filesystem cannot tell).
+    pub fn short(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs(2) into a zeroed struct, on a NUL-terminated path.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+            return None;
+        }
+        let free = (stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64);
+        (free < self.min_free).then_some(free)
+    }
+}

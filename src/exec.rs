@@ -37,6 +37,8 @@ struct Ended {
     started: Option<i64>,
     finished: i64,
     stopped_background: u32,
+    /// (bytes written, bytes dropped) of its output.
+    output: (u64, u64),
 }
 
 impl Ended {
@@ -47,6 +49,7 @@ impl Ended {
             started: None,
             finished: now_ms(),
             stopped_background: 0,
+            output: (0, 0),
         }
     }
 }
@@ -208,6 +211,8 @@ impl ExecRuntime {
             .arg("--grace-ms")
             .arg(config.kill_grace.as_millis().to_string())
             .args(config.keep_background.then_some("--keep-background"))
+            .arg("--max-output")
+            .arg(config.max_output.to_string())
             // Not the relay's environment: its tokens stay with it.
             .env_clear()
             .envs(self.inner.job_env.iter().map(|(k, v)| (k, v)))
@@ -254,9 +259,11 @@ impl ExecRuntime {
     async fn complete_from_dir(&self, job: &JobRecord) {
         let dir = self.job_dir(&job.id);
         let mut stopped_background = 0;
+        let mut output = (0, 0);
         let (outcome, started, finished) = match read_status(&dir).await {
             Some(Ok(record)) => {
                 stopped_background = record.stopped_background;
+                output = (record.output_bytes, record.dropped_bytes);
                 (
                     Outcome::from_record(&record, self.inner.config.timeout),
                     Some(record.started_at),
@@ -279,6 +286,7 @@ impl ExecRuntime {
             started,
             finished,
             stopped_background,
+            output,
         };
         self.finish(job, ended).await;
     }
@@ -290,6 +298,7 @@ impl ExecRuntime {
             started,
             finished,
             stopped_background,
+            output,
         } = ended;
         let inner = &self.inner;
         let log = self.job_dir(&job.id).join(LOG_FILE);
@@ -316,6 +325,7 @@ impl ExecRuntime {
                 outcome: &outcome,
                 duration,
                 stopped_background,
+                output,
                 tail: &tail,
             },
             &inner.redactor,

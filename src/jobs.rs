@@ -9,6 +9,7 @@ use std::time::Duration;
 use execrelay_channel::Secret;
 
 use crate::duration::format_duration;
+use crate::size::format_size;
 use crate::store::JobState;
 use crate::supervisor::ExitRecord;
 
@@ -212,6 +213,8 @@ pub struct Completion<'a> {
     pub duration: Option<Duration>,
     /// Processes the job left running that were stopped when it ended.
     pub stopped_background: u32,
+    /// (bytes written, bytes dropped): the job's output, past `max_output`.
+    pub output: (u64, u64),
     pub tail: &'a Tail,
 }
 
@@ -242,6 +245,13 @@ pub fn render_completion(completion: &Completion<'_>, redactor: &Redactor) -> St
         }
         Outcome::FailedToStart(why) => text.push_str(&format!("\n{why}")),
         _ => {}
+    }
+    if let (written, dropped @ 1..) = completion.output {
+        text.push_str(&format!(
+            "\n[{} of output; the first {} were dropped to stay within exec.max_output]",
+            format_size(written),
+            format_size(dropped)
+        ));
     }
     let tail = completion.tail;
     if tail.truncated {
@@ -364,6 +374,7 @@ mod tests {
                 outcome: &Outcome::Exit(101),
                 duration: Some(Duration::from_secs(133)),
                 stopped_background: 0,
+                output: (0, 0),
                 tail: &tail,
             },
             &Redactor::default(),
@@ -386,6 +397,7 @@ mod tests {
                 outcome: &lost,
                 duration: None,
                 stopped_background: 0,
+                output: (0, 0),
                 tail: &tail,
             },
             &Redactor::default(),

@@ -27,6 +27,7 @@ pub mod outbox;
 pub mod relay;
 pub mod retention;
 pub mod serve;
+pub mod size;
 pub mod store;
 pub mod supervisor;
 pub mod target;

@@ -392,6 +392,10 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         exec.clone(),
         workdir,
         command_wake,
+        crate::data_dir::FreeSpace {
+            dir: config.store.data_dir(),
+            min_free: config.store.min_free,
+        },
     );
 
     let stop = CancellationToken::new();

@@ -41,6 +41,12 @@ pub struct ExitRecord {
     /// supervisor stopped when the job ended.
     #[serde(default)]
     pub stopped_background: u32,
+    /// Bytes of output the job wrote, and how many of the oldest were dropped to keep its
+    /// log within `max_output`.
+    #[serde(default)]
+    pub output_bytes: u64,
+    #[serde(default)]
+    pub dropped_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +60,8 @@ pub struct SuperviseArgs {
     pub job_id: String,
     /// Leave what the job started in the background running when it ends.
     pub keep_background: bool,
+    /// Output kept on disk at most; past it the oldest is dropped.
+    pub max_output: u64,
 }
 
 static TERM_REQUESTED: AtomicBool = AtomicBool::new(false);
@@ -147,6 +155,14 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
     let log_err = log
         .try_clone()
         .map_err(|e| format!("cannot open the job log: {e}"))?;
+    let mut cap = OutputCap {
+        log: log
+            .try_clone()
+            .map_err(|e| format!("cannot open the job log: {e}"))?,
+        max: args.max_output,
+        emptied: 0,
+        punched: 0,
+    };
     // Handed over in a file, not on the command line: a supervisor's argv is visible in `ps`
     // to every local user (an older relay still passes it as arguments).
     let line = if args.command.is_empty() {
@@ -195,6 +211,7 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
     let mut timed_out = false;
     let mut killed = false;
     let status = loop {
+        cap.enforce();
         match exit.recv_timeout(Duration::from_millis(50)) {
             Ok(status) => break status,
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -216,6 +233,8 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
     } else {
         stop_descendants(group, args.grace)
     };
+    cap.enforce();
+    let (output_bytes, dropped_bytes) = cap.totals();
     Ok(ExitRecord {
         exit_code: status.code(),
         signal: status.signal(),
@@ -226,7 +245,60 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
         finished_at: now_ms(),
         timeout_ms: args.timeout.as_millis() as u64,
         stopped_background,
+        output_bytes,
+        dropped_bytes,
     })
+}
+
+/// Keeps a job's log within `max` bytes on disk: past it, the oldest part is freed, keeping
+/// the most recent half. The job writes to the log directly (no copy through this process),
+/// so this looks at it every tick of the supervisor's loop and once at the end.
+struct OutputCap {
+    log: File,
+    max: u64,
+    /// Bytes written before the log was last emptied (where holes cannot be punched).
+    emptied: u64,
+    /// The log's first bytes, freed as a hole: offsets stay, so its end reads as before.
+    punched: u64,
+}
+
+impl OutputCap {
+    fn enforce(&mut self) {
+        use std::os::fd::AsRawFd;
+        let Ok(size) = self.log.metadata().map(|m| m.len()) else {
+            return;
+        };
+        if size.saturating_sub(self.punched) <= self.max {
+            return;
+        }
+        let upto = size.saturating_sub(self.max / 2) & !4095;
+        if upto <= self.punched {
+            return;
+        }
+        let fd = self.log.as_raw_fd();
+        // SAFETY: fallocate(2) on a descriptor this struct owns, within the file's size.
+        let punched = unsafe {
+            libc::fallocate(
+                fd,
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                self.punched as libc::off_t,
+                (upto - self.punched) as libc::off_t,
+            )
+        } == 0;
+        if punched {
+            self.punched = upto;
+        } else if self.log.set_len(0).is_ok() {
+            // No holes here: start the log again (the job appends, so it follows).
+            self.emptied += size;
+            self.punched = 0;
+        }
+    }
+
+    /// (bytes written, bytes dropped).
+    fn totals(&self) -> (u64, u64) {
+        let size = self.log.metadata().map(|m| m.len()).unwrap_or(0);
+        (self.emptied + size, self.emptied + self.punched)
+    }
 }
 
 /// Stops every process the job left behind (in its process group, or a child of this

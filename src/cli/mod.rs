@@ -106,6 +106,9 @@ pub enum Command {
         grace_ms: u64,
         #[arg(long)]
         keep_background: bool,
+        /// Absent (an older relay): no cap.
+        #[arg(long)]
+        max_output: Option<u64>,
         #[arg(last = true)]
         command: Vec<String>,
     },
@@ -187,6 +190,7 @@ pub fn supervise_args(command: &Command) -> Option<SuperviseArgs> {
             timeout_ms,
             grace_ms,
             keep_background,
+            max_output,
             command,
         } => Some(SuperviseArgs {
             job_dir: job_dir.clone(),
@@ -197,6 +201,7 @@ pub fn supervise_args(command: &Command) -> Option<SuperviseArgs> {
             timeout: Duration::from_millis(*timeout_ms),
             grace: Duration::from_millis(*grace_ms),
             keep_background: *keep_background,
+            max_output: max_output.unwrap_or(u64::MAX),
         }),
         _ => None,
     }

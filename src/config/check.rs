@@ -47,6 +47,12 @@ pub(crate) fn check_values(config: &Config, found: &mut Findings<'_>) {
         ),
         _ => {}
     }
+    if config.exec.max_output < 1 << 20 {
+        found.error(
+            "exec.max_output",
+            "must be at least 1MiB (a completion's tail comes from its end)",
+        );
+    }
     if config.exec.timeout.is_zero() {
         found.error("exec.timeout", "must be longer than 0 (e.g. \"30m\")");
     }

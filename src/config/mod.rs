@@ -80,6 +80,9 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// Names this relay in delivery leases; relays sharing one database need distinct names.
     pub node: String,
+    /// New jobs are refused while the data directory's filesystem has less free than this.
+    #[serde(deserialize_with = "de_size")]
+    pub min_free: u64,
 }
 
 impl Default for StoreConfig {
@@ -87,6 +90,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: PathBuf::from("./data/execrelay.db"),
             node: "local".into(),
+            min_free: 256 << 20,
         }
     }
 }
@@ -153,6 +157,9 @@ pub struct ExecConfig {
     pub keep_jobs: Duration,
     /// Leave what a job starts in the background running when it ends (daemons on purpose).
     pub keep_background: bool,
+    /// Output one job may keep on disk; past it, its log keeps the most recent output.
+    #[serde(deserialize_with = "de_size")]
+    pub max_output: u64,
     /// What jobs get beyond the base environment (`job_env::BASE`): `NAME` passes the relay's
     /// `NAME` through, `NAME=value` sets it.
     pub env: Vec<String>,
@@ -183,6 +190,7 @@ impl Default for ExecConfig {
             keep_jobs: Duration::from_secs(30 * 24 * 3600),
             env: Vec::new(),
             keep_background: false,
+            max_output: 1 << 30,
         }
     }
 }
@@ -480,6 +488,11 @@ impl Default for WebhookChannelConfig {
             max_chars: 4000,
         }
     }
+}
+
+fn de_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let raw = String::deserialize(deserializer)?;
+    crate::size::parse_size(&raw).map_err(serde::de::Error::custom)
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {

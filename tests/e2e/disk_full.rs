@@ -166,3 +166,62 @@ fn a_full_disk_refuses_new_jobs_keeps_owed_completions_and_recovers() {
     });
     assert!(!ran_refused, "a refused command ran");
 }
+
+/// The attack: one `/exec` prints far past `[exec] max_output`. Its log keeps only the most
+/// recent output on disk, the tail is still its end, and the completion says how much was
+/// written and dropped.
+#[test]
+fn output_past_max_output_keeps_the_most_recent_on_disk() {
+    use std::os::unix::fs::MetadataExt;
+    let rx = Receiver::start();
+    let relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .set("exec", "max_output", &toml_str("1MiB"))
+        .start();
+    let job = relay.start_job(
+        &rx,
+        &dm(
+            "dm-a",
+            "alice",
+            "/exec head -c 8000000 /dev/zero | tr '\\0' x; echo; echo THE-END",
+        ),
+    );
+    let done = rx.wait_for_message("the completion", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+    assert!(
+        done.text.contains("[7.6 MiB of output; the first ")
+            && done
+                .text
+                .contains("were dropped to stay within exec.max_output]"),
+        "{:?}",
+        &done.text[..done.text.len().min(300)]
+    );
+    assert_eq!(output_lines(&done.text).last(), Some(&"THE-END"));
+    let log = relay.path(&format!("jobs/{}/output.log", job.id));
+    let on_disk = std::fs::metadata(&log).unwrap().blocks() * 512;
+    assert!(
+        on_disk <= (1 << 20) + (64 << 10),
+        "the log takes {on_disk} bytes on disk"
+    );
+}
+
+/// New jobs wait for room: while the data directory's filesystem has less than
+/// `[store] min_free` free, `/exec` is refused saying so, before anything runs.
+#[test]
+fn exec_is_refused_while_the_disk_is_below_min_free() {
+    let rx = Receiver::start();
+    let relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .set("store", "min_free", &toml_str("1000TiB"))
+        .start();
+    relay.say(&dm("dm-a", "alice", "/exec touch ran-anyway"));
+    let refusal = rx.wait_for_message("the refusal", SOON, |d| d.text.starts_with("not started"));
+    assert!(
+        refusal.text.contains("store.min_free"),
+        "{:?}",
+        refusal.text
+    );
+    assert!(relay.jobs().is_empty());
+    assert!(!relay.path("ran-anyway").exists());
+}
