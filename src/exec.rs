@@ -70,6 +70,8 @@ struct Inner {
     executable: PathBuf,
     /// What a supervisor and its job get instead of the relay's environment.
     job_env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    /// The uid and gid jobs run as (`[exec] run_as`).
+    run_as: Option<(u32, u32)>,
     /// Jobs whose supervisor this relay has asked to start (or is giving a moment to show up
     /// after a restart) and has not seen exit: until its pid file is there, such a job is
     /// starting, not gone.
@@ -97,7 +99,26 @@ impl ExecRuntime {
         // Absolute, so that a supervisor's command line (which names its job directory) is
         // recognised after a restart from another working directory.
         let jobs_dir = std::fs::canonicalize(&jobs_dir)?;
+        // Checked by the config already; resolved again here, as it is now.
+        let run_as = match &config.run_as {
+            Some(user) => Some(
+                crate::job_user::resolve(user, config.run_as_group.as_deref())
+                    .map_err(std::io::Error::other)?,
+            ),
+            None => None,
+        };
         let mut job_env = crate::job_env::job_environment(&config.env, std::env::vars_os());
+        if let Some(account) = &run_as {
+            // The job's account's own, not the relay's.
+            for (name, value) in [
+                ("HOME", &account.home),
+                ("USER", &account.name),
+                ("LOGNAME", &account.name),
+            ] {
+                job_env.retain(|(n, _)| n != name);
+                job_env.push((name.into(), value.into()));
+            }
+        }
         // The supervisor's own test points (it drops every EXECRELAY_* before the job).
         if let Some(failpoint) = std::env::var_os(crate::failpoint::VARIABLE) {
             job_env.push((crate::failpoint::VARIABLE.into(), failpoint));
@@ -106,6 +127,7 @@ impl ExecRuntime {
             inner: Arc::new(Inner {
                 store,
                 job_env,
+                run_as: run_as.map(|account| (account.uid, account.gid)),
                 config,
                 jobs_dir,
                 heartbeat,
@@ -213,6 +235,14 @@ impl ExecRuntime {
             .args(config.keep_background.then_some("--keep-background"))
             .arg("--max-output")
             .arg(config.max_output.to_string())
+            .args(self.inner.run_as.iter().flat_map(|(uid, gid)| {
+                [
+                    "--uid".to_string(),
+                    uid.to_string(),
+                    "--gid".to_string(),
+                    gid.to_string(),
+                ]
+            }))
             // Not the relay's environment: its tokens stay with it.
             .env_clear()
             .envs(self.inner.job_env.iter().map(|(k, v)| (k, v)))

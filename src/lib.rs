@@ -18,6 +18,7 @@ pub mod failpoint;
 pub mod heartbeat;
 pub mod inbound;
 pub mod job_env;
+pub mod job_user;
 pub mod jobs;
 pub mod local;
 pub mod log_throttle;

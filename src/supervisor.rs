@@ -62,6 +62,8 @@ pub struct SuperviseArgs {
     pub keep_background: bool,
     /// Output kept on disk at most; past it the oldest is dropped.
     pub max_output: u64,
+    /// The account and group the job runs as (`[exec] run_as`); `None`: the supervisor's.
+    pub run_as: Option<(u32, u32)>,
 }
 
 static TERM_REQUESTED: AtomicBool = AtomicBool::new(false);
@@ -190,6 +192,11 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
         }
     }
     command.env("EXECRELAY_JOB_ID", &args.job_id);
+    if let Some((uid, gid)) = args.run_as {
+        // Dropped in the child before it runs anything (supplementary groups cleared too);
+        // the job directory and its log stay the relay's.
+        command.uid(uid).gid(gid);
+    }
     if !args.keep_background {
         // Whatever the job leaves behind (`cmd &`, `setsid ...`, a double fork) becomes this
         // process's child when its parent dies, so that it can be found and stopped.

@@ -109,6 +109,11 @@ pub enum Command {
         /// Absent (an older relay): no cap.
         #[arg(long)]
         max_output: Option<u64>,
+        /// Run the job as this uid (with --gid).
+        #[arg(long, requires = "gid")]
+        uid: Option<u32>,
+        #[arg(long, requires = "uid")]
+        gid: Option<u32>,
         #[arg(last = true)]
         command: Vec<String>,
     },
@@ -191,6 +196,8 @@ pub fn supervise_args(command: &Command) -> Option<SuperviseArgs> {
             grace_ms,
             keep_background,
             max_output,
+            uid,
+            gid,
             command,
         } => Some(SuperviseArgs {
             job_dir: job_dir.clone(),
@@ -202,6 +209,7 @@ pub fn supervise_args(command: &Command) -> Option<SuperviseArgs> {
             grace: Duration::from_millis(*grace_ms),
             keep_background: *keep_background,
             max_output: max_output.unwrap_or(u64::MAX),
+            run_as: uid.zip(*gid),
         }),
         _ => None,
     }

@@ -404,9 +404,53 @@ pub(crate) fn check_secrets(config: &Config, found: &mut Findings<'_>) {
 
 /// The shell and the workdir every job needs, checked on this machine.
 pub(crate) fn check_system(config: &Config, found: &mut Findings<'_>) {
+    check_job_user(config, found);
     check_shell(&config.exec.shell, found);
     check_store_dir(config, found);
     check_workdir(&config.exec.workdir, found);
+}
+
+/// `run_as` names an account this relay can start jobs as; without it, say what job code can
+/// reach.
+fn check_job_user(config: &Config, found: &mut Findings<'_>) {
+    use crate::job_user::{relay_is_root, resolve};
+    let exec = &config.exec;
+    match (&exec.run_as, &exec.run_as_group) {
+        (None, Some(_)) => found.error("exec.run_as_group", "needs exec.run_as"),
+        (Some(user), group) => match resolve(user, group.as_deref()) {
+            Err(why) => {
+                let key = if why.contains("group") {
+                    "exec.run_as_group"
+                } else {
+                    "exec.run_as"
+                };
+                found.error(key, why);
+            }
+            Ok(account) if !relay_is_root() => found.error(
+                "exec.run_as",
+                format!(
+                    "starting jobs as `{}` needs the relay to run as root",
+                    account.name
+                ),
+            ),
+            Ok(account) if account.uid == 0 => found.warn(
+                "exec.run_as",
+                "jobs run as root: job code can read the relay's config, database and secrets",
+            ),
+            Ok(_) => {}
+        },
+        (None, None) if relay_is_root() => found.warn(
+            "exec.run_as",
+            "jobs run as root: job code can read the relay's config, database and secrets; \
+             set exec.run_as to an unprivileged account",
+        ),
+        (None, None) if !config.secrets().is_empty() => found.warn(
+            "exec.run_as",
+            "jobs run as the relay's own user, so job code can read its secrets and data; \
+             run the relay as root with exec.run_as, or as a user of its own",
+        ),
+        (None, None) => {}
+    }
 }
 
 fn check_shell(shell: &Path, found: &mut Findings<'_>) {

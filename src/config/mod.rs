@@ -157,6 +157,10 @@ pub struct ExecConfig {
     pub keep_jobs: Duration,
     /// Leave what a job starts in the background running when it ends (daemons on purpose).
     pub keep_background: bool,
+    /// The account jobs run as (a relay running as root only); `None`: the relay's own.
+    pub run_as: Option<String>,
+    /// The group jobs run with; default: `run_as`'s own.
+    pub run_as_group: Option<String>,
     /// Output one job may keep on disk; past it, its log keeps the most recent output.
     #[serde(deserialize_with = "de_size")]
     pub max_output: u64,
@@ -191,6 +195,8 @@ impl Default for ExecConfig {
             env: Vec::new(),
             keep_background: false,
             max_output: 1 << 30,
+            run_as: None,
+            run_as_group: None,
         }
     }
 }
@@ -901,6 +907,8 @@ mod tests {
         let uncommented: String = example
             .lines()
             .map(|l| match l.strip_prefix("# ") {
+                // run_as needs a relay running as root.
+                Some(rest) if rest.starts_with("run_as") && !crate::job_user::relay_is_root() => l,
                 Some(rest) if rest.contains(" = ") && !rest.contains("Also:") => rest,
                 _ => l,
             })

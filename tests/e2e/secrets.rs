@@ -244,3 +244,58 @@ fn a_running_jobs_command_line_is_not_in_its_supervisors_argv() {
         done.text
     );
 }
+
+/// The attack, with `[exec] run_as`: job code tries to read the relay's database, config and
+/// another job's log. A relay running as root starts its jobs as the named account, which can
+/// read none of them; the job still runs, reports and is stopped as usual.
+#[test]
+fn with_run_as_job_code_cannot_reach_the_relays_data() {
+    use std::os::unix::fs::PermissionsExt;
+    if !running_as_root() {
+        eprintln!("skipped: run_as needs the relay to run as root");
+        return;
+    }
+    let rx = Receiver::start();
+    let workdir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(workdir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let builder = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .set("exec", "run_as", &toml_str("nobody"))
+        .set(
+            "exec",
+            "workdir",
+            &toml_str(&workdir.path().to_string_lossy()),
+        );
+    let data = builder.dir().to_path_buf();
+    let relay = builder.start();
+    let earlier = relay.start_job(&rx, &dm("dm-a", "alice", "/exec echo earlier-job-output"));
+    rx.wait_for_message("the first completion", SOON, |d| {
+        is_completion_of(&d.text, &earlier.id)
+    });
+    let probe = format!(
+        "/exec id -u; echo HOME=$HOME; cat {db} {cfg} {log} 2>&1 | head -c 300; touch {data}/planted 2>&1; echo probed",
+        db = data.join("execrelay.db").display(),
+        cfg = data.join("execrelay.toml").display(),
+        log = data
+            .join(format!("jobs/{}/output.log", earlier.id))
+            .display(),
+        data = data.display(),
+    );
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", &probe));
+    let done = rx.wait_for_message("the completion", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+    let output = output_lines(&done.text);
+    assert_eq!(output.first(), Some(&"65534"), "{:?}", done.text);
+    assert!(output.contains(&"HOME=/nonexistent"), "{:?}", done.text);
+    assert!(output.contains(&"probed"), "{:?}", done.text);
+    assert!(done.text.contains("Permission denied"), "{:?}", done.text);
+    for leak in ["SQLite format", "[store]", "earlier-job-output", SECRET] {
+        assert!(
+            !done.text.contains(leak),
+            "the job read `{leak}`: {:?}",
+            done.text
+        );
+    }
+    assert!(!data.join("planted").exists());
+}
