@@ -639,6 +639,7 @@ async fn post_chat(
         text: request.text,
         platform_message_id: request.id,
         sent_at_ms: None,
+        forwarded: false,
     };
     accept(&state, message, Caller::LocalChat).await
 }

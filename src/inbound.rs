@@ -25,6 +25,8 @@ pub const LOCAL_CHANNEL: &str = "local";
 pub const LOCAL_USER: &str = "local";
 /// Sent without storing it: the store is what is full.
 const DISK_FULL_REFUSAL: &str = "refused: the relay's disk is full, so it takes no new commands. Jobs already running still report back here; try again once space is freed.";
+const FORWARD_REFUSAL: &str =
+    "forwarded messages are not run: send the command yourself if you mean it";
 const REFUSAL_INTERVAL: Duration = Duration::from_secs(3600);
 const REFUSAL_MEMORY: usize = 10_000;
 
@@ -161,6 +163,22 @@ impl InboundHandler {
                     .await
             {
                 tracing::error!(error = %error, "cannot queue the refusal");
+            }
+            return Ok((Accepted::Stored, None));
+        }
+        if message.forwarded {
+            // Someone else's words: run as the forwarder's, anyone who gets a message
+            // forwarded to the bot by an allowed user would run commands. Nothing is stored;
+            // a direct chat is told why.
+            if is_command
+                && message.route.chat_type == ChatType::Direct
+                && self.refused_recently.admit(&format!("forward:{sender}"))
+                && let Err(error) = self
+                    .outbox
+                    .send_reply(&message.route, FORWARD_REFUSAL)
+                    .await
+            {
+                tracing::error!(error = %error, "cannot queue the forward refusal");
             }
             return Ok((Accepted::Stored, None));
         }

@@ -423,3 +423,26 @@ fn a_photo_sent_directly_gets_a_text_only_notice() {
     assert_eq!(notice.thread_id, None);
     assert!(relay.jobs().is_empty());
 }
+
+/// The attack: someone gets an allowed user to forward them a message that holds a command
+/// (or forwards one the user once sent elsewhere). A forward is someone else's words: it never
+/// runs as the forwarder's command, and a direct chat is told why.
+#[test]
+fn a_forwarded_command_never_runs() {
+    let (tg, rx) = (FakeTelegram::start(), Receiver::start());
+    let relay = start(&tg, &rx, &[&format!("telegram:{ALICE}")]);
+    let mut forwarded = dm(ALICE, "/exec touch forwarded-ran");
+    forwarded["forward_origin"] = serde_json::json!({
+        "type": "user",
+        "date": 1_700_000_000,
+        "sender_user": {"id": 666, "is_bot": false, "first_name": "Mallory"},
+    });
+    tg.push(forwarded);
+    let refusal = wait_sent(&tg, ALICE, "the refusal", |s| s.text.contains("forwarded"));
+    assert!(refusal.text.contains("not run"), "{:?}", refusal.text);
+    // Commands are taken in order: once her own /help is answered, the forward was read.
+    tg.push(dm(ALICE, "/help"));
+    wait_sent(&tg, ALICE, "the /help answer", |s| s.text.contains("/tail"));
+    assert!(relay.jobs().is_empty(), "{:?}", relay.jobs());
+    assert!(!relay.path("forwarded-ran").exists());
+}

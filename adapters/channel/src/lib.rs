@@ -65,6 +65,9 @@ pub struct InboundMessage {
     /// requests run concurrently). A session's last route then only moves forward in this time
     /// within one channel. `None` where messages arrive in order (Telegram's update loop).
     pub sent_at_ms: Option<i64>,
+    /// Forwarded from someone else (Telegram's `forward_origin`): someone else's words, so
+    /// never run as the forwarder's command.
+    pub forwarded: bool,
 }
 
 /// What [`InboundSink::accept`] did with a message.

@@ -95,6 +95,7 @@ pub fn to_inbound(
         platform_message_id: Some(message.id.get().to_string()),
         // serenity dispatches each event on its own task: two messages may arrive swapped.
         sent_at_ms: Some(snowflake_millis(message.id.get())),
+        forwarded: false,
     })
 }
 

@@ -75,6 +75,7 @@ pub fn to_inbound(update: &Update, me: &BotIdentity) -> Option<InboundMessage> {
         platform_message_id: Some(update.id.0.to_string()),
         // Our polling loop hands updates over one by one, in Telegram's order.
         sent_at_ms: None,
+        forwarded: message.forward_origin().is_some(),
     })
 }
 

@@ -159,6 +159,7 @@ pub fn parse_inbound(body: &[u8]) -> Result<InboundMessage, WebhookError> {
         text,
         platform_message_id: message_id,
         sent_at_ms,
+        forwarded: false,
     })
 }
 
@@ -329,6 +330,7 @@ mod tests {
                 text: "/exec ls".into(),
                 platform_message_id: Some("m9".into()),
                 sent_at_ms: Some(1_700_000_000_123),
+                forwarded: false,
             }
         );
     }

@@ -228,6 +228,7 @@ pub(crate) fn receive(
         // Feishu posts events concurrently, so they may be handled out of order.
         sent_at_ms: millis_field(message, &["create_time"])
             .or_else(|| millis_field(header, &["create_time"])),
+        forwarded: false,
     }))
 }
 
