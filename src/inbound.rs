@@ -25,6 +25,15 @@ pub const LOCAL_CHANNEL: &str = "local";
 pub const LOCAL_USER: &str = "local";
 /// Sent without storing it: the store is what is full.
 const DISK_FULL_REFUSAL: &str = "refused: the relay's disk is full, so it takes no new commands. Jobs already running still report back here; try again once space is freed.";
+/// Whether `text` is a command addressed to a bot by name (`/cmd@name ...`).
+fn addressed_to_another_bot(text: &str) -> bool {
+    let Some(rest) = text.trim_start().strip_prefix('/') else {
+        return false;
+    };
+    let word = rest.split(char::is_whitespace).next().unwrap_or("");
+    word.split_once('@').is_some_and(|(_, bot)| !bot.is_empty())
+}
+
 const FORWARD_REFUSAL: &str =
     "forwarded messages are not run: send the command yourself if you mean it";
 const REFUSAL_INTERVAL: Duration = Duration::from_secs(3600);
@@ -143,6 +152,11 @@ impl InboundHandler {
         let channel = message.route.channel.clone();
         let sender = format!("{channel}:{}", message.sender_id);
         let is_command = message.text.trim_start().starts_with('/');
+        if addressed_to_another_bot(&message.text) {
+            // `/cmd@otherbot`: another bot's business, on every channel (an adapter that knows
+            // our own name passes `/cmd@us` on as `/cmd`).
+            return Ok((Accepted::Stored, None));
+        }
         if !self.access.is_allowed(&channel, &message.sender_id) {
             // A busy group full of strangers (or bots) must not flood the log.
             if let Some(held_back) = self.refusals_logged.admit() {

@@ -216,3 +216,22 @@ fn a_timestamp_in_milliseconds_is_refused_saying_so() {
     assert!(error.contains("in milliseconds"), "{body}");
     assert!(relay.jobs().is_empty());
 }
+
+/// `/cmd@otherbot` is another bot's business on every channel (Telegram already dropped it):
+/// in a group or a direct chat, nothing runs and nothing is answered.
+#[test]
+fn a_command_for_another_bot_is_ignored() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
+    relay.say(&group_msg(
+        "room",
+        "alice",
+        "/exec@otherbot touch ran-for-otherbot",
+    ));
+    relay.say(&dm("dm-a", "alice", "/jobs@otherbot"));
+    relay.say(&dm("dm-a", "alice", "/help"));
+    rx.wait_for_message("the /help answer", SOON, |d| d.text.contains("/tail"));
+    assert_eq!(rx.messages().len(), 1, "{:?}", rx.messages());
+    assert!(relay.jobs().is_empty());
+    assert!(!relay.path("ran-for-otherbot").exists());
+}

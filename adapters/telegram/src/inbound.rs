@@ -45,6 +45,20 @@ pub fn addressed_to_another_bot(text: &str, our_username: &str) -> bool {
     }
 }
 
+/// `/cmd@ourbot args` as `/cmd args`; anything else as it is.
+fn without_our_name(text: &str, our_username: &str) -> String {
+    let trimmed = text.trim_start();
+    if let Some(rest) = trimmed.strip_prefix('/') {
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        if let Some((command, bot)) = rest[..end].split_once('@')
+            && bot.eq_ignore_ascii_case(our_username)
+        {
+            return format!("/{command}{}", &rest[end..]);
+        }
+    }
+    text.to_string()
+}
+
 /// The message an update carries for the relay, if any: text messages from people, in private
 /// chats, groups, supergroups and forum topics, and media sent to the bot directly (with empty
 /// text). Edits, channel posts, service messages, other bots and commands addressed to other
@@ -67,10 +81,12 @@ pub fn to_inbound(update: &Update, me: &BotIdentity) -> Option<InboundMessage> {
     if addressed_to_another_bot(text, &me.username) {
         return None;
     }
+    // `/cmd@ourbot` is plainly ours: the relay ignores a command addressed to any bot.
+    let text = without_our_name(text, &me.username);
     Some(InboundMessage {
         route: route_of(message, me),
         sender_id: sender.id.0.to_string(),
-        text: text.to_string(),
+        text,
         // update_id is unique per bot, and Telegram redelivers an unconfirmed update with it.
         platform_message_id: Some(update.id.0.to_string()),
         // Our polling loop hands updates over one by one, in Telegram's order.
@@ -436,6 +452,15 @@ mod tests {
         from_bot["from"]["is_bot"] = json!(true);
         assert!(to_inbound(&update(from_bot), &me()).is_none());
         assert!(addressed_to_another_bot("/jobs@x", "relay_bot"));
+        assert_eq!(
+            without_our_name("/exec@Relay_Bot ls -l", "relay_bot"),
+            "/exec ls -l"
+        );
+        assert_eq!(without_our_name("/jobs@relay_bot", "relay_bot"), "/jobs");
+        assert_eq!(
+            without_our_name("/exec echo a@b", "relay_bot"),
+            "/exec echo a@b"
+        );
         assert!(!addressed_to_another_bot("mail me@x", "relay_bot"));
         assert!(!addressed_to_another_bot("/jobs", "relay_bot"));
     }
