@@ -210,8 +210,12 @@ impl ExecRuntime {
             )));
         }
         // The command goes by file: in the supervisor's argv every local user would see it.
-        if let Err(error) = tokio::fs::write(dir.join(supervisor::COMMAND_FILE), &job.command).await
-        {
+        let (command_dir, line) = (dir.clone(), job.command.clone());
+        let written =
+            tokio::task::spawn_blocking(move || supervisor::write_command(&command_dir, &line))
+                .await
+                .unwrap_or_else(|error| Err(std::io::Error::other(error)));
+        if let Err(error) = written {
             return Err(Outcome::FailedToStart(format!(
                 "cannot write the job's command: {error}"
             )));

@@ -23,6 +23,10 @@ fn main() -> ExitCode {
         return ExitCode::from(execrelay::supervisor::run(&args) as u8);
     }
     let config_path = cli.config.as_deref();
+    if let Command::Run { .. } = &cli.command {
+        // Before anything is read: the relay's environment and memory hold its tokens.
+        execrelay::supervisor::not_dumpable();
+    }
     let work = match &cli.command {
         Command::Config {
             action: ConfigAction::Check,

@@ -9,6 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -102,6 +103,14 @@ fn leave_controlling_terminal() {
     }
 }
 
+/// Neither the relay nor a supervisor may be read through /proc or traced by job code running
+/// as the same user: /proc/<pid>/environ holds the environment the relay was given (its
+/// tokens), and /proc/<pid>/mem everything else.
+pub fn not_dumpable() {
+    // SAFETY: prctl(2) with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+}
+
 /// Runs the job to its end and records the outcome; returns the process exit code.
 pub fn run(args: &SuperviseArgs) -> i32 {
     crate::failpoint::pause(
@@ -109,6 +118,7 @@ pub fn run(args: &SuperviseArgs) -> i32 {
         Duration::from_millis(500),
     );
     leave_controlling_terminal();
+    not_dumpable();
     // SAFETY: installing a handler that only stores to an atomic is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t);
@@ -149,9 +159,12 @@ pub fn run(args: &SuperviseArgs) -> i32 {
 }
 
 fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String> {
+    // 0600: a job under run_as (or any other local user) must not reopen another job's log
+    // through /proc/<pid>/fd.
     let log = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(args.job_dir.join(LOG_FILE))
         .map_err(|e| format!("cannot open the job log: {e}"))?;
     let log_err = log
@@ -311,16 +324,30 @@ impl OutputCap {
 /// Stops every process the job left behind (in its process group, or a child of this
 /// subreaper once its own parent is gone): SIGTERM to each as it shows up, SIGKILL to
 /// whatever is still there after `grace`. Reaps them all; returns how many there were.
+///
+/// Done only when this process has no child left at all, zombies included: a process that
+/// forks and exits in a loop hands each new child to this one, so a scan that finds only
+/// zombies is no proof. A chain that outruns the signals past `give_up` is a limit of process
+/// trees (a cgroup would hold it).
 fn stop_descendants(group: libc::pid_t, grace: Duration) -> u32 {
     let me = std::process::id();
     let deadline = Instant::now() + grace;
-    // Past this, give up on processes that will not die (uninterruptible sleep).
     let give_up = deadline + Duration::from_secs(10);
     let mut seen = std::collections::HashSet::new();
+    // Once the group is empty its id may be given to someone else's: never match it again.
+    let mut group = Some(group);
     loop {
-        reap_children();
-        let left = left_behind(me, group);
-        if left.is_empty() || Instant::now() >= give_up {
+        let reaped = reap_children();
+        // SAFETY: signal 0 sends nothing; it asks whether the group has a member.
+        if let Some(id) = group
+            && unsafe { libc::kill(-id, 0) } != 0
+        {
+            group = None;
+        }
+        if group.is_none() && reaped == 0 && has_no_children() {
+            break;
+        }
+        if Instant::now() >= give_up {
             break;
         }
         let signal = if Instant::now() >= deadline {
@@ -328,41 +355,33 @@ fn stop_descendants(group: libc::pid_t, grace: Duration) -> u32 {
         } else {
             libc::SIGTERM
         };
-        for pid in left {
+        for pid in scan_for_leftovers(me, group) {
             // A second TERM is no news to a process: each gets one, then KILL.
             if seen.insert(pid) || signal == libc::SIGKILL {
-                // SAFETY: kill(2) on a process of the job's group or a child of this one
-                // (unreaped, so its pid cannot have been reused).
+                // SAFETY: kill(2) on a process of the job's (still populated) group or a
+                // child of this one (unreaped, so its pid cannot have been reused).
                 unsafe { libc::kill(pid, signal) };
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
+        if reaped == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     seen.len() as u32
 }
 
-/// Waits for every child that has exited, without blocking.
-fn reap_children() {
+/// Waits for every child that has exited, without blocking; how many there were.
+fn reap_children() -> usize {
+    let mut reaped = 0;
     loop {
         let mut status = 0;
         // SAFETY: waitpid(2) for any child, non-blocking, into a local.
         let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
         if pid <= 0 {
-            return;
+            return reaped;
         }
+        reaped += 1;
     }
-}
-
-/// The live (not zombie) processes in the job's `group` or children of `parent`.
-fn left_behind(parent: u32, group: libc::pid_t) -> Vec<libc::pid_t> {
-    // The usual case, a job that left nothing, without reading every process's stat: no one
-    // is in its group (kill(2) with signal 0 only checks) and this process has no children.
-    // SAFETY: signal 0 sends nothing.
-    let group_empty = unsafe { libc::kill(-group, 0) } != 0;
-    if group_empty && has_no_children() {
-        return Vec::new();
-    }
-    scan_for_leftovers(parent, group)
 }
 
 /// From the kernel's own list of this process's children (every thread's), where it has one.
@@ -376,7 +395,8 @@ fn has_no_children() -> bool {
     })
 }
 
-fn scan_for_leftovers(parent: u32, group: libc::pid_t) -> Vec<libc::pid_t> {
+/// The live (not zombie) children of `parent`, and members of `group` while it has any.
+fn scan_for_leftovers(parent: u32, group: Option<libc::pid_t>) -> Vec<libc::pid_t> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -386,7 +406,7 @@ fn scan_for_leftovers(parent: u32, group: libc::pid_t) -> Vec<libc::pid_t> {
             let name = entry.file_name();
             let pid = name.to_str()?;
             let stat = proc_stat(pid)?;
-            let ours = stat.parent == parent || stat.group == group;
+            let ours = stat.parent == parent || Some(stat.group) == group;
             (ours && stat.state != 'Z').then(|| pid.parse().ok())?
         })
         .collect()
@@ -408,11 +428,27 @@ fn stop_group(
         .map_err(|_| "the command did not die after SIGKILL".to_string())
 }
 
+/// The command line, private (0600) to the relay's user, for the supervisor to read.
+pub fn write_command(job_dir: &Path, command: &str) -> std::io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(job_dir.join(COMMAND_FILE))?
+        .write_all(command.as_bytes())
+}
+
 /// Whole or absent, never half-written: a relay that finds the file and no live process behind
 /// it concludes that the supervisor is gone. (No fsync: after a power cut no process is left.)
 fn write_pid_file(job_dir: &Path, start_time: &str) -> std::io::Result<()> {
     let tmp = job_dir.join("supervisor.pid.tmp");
-    std::fs::write(&tmp, format!("{} {start_time}\n", std::process::id()))?;
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?
+        .write_all(format!("{} {start_time}\n", std::process::id()).as_bytes())?;
     std::fs::rename(&tmp, job_dir.join(PID_FILE))
 }
 
@@ -434,7 +470,12 @@ pub fn start_time_of(pid: u32) -> Option<u64> {
 
 fn write_status(job_dir: &Path, record: &ExitRecord) -> std::io::Result<()> {
     let tmp = job_dir.join("status.json.tmp");
-    let mut file = File::create(&tmp)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     file.write_all(&serde_json::to_vec(record).map_err(std::io::Error::other)?)?;
     file.sync_all()?;
     std::fs::rename(&tmp, job_dir.join(STATUS_FILE))?;

@@ -146,6 +146,11 @@ fn the_data_directory_is_made_private_whatever_existed_before() {
     ] {
         assert_eq!(mode(&data.join(name)), 0o600, "{name}");
     }
+    // A job's files too: under run_as, another job could reopen a 0644 log via /proc/<pid>/fd.
+    for name in ["output.log", "command", "status.json"] {
+        let path = data.join("jobs").join(&job.id).join(name);
+        assert_eq!(mode(&path), 0o600, "{name}");
+    }
     // Another local user tries to read the database.
     let nobody = as_another_user("cat").arg(&db).output();
     match nobody {
