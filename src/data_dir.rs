@@ -102,8 +102,19 @@ pub(crate) fn make_private(store: &Path) -> std::io::Result<()> {
             .mode(0o700)
             .create(dir)?;
     }
-    private(dir, 0o700)?;
     let jobs = dir.join("jobs");
+    // Made private only if it is ours: another user who planted the folder, a file in it or a
+    // symlink there would keep a way in (their own chmod, a token they chose).
+    let mut owned = vec![dir.to_path_buf(), jobs.clone(), dir.join("webhook.secret")];
+    owned.push(api_token_path(dir));
+    owned.extend(
+        ["", "-wal", "-shm", ".lock"]
+            .map(|suffix| PathBuf::from(format!("{}{suffix}", store.display()))),
+    );
+    for path in &owned {
+        ours(path)?;
+    }
+    private(dir, 0o700)?;
     if !jobs.exists() {
         std::fs::DirBuilder::new().mode(0o700).create(&jobs)?;
     }
@@ -125,6 +136,34 @@ pub(crate) fn make_private(store: &Path) -> std::io::Result<()> {
     }
     private(&dir.join("webhook.secret"), 0o600)?;
     private(&api_token_path(dir), 0o600)
+}
+
+/// `path`, if it exists, is this process's user's own and no symlink.
+fn ours(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(std::io::Error::other(format!(
+            "{} is a symlink; the data directory takes none (remove it)",
+            path.display()
+        )));
+    }
+    // SAFETY: geteuid(2) has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(std::io::Error::other(format!(
+            "{} belongs to uid {}, not to this relay's user (uid {me}): another user could \
+             read or replace what is kept there; give it to this user or choose another \
+             store.path",
+            path.display(),
+            meta.uid()
+        )));
+    }
+    Ok(())
 }
 
 /// One relay per store file: a second one would release the first one's delivery leases and

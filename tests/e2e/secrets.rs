@@ -304,3 +304,53 @@ fn with_run_as_job_code_cannot_reach_the_relays_data() {
     }
     assert!(!data.join("planted").exists());
 }
+
+/// The attack: another local user plants the data directory (or a token file, or a symlink,
+/// in it) before the relay's first start, in a folder open to all. The relay refuses to start
+/// there, naming what is not its own, rather than keep its secrets where that user can reach.
+#[test]
+fn a_data_directory_planted_by_another_user_is_refused() {
+    if !running_as_root() {
+        eprintln!("skipped: planting files as another user needs root");
+        return;
+    }
+    let cases: [(&str, fn(&std::path::Path)); 3] = [
+        ("the folder is another user's", |data| {
+            std::os::unix::fs::chown(data, Some(65534), Some(65534)).unwrap();
+        }),
+        ("a token file is another user's", |data| {
+            let token = data.join("api.token");
+            std::fs::write(&token, "attacker-chosen-token").unwrap();
+            std::os::unix::fs::chown(&token, Some(65534), Some(65534)).unwrap();
+        }),
+        ("the database is a symlink", |data| {
+            std::os::unix::fs::symlink("/etc/hostname", data.join("execrelay.db")).unwrap();
+        }),
+    ];
+    for (what, plant) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        plant(&data);
+        let cfg = dir.path().join("execrelay.toml");
+        std::fs::write(
+            &cfg,
+            "[store]\npath = \"data/execrelay.db\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        let out = run_cli(
+            &["--config".as_ref(), cfg.as_os_str(), "run".as_ref()],
+            dir.path(),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: the relay started");
+        assert!(
+            stderr.contains("belongs to uid 65534") || stderr.contains("is a symlink"),
+            "{what}: {stderr}"
+        );
+        assert!(
+            !data.join("webhook.secret").exists(),
+            "{what}: a secret was written there"
+        );
+    }
+}
