@@ -314,7 +314,8 @@ fn a_data_directory_planted_by_another_user_is_refused() {
         eprintln!("skipped: planting files as another user needs root");
         return;
     }
-    let cases: [(&str, fn(&std::path::Path)); 3] = [
+    type Plant = fn(&std::path::Path);
+    let cases: [(&str, Plant); 3] = [
         ("the folder is another user's", |data| {
             std::os::unix::fs::chown(data, Some(65534), Some(65534)).unwrap();
         }),
