@@ -302,6 +302,9 @@ impl Client {
         if addr.port() == 0 {
             bail!("the relay listens on a random port; pass --addr HOST:PORT");
         }
+        if let Some(owner) = settings.token_owner {
+            check_listener(addr, owner)?;
+        }
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(3))
@@ -352,6 +355,66 @@ impl Client {
 
     async fn delete(&self, path: &str) -> Result<Value, ClientError> {
         self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+}
+
+/// The generated token goes only to a listener of the token file's owner: while the relay
+/// is down, another local user could listen on its port and collect it.
+fn check_listener(addr: SocketAddr, owner: u32) -> anyhow::Result<()> {
+    match listener_uids(addr) {
+        Some(uids) if !uids.is_empty() && uids.iter().all(|&uid| uid == owner) => Ok(()),
+        Some(uids) if !uids.is_empty() => bail!(
+            "not sending the relay's API token: what listens on {addr} is uid {uids:?}'s, not \
+             the relay's user's (uid {owner}); is the relay running?"
+        ),
+        _ => bail!("no relay is listening on {addr} (is it running?)"),
+    }
+}
+
+/// The uids of the TCP sockets listening on `addr` (or on every address at its port), from
+/// the kernel's tables; `None` where they cannot be read.
+fn listener_uids(addr: SocketAddr) -> Option<Vec<u32>> {
+    let mut uids = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(uid)) =
+                (fields.get(1), fields.get(3), fields.get(7))
+            else {
+                continue;
+            };
+            let Some((ip, port)) = local.split_once(':') else {
+                continue;
+            };
+            let listening = *state == "0A";
+            let same_port = u16::from_str_radix(port, 16).ok() == Some(addr.port());
+            let any_address = ip.chars().all(|c| c == '0');
+            if listening && same_port && (any_address || ip_matches(ip, addr.ip())) {
+                uids.push(uid.parse().ok()?);
+            }
+        }
+    }
+    Some(uids)
+}
+
+/// The kernel's hex form of an address (IPv4: one little-endian word; IPv6: four).
+fn ip_matches(hex: &str, ip: std::net::IpAddr) -> bool {
+    let words: Vec<u32> = (0..hex.len() / 8)
+        .filter_map(|i| u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16).ok())
+        .collect();
+    match ip {
+        std::net::IpAddr::V4(v4) => words == [u32::from_le_bytes(v4.octets())],
+        std::net::IpAddr::V6(v6) => {
+            let octets = v6.octets();
+            let expected: Vec<u32> = octets
+                .chunks(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            words == expected
+        }
     }
 }
 

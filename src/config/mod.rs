@@ -709,6 +709,7 @@ fn read_config_file(path: Option<&Path>) -> Result<Option<(PathBuf, String)>, Co
             if !default.exists() {
                 return Ok(None);
             }
+            trusted_default(&default)?;
             default
         }
     };
@@ -716,6 +717,38 @@ fn read_config_file(path: Option<&Path>) -> Result<Option<(PathBuf, String)>, Co
         Ok(text) => Ok(Some((path, text))),
         Err(source) => Err(ConfigError::Read { path, source }),
     }
+}
+
+/// `./execrelay.toml` is read without being named, so it must be this user's (or root's) and
+/// writable by no one else: a file another user planted in a shared folder would otherwise
+/// point this user's commands (and their API token) wherever it likes.
+fn trusted_default(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // SAFETY: geteuid(2) has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let owner_ok = meta.uid() == me || meta.uid() == 0;
+    let others_write = meta.mode() & 0o022 != 0;
+    if meta.file_type().is_symlink() || !owner_ok || others_write {
+        return Err(ConfigError::Invalid {
+            origin: path.display().to_string(),
+            problems: vec![Problem {
+                key: String::new(),
+                line: None,
+                message: format!(
+                    "not read: a config found in the current directory must be yours (it is \
+                     uid {}'s) and writable by no one else (mode {:o}), and no symlink; pass \
+                     --config to use it on purpose",
+                    meta.uid(),
+                    meta.mode() & 0o7777
+                ),
+            }],
+        });
+    }
+    Ok(())
 }
 
 /// A secret from its `*_file` key if set, else the value in the file, else `env`.

@@ -19,6 +19,9 @@ use super::{ConfigError, HttpConfig, StoreConfig, resolve_secret};
 pub struct ClientConfig {
     pub listen: SocketAddr,
     pub api_token: Option<Secret>,
+    /// The uid that owns the generated token file the token came from: only a listener of
+    /// that user is sent it (another local user may squat the port while the relay is down).
+    pub token_owner: Option<u32>,
 }
 
 /// `[http]`, and `[store]` for where a generated API token is; every other table and key is
@@ -133,8 +136,12 @@ impl ClientConfig {
             "EXECRELAY_API_TOKEN",
             &mut found,
         );
-        if keys.api_token.is_none() {
-            keys.api_token = generated_token(&store, &mut found);
+        let mut token_owner = None;
+        if keys.api_token.is_none()
+            && let Some((token, owner)) = generated_token(&store, &mut found)
+        {
+            keys.api_token = Some(token);
+            token_owner = Some(owner);
         }
         if !found.errors.is_empty() {
             return Err(ConfigError::Invalid {
@@ -145,16 +152,19 @@ impl ClientConfig {
         Ok(ClientConfig {
             listen: keys.listen,
             api_token: keys.api_token,
+            token_owner,
         })
     }
 }
 
 /// The token a relay without `http.api_token` generated into its data directory. Not there
 /// yet: none (the relay has not started). Not readable: this is another user's relay.
-fn generated_token(store: &StoreConfig, found: &mut Findings<'_>) -> Option<Secret> {
+fn generated_token(store: &StoreConfig, found: &mut Findings<'_>) -> Option<(Secret, u32)> {
+    use std::os::unix::fs::MetadataExt;
     let path = crate::data_dir::api_token_path(&store.data_dir());
+    let owner = std::fs::metadata(&path).map(|meta| meta.uid());
     match std::fs::read_to_string(&path) {
-        Ok(token) if !token.trim().is_empty() => Some(Secret::new(token.trim())),
+        Ok(token) if !token.trim().is_empty() => Some((Secret::new(token.trim()), owner.ok()?)),
         Ok(_) => None,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
         Err(error) => {

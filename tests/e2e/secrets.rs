@@ -355,3 +355,74 @@ fn a_data_directory_planted_by_another_user_is_refused() {
         );
     }
 }
+
+/// The attack: while the relay is down (a restart), another local user listens on its port.
+/// The relay's user runs `execrelay jobs`: the generated token is not sent to a listener that
+/// is not the relay's user's.
+#[test]
+fn the_api_token_is_not_sent_to_another_users_listener() {
+    use std::io::BufRead;
+    if !running_as_root() || !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipped: needs root and /usr/bin/python3");
+        return;
+    }
+    let rx = Receiver::start();
+    let mut relay = Relay::builder(&rx).fixed_port().start();
+    assert!(relay.cli(&["jobs"]).status.success());
+    let port = relay.addr.port();
+    relay.kill9();
+    let squatter = format!(
+        "import socket, sys\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', {port})); s.listen(8); print('ready', flush=True)\n\
+         s.settimeout(10)\n\
+         while True:\n\
+         \x20   c, _ = s.accept(); c.settimeout(2)\n\
+         \x20   data = c.recv(65536).decode(errors='replace')\n\
+         \x20   print('GOT ' + data.replace('\\r\\n', ' | '), flush=True)\n"
+    );
+    let mut listener = as_another_user("/usr/bin/python3")
+        .args(["-c", &squatter])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the squatter");
+    let mut lines = std::io::BufReader::new(listener.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("ready"));
+    let out = relay.cli(&["jobs"]);
+    let _ = listener.kill();
+    let _ = listener.wait();
+    let heard: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        !out.status.success(),
+        "the client talked to the squatter: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not sending the relay's API token"),
+        "{out:?}"
+    );
+    assert!(
+        !heard
+            .iter()
+            .any(|l| l.to_ascii_lowercase().contains("authorization")),
+        "the squatter got the token: {heard:?}"
+    );
+}
+
+/// The attack: another user plants `execrelay.toml` in a shared folder, pointing at a port of
+/// theirs. The relay's user runs `execrelay jobs` there: a config found in the current
+/// directory that is not theirs is not read.
+#[test]
+fn a_config_planted_in_the_current_directory_is_not_read() {
+    if !running_as_root() {
+        eprintln!("skipped: planting a file as another user needs root");
+        return;
+    }
+    let shared = tempfile::tempdir().unwrap();
+    let planted = shared.path().join("execrelay.toml");
+    std::fs::write(&planted, "[http]\nlisten = \"127.0.0.1:9\"\n").unwrap();
+    std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+    let out = run_cli(&["jobs".as_ref()], shared.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("not read"), "{stderr}");
+}
