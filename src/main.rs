@@ -26,6 +26,7 @@ fn main() -> ExitCode {
     if let Command::Run { .. } = &cli.command {
         // Before anything is read: the relay's environment and memory hold its tokens.
         execrelay::supervisor::not_dumpable();
+        execrelay::supervisor::no_inherited_descriptors();
     }
     let work = match &cli.command {
         Command::Config {

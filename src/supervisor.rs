@@ -111,6 +111,19 @@ pub fn not_dumpable() {
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 }
 
+/// Descriptors this process was started with (beyond stdin, stdout, stderr) are closed at the
+/// next exec: whatever a service manager or a shell left open must not reach job code.
+pub fn no_inherited_descriptors() {
+    // SAFETY: close_range(2) only marks descriptors close-on-exec; none is closed here.
+    unsafe {
+        libc::close_range(
+            3,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        )
+    };
+}
+
 /// Runs the job to its end and records the outcome; returns the process exit code.
 pub fn run(args: &SuperviseArgs) -> i32 {
     crate::failpoint::pause(
@@ -119,6 +132,7 @@ pub fn run(args: &SuperviseArgs) -> i32 {
     );
     leave_controlling_terminal();
     not_dumpable();
+    no_inherited_descriptors();
     // SAFETY: installing a handler that only stores to an atomic is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t);
@@ -285,28 +299,33 @@ struct OutputCap {
 impl OutputCap {
     fn enforce(&mut self) {
         use std::os::fd::AsRawFd;
-        let Ok(size) = self.log.metadata().map(|m| m.len()) else {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = self.log.metadata() else {
             return;
         };
-        if size.saturating_sub(self.punched) <= self.max {
-            return;
-        }
-        let upto = size.saturating_sub(self.max / 2) & !4095;
-        if upto <= self.punched {
+        let size = meta.len();
+        // What the disk holds is what counts (the job holds the log too: it may truncate it,
+        // or allocate blocks past its end).
+        if meta.blocks().saturating_mul(512) <= self.max {
             return;
         }
         let fd = self.log.as_raw_fd();
-        // SAFETY: fallocate(2) on a descriptor this struct owns, within the file's size.
-        let punched = unsafe {
-            libc::fallocate(
-                fd,
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                self.punched as libc::off_t,
-                (upto - self.punched) as libc::off_t,
-            )
-        } == 0;
-        if punched {
-            self.punched = upto;
+        let punch = |from: u64, to: u64| {
+            // SAFETY: fallocate(2) on a descriptor this struct owns.
+            to <= from
+                || unsafe {
+                    libc::fallocate(
+                        fd,
+                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                        from as libc::off_t,
+                        (to - from) as libc::off_t,
+                    )
+                } == 0
+        };
+        // Everything but the most recent half, and anything allocated past the end.
+        let upto = size.saturating_sub(self.max / 2) & !4095;
+        if punch(0, upto) && punch(size, size.saturating_add(1 << 40)) {
+            self.punched = self.punched.max(upto).min(size);
         } else if self.log.set_len(0).is_ok() {
             // No holes here: start the log again (the job appends, so it follows).
             self.emptied += size;

@@ -225,3 +225,33 @@ fn exec_is_refused_while_the_disk_is_below_min_free() {
     assert!(relay.jobs().is_empty());
     assert!(!relay.path("ran-anyway").exists());
 }
+
+/// The attack on the cap: the job holds its log too, and truncates it to a huge sparse size
+/// and back before writing, so that "size minus what was dropped" says nothing. What the disk
+/// holds is what counts: the log stays within `max_output` on disk all the same.
+#[test]
+fn a_job_cannot_trick_the_output_cap_by_truncating_its_log() {
+    use std::os::unix::fs::MetadataExt;
+    let rx = Receiver::start();
+    let relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .set("exec", "max_output", &toml_str("1MiB"))
+        .start();
+    let trick = "/exec perl -e 'truncate(STDOUT, 8 * 1024 ** 3); select(undef, undef, undef, 0.3); truncate(STDOUT, 0); print q(x) x (30 * 1024 * 1024); print qq(\\nTHE-END\\n)'";
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", trick));
+    let done = rx.wait_for_message("the completion", SOON, |d| {
+        is_completion_of(&d.text, &job.id)
+    });
+    assert_eq!(
+        output_lines(&done.text).last(),
+        Some(&"THE-END"),
+        "{:?}",
+        &done.text[..200.min(done.text.len())]
+    );
+    let log = relay.path(&format!("jobs/{}/output.log", job.id));
+    let on_disk = std::fs::metadata(&log).unwrap().blocks() * 512;
+    assert!(
+        on_disk <= (1 << 20) + (64 << 10),
+        "the log takes {on_disk} bytes on disk"
+    );
+}
