@@ -39,6 +39,10 @@ fn connection_cap() -> usize {
         .clamp(4, MAX_CONNECTIONS)
 }
 
+/// A response that cannot be written for this long (a client that sends requests and never
+/// reads the answers) ends its connection.
+pub const WRITE_STALL: Duration = Duration::from_secs(10);
+
 /// How long a stop waits for requests in flight before it closes what is left.
 pub const DRAIN: Duration = Duration::from_secs(3);
 
@@ -83,7 +87,8 @@ pub async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) 
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ)
                 .keep_alive(true);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let io = TokioIo::new(WriteDeadline::new(stream, WRITE_STALL));
+            let connection = builder.serve_connection(io, service);
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => return,
@@ -98,5 +103,118 @@ pub async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) 
         .is_err()
     {
         tracing::info!("http: closed the connections still open at shutdown");
+    }
+}
+
+/// An I/O stream whose writes fail once they have made no progress for `limit`: hyper has
+/// no write timeout of its own, and a client that never reads would hold its slot for ever.
+pub struct WriteDeadline<T> {
+    inner: T,
+    limit: Duration,
+    /// Armed while a write is waiting for room.
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteDeadline<T> {
+    pub fn new(inner: T, limit: Duration) -> WriteDeadline<T> {
+        WriteDeadline {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// `Pending` from the inner write: time it; past the limit, an error.
+    fn waited(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Error> {
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            std::task::Poll::Pending => self.waited(cx).map(Err),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.inner).poll_flush(cx) {
+            std::task::Poll::Pending => self.waited(cx).map(Err),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_nobody_reads_fails_after_the_limit() {
+        let (near, _far) = tokio::io::duplex(64);
+        let mut io = WriteDeadline::new(near, Duration::from_secs(10));
+        let started = tokio::time::Instant::now();
+        let error = io.write_all(&[b'x'; 1024]).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_reader_that_keeps_reading_is_no_stall() {
+        use tokio::io::AsyncReadExt;
+        let (near, mut far) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            let mut total = 0;
+            while total < 4096 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                total += far.read(&mut buf).await.unwrap();
+            }
+        });
+        let mut io = WriteDeadline::new(near, Duration::from_secs(10));
+        io.write_all(&[b'x'; 4096]).await.unwrap();
+        reader.await.unwrap();
     }
 }
