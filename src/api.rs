@@ -89,15 +89,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/routes", get(list_routes))
         .route("/chat", post(post_chat))
         .route("/chat/stream", get(chat_stream))
+        // The token first: no body is read for a client that has none.
+        .layer(middleware::from_fn(read_body_within))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
-    let mut app = Router::new()
-        .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
-        .route("/webhook", post(webhook))
-        .nest("/v1", v1);
+    let mut signed = Router::new().route("/webhook", post(webhook));
     if let Some((path, _)) = &state.feishu {
-        app = app.route(path, post(feishu_events));
+        signed = signed.route(path, post(feishu_events));
     }
-    app.layer(middleware::from_fn(read_body_within))
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+        .merge(signed.layer(middleware::from_fn(read_body_within)))
+        .nest("/v1", v1)
         .with_state(state)
 }
 
@@ -107,8 +109,20 @@ const BODY_READ: Duration = Duration::from_secs(10);
 /// No route takes more; platforms' own bound is smaller ([`PLATFORM_BODY_LIMIT`]).
 const ANY_BODY_LIMIT: usize = 1024 * 1024;
 
-/// Reads every request's body (all are small) within [`BODY_READ`] before its handler runs.
+/// Reads every request's body (all are small) within [`BODY_READ`] before its handler runs;
+/// one announced larger than [`ANY_BODY_LIMIT`] is refused unread.
 async fn read_body_within(request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > ANY_BODY_LIMIT as u64) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {ANY_BODY_LIMIT} bytes"),
+        );
+    }
     let (parts, body) = request.into_parts();
     let bytes =
         match tokio::time::timeout(BODY_READ, axum::body::to_bytes(body, ANY_BODY_LIMIT)).await {
