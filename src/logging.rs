@@ -106,7 +106,55 @@ impl Write for QueueWriter {
     }
 }
 
-/// A line for a person on stderr, dropped if stderr is gone (`eprintln!` would panic).
+/// A line for a person on stderr, dropped if stderr is gone (`eprintln!` would panic). What
+/// it quotes (a relay's answer, a config's text) cannot drive the terminal: [`visible`].
 pub fn say(line: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stderr(), "{line}");
+    let _ = writeln!(std::io::stderr(), "{}", visible(&line.to_string()));
+}
+
+/// `text` with terminal control characters made visible (`^[`, `^G`, `\x9b`), newlines and
+/// tabs kept: job output printed by a client must not drive the operator's terminal (OSC 52
+/// clipboard writes, window titles, cursor moves).
+pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    // Bidirectional overrides reorder what a terminal shows: they are shown as escapes too.
+    let shown = |c: char| {
+        c == '\n'
+            || c == '\t'
+            || !(c.is_control()
+                || ('\u{202a}'..='\u{202e}').contains(&c)
+                || ('\u{2066}'..='\u{2069}').contains(&c))
+    };
+    if text.chars().all(shown) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if shown(c) => out.push(c),
+            '\u{7f}' => out.push_str("^?"),
+            c if (c as u32) < 0x20 => {
+                out.push('^');
+                out.push(char::from(b'@' + c as u8));
+            }
+            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+        }
+    }
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(visible("plain\ttext\nnext"), "plain\ttext\nnext");
+        assert_eq!(
+            visible("\x1b]52;c;ZXZpbA==\x07 \x1b[2J\r\x7f \u{9b}31m"),
+            "^[]52;c;ZXZpbA==^G ^[[2J^M^? \\x9b31m"
+        );
+        assert_eq!(visible("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(visible("é ü 中文"), "é ü 中文");
+    }
 }

@@ -225,34 +225,11 @@ pub struct StdoutClosed;
 pub fn out(text: impl Display) -> anyhow::Result<()> {
     let text = text.to_string();
     let mut stdout = std::io::stdout().lock();
-    match writeln!(stdout, "{}", visible(&text)).and_then(|()| stdout.flush()) {
+    match writeln!(stdout, "{}", crate::logging::visible(&text)).and_then(|()| stdout.flush()) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
         Err(error) => Err(anyhow::Error::new(error).context("cannot write to stdout")),
     }
-}
-
-/// `text` with terminal control characters made visible (`^[`, `^G`, `\x9b`), newlines and
-/// tabs kept: job output printed by a client must not drive the operator's terminal (OSC 52
-/// clipboard writes, window titles, cursor moves).
-pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
-    let shown = |c: char| c == '\n' || c == '\t' || !c.is_control();
-    if text.chars().all(shown) {
-        return text.into();
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            c if shown(c) => out.push(c),
-            '\u{7f}' => out.push_str("^?"),
-            c if (c as u32) < 0x20 => {
-                out.push('^');
-                out.push(char::from(b'@' + c as u8));
-            }
-            c => out.push_str(&format!("\\x{:02x}", c as u32)),
-        }
-    }
-    out.into()
 }
 
 /// [`out`] for a line outside the clients (`config check`'s `ok`): a closed stdout is done.
@@ -435,19 +412,5 @@ fn text(value: &Value) -> String {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn control_characters_are_shown_not_obeyed() {
-        assert_eq!(visible("plain\ttext\nnext"), "plain\ttext\nnext");
-        assert_eq!(
-            visible("\x1b]52;c;ZXZpbA==\x07 \x1b[2J\r\x7f \u{9b}31m"),
-            "^[]52;c;ZXZpbA==^G ^[[2J^M^? \\x9b31m"
-        );
     }
 }
