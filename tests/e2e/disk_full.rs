@@ -178,7 +178,7 @@ fn output_past_max_output_keeps_the_most_recent_on_disk() {
         .allow(&["webhook:alice"])
         .set("exec", "max_output", &toml_str("1MiB"))
         .start();
-    let job = relay.start_job(
+    let (job, done) = relay.run_job(
         &rx,
         &dm(
             "dm-a",
@@ -186,9 +186,6 @@ fn output_past_max_output_keeps_the_most_recent_on_disk() {
             "/exec head -c 8000000 /dev/zero | tr '\\0' x; echo; echo THE-END",
         ),
     );
-    let done = rx.wait_for_message("the completion", SOON, |d| {
-        is_completion_of(&d.text, &job.id)
-    });
     assert!(
         done.text.contains("[7.6 MiB of output; the first ")
             && done
@@ -238,10 +235,7 @@ fn a_job_cannot_trick_the_output_cap_by_truncating_its_log() {
         .set("exec", "max_output", &toml_str("1MiB"))
         .start();
     let trick = "/exec perl -e 'truncate(STDOUT, 8 * 1024 ** 3); select(undef, undef, undef, 0.3); truncate(STDOUT, 0); print q(x) x (30 * 1024 * 1024); print qq(\\nTHE-END\\n)'";
-    let job = relay.start_job(&rx, &dm("dm-a", "alice", trick));
-    let done = rx.wait_for_message("the completion", SOON, |d| {
-        is_completion_of(&d.text, &job.id)
-    });
+    let (job, done) = relay.run_job(&rx, &dm("dm-a", "alice", trick));
     assert_eq!(
         output_lines(&done.text).last(),
         Some(&"THE-END"),

@@ -802,6 +802,16 @@ impl Relay {
         Started { id, ack }
     }
 
+    /// [`Relay::start_job`], then waits for its completion: the job and the completion.
+    #[track_caller]
+    pub fn run_job(&self, rx: &Receiver, msg: &Value) -> (Started, Delivery) {
+        let job = self.start_job(rx, msg);
+        let done = rx.wait_for_message("the completion", SOON, |d| {
+            is_completion_of(&d.text, &job.id)
+        });
+        (job, done)
+    }
+
     /// GET `path`; panics unless 200.
     #[track_caller]
     pub fn api_get(&self, path: &str) -> Value {

@@ -25,10 +25,7 @@ fn credential_shapes_and_configured_secrets_are_redacted_everywhere() {
     );
     std::fs::write(relay.path("leaky.txt"), output).unwrap();
 
-    let job = relay.start_job(&rx, &dm("dm-a", "alice", "/exec cat leaky.txt"));
-    let done = rx.wait_for_message("the completion", SOON, |d| {
-        is_completion_of(&d.text, &job.id)
-    });
+    let (_, done) = relay.run_job(&rx, &dm("dm-a", "alice", "/exec cat leaky.txt"));
     assert!(done.text.contains("still here"), "{:?}", done.text);
     // A command line that carries a credential is redacted in the acknowledgement too.
     let echoed = relay.start_job(
@@ -75,17 +72,8 @@ fn a_job_cannot_read_the_relays_tokens_from_its_environment() {
         .env("PASSED_ON", "for-jobs")
         .set("exec", "env", r#"["PASSED_ON", "SET_HERE=yes"]"#)
         .start();
-    let job = relay.start_job(
-        &rx,
-        &dm(
-            "dm-a",
-            "alice",
-            "/exec printenv EXECRELAY_TELEGRAM_TOKEN EXECRELAY_DISCORD_TOKEN RELAY_PRIVATE | base64; env | cut -d= -f1 | sort | tr '\\n' ' '",
-        ),
-    );
-    let done = rx.wait_for_message("the completion", SOON, |d| {
-        is_completion_of(&d.text, &job.id)
-    });
+    let probe = "/exec printenv EXECRELAY_TELEGRAM_TOKEN EXECRELAY_DISCORD_TOKEN RELAY_PRIVATE | base64; env | cut -d= -f1 | sort | tr '\\n' ' '";
+    let (_, done) = relay.run_job(&rx, &dm("dm-a", "alice", probe));
     let names: Vec<&str> = output_lines(&done.text)
         .last()
         .map(|l| l.split_whitespace().collect())
@@ -286,10 +274,7 @@ fn with_run_as_job_code_cannot_reach_the_relays_data() {
             .display(),
         data = data.display(),
     );
-    let job = relay.start_job(&rx, &dm("dm-a", "alice", &probe));
-    let done = rx.wait_for_message("the completion", SOON, |d| {
-        is_completion_of(&d.text, &job.id)
-    });
+    let (_, done) = relay.run_job(&rx, &dm("dm-a", "alice", &probe));
     let output = output_lines(&done.text);
     assert_eq!(output.first(), Some(&"65534"), "{:?}", done.text);
     assert!(output.contains(&"HOME=/nonexistent"), "{:?}", done.text);
