@@ -14,16 +14,24 @@ pub(crate) fn webhook_secret(config: &Config) -> (Secret, bool) {
     if let Some(secret) = &config.channels.webhook.secret {
         return (secret.clone(), false);
     }
-    if let Ok(existing) = std::fs::read_to_string(webhook_secret_path(config)) {
-        let existing = existing.trim();
-        if !existing.is_empty() {
-            return (Secret::new(existing), false);
-        }
+    match read_kept(&webhook_secret_path(config)) {
+        Some(kept) => (kept, false),
+        None => (Secret::new(random_hex()), true),
     }
-    let secret: String = (0..32)
+}
+
+/// A secret kept in the data directory by an earlier start, if there is one.
+fn read_kept(path: &Path) -> Option<Secret> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let text = text.trim();
+    (!text.is_empty()).then(|| Secret::new(text))
+}
+
+/// 32 random bytes, as 64 hex characters.
+fn random_hex() -> String {
+    (0..32)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
-    (Secret::new(secret), true)
+        .collect()
 }
 
 /// Where the generated API token lives when `http.api_token` is not configured.
@@ -39,15 +47,10 @@ pub(crate) fn api_token(config: &Config) -> anyhow::Result<(Secret, Option<PathB
         return Ok((token.clone(), None));
     }
     let path = api_token_path(&config.store.data_dir());
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let existing = existing.trim();
-        if !existing.is_empty() {
-            return Ok((Secret::new(existing), Some(path)));
-        }
+    if let Some(kept) = read_kept(&path) {
+        return Ok((kept, Some(path)));
     }
-    let token: String = (0..32)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
+    let token = random_hex();
     write_private(&path, &token)
         .with_context(|| format!("cannot write the API token to {}", path.display()))?;
     Ok((Secret::new(token), Some(path)))
