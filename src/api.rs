@@ -577,34 +577,65 @@ struct OutboxQuery {
     limit: Option<usize>,
 }
 
+/// What waits to be delivered: the outbox's pending and dead rows, the channels failing as a
+/// whole, and the queued events that cannot go anywhere yet (and why).
 async fn list_outbox(State(state): State<ApiState>, Query(query): Query<OutboxQuery>) -> Response {
-    match state
-        .store
-        .list_outbox(query.limit.unwrap_or(500).min(5000))
-        .await
-    {
-        Ok(entries) => {
-            let deliveries: Vec<_> = entries
-                .iter()
-                .map(|e| {
-                    json!({
-                        "id": e.id,
-                        "key": e.key,
-                        "channel": e.channel,
-                        "chat_id": e.chat_id,
-                        "state": e.state,
-                        "attempts": e.attempts,
-                        "last_error": e.last_error,
-                        "next_attempt_at": e.next_attempt_at,
-                        "dead_cause": e.dead_cause,
-                        "text": e.text,
-                    })
-                })
-                .collect();
-            Json(json!({"deliveries": deliveries})).into_response()
-        }
-        Err(err) => store_error(err),
-    }
+    let limit = query.limit.unwrap_or(500).min(5000);
+    let (entries, events) = match (
+        state.store.list_outbox(limit).await,
+        state.store.all_queued_events().await,
+    ) {
+        (Ok(entries), Ok(events)) => (entries, events),
+        (Err(err), _) | (_, Err(err)) => return store_error(err),
+    };
+    let deliveries: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "key": e.key,
+                "channel": e.channel,
+                "channel_enabled": state.outbox.channel(&e.channel).is_some(),
+                "chat_id": e.chat_id,
+                "state": e.state,
+                "attempts": e.attempts,
+                "last_error": e.last_error,
+                "next_attempt_at": e.next_attempt_at,
+                "dead_cause": e.dead_cause,
+                "text": e.text,
+            })
+        })
+        .collect();
+    let channels: Vec<_> = state
+        .outbox
+        .health()
+        .failing()
+        .into_iter()
+        .map(|(channel, failing)| {
+            json!({
+                "channel": channel,
+                "failing_since": failing.since_ms,
+                "last_error": failing.last_error,
+                "tries": failing.tries,
+            })
+        })
+        .collect();
+    let blocked: Vec<_> = events
+        .iter()
+        .filter_map(|e| {
+            let why = e.blocked.as_ref()?;
+            Some(json!({
+                "event_id": e.id,
+                "session": e.session,
+                "blocked": why,
+                "created_at": e.created_at,
+                "text": e.text,
+            }))
+        })
+        .take(limit)
+        .collect();
+    Json(json!({"deliveries": deliveries, "failing_channels": channels, "blocked_events": blocked}))
+        .into_response()
 }
 
 async fn list_routes(State(state): State<ApiState>) -> Response {

@@ -234,7 +234,7 @@ impl CommandProcessor {
             }
             Command::Status => {
                 let counts = self.store.counts().await?;
-                let text = format!(
+                let mut text = format!(
                     "execrelay {}: up {}, {} running jobs (max {}), {} queued events, {} deliveries pending, {} dead-lettered",
                     env!("CARGO_PKG_VERSION"),
                     format_duration(self.started.elapsed()),
@@ -244,6 +244,17 @@ impl CommandProcessor {
                     counts.pending_deliveries,
                     counts.dead_deliveries
                 );
+                for (channel, failing) in self.outbox.health().failing() {
+                    let since = Duration::from_millis((now_ms() - failing.since_ms).max(0) as u64);
+                    text.push_str(&format!(
+                        "\nchannel {channel} failing for {}: {}",
+                        format_duration(since),
+                        failing.last_error
+                    ));
+                }
+                for (why, count) in &counts.blocked_events {
+                    text.push_str(&format!("\n{count} queued events blocked: {why}"));
+                }
                 self.answer(&message, &text).await
             }
             Command::Tail { job, lines } => {

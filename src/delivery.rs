@@ -8,15 +8,16 @@
 //! The worker wakes on a hint from `Outbox::wake` or when the next retry falls due, and also
 //! polls, so a lost hint only delays.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use execrelay_channel::{CancellationToken, Channel, OutboundChunk, Route, SendOutcome};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::channel_health::ChannelHealth;
 use crate::config::OutboxConfig;
 use crate::log_throttle::FailStreak;
 use crate::store::{ChunkOutcome, ClaimedChunk, Store, now_ms};
@@ -65,10 +66,17 @@ fn settle(
         SendOutcome::RetryAfter(wait) => ChunkOutcome::Retry {
             at: now_ms() + wait.as_millis() as i64,
             error: format!("rate limited: retry after {}ms", wait.as_millis()),
+            channel_wide: false,
         },
-        SendOutcome::Transient(error) | SendOutcome::NoReceiver(error) => ChunkOutcome::Retry {
+        SendOutcome::Transient(error) => ChunkOutcome::Retry {
             at: now_ms() + backoff(config, attempts).as_millis() as i64,
             error,
+            channel_wide: true,
+        },
+        SendOutcome::NoReceiver(error) => ChunkOutcome::Retry {
+            at: now_ms() + backoff(config, attempts).as_millis() as i64,
+            error,
+            channel_wide: false,
         },
         SendOutcome::Permanent(error) => ChunkOutcome::Dead { error },
         SendOutcome::Unconfigured(error) => ChunkOutcome::Unconfigured { error },
@@ -80,13 +88,47 @@ fn settle(
 /// `(outbox id, chunk index)`. The worker does not send them again meanwhile.
 type Unrecorded = Arc<Mutex<HashSet<(i64, u32)>>>;
 
+/// What one send said about its channel as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Signal {
+    /// The platform answered (took the message, or refused this chat): it is up.
+    Answered,
+    /// The platform failed (a 5xx, a network error): the channel fails, not just this chat.
+    Down(String),
+    /// A chat's own rate limit; several chats limited at once limit the channel.
+    Limited { chat: String, wait: Duration },
+    /// Nothing about the platform (no local client yet; a missing setting).
+    Silent,
+}
+
+fn signal_of(outcome: &SendOutcome, chat: &str) -> Signal {
+    match outcome {
+        SendOutcome::Delivered { .. }
+        | SendOutcome::Permanent(_)
+        | SendOutcome::ChatMigrated { .. } => Signal::Answered,
+        SendOutcome::Transient(error) => Signal::Down(error.clone()),
+        SendOutcome::RetryAfter(wait) => Signal::Limited {
+            chat: chat.to_string(),
+            wait: *wait,
+        },
+        SendOutcome::NoReceiver(_) | SendOutcome::Unconfigured(_) => Signal::Silent,
+    }
+}
+
+/// A finished send, as its worker learns of it.
+struct Report {
+    signal: Signal,
+    probe: bool,
+}
+
 async fn deliver(
     channel: Arc<dyn Channel>,
     store: Store,
     config: OutboxConfig,
     chunk: ClaimedChunk,
     unrecorded: Unrecorded,
-) {
+    probe: bool,
+) -> Report {
     let delivery_id = format!("{}.{}", chunk.key, chunk.index);
     let outcome = channel
         .send(OutboundChunk {
@@ -101,6 +143,11 @@ async fn deliver(
         SendOutcome::Delivered { .. } => tracing::debug!("delivered"),
         SendOutcome::RetryAfter(wait) => {
             tracing::warn!(retry_after_ms = wait.as_millis() as u64, "rate limited")
+        }
+        // The worker says once that the channel fails, and when it recovers; each probe is
+        // not news.
+        SendOutcome::Transient(error) if probe => {
+            tracing::debug!(error = %error, "probe failed; the channel still fails")
         }
         SendOutcome::Transient(error) => tracing::warn!(error = %error, "send failed; will retry"),
         SendOutcome::NoReceiver(why) => tracing::debug!(why = %why, "kept until someone listens"),
@@ -117,9 +164,11 @@ async fn deliver(
             crate::failpoint::hit(crate::failpoint::MID_MESSAGE);
         }
     }
+    let signal = signal_of(&outcome, &chunk.route.chat_id);
     let tries = (chunk.attempts, chunk.moves);
     let settled = settle(outcome, tries, &chunk.route.chat_id, &config);
     record_outcome(&store, &chunk, settled, &unrecorded).await;
+    Report { signal, probe }
 }
 
 /// Keeps trying until the store takes it (a full disk can last for hours): a sent chunk whose
@@ -182,76 +231,250 @@ pub async fn send_unstored(channel: Arc<dyn Channel>, route: Route, text: String
     }
 }
 
+/// While a channel fails, one send at a time probes it, at most this far apart, so that its
+/// recovery is seen within about a second however long the outage was (a platform's own
+/// `retry_after` may ask for longer; it is honoured).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Rate limits from this many chats within [`LIMITED_WINDOW`]: the platform limits the bot as
+/// a whole, not one chat.
+const LIMITED_CHATS: usize = 2;
+const LIMITED_WINDOW: Duration = Duration::from_secs(10);
+
+/// A channel failing as a whole: other chats wait without spending tries while one send
+/// probes.
+#[derive(Debug)]
+struct Outage {
+    since: Instant,
+    probe_at: Instant,
+    failed_probes: u32,
+    probing: bool,
+}
+
+/// What a report changed for the channel.
+#[derive(Debug, PartialEq, Eq)]
+enum Turn {
+    Began(String),
+    Recovered(Duration),
+    Same,
+}
+
+/// A channel's state as its sends report it: working, or in an outage (and when to probe).
+struct Watch {
+    outage: Option<Outage>,
+    /// Recent rate limits: when, and which chat.
+    limited: VecDeque<(Instant, String)>,
+}
+
+impl Watch {
+    fn new() -> Watch {
+        Watch {
+            outage: None,
+            limited: VecDeque::new(),
+        }
+    }
+
+    fn probe_delay(config: &OutboxConfig, failed_probes: u32) -> Duration {
+        backoff(config, failed_probes.max(1)).min(PROBE_EVERY)
+    }
+
+    /// Whether a probe may be sent now (only in an outage).
+    fn probe_due(&self, now: Instant) -> bool {
+        self.outage
+            .as_ref()
+            .is_some_and(|o| !o.probing && now >= o.probe_at)
+    }
+
+    fn observe(&mut self, report: Report, config: &OutboxConfig, now: Instant) -> Turn {
+        if report.probe
+            && let Some(outage) = &mut self.outage
+        {
+            outage.probing = false;
+        }
+        match report.signal {
+            Signal::Answered => match self.outage.take() {
+                Some(outage) => Turn::Recovered(now.duration_since(outage.since)),
+                None => Turn::Same,
+            },
+            Signal::Down(error) => match &mut self.outage {
+                Some(outage) => {
+                    if report.probe {
+                        outage.failed_probes += 1;
+                        outage.probe_at = now + Self::probe_delay(config, outage.failed_probes);
+                    }
+                    Turn::Same
+                }
+                None => {
+                    self.outage = Some(Outage {
+                        since: now,
+                        probe_at: now + Self::probe_delay(config, 1),
+                        failed_probes: 1,
+                        probing: false,
+                    });
+                    Turn::Began(error)
+                }
+            },
+            Signal::Limited { chat, wait } => {
+                self.limited
+                    .retain(|(at, _)| now.duration_since(*at) < LIMITED_WINDOW);
+                self.limited.push_back((now, chat));
+                match &mut self.outage {
+                    Some(outage) => {
+                        if report.probe {
+                            outage.failed_probes += 1;
+                            let delay = Self::probe_delay(config, outage.failed_probes);
+                            outage.probe_at = now + delay.max(wait);
+                        }
+                        Turn::Same
+                    }
+                    None => {
+                        let chats: HashSet<&str> =
+                            self.limited.iter().map(|(_, c)| c.as_str()).collect();
+                        if chats.len() < LIMITED_CHATS {
+                            return Turn::Same;
+                        }
+                        self.outage = Some(Outage {
+                            since: now,
+                            probe_at: now + wait.max(Self::probe_delay(config, 1)),
+                            failed_probes: 1,
+                            probing: false,
+                        });
+                        Turn::Began(format!(
+                            "rate limited in {} chats: retry after {}ms",
+                            chats.len(),
+                            wait.as_millis()
+                        ))
+                    }
+                }
+            }
+            Signal::Silent => Turn::Same,
+        }
+    }
+}
+
 pub async fn run_worker(
     channel: Arc<dyn Channel>,
     store: Store,
     config: OutboxConfig,
     wake: Arc<Notify>,
+    health: ChannelHealth,
     stop: CancellationToken,
 ) {
     let name = channel.name().to_string();
-    let mut in_flight = JoinSet::new();
+    let mut in_flight: JoinSet<Report> = JoinSet::new();
     let unrecorded = Unrecorded::default();
     let mut claims = FailStreak::default();
+    let mut watch = Watch::new();
+    // What waited for this channel when the relay last stopped is due now: the platform may
+    // have recovered meanwhile, and the first sends tell.
+    let mut recover_due = true;
     loop {
         if stop.is_cancelled() {
             break;
         }
-        let free = config.concurrency.saturating_sub(in_flight.len());
-        let mut claimed_any = false;
-        if free > 0 {
-            match store.claim_due(&name, free, LEASE_MS).await {
-                Ok(claimed) => {
-                    if claims.recovered() {
-                        tracing::info!(channel = %name, "claims work again");
-                    }
-                    claimed_any = !claimed.is_empty();
-                    // Chunks whose lease ran out while their outcome waited for the store.
-                    let sent_already: Vec<(i64, u32)> = match unrecorded.lock() {
-                        Ok(unrecorded) => claimed
-                            .iter()
-                            .map(|c| (c.outbox_id, c.index))
-                            .filter(|id| unrecorded.contains(id))
-                            .collect(),
-                        Err(_) => Vec::new(),
-                    };
-                    for chunk in claimed {
-                        if sent_already.contains(&(chunk.outbox_id, chunk.index)) {
-                            continue;
-                        }
-                        let span = tracing::info_span!(
-                            "delivery",
-                            delivery_id = %format!("{}.{}", chunk.key, chunk.index),
-                            channel = %name,
-                            attempt = chunk.attempts,
-                        );
-                        in_flight.spawn(
-                            deliver(
-                                channel.clone(),
-                                store.clone(),
-                                config.clone(),
-                                chunk,
-                                unrecorded.clone(),
-                            )
-                            .instrument(span),
-                        );
+        if recover_due {
+            match store.recover_channel(&name).await {
+                Ok(count) => {
+                    recover_due = false;
+                    if count > 0 {
+                        tracing::info!(channel = %name, chunks = count, "waiting chats due again");
                     }
                 }
                 Err(error) => {
                     if claims.failed() {
-                        tracing::error!(channel = %name, error = %error, "claim failed; retrying every second");
+                        tracing::error!(channel = %name, error = %error, "cannot mark waiting chats due; retrying");
                     }
                 }
             }
         }
-        let until_due = match store.next_due(&name).await {
-            Ok(Some(at)) => {
-                Duration::from_millis((at - now_ms()).clamp(0, POLL.as_millis() as i64) as u64)
+        let now = Instant::now();
+        let mut claimed_any = false;
+        let claimed = if watch.outage.is_some() {
+            if watch.probe_due(now) {
+                store
+                    .claim_probe(&name, LEASE_MS)
+                    .await
+                    .map(|probe| probe.into_iter().collect::<Vec<_>>())
+            } else {
+                Ok(Vec::new())
             }
-            _ => POLL,
+        } else {
+            let free = config.concurrency.saturating_sub(in_flight.len());
+            if free > 0 {
+                store.claim_due(&name, free, LEASE_MS).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let probe = watch.outage.is_some();
+        match claimed {
+            Ok(claimed) => {
+                if claims.recovered() {
+                    tracing::info!(channel = %name, "claims work again");
+                }
+                claimed_any = !claimed.is_empty();
+                if probe && let Some(outage) = &mut watch.outage {
+                    outage.probing = claimed_any;
+                    if !claimed_any {
+                        // Nothing to probe with: look again after the next pause.
+                        outage.probe_at = now + PROBE_EVERY;
+                    }
+                }
+                // Chunks whose lease ran out while their outcome waited for the store.
+                let sent_already: Vec<(i64, u32)> = match unrecorded.lock() {
+                    Ok(unrecorded) => claimed
+                        .iter()
+                        .map(|c| (c.outbox_id, c.index))
+                        .filter(|id| unrecorded.contains(id))
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                for chunk in claimed {
+                    if sent_already.contains(&(chunk.outbox_id, chunk.index)) {
+                        if probe && let Some(outage) = &mut watch.outage {
+                            outage.probing = false;
+                        }
+                        continue;
+                    }
+                    let span = tracing::info_span!(
+                        "delivery",
+                        delivery_id = %format!("{}.{}", chunk.key, chunk.index),
+                        channel = %name,
+                        attempt = chunk.attempts,
+                    );
+                    in_flight.spawn(
+                        deliver(
+                            channel.clone(),
+                            store.clone(),
+                            config.clone(),
+                            chunk,
+                            unrecorded.clone(),
+                            probe,
+                        )
+                        .instrument(span),
+                    );
+                }
+            }
+            Err(error) => {
+                if claims.failed() {
+                    tracing::error!(channel = %name, error = %error, "claim failed; retrying every second");
+                }
+            }
+        }
+        let until_due = match &watch.outage {
+            Some(outage) if outage.probing => POLL,
+            Some(outage) => outage
+                .probe_at
+                .saturating_duration_since(Instant::now())
+                .min(POLL),
+            None => match store.next_due(&name).await {
+                Ok(Some(at)) => {
+                    Duration::from_millis((at - now_ms()).clamp(0, POLL.as_millis() as i64) as u64)
+                }
+                _ => POLL,
+            },
         };
         // Something due that we could not claim (all slots busy, or a race): never spin.
-        let until_due = if claims.is_failing() {
+        let until_due = if claims.is_failing() || recover_due {
             until_due.max(CLAIM_RETRY)
         } else if claimed_any {
             until_due
@@ -261,7 +484,29 @@ pub async fn run_worker(
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = wake.notified() => {}
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                let report = match joined {
+                    Ok(report) => report,
+                    // A send that panicked says nothing of the platform; if it was the
+                    // probe, the next one goes out.
+                    Err(_) => Report { signal: Signal::Silent, probe: true },
+                };
+                if let Signal::Down(error) = &report.signal {
+                    health.failed(&name, error);
+                }
+                match watch.observe(report, &config, Instant::now()) {
+                    Turn::Began(error) => {
+                        health.failed(&name, &error);
+                        tracing::warn!(channel = %name, error = %error, "the channel is failing; one send at a time probes it until it works");
+                    }
+                    Turn::Recovered(after) => {
+                        let tries = health.recovered(&name).map_or(0, |f| f.tries);
+                        tracing::info!(channel = %name, after_ms = after.as_millis() as u64, tries, "the channel works again; every waiting chat is due");
+                        recover_due = true;
+                    }
+                    Turn::Same => {}
+                }
+            }
             _ = tokio::time::sleep(until_due) => {}
         }
     }
@@ -324,5 +569,93 @@ mod tests {
             moved("d", (MAX_MOVES + 1, MAX_MOVES)),
             ChunkOutcome::Dead { .. }
         ));
+    }
+
+    fn report(signal: Signal, probe: bool) -> Report {
+        Report { signal, probe }
+    }
+
+    #[test]
+    fn a_platform_failure_starts_an_outage_that_one_probe_at_a_time_ends() {
+        let config = OutboxConfig::default();
+        let mut watch = Watch::new();
+        let t0 = Instant::now();
+        let down = || Signal::Down("HTTP 503".into());
+        assert_eq!(
+            watch.observe(report(down(), false), &config, t0),
+            Turn::Began("HTTP 503".into())
+        );
+        assert!(
+            !watch.probe_due(t0),
+            "the first probe waits the base backoff"
+        );
+        let later = t0 + Duration::from_secs(2);
+        assert!(watch.probe_due(later));
+        // Sends already in flight that fail change nothing.
+        assert_eq!(
+            watch.observe(report(down(), false), &config, later),
+            Turn::Same
+        );
+        // However long the outage, probes stay at most PROBE_EVERY apart.
+        let mut now = later;
+        for _ in 0..40 {
+            watch.outage.as_mut().unwrap().probing = true;
+            assert!(!watch.probe_due(now), "one probe at a time");
+            assert_eq!(
+                watch.observe(report(down(), true), &config, now),
+                Turn::Same
+            );
+            let outage = watch.outage.as_ref().unwrap();
+            assert!(outage.probe_at <= now + PROBE_EVERY);
+            now += PROBE_EVERY;
+        }
+        let Turn::Recovered(after) = watch.observe(report(Signal::Answered, true), &config, now)
+        else {
+            panic!("not recovered")
+        };
+        assert_eq!(after, now - t0);
+        assert!(watch.outage.is_none() && !watch.probe_due(now));
+    }
+
+    #[test]
+    fn one_chats_rate_limit_is_its_own_and_several_chats_limit_the_channel() {
+        let config = OutboxConfig::default();
+        let mut watch = Watch::new();
+        let t0 = Instant::now();
+        let limited = |chat: &str| Signal::Limited {
+            chat: chat.into(),
+            wait: Duration::from_secs(3),
+        };
+        assert_eq!(
+            watch.observe(report(limited("a"), false), &config, t0),
+            Turn::Same
+        );
+        assert_eq!(
+            watch.observe(report(limited("a"), false), &config, t0),
+            Turn::Same
+        );
+        assert!(matches!(
+            watch.observe(report(limited("b"), false), &config, t0),
+            Turn::Began(_)
+        ));
+        assert!(
+            !watch.probe_due(t0 + Duration::from_secs(2)),
+            "retry_after is honoured"
+        );
+        assert!(watch.probe_due(t0 + Duration::from_secs(3)));
+        // Limits long ago do not add up.
+        let mut fresh = Watch::new();
+        let later = t0 + LIMITED_WINDOW + Duration::from_secs(1);
+        fresh.observe(report(limited("a"), false), &config, t0);
+        assert_eq!(
+            fresh.observe(report(limited("b"), false), &config, later),
+            Turn::Same
+        );
+        // Neither a missing client nor a send that says nothing ends an outage.
+        assert_eq!(
+            watch.observe(report(Signal::Silent, true), &config, t0),
+            Turn::Same
+        );
+        assert!(watch.outage.is_some());
     }
 }

@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 use crate::config::HeartbeatConfig;
 use crate::log_throttle::LogThrottle;
+use crate::once_per_key::OncePerKey;
 use crate::outbox::{Outbox, OutboxError};
 use crate::store::{EventRecord, Store, StoreError};
 use crate::target::{self, Resolution};
@@ -189,7 +190,13 @@ pub struct HeartbeatRunner {
     config: HeartbeatConfig,
     store: Store,
     outbox: Outbox,
+    /// Sessions whose completions were logged as undeliverable, by why: once a day each, not
+    /// at every run that finds them still blocked.
+    told_blocked: Arc<OncePerKey>,
 }
+
+/// How often the same session is logged as undeliverable for the same reason.
+const BLOCKED_LOG_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// Starts the heartbeat; the returned future runs until `stop`.
 pub fn spawn(
@@ -205,6 +212,7 @@ pub fn spawn(
         config,
         store,
         outbox,
+        told_blocked: Arc::new(OncePerKey::new(BLOCKED_LOG_EVERY, 10_000)),
     };
     let start = move |stop: CancellationToken| tokio::spawn(runner.run(receiver, stop));
     (Heartbeat { requests }, start)
@@ -368,6 +376,8 @@ impl HeartbeatRunner {
         }
         let mut groups: Vec<(execrelay_channel::Route, Vec<&EventRecord>)> = Vec::new();
         let mut blocked: HashMap<String, Vec<i64>> = HashMap::new();
+        // Reasons that are no one's choice (unlike `target none`): worth a warning.
+        let mut undeliverable: HashSet<String> = HashSet::from([target::NO_ROUTE.to_string()]);
         let last = self.store.last_route(session).await?;
         for event in &events {
             match target::resolve(&self.config.target, last.as_ref(), event.origin.as_ref()) {
@@ -389,6 +399,7 @@ impl HeartbeatRunner {
                 Ok(message) => message,
                 Err(OutboxError::UnknownChannel(channel)) => {
                     let why = format!("channel {channel} is not enabled");
+                    undeliverable.insert(why.clone());
                     blocked
                         .entry(why)
                         .or_default()
@@ -417,6 +428,10 @@ impl HeartbeatRunner {
             }
         }
         for (why, ids) in blocked {
+            if undeliverable.contains(&why) && self.told_blocked.admit(&format!("{session}\n{why}"))
+            {
+                tracing::warn!(session = %session, reason = %why, events = ids.len(), "completions cannot be delivered: they wait, listed by `execrelay outbox`");
+            }
             self.store.mark_events_blocked(ids, why).await?;
         }
         if raced {

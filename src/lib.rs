@@ -5,6 +5,7 @@
 //! ARCHITECTURE.md for the map and the invariants.
 
 pub mod api;
+pub mod channel_health;
 pub mod chunk;
 pub mod cli;
 pub mod commands;

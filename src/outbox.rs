@@ -12,6 +12,7 @@ use std::time::Duration;
 use execrelay_channel::{Channel, Route};
 use tokio::sync::Notify;
 
+use crate::channel_health::ChannelHealth;
 use crate::chunk;
 use crate::once_per_key::OncePerKey;
 use crate::store::{NewOutbox, Store, StoreError};
@@ -35,6 +36,7 @@ pub struct Outbox {
     channels: Arc<BTreeMap<String, Arc<dyn Channel>>>,
     wakers: Arc<BTreeMap<String, Arc<Notify>>>,
     unstored_notice_sent: Arc<OncePerKey>,
+    health: ChannelHealth,
 }
 
 impl Outbox {
@@ -55,6 +57,7 @@ impl Outbox {
                 UNSTORED_NOTICE_INTERVAL,
                 UNSTORED_NOTICE_MEMORY,
             )),
+            health: ChannelHealth::default(),
         }
     }
 
@@ -64,6 +67,11 @@ impl Outbox {
 
     pub fn channels(&self) -> impl Iterator<Item = &Arc<dyn Channel>> {
         self.channels.values()
+    }
+
+    /// Which channels fail as a whole; their delivery workers keep it.
+    pub fn health(&self) -> &ChannelHealth {
+        &self.health
     }
 
     pub(crate) fn waker(&self, channel: &str) -> Option<Arc<Notify>> {

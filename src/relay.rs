@@ -421,6 +421,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
             store.clone(),
             config.outbox.clone(),
             wake,
+            outbox.health().clone(),
             stop.child_token(),
         ));
         let (channel, sink, token) = (channel.clone(), inbound.clone(), stop.child_token());

@@ -9,6 +9,9 @@ use execrelay_channel::{ChatType, Route};
 
 use crate::config::TargetPolicy;
 
+/// Why an event waits when its session has spoken nowhere yet.
+pub const NO_ROUTE: &str = "no-route";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
     Route(Route),
@@ -37,7 +40,7 @@ pub fn resolve(policy: &TargetPolicy, last: Option<&Route>, origin: Option<&Rout
             reply_to_message_id: None,
             ..route
         }),
-        None => Resolution::Blocked("no-route".into()),
+        None => Resolution::Blocked(NO_ROUTE.into()),
     }
 }
 

@@ -123,19 +123,45 @@ pub async fn outbox(
 }
 
 async fn list_outbox(settings: &ClientConfig, args: &ListArgs) -> anyhow::Result<()> {
-    let Some(deliveries) = listing(settings, args, "/v1/outbox", "deliveries").await? else {
-        return Ok(());
-    };
-    if deliveries.is_empty() {
-        return out("outbox empty: nothing pending, nothing dead-lettered");
+    let body = Client::new(settings, &args.client)?
+        .get("/v1/outbox")
+        .await?;
+    if args.json {
+        return out(body);
+    }
+    let rows = |key: &str| body[key].as_array().cloned().unwrap_or_default();
+    let (failing, deliveries, blocked) = (
+        rows("failing_channels"),
+        rows("deliveries"),
+        rows("blocked_events"),
+    );
+    if failing.is_empty() && deliveries.is_empty() && blocked.is_empty() {
+        return out("outbox empty: nothing pending, nothing dead-lettered, nothing blocked");
+    }
+    for c in failing {
+        out(format!(
+            "channel {} is failing since {} ({} tries, one at a time until one works); last error: {}",
+            text(&c["channel"]),
+            local_time(&c["failing_since"]),
+            text(&c["tries"]),
+            text(&c["last_error"]),
+        ))?;
     }
     for d in deliveries {
         let cause = match d["dead_cause"].as_str() {
             Some(cause) => format!(" ({cause}: retried at start once configured)"),
             None => String::new(),
         };
+        let disabled = if d["channel_enabled"] == false {
+            format!(
+                " (channel {} is not enabled: waits until it is)",
+                text(&d["channel"])
+            )
+        } else {
+            String::new()
+        };
         out(format!(
-            "{:>6} {:<8} {}  {}:{}  attempts {}  last error: {}{cause}  | {}",
+            "{:>6} {:<8} {}  {}:{}  attempts {}  last error: {}{cause}{disabled}  | {}",
             text(&d["id"]),
             text(&d["state"]),
             text(&d["key"]),
@@ -144,6 +170,16 @@ async fn list_outbox(settings: &ClientConfig, args: &ListArgs) -> anyhow::Result
             text(&d["attempts"]),
             text(&d["last_error"]),
             crate::jobs::one_line(&text(&d["text"]), 80)
+        ))?;
+    }
+    for e in blocked {
+        out(format!(
+            "event {} for {} blocked: {} (queued {})  | {}",
+            text(&e["event_id"]),
+            text(&e["session"]),
+            text(&e["blocked"]),
+            local_time(&e["created_at"]),
+            crate::jobs::one_line(&text(&e["text"]), 80)
         ))?;
     }
     Ok(())

@@ -287,6 +287,9 @@ pub enum ChunkOutcome {
     Retry {
         at: Millis,
         error: String,
+        /// The channel failed as a whole (the platform is down), not this chat: the chunk is
+        /// due again the moment a send on the channel works (`Store::recover_channel`).
+        channel_wide: bool,
     },
     Dead {
         error: String,
@@ -360,6 +363,8 @@ pub struct Counts {
     pub queued_events: i64,
     pub pending_deliveries: i64,
     pub dead_deliveries: i64,
+    /// Queued events that wait for a target, by why (`no-route`, a channel not enabled, …).
+    pub blocked_events: Vec<(String, i64)>,
 }
 
 /// The handle every stage holds. Cheap to clone.
@@ -429,6 +434,87 @@ fn query_jobs(
     params: impl rusqlite::Params,
 ) -> Result<Vec<JobRecord>, StoreError> {
     collect_rows(conn, sql, params, job_from_row)
+}
+
+/// Which chunks a claim may lease.
+#[derive(Clone, Copy)]
+enum Claim {
+    /// Every chat's head that is due, up to `limit`, oldest message first.
+    Due { limit: usize },
+    /// One head to probe a failing channel with (`Store::claim_probe`).
+    Probe,
+}
+
+fn claim(
+    conn: &Connection,
+    channel: &str,
+    node: &str,
+    mode: Claim,
+    lease_ms: Millis,
+) -> Result<Vec<ClaimedChunk>, StoreError> {
+    let now = now_ms();
+    let (ready, order, limit) = match mode {
+        Claim::Due { limit } => ("c.next_attempt_at <= ?2", "o.id", limit),
+        Claim::Probe => (
+            "(c.next_attempt_at <= ?2 OR c.channel_wait = 1)",
+            "c.next_attempt_at, o.id",
+            1,
+        ),
+    };
+    // The head of a chat: its oldest pending message's first unsent chunk. A head that is
+    // leased or not yet due holds the chat back, which keeps order. So does any other leased
+    // chunk of the chat: rows moved in from a migrated chat sort ahead of a send already in
+    // flight at the new id, and must wait for it.
+    let sql = format!(
+        "SELECT o.id, o.key, c.idx, o.route, c.text, c.attempts,
+                (SELECT COUNT(*) FROM outbox_chunks n WHERE n.outbox_id = o.id),
+                c.moves
+         FROM outbox o JOIN outbox_chunks c ON c.outbox_id = o.id
+         WHERE o.channel = ?1 AND o.state = 'pending' AND c.state = 'pending'
+           AND o.id = (SELECT MIN(p.id) FROM outbox p
+                       WHERE p.channel = o.channel AND p.chat_key = o.chat_key
+                         AND p.state = 'pending')
+           AND c.idx = (SELECT MIN(q.idx) FROM outbox_chunks q
+                        WHERE q.outbox_id = o.id AND q.state = 'pending')
+           AND {ready}
+           AND (c.lease_until IS NULL OR c.lease_until < ?2)
+           AND NOT EXISTS (SELECT 1 FROM outbox lo JOIN outbox_chunks l ON l.outbox_id = lo.id
+                           WHERE l.lease_owner IS NOT NULL AND l.lease_until >= ?2
+                             AND lo.channel = o.channel AND lo.chat_key = o.chat_key
+                             AND lo.state = 'pending')
+         ORDER BY {order} LIMIT ?3"
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let mut rows = statement.query(params![channel, now, limit as i64])?;
+    let mut claimed = Vec::new();
+    while let Some(row) = rows.next()? {
+        let route: String = row.get(3)?;
+        claimed.push(ClaimedChunk {
+            outbox_id: row.get(0)?,
+            key: row.get(1)?,
+            index: row.get::<_, i64>(2)? as u32,
+            route: route_from(&route)?,
+            text: row.get(4)?,
+            attempts: row.get::<_, i64>(5)? as u32,
+            count: row.get::<_, i64>(6)? as u32,
+            moves: row.get::<_, i64>(7)? as u32,
+        });
+    }
+    drop(rows);
+    let mut lease = conn.prepare_cached(
+        "UPDATE outbox_chunks SET lease_owner = ?3, lease_until = ?4, attempts = attempts + 1
+         WHERE outbox_id = ?1 AND idx = ?2",
+    )?;
+    for chunk in &mut claimed {
+        lease.execute(params![
+            chunk.outbox_id,
+            chunk.index as i64,
+            node,
+            now + lease_ms
+        ])?;
+        chunk.attempts += 1;
+    }
+    Ok(claimed)
 }
 
 fn insert_outbox(conn: &Connection, message: &NewOutbox, now: Millis) -> Result<i64, StoreError> {
@@ -1256,62 +1342,42 @@ impl Store {
         let channel = channel.to_string();
         let node = self.node.clone();
         self.engine
+            .call(move |conn| claim(conn, &channel, &node, Claim::Due { limit }, lease_ms))
+            .await
+    }
+
+    /// Leases one chunk to probe a failing channel with: a chat's head that is due, or that
+    /// waits only for the channel to recover (however long its own backoff), the one whose
+    /// turn came longest ago. A chat's own `retry_after` is still honoured.
+    pub async fn claim_probe(
+        &self,
+        channel: &str,
+        lease_ms: Millis,
+    ) -> Result<Option<ClaimedChunk>, StoreError> {
+        let channel = channel.to_string();
+        let node = self.node.clone();
+        self.engine
             .call(move |conn| {
-                let now = now_ms();
-                // The head of a chat: its oldest pending message's first unsent chunk. A head
-                // that is leased or not yet due holds the chat back, which keeps order. So does
-                // any other leased chunk of the chat: rows moved in from a migrated chat sort
-                // ahead of a send already in flight at the new id, and must wait for it.
-                let mut statement = conn.prepare_cached(
-                    "SELECT o.id, o.key, c.idx, o.route, c.text, c.attempts,
-                            (SELECT COUNT(*) FROM outbox_chunks n WHERE n.outbox_id = o.id),
-                            c.moves
-                     FROM outbox o JOIN outbox_chunks c ON c.outbox_id = o.id
-                     WHERE o.channel = ?1 AND o.state = 'pending' AND c.state = 'pending'
-                       AND o.id = (SELECT MIN(p.id) FROM outbox p
-                                   WHERE p.channel = o.channel AND p.chat_key = o.chat_key
-                                     AND p.state = 'pending')
-                       AND c.idx = (SELECT MIN(q.idx) FROM outbox_chunks q
-                                    WHERE q.outbox_id = o.id AND q.state = 'pending')
-                       AND c.next_attempt_at <= ?2
-                       AND (c.lease_until IS NULL OR c.lease_until < ?2)
-                       AND NOT EXISTS (SELECT 1 FROM outbox lo JOIN outbox_chunks l ON l.outbox_id = lo.id
-                                       WHERE l.lease_owner IS NOT NULL AND l.lease_until >= ?2
-                                         AND lo.channel = o.channel AND lo.chat_key = o.chat_key
-                                         AND lo.state = 'pending')
-                     ORDER BY o.id LIMIT ?3",
-                )?;
-                let mut rows = statement.query(params![channel, now, limit as i64])?;
-                let mut claimed = Vec::new();
-                while let Some(row) = rows.next()? {
-                    let route: String = row.get(3)?;
-                    claimed.push(ClaimedChunk {
-                        outbox_id: row.get(0)?,
-                        key: row.get(1)?,
-                        index: row.get::<_, i64>(2)? as u32,
-                        route: route_from(&route)?,
-                        text: row.get(4)?,
-                        attempts: row.get::<_, i64>(5)? as u32,
-                        count: row.get::<_, i64>(6)? as u32,
-                        moves: row.get::<_, i64>(7)? as u32,
-                    });
-                }
-                drop(rows);
-                let mut lease = conn.prepare_cached(
-                    "UPDATE outbox_chunks SET lease_owner = ?3, lease_until = ?4,
-                                              attempts = attempts + 1
-                     WHERE outbox_id = ?1 AND idx = ?2",
-                )?;
-                for chunk in &mut claimed {
-                    lease.execute(params![
-                        chunk.outbox_id,
-                        chunk.index as i64,
-                        node,
-                        now + lease_ms
-                    ])?;
-                    chunk.attempts += 1;
-                }
-                Ok(claimed)
+                let claimed = claim(conn, &channel, &node, Claim::Probe, lease_ms)?;
+                Ok(claimed.into_iter().next())
+            })
+            .await
+    }
+
+    /// A send on `channel` worked again: every chunk that waited for the channel (not for its
+    /// chat's own limit) is due now. Returns how many.
+    pub async fn recover_channel(&self, channel: &str) -> Result<usize, StoreError> {
+        let channel = channel.to_string();
+        self.engine
+            .call(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "UPDATE outbox_chunks SET next_attempt_at = MIN(next_attempt_at, ?2),
+                                                  channel_wait = 0
+                         WHERE state = 'pending' AND channel_wait = 1 AND outbox_id IN
+                             (SELECT id FROM outbox WHERE channel = ?1 AND state = 'pending')",
+                    )?
+                    .execute(params![channel, now_ms()])?)
             })
             .await
     }
@@ -1352,13 +1418,17 @@ impl Store {
                         )?
                         .execute(params![outbox_id, now])?;
                     }
-                    ChunkOutcome::Retry { at, error } => {
+                    ChunkOutcome::Retry {
+                        at,
+                        error,
+                        channel_wide,
+                    } => {
                         conn.prepare_cached(
                             "UPDATE outbox_chunks SET next_attempt_at = ?3, last_error = ?4,
-                                    lease_owner = NULL, lease_until = NULL
+                                    lease_owner = NULL, lease_until = NULL, channel_wait = ?5
                              WHERE outbox_id = ?1 AND idx = ?2",
                         )?
-                        .execute(params![outbox_id, index, at, error])?;
+                        .execute(params![outbox_id, index, at, error, channel_wide])?;
                     }
                     ChunkOutcome::Moved { chat_id } => {
                         let route: String = conn
@@ -1604,6 +1674,14 @@ impl Store {
                         "SELECT COUNT(*) FROM outbox WHERE state = 'pending'",
                     )?,
                     dead_deliveries: count("SELECT COUNT(*) FROM outbox WHERE state = 'dead'")?,
+                    blocked_events: conn
+                        .prepare_cached(
+                            "SELECT blocked, COUNT(*) FROM events
+                             WHERE state = 'queued' AND blocked IS NOT NULL
+                             GROUP BY blocked ORDER BY blocked",
+                        )?
+                        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect::<Result<_, _>>()?,
                 })
             })
             .await

@@ -173,14 +173,32 @@ async fn run_seed(seed: u64) {
             3..=4 => consume(&store, rng.below(SESSIONS), &mut rng).await,
             5..=8 => {
                 let mut crashed = false;
-                for chunk in store.claim_due("webhook", 4, 60_000).await.unwrap() {
+                // A worker in an outage probes with one chunk; otherwise it claims what is due.
+                let claimed = if rng.below(4) == 0 {
+                    store.recover_channel("webhook").await.unwrap();
+                    store
+                        .claim_probe("webhook", 60_000)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .collect()
+                } else {
+                    store.claim_due("webhook", 4, 60_000).await.unwrap()
+                };
+                for chunk in claimed {
                     platform.chunk_counts.insert(chunk.key.clone(), chunk.count);
                     let id = (chunk.key.clone(), chunk.index);
                     let outcome = match rng.below(10) {
-                        0 => ChunkOutcome::Retry {
-                            at: now_ms(),
-                            error: "429".into(),
-                        },
+                        // A chat's own limit, due at once; or the platform down, due when the
+                        // channel recovers (an hour of backoff, cut short by the recovery).
+                        0 => {
+                            let channel_wide = rng.below(2) == 0;
+                            ChunkOutcome::Retry {
+                                at: now_ms() + if channel_wide { 3_600_000 } else { 0 },
+                                error: if channel_wide { "503" } else { "429" }.into(),
+                                channel_wide,
+                            }
+                        }
                         1 => ChunkOutcome::Dead {
                             error: "410".into(),
                         },
@@ -226,6 +244,7 @@ async fn run_seed(seed: u64) {
         for session in 0..SESSIONS {
             consume(&store, session, &mut rng).await;
         }
+        store.recover_channel("webhook").await.unwrap();
         let claimed = store.claim_due("webhook", 64, 60_000).await.unwrap();
         if claimed.is_empty() && store.all_queued_events().await.unwrap().is_empty() {
             break;

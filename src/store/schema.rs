@@ -164,6 +164,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
            WHERE c.outbox_id = outbox.id AND c.state = 'dead'
              AND c.last_error = 'no callback_url configured for the webhook channel');
     "#,
+    // 9: a chunk that waits because its channel failed as a whole (the platform was down), not
+    // for its chat: due again the moment a send on the channel works.
+    r#"
+    ALTER TABLE outbox_chunks ADD COLUMN channel_wait INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

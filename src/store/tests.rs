@@ -286,6 +286,79 @@ async fn chunks_go_out_in_order_per_chat() {
     );
 }
 
+fn retry(in_ms: Millis, channel_wide: bool) -> ChunkOutcome {
+    ChunkOutcome::Retry {
+        at: now_ms() + in_ms,
+        error: if channel_wide { "503" } else { "429" }.into(),
+        channel_wide,
+    }
+}
+
+#[tokio::test]
+async fn chats_that_waited_for_their_channel_are_due_when_it_recovers_and_a_chats_own_limit_holds()
+{
+    let (_dir, store) = open();
+    store
+        .enqueue_outbox(vec![
+            reply("a", &["a1"]),
+            reply("b", &["b1"]),
+            reply("c", &["c1"]),
+        ])
+        .await
+        .unwrap();
+    // a and b failed with the platform (long backoffs); c hit its own rate limit.
+    let hour = 3_600_000;
+    for chunk in store.claim_due("webhook", 10, 60_000).await.unwrap() {
+        let outcome = match chunk.route.chat_id.as_str() {
+            "a" => retry(hour, true),
+            "b" => retry(2 * hour, true),
+            _ => retry(hour, false),
+        };
+        store
+            .record_outcome(chunk.outbox_id, chunk.index, outcome)
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .claim_due("webhook", 10, 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A probe ignores a channel-wide backoff, never a chat's own limit; the oldest turn first.
+    let probe = store.claim_probe("webhook", 60_000).await.unwrap().unwrap();
+    assert_eq!(probe.text, "a1");
+    assert!(
+        store
+            .claim_probe("webhook", 60_000)
+            .await
+            .unwrap()
+            .map(|c| c.text)
+            == Some("b1".into()),
+        "a's probe holds its chat; b is next"
+    );
+    assert!(
+        store
+            .claim_probe("webhook", 60_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store.release_own_leases().await.unwrap();
+    // Recovery: a and b are due now, c still waits for its own retry_after.
+    assert_eq!(store.recover_channel("webhook").await.unwrap(), 2);
+    let due: Vec<_> = store
+        .claim_due("webhook", 10, 60_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.text)
+        .collect();
+    assert_eq!(due, ["a1", "b1"]);
+    assert_eq!(store.recover_channel("webhook").await.unwrap(), 0, "once");
+}
+
 #[tokio::test]
 async fn a_restart_releases_this_nodes_leases() {
     let (dir, store) = open();
@@ -782,6 +855,7 @@ async fn a_dropped_message_is_never_sent_and_its_chat_moves_on() {
             ChunkOutcome::Retry {
                 at: now_ms() + 60_000,
                 error: "503".into(),
+                channel_wide: true,
             },
         )
         .await

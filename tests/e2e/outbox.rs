@@ -2,6 +2,7 @@
 
 use crate::fakes::receiver::Receiver;
 use crate::harness::*;
+use std::process::Stdio;
 
 #[test]
 fn rate_limited_completion_honours_retry_after_and_arrives_once() {
@@ -100,25 +101,25 @@ fn row_of(key: &str) -> u64 {
     u64::from_str_radix(row, 16).unwrap_or_else(|_| panic!("unexpected idempotency key {key}"))
 }
 
-/// The outage's length: 5 s in CI; `EXECRELAY_OUTAGE_SECS=60` runs the long version.
+/// The outage's length: 20 s in CI; `EXECRELAY_OUTAGE_SECS=60` runs the long version.
 fn outage_length() -> std::time::Duration {
     let secs_env = std::env::var("EXECRELAY_OUTAGE_SECS").ok();
-    secs(secs_env.and_then(|v| v.parse().ok()).unwrap_or(5.0))
+    secs(secs_env.and_then(|v| v.parse().ok()).unwrap_or(20.0))
 }
 
+/// With the default backoff (500 ms doubling to 5 min), a platform down for a while is seen
+/// working again within about a second: one send at a time probes it, and its first success
+/// makes every waiting chat due.
 #[test]
-fn an_outage_of_503s_then_429s_delivers_everything_in_order_and_once_after_recovery() {
+fn an_outage_of_503s_then_429s_delivers_everything_in_order_and_once_soon_after_recovery() {
     let outage = outage_length();
-    let backoff_cap = secs(1.0);
+    let retry_after = secs(2.0);
     let rx = Receiver::start();
-    let relay = Relay::builder(&rx)
-        .allow(&["webhook:alice"])
-        .set("outbox", "backoff_base", &toml_str("100ms"))
-        .set("outbox", "backoff_cap", &toml_str("1s"))
-        .start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
     rx.set_unavailable(true);
-    let rooms = ["room-a", "room-b", "room-c"];
-    for round in 0..3 {
+    let rooms = ["room-a", "room-b", "room-c", "room-d"];
+    let rounds = 5;
+    for round in 0..rounds {
         for room in rooms {
             relay.say(&group_msg(
                 room,
@@ -127,17 +128,24 @@ fn an_outage_of_503s_then_429s_delivers_everything_in_order_and_once_after_recov
             ));
         }
     }
-    // Down: 503s for the first half, then rate limits with Retry-After for the second.
-    assert_holds("nothing gets through the 503s", outage / 2, || {
+    // Down: 503s for most of it, then rate limits with Retry-After for the last tenth (by
+    // then each chat's own backoff, before channel-wide recovery, was some 16 s).
+    assert_holds("nothing gets through the 503s", outage.mul_f64(0.9), || {
         rx.messages().is_empty()
     });
+    let status = relay.cli(&["outbox"]);
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        listed.contains("channel webhook is failing since") && listed.contains("503"),
+        "`execrelay outbox` says the channel fails, and why:\n{listed}"
+    );
     let rate_limited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let limiting = rate_limited.clone();
-    rx.respond_next_where(usize::MAX, 429, &[("Retry-After", "1")], move |_| {
+    rx.respond_next_where(usize::MAX, 429, &[("Retry-After", "2")], move |_| {
         limiting.load(std::sync::atomic::Ordering::SeqCst)
     });
     rx.set_unavailable(false);
-    assert_holds("nothing gets through the 429s", outage / 2, || {
+    assert_holds("nothing gets through the 429s", outage.mul_f64(0.1), || {
         rx.messages().is_empty()
     });
     let refused = rx.attempts().len();
@@ -149,7 +157,6 @@ fn an_outage_of_503s_then_429s_delivers_everything_in_order_and_once_after_recov
     rate_limited.store(false, std::sync::atomic::Ordering::SeqCst);
     let recovered = std::time::Instant::now();
 
-    // Recovered: within the backoff cap (1 s) plus the last Retry-After, everything arrives.
     // Completions that finish together may share a message: count them, not messages.
     let completions = |messages: &[crate::fakes::receiver::Delivery]| {
         messages
@@ -157,38 +164,36 @@ fn an_outage_of_503s_then_429s_delivers_everything_in_order_and_once_after_recov
             .map(|d| d.text.matches("exec finished: ").count())
             .sum::<usize>()
     };
+    let jobs = rooms.len() * rounds;
     wait_for(
-        "9 acknowledgements and 9 completions after the outage",
+        "every acknowledgement and completion after the outage",
         SOON,
         || {
             let messages = rx.messages();
-            (messages.iter().filter(|d| is_ack(d)).count() == 9 && completions(&messages) == 9)
+            (messages.iter().filter(|d| is_ack(d)).count() == jobs
+                && completions(&messages) == jobs)
                 .then_some(())
         },
     );
-    let caught_up = recovered.elapsed();
     relay.wait_outbox_drained();
     let delivered = rx.messages();
+    let last = delivered
+        .iter()
+        .map(|d| d.at)
+        .max()
+        .map(|at| at.saturating_duration_since(recovered));
     eprintln!(
-        "outage: {outage:?} down, {refused} attempts refused, {} messages delivered {caught_up:?} after recovery",
+        "outage: {outage:?} down, {refused} attempts refused, {} messages delivered, the last {last:?} after recovery",
         delivered.len()
     );
-    // The slowest chat waited at most one backoff (the cap) or one Retry-After (1 s) before
-    // its first send after recovery; the rest follow as fast as sends and commits go, which
-    // on a loaded machine is not a figure to assert here (the bench measures it).
-    for room in rooms {
-        let first = delivered
-            .iter()
-            .filter(|d| d.conversation_id == room)
-            .map(|d| d.at)
-            .min()
-            .unwrap_or_else(|| panic!("nothing delivered to {room}"));
-        let waited = first.saturating_duration_since(recovered);
-        assert!(
-            waited <= backoff_cap + secs(2.0),
-            "{room}'s first send came {waited:?} after recovery; the backoff cap is {backoff_cap:?} and Retry-After 1 s"
-        );
-    }
+    // The target: all within 2 s of recovery plus the Retry-After the platform named last
+    // (and a second of slack for a machine busy with the other tests). Before channel-wide
+    // recovery, chats sat out their own backoffs: tens of seconds after this outage.
+    let bound = retry_after + secs(3.0);
+    assert!(
+        last.is_some_and(|last| last <= bound),
+        "the last message came {last:?} after recovery; the bound is {bound:?}"
+    );
     let keys: std::collections::HashSet<&str> = delivered
         .iter()
         .map(|d| d.idempotency_key.as_str())
@@ -201,14 +206,17 @@ fn an_outage_of_503s_then_429s_delivers_everything_in_order_and_once_after_recov
             .map(|d| row_of(&d.idempotency_key))
             .collect();
         assert!(
-            rows.len() >= 4,
-            "{room}: 3 acks and the completions: {rows:?}"
+            rows.len() > rounds,
+            "{room}: {rounds} acks and the completions: {rows:?}"
         );
         assert!(
             rows.windows(2).all(|w| w[0] < w[1]),
             "{room} out of order: {rows:?}"
         );
     }
+    let status = relay.cli(&["outbox"]);
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert!(!listed.contains("failing"), "recovered:\n{listed}");
 }
 
 /// While no `execrelay chat` is connected, the local conversation's messages wait in the
@@ -230,4 +238,63 @@ fn local_messages_wait_for_a_client_without_a_warning_per_attempt() {
             .any(|l| l.contains("WARN") && l.contains("no local chat client")),
         "{log}"
     );
+}
+
+/// A completion whose conversation is on a channel disabled since: it waits, and says so in
+/// `execrelay outbox`, in `/status` and once in the log, instead of "outbox empty".
+#[test]
+fn a_completion_that_cannot_go_anywhere_is_listed_and_logged_once() {
+    let rx = Receiver::start();
+    let mut relay = Relay::start(&rx, &["webhook:alice"]);
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", &gated_exec("go", "nowhere")));
+    let session = relay.job(&job.id).expect("the job")["session"].clone();
+    relay.terminate(SOON);
+    relay.edit_config(|config| {
+        assert_eq!(config.matches("enabled = true").count(), 1, "{config}");
+        config.replace("enabled = true", "enabled = false")
+    });
+    relay.restart();
+    relay.open_gate("go");
+    let why = "channel webhook is not enabled";
+    wait_for("the completion's event to be blocked", SOON, || {
+        relay
+            .events()
+            .into_iter()
+            .find(|e| e["blocked"] == why)
+            .map(|_| ())
+    });
+    let out = relay.cli(&["outbox"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("blocked: channel webhook is not enabled")
+                && l.contains("exec finished: ")),
+        "`execrelay outbox` lists the blocked completion:\n{listed}"
+    );
+    let mut chat = relay.cli_process(&["chat"], Stdio::piped(), Stdio::piped());
+    chat.write_line("/status");
+    chat.close_stdin();
+    let status = chat.wait(SOON);
+    let printed = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        printed.contains("1 queued events blocked: channel webhook is not enabled"),
+        "/status:\n{printed}"
+    );
+    // Another run of the heartbeat finds it still blocked: logged once all the same.
+    relay.api_post(
+        "/v1/events",
+        &serde_json::json!({"text": "again", "session": session, "mode": "now"}),
+    );
+    wait_for("both events blocked", SOON, || {
+        let blocked = relay.events().into_iter().filter(|e| e["blocked"] == why);
+        (blocked.count() == 2).then_some(())
+    });
+    let log = relay.log();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("completions cannot be delivered") && l.contains(why))
+        .count();
+    assert_eq!(warnings, 1, "{log}");
 }
