@@ -84,9 +84,14 @@ impl Access {
                     None => format!("user:{account}"),
                 }
             }
-            ChatType::Group => format!("chat:{}:{}", route.channel, route.chat_id),
+            ChatType::Group => group_session(&route.channel, &route.chat_id),
         }
     }
+}
+
+/// The session of a group chat: everyone in it shares it.
+fn group_session(channel: &str, chat_id: &str) -> String {
+    format!("chat:{channel}:{chat_id}")
 }
 
 pub struct InboundHandler {
@@ -147,8 +152,24 @@ impl InboundHandler {
     /// follows what its message produced by it (`GET /v1/inbox/{id}`).
     pub async fn accept_with_id(
         &self,
-        message: InboundMessage,
+        mut message: InboundMessage,
     ) -> Result<(Accepted, Option<i64>), SinkError> {
+        // A bridge that leaves out the webhook's `chat_type` makes a group message look
+        // direct; a conversation seen as a group stays one (its session, its refusals). No
+        // platform gives a direct chat the id of a group, so the rule holds for every channel.
+        if message.route.chat_type == ChatType::Direct
+            && message.route.channel != LOCAL_CHANNEL
+            && self
+                .store
+                .has_route(&group_session(
+                    &message.route.channel,
+                    &message.route.chat_id,
+                ))
+                .await
+                .map_err(|error| SinkError::Unavailable(error.to_string()))?
+        {
+            message.route.chat_type = ChatType::Group;
+        }
         let channel = message.route.channel.clone();
         let sender = format!("{channel}:{}", message.sender_id);
         let is_command = message.text.trim_start().starts_with('/');

@@ -866,6 +866,18 @@ impl Store {
             .await
     }
 
+    /// Whether `session` has spoken anywhere (has a last route).
+    pub async fn has_route(&self, session: &str) -> Result<bool, StoreError> {
+        let session = session.to_string();
+        self.engine
+            .call(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT 1 FROM routes WHERE session = ?1")?
+                    .exists([session])?)
+            })
+            .await
+    }
+
     pub async fn list_routes(&self) -> Result<Vec<(String, Route)>, StoreError> {
         self.engine
             .call(|conn| {

@@ -235,3 +235,45 @@ fn a_command_for_another_bot_is_ignored() {
     assert!(relay.jobs().is_empty());
     assert!(!relay.path("ran-for-otherbot").exists());
 }
+
+/// A bridge that leaves out `chat_type`: a conversation seen as a group stays one, so its
+/// jobs share the group's session and a stranger's command there draws no public refusal.
+#[test]
+fn a_message_without_chat_type_in_a_known_group_is_a_group_message() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
+    relay.run_job(&rx, &group_msg("room-x", "alice", "/exec echo one"));
+    let untyped = |user: &str, text: &str| {
+        let mut message = dm("room-x", user, text);
+        message
+            .as_object_mut()
+            .expect("an object")
+            .remove("chat_type");
+        message
+    };
+    let (job, _) = relay.run_job(&rx, &untyped("alice", "/exec echo two"));
+    assert_eq!(
+        relay.job(&job.id).expect("the job")["session"],
+        "chat:webhook:room-x"
+    );
+    relay.say(&untyped("mallory", "/exec id"));
+    relay.run_job(&rx, &untyped("alice", "/exec echo three"));
+    assert_eq!(
+        rx.count(|d| d.text.contains("not authorized")),
+        0,
+        "a refusal for the whole group to see"
+    );
+    // A conversation never seen as a group is still direct without the field.
+    let (dm_job, _) = relay.run_job(&rx, &{
+        let mut message = dm("dm-alice", "alice", "/exec echo four");
+        message
+            .as_object_mut()
+            .expect("an object")
+            .remove("chat_type");
+        message
+    });
+    assert_eq!(
+        relay.job(&dm_job.id).expect("the job")["session"],
+        "user:webhook:alice"
+    );
+}
