@@ -5,6 +5,7 @@
 //!
 //!     cargo build --release && cargo run --release -p execrelay-bench -- all --json bench.json
 
+mod forger;
 mod receiver;
 mod relay;
 mod scenarios;
@@ -30,6 +31,7 @@ enum Which {
     Events,
     Flood,
     Forged,
+    Outage,
 }
 
 #[derive(Parser)]
@@ -54,6 +56,9 @@ struct Args {
     /// MiB of output for the flood figure.
     #[arg(long, default_value_t = 1024)]
     flood_mib: u64,
+    /// Seconds the platform is down for the outage figure.
+    #[arg(long, default_value_t = 60)]
+    outage_secs: u64,
 }
 
 fn default_bin() -> anyhow::Result<PathBuf> {
@@ -87,6 +92,13 @@ fn print(figures: &[Figure]) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("forge-client") {
+        let (Some(url), Some(connections)) = (argv.get(2), argv.get(3)) else {
+            anyhow::bail!("usage: execrelay-bench forge-client <url> <connections>");
+        };
+        return forger::run(url.clone(), connections.parse()?).await;
+    }
     let args = Args::parse();
     let bin = match &args.bin {
         Some(bin) => bin.clone(),
@@ -143,11 +155,11 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     if run(Which::Forged) {
-        figures.extend(
-            scenarios::forged(&bin, 100, 100_000)
-                .await
-                .context("forged flood")?,
-        );
+        figures.extend(scenarios::forged(&bin, 100).await.context("forged flood")?);
+    }
+    if run(Which::Outage) {
+        let outage = std::time::Duration::from_secs(args.outage_secs);
+        figures.extend(scenarios::outage(&bin, outage).await.context("outage")?);
     }
     print(&figures);
     if let Some(path) = &args.json {

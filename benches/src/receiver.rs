@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -15,12 +17,23 @@ use tokio::sync::Notify;
 pub struct Arrival {
     pub text: String,
     pub at: SystemTime,
+    pub conversation: String,
+    pub key: String,
+}
+
+/// How the receiver answers while it is down: a status, and a `Retry-After` (seconds).
+#[derive(Clone, Copy, Debug)]
+pub struct Down {
+    pub status: u16,
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Default)]
 struct Shared {
     arrivals: Mutex<Vec<Arrival>>,
     news: Notify,
+    down: Mutex<Option<Down>>,
+    refused: Mutex<usize>,
 }
 
 #[derive(Clone)]
@@ -29,17 +42,30 @@ pub struct Receiver {
     shared: Arc<Shared>,
 }
 
-async fn callback(State(shared): State<Arc<Shared>>, body: Bytes) -> &'static str {
+async fn callback(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let at = SystemTime::now();
-    let text = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v["text"].as_str().map(str::to_string))
-        .unwrap_or_default();
+    if let Some(down) = shared.down.lock().ok().and_then(|d| *d) {
+        if let Ok(mut refused) = shared.refused.lock() {
+            *refused += 1;
+        }
+        let status = StatusCode::from_u16(down.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return match down.retry_after {
+            Some(secs) => (status, [("Retry-After", secs.to_string())], "down").into_response(),
+            None => (status, "down").into_response(),
+        };
+    }
+    let value = serde_json::from_slice::<Value>(&body).unwrap_or_default();
+    let field = |name: &str| value[name].as_str().unwrap_or_default().to_string();
     if let Ok(mut arrivals) = shared.arrivals.lock() {
-        arrivals.push(Arrival { text, at });
+        arrivals.push(Arrival {
+            text: field("text"),
+            at,
+            conversation: field("conversation_id"),
+            key: field("idempotency_key"),
+        });
     }
     shared.news.notify_waiters();
-    "ok"
+    "ok".into_response()
 }
 
 impl Receiver {
@@ -56,6 +82,18 @@ impl Receiver {
 
     pub fn url(&self) -> String {
         format!("http://{}/callback", self.addr)
+    }
+
+    /// Answers every callback so (not recording it) until `None`.
+    pub fn set_down(&self, down: Option<Down>) {
+        if let Ok(mut now) = self.shared.down.lock() {
+            *now = down;
+        }
+    }
+
+    /// Callbacks answered while down.
+    pub fn refused(&self) -> usize {
+        self.shared.refused.lock().map(|r| *r).unwrap_or(0)
     }
 
     pub fn arrivals(&self) -> Vec<Arrival> {

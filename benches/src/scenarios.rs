@@ -561,85 +561,188 @@ pub async fn flood(bin: &Path, mib: u64) -> anyhow::Result<Vec<Figure>> {
     ])
 }
 
-/// 100,000 badly signed webhook requests while `jobs` jobs complete: the latency next to a
-/// quiet run of the same relay, and what the forged requests ran (nothing).
-pub async fn forged(bin: &Path, jobs: usize, forged: usize) -> anyhow::Result<Vec<Figure>> {
+/// Flooding clients, each a process of its own running `execrelay-bench forge-client`.
+struct Flood {
+    clients: Vec<std::process::Child>,
+    started: Instant,
+}
+
+impl Flood {
+    fn start(url: &str, processes: usize, connections: usize) -> anyhow::Result<Flood> {
+        let me = std::env::current_exe()?;
+        let clients = (0..processes)
+            .map(|_| {
+                std::process::Command::new(&me)
+                    .args(["forge-client", url, &connections.to_string()])
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .context("cannot start a flooding client")
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Flood {
+            clients,
+            started: Instant::now(),
+        })
+    }
+
+    /// Ends the flood: (requests sent, refused with 401, requests per second).
+    fn stop(self) -> anyhow::Result<(usize, usize, f64)> {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let (mut sent, mut refused) = (0, 0);
+        for mut client in self.clients {
+            drop(client.stdin.take());
+            let output = client.wait_with_output()?;
+            let text = String::from_utf8_lossy(&output.stdout);
+            let mut counts = text.split_whitespace().map(str::parse::<usize>);
+            sent += counts.next().context("no count from a client")??;
+            refused += counts.next().context("no count from a client")??;
+        }
+        Ok((sent, refused, sent as f64 / seconds))
+    }
+}
+
+/// Exit → message while badly signed webhook requests flood the relay, next to the quiet
+/// figure from the same relay: the bench's flood (one client, 8 connections) and 3 clients
+/// of 2 connections each, every client a process of its own.
+pub async fn forged(bin: &Path, jobs: usize) -> anyhow::Result<Vec<Figure>> {
     let receiver = Receiver::start().await?;
     let relay = Relay::start(bin, &receiver.url(), "")?;
     let mut quiet = exit_to_message(&relay, &receiver, jobs, "quiet").await?;
     let (_, quiet_p99, _) = summary(&mut quiet);
-
     let url = format!("{}/webhook", relay.base);
-    let pwned = relay.dir.path().join("pwned");
-    let body = serde_json::json!({"conversation_id": "x", "user_id": crate::relay::USER,
-                                  "text": format!("/exec touch {}", pwned.display())})
-    .to_string();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let flood_start = Instant::now();
-    let mut flooders = tokio::task::JoinSet::new();
-    const CONNECTIONS: usize = 8;
-    for worker in 0..CONNECTIONS {
-        let (client, url, body) = (client.clone(), url.clone(), body.clone());
-        let share = forged / CONNECTIONS + usize::from(worker < forged % CONNECTIONS);
-        flooders.spawn(async move {
-            let mut refused = 0usize;
-            for i in 0..share {
-                let timestamp = std::time::SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs())
-                    .to_string();
-                let response = client
-                    .post(&url)
-                    .header("X-Execrelay-Timestamp", timestamp)
-                    .header("X-Execrelay-Signature", format!("sha256={:064x}", i))
-                    .body(body.clone())
-                    .send()
-                    .await;
-                if response.is_ok_and(|r| r.status().as_u16() == 401) {
-                    refused += 1;
-                }
-            }
-            (refused, Instant::now())
-        });
-    }
-    let mut loud = exit_to_message(&relay, &receiver, jobs, "loud").await?;
-    let (_, loud_p99, _) = summary(&mut loud);
-    let mut refused = 0;
-    let mut flood_end = flood_start;
-    while let Some(result) = flooders.join_next().await {
-        let (count, ended) = result?;
-        refused += count;
-        flood_end = flood_end.max(ended);
-    }
-    let flood_rate = forged as f64 / flood_end.duration_since(flood_start).as_secs_f64();
-    let delivered = completions(&receiver.arrivals());
-    Ok(vec![
-        figure(
-            &format!("forged flood: p99 exit→message under {forged} bad requests"),
+    let mut figures = Vec::new();
+    let mut forged_total = 0;
+    let mut refused_total = 0;
+    for (label, processes, connections) in [
+        ("1 client × 8 connections", 1, 8),
+        ("3 clients × 2 connections", 3, 2),
+    ] {
+        let flood = Flood::start(&url, processes, connections)?;
+        // Let the flood reach its pace before measuring under it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut loud = exit_to_message(&relay, &receiver, jobs, label).await?;
+        let (sent, refused, rate) = flood.stop()?;
+        let (_, loud_p99, _) = summary(&mut loud);
+        forged_total += sent;
+        refused_total += refused;
+        figures.push(figure(
+            &format!("forged flood, {label}: p99 exit→message"),
             ms(loud_p99),
             "ms",
             "≤ 2× quiet p99",
             Some(format!(
-                "quiet p99 {:.2} ms; flood {flood_rate:.0} req/s",
+                "{:.2}× quiet p99 {:.2} ms; flood {rate:.0} req/s",
+                loud_p99.as_secs_f64() / quiet_p99.as_secs_f64().max(1e-9),
                 ms(quiet_p99)
             )),
+        ));
+    }
+    let delivered = completions(&receiver.arrivals());
+    let pwned = relay.dir.path().join("pwned");
+    figures.push(figure(
+        "forged flood: requests refused with 401",
+        refused_total as f64,
+        "req",
+        &format!("{forged_total}"),
+        None,
+    ));
+    figures.push(figure(
+        "forged flood: completions delivered / commands run by forgeries",
+        delivered as f64,
+        "jobs",
+        &format!("{} / 0 (pwned file: {})", 3 * jobs, pwned.exists()),
+        None,
+    ));
+    Ok(figures)
+}
+
+/// The outbox row id inside an idempotency key (`<install id, 4 letters><hex row id>.<chunk>`).
+fn row_of(key: &str) -> Option<u64> {
+    let row = key.get(4..)?.split('.').next()?;
+    u64::from_str_radix(row, 16).ok()
+}
+
+/// A platform outage with the default backoff: the receiver answers 503 for 90 % of `outage`
+/// and `429 Retry-After: 2` for the rest, while 20 jobs in 4 conversations finish; then it
+/// recovers. The figure is how long after recovery the last owed message arrived (the target
+/// is 2 s plus the last Retry-After), with none twice and each conversation in order.
+pub async fn outage(bin: &Path, outage: Duration) -> anyhow::Result<Vec<Figure>> {
+    const ROOMS: usize = 4;
+    const ROUNDS: usize = 5;
+    let retry_after = 2;
+    let receiver = Receiver::start().await?;
+    let relay = Relay::start(bin, &receiver.url(), "")?;
+    let mut quiet = exit_to_message(&relay, &receiver, 50, "quiet").await?;
+    let (_, quiet_p99, _) = summary(&mut quiet);
+    let before = receiver.arrivals().len();
+
+    receiver.set_down(Some(crate::receiver::Down {
+        status: 503,
+        retry_after: None,
+    }));
+    for round in 0..ROUNDS {
+        for room in 0..ROOMS {
+            relay
+                .say_in_group(
+                    &format!("outage-{room}"),
+                    &format!("/exec echo outage-{room}-{round}"),
+                    &format!("outage-{room}-{round}"),
+                )
+                .await?;
+        }
+    }
+    tokio::time::sleep(outage.mul_f64(0.9)).await;
+    receiver.set_down(Some(crate::receiver::Down {
+        status: 429,
+        retry_after: Some(retry_after),
+    }));
+    tokio::time::sleep(outage.mul_f64(0.1)).await;
+    let refused = receiver.refused();
+    receiver.set_down(None);
+    let recovered = SystemTime::now();
+
+    let jobs = ROOMS * ROUNDS;
+    let owed = |all: &[crate::receiver::Arrival]| {
+        let after = &all[before.min(all.len())..];
+        after
+            .iter()
+            .filter(|a| a.text.starts_with("started job "))
+            .count()
+            == jobs
+            && completions(after) == jobs
+    };
+    if !receiver.wait(Duration::from_secs(600), owed).await {
+        bail!("not every owed message arrived within 10 minutes of recovery");
+    }
+    let arrivals: Vec<_> = receiver.arrivals().into_iter().skip(before).collect();
+    let last = arrivals
+        .iter()
+        .filter_map(|a| a.at.duration_since(recovered).ok())
+        .max()
+        .unwrap_or_default();
+    let keys: std::collections::HashSet<&str> = arrivals.iter().map(|a| a.key.as_str()).collect();
+    let twice = arrivals.len() - keys.len();
+    let in_order = (0..ROOMS).all(|room| {
+        let rows: Vec<Option<u64>> = arrivals
+            .iter()
+            .filter(|a| a.conversation == format!("outage-{room}"))
+            .map(|a| row_of(&a.key))
+            .collect();
+        rows.windows(2).all(|w| w[0] < w[1])
+    });
+    Ok(vec![figure(
+        &format!(
+            "outage {} s (defaults): last owed message after recovery",
+            outage.as_secs()
         ),
-        figure(
-            "forged flood: requests refused with 401",
-            refused as f64,
-            "req",
-            &format!("{forged}"),
-            None,
-        ),
-        figure(
-            "forged flood: completions delivered / commands run by forgeries",
-            delivered as f64,
-            "jobs",
-            &format!("{} / 0 (pwned file: {})", 2 * jobs, pwned.exists()),
-            None,
-        ),
-    ])
+        ms(last),
+        "ms",
+        &format!("≤ 2 s + Retry-After {retry_after} s"),
+        Some(format!(
+            "{} messages, {refused} attempts refused while down, {twice} twice, in order: {in_order}; quiet p99 {:.2} ms",
+            arrivals.len(),
+            ms(quiet_p99)
+        )),
+    )])
 }
