@@ -164,6 +164,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
            WHERE c.outbox_id = outbox.id AND c.state = 'dead'
              AND c.last_error = 'no callback_url configured for the webhook channel');
     "#,
+    // 9: an inbox row keeps when the platform says its message was sent, so that a command
+    // that reaches the relay long after (a Discord backfill after a day down) is not run.
+    r#"
+    ALTER TABLE inbox ADD COLUMN sent_at INTEGER;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
