@@ -18,6 +18,7 @@
 //! the relay was down); and beyond [`MAX_CHANNELS`] channels, the least recently active.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -267,6 +268,9 @@ pub(crate) struct Tracker {
     loaded: tokio::sync::Mutex<bool>,
     /// The text written last; also keeps two writes from racing.
     written: tokio::sync::Mutex<Option<String>>,
+    /// Whether the last read or write failed: a store that stays down is said once, not at
+    /// every tick.
+    failing: AtomicBool,
 }
 
 impl Tracker {
@@ -276,6 +280,7 @@ impl Tracker {
             sink,
             loaded: tokio::sync::Mutex::new(false),
             written: tokio::sync::Mutex::new(None),
+            failing: AtomicBool::new(false),
         }
     }
 
@@ -304,10 +309,13 @@ impl Tracker {
             }
             Ok(None) => {}
             Err(error) => {
-                tracing::warn!(error = %error, "cannot read the discord backfill points yet");
+                if !self.failing.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(error = %error, "cannot read the discord backfill points yet");
+                }
                 return false;
             }
         }
+        self.failing.store(false, Ordering::Release);
         *loaded = true;
         true
     }
@@ -323,9 +331,18 @@ impl Tracker {
             return;
         }
         match self.sink.save_state(STATE_KEY, &text).await {
-            Ok(()) => *written = Some(text),
+            Ok(()) => {
+                *written = Some(text);
+                if self.failing.swap(false, Ordering::AcqRel) {
+                    tracing::info!("discord backfill points saved again");
+                }
+            }
             // Kept in memory; the next tick tries again.
-            Err(error) => tracing::warn!(error = %error, "cannot save the discord backfill points"),
+            Err(error) => {
+                if !self.failing.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(error = %error, "cannot save the discord backfill points; retrying");
+                }
+            }
         }
     }
 }
