@@ -725,3 +725,45 @@ fn an_exec_older_than_the_window_is_answered_too_old_and_not_run() {
     assert!(relay.jobs().is_empty(), "{:?}", relay.jobs());
     assert!(!relay.path("ran-too-old").exists());
 }
+
+/// Fetched messages do not name their guild: a thread's backfilled `/exec` still belongs to its
+/// channel's session and reports in the thread, and chatter there stays ignored.
+#[test]
+fn a_thread_message_sent_while_the_relay_was_stopped_reports_in_the_thread() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let mut relay = start(&dc, &rx, &["discord:400"]);
+    let thread = 220;
+    dc.add_thread(thread, GUILD_CHANNEL);
+    dc.push_message(thread, ALICE, "/status", true);
+    wait_posted(&dc, thread, "the /status answer", |p| {
+        p.content.starts_with("execrelay ")
+    });
+    relay.terminate(SOON);
+    wait_for("the gateway connection to close", SOON, || {
+        (!dc.connected()).then_some(())
+    });
+
+    let chatter = dc.push_message(thread, ALICE, "echo not for the bot", true);
+    dc.push_message(thread, ALICE, "/exec echo thread-backfill", true);
+    relay.restart();
+    let done = wait_posted(&dc, thread, "the completion", |p| {
+        p.content.starts_with("exec finished: ") && p.content.contains("thread-backfill")
+    });
+    assert!(output_lines(&done.content).contains(&"thread-backfill"));
+    relay.wait_outbox_drained();
+    assert!(
+        dc.posted_to(GUILD_CHANNEL).is_empty(),
+        "nothing in the parent channel"
+    );
+    let session = format!("chat:discord:{GUILD_CHANNEL}");
+    let jobs = relay.jobs();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["session"], session.as_str(), "{jobs:?}");
+    assert!(
+        relay
+            .log()
+            .lines()
+            .any(|l| l.contains("not for the relay") && l.contains(&chatter.to_string())),
+        "the chatter was fetched and passed over"
+    );
+}
