@@ -42,6 +42,20 @@ const HELP: &str = "commands:
 /// is delayed, not refused.
 const DISK_FULL_DELAY: &str = "not started yet: the relay's disk is full. This command starts by itself once space is freed; no need to send it again.";
 
+/// An `/exec` that reaches the relay more than this after it was sent is answered, not run:
+/// its sender has likely moved on (a Discord message fetched after the relay was down for a
+/// day, a platform's late redelivery). Measured from the platform's send time
+/// (`InboundMessage::sent_at_ms`) to when the relay stored the message, so a command stored in
+/// time still starts after a delay of the relay's own (a full disk).
+pub const EXEC_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// How late `message` reached the relay, when that is past [`EXEC_WINDOW`].
+fn too_old(message: &InboxRecord) -> Option<Duration> {
+    let late = message.received_at_ms.checked_sub(message.sent_at_ms?)?;
+    let late = Duration::from_millis(u64::try_from(late).ok()?);
+    (late > EXEC_WINDOW).then_some(late)
+}
+
 /// For plain chat in a direct conversation: someone new may not know what the bot does.
 const PLAIN_TEXT_HINT: &str = "I run commands: /exec <command line>, /help";
 /// A person chatting gets the hint once in a while, not at every line.
@@ -285,6 +299,22 @@ impl CommandProcessor {
         if command.is_empty() {
             return self.answer(message, "usage: /exec <command line>").await;
         }
+        if let Some(late) = too_old(message) {
+            tracing::info!(
+                inbox_id = message.id,
+                late_ms = late.as_millis() as u64,
+                "an /exec past the window; not run"
+            );
+            let text = format!(
+                "too old, not run: `{}` was sent {} before the relay received it (the relay was \
+                 not running, or not connected, then); an /exec that arrives more than {} after \
+                 it was sent is not run. Send it again if you still want it.",
+                self.exec.redactor().one_line(&command, 300),
+                format_duration(late),
+                format_duration(EXEC_WINDOW)
+            );
+            return self.answer(message, &text).await;
+        }
         if command.len() > MAX_COMMAND_BYTES {
             let text = format!(
                 "not started: the command is {} bytes, the limit is {MAX_COMMAND_BYTES}; put it in a script",
@@ -504,6 +534,40 @@ mod tests {
         assert_eq!(parse("/frobnicate"), Command::Unknown("frobnicate".into()));
         assert_eq!(parse("hello there"), Command::Text);
         assert_eq!(parse("/"), Command::Text);
+    }
+
+    #[test]
+    fn an_exec_past_the_window_is_too_old() {
+        let message = |sent_at_ms: Option<i64>, received_at_ms: i64| InboxRecord {
+            id: 1,
+            session: "user:discord:400".into(),
+            route: execrelay_channel::Route {
+                channel: "discord".into(),
+                account: "900".into(),
+                chat_id: "200".into(),
+                thread_id: None,
+                reply_to_message_id: None,
+                chat_type: execrelay_channel::ChatType::Direct,
+            },
+            sender: "discord:400".into(),
+            text: "/exec true".into(),
+            sent_at_ms,
+            received_at_ms,
+        };
+        let day = EXEC_WINDOW.as_millis() as i64;
+        let now = 1_800_000_000_000;
+        assert_eq!(too_old(&message(None, now)), None, "no send time: in time");
+        assert_eq!(too_old(&message(Some(now - day), now)), None);
+        assert_eq!(
+            too_old(&message(Some(now - day - 1), now)),
+            Some(EXEC_WINDOW + Duration::from_millis(1))
+        );
+        assert_eq!(
+            too_old(&message(Some(now + 60_000), now)),
+            None,
+            "a clock ahead of ours"
+        );
+        assert_eq!(too_old(&message(Some(i64::MIN), now)), None, "no overflow");
     }
 
     #[test]

@@ -215,6 +215,10 @@ pub struct InboxRecord {
     pub route: Route,
     pub sender: String,
     pub text: String,
+    /// When the platform says it was sent (unix ms), where the adapter says.
+    pub sent_at_ms: Option<Millis>,
+    /// When the relay stored it (unix ms).
+    pub received_at_ms: Millis,
 }
 
 #[derive(Debug, Clone)]
@@ -681,10 +685,17 @@ impl Store {
                 }
                 let route = route_json(&record.route)?;
                 conn.prepare_cached(
-                    "INSERT INTO inbox (session, route, sender, text, received_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO inbox (session, route, sender, text, received_at, sent_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
-                .execute(params![record.session, route, record.sender, record.text, now])?;
+                .execute(params![
+                    record.session,
+                    route,
+                    record.sender,
+                    record.text,
+                    now,
+                    record.sent_at_ms
+                ])?;
                 let inbox_id = conn.last_insert_rowid();
                 if let Some(key) = &seen_key {
                     conn.prepare_cached(
@@ -738,7 +749,7 @@ impl Store {
             .call(move |conn| {
                 collect_rows(
                     conn,
-                    "SELECT id, session, route, sender, text FROM inbox
+                    "SELECT id, session, route, sender, text, sent_at, received_at FROM inbox
                      WHERE processed_at IS NULL ORDER BY id LIMIT ?1",
                     [limit as i64],
                     |row| {
@@ -749,6 +760,8 @@ impl Store {
                             route: route_from(&route)?,
                             sender: row.get(3)?,
                             text: row.get(4)?,
+                            sent_at_ms: row.get(5)?,
+                            received_at_ms: row.get(6)?,
                         })
                     },
                 )

@@ -169,6 +169,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE outbox_chunks ADD COLUMN channel_wait INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 10: an inbox row keeps when the platform says its message was sent, so that a command
+    // that reaches the relay long after (a Discord backfill after a day down) is not run.
+    r#"
+    ALTER TABLE inbox ADD COLUMN sent_at INTEGER;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -62,6 +62,23 @@ async fn inbound_is_deduped_and_records_the_last_route() {
 }
 
 #[tokio::test]
+async fn an_inbox_row_keeps_when_its_message_was_sent() {
+    let (_dir, store) = open();
+    let mut old = inbound("a", Some("m1"));
+    old.sent_at_ms = Some(1_000);
+    store.accept_inbound(old).await.unwrap();
+    store.accept_inbound(inbound("a", None)).await.unwrap();
+    let before = now_ms();
+    let rows = store.pending_inbox(10).await.unwrap();
+    assert_eq!(rows[0].sent_at_ms, Some(1_000));
+    assert_eq!(rows[1].sent_at_ms, None);
+    assert!(
+        rows.iter()
+            .all(|row| row.received_at_ms <= before && row.received_at_ms > 1_000)
+    );
+}
+
+#[tokio::test]
 async fn a_message_that_comes_late_does_not_move_the_route_back() {
     let (_dir, store) = open();
     let sent = |channel: &str, chat: &str, at: Option<i64>| InboundRecord {

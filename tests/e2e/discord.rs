@@ -513,3 +513,257 @@ fn a_lost_response_is_retried_with_the_same_nonce_and_posted_once() {
         dc.posted()
     );
 }
+
+/// Waits until the relay's gateway client has identified and waits for its held READY.
+#[track_caller]
+fn wait_identified_held(dc: &FakeDiscord, identifies: usize) {
+    wait_for("the relay to identify (READY held)", SOON, || {
+        (dc.identifies() >= identifies && dc.ready_held() && dc.connected()).then_some(())
+    });
+}
+
+/// The relay's log line about message `id` waiting for, or dropped before, READY.
+fn before_ready_line(relay: &Relay, id: u64) -> Option<String> {
+    relay
+        .log()
+        .lines()
+        .find(|l| l.contains("before READY") && l.contains(&format!("message_id={id}")))
+        .map(str::to_string)
+}
+
+/// `GET path` on the fake's REST API with the bot token: status and JSON body.
+fn fake_get(dc: &FakeDiscord, path: &str) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let response = reqwest::Client::new()
+            .get(format!("{}/api/v10{path}", dc.api_base()))
+            .header("Authorization", format!("Bot {TOKEN}"))
+            .send()
+            .await
+            .expect("GET the fake");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    })
+}
+
+#[test]
+fn fake_history_answers_after_and_limit_as_discord_does() {
+    let dc = FakeDiscord::start();
+    let ids: Vec<u64> = (0..5)
+        .map(|i| dc.push_message(GUILD_CHANNEL, ALICE, &format!("m{i}"), true))
+        .collect();
+    let ids_of = |page: &serde_json::Value| -> Vec<u64> {
+        page.as_array()
+            .expect("an array")
+            .iter()
+            .map(|m| {
+                m["id"]
+                    .as_str()
+                    .and_then(|id| id.parse().ok())
+                    .expect("an id")
+            })
+            .collect()
+    };
+    let path = format!("/channels/{GUILD_CHANNEL}/messages");
+    let (status, page) = fake_get(&dc, &format!("{path}?after={}&limit=2", ids[0]));
+    assert_eq!(status, 200);
+    assert_eq!(
+        ids_of(&page),
+        vec![ids[2], ids[1]],
+        "the two right after, newest first"
+    );
+    assert!(
+        page[0]["guild_id"].is_null(),
+        "REST messages do not name the guild"
+    );
+    assert_eq!(page[0]["content"], "m2");
+    let (_, page) = fake_get(&dc, &format!("{path}?after={}&limit=100", ids[4]));
+    assert!(ids_of(&page).is_empty());
+    let (_, page) = fake_get(&dc, &format!("{path}?limit=3"));
+    assert_eq!(
+        ids_of(&page),
+        vec![ids[4], ids[3], ids[2]],
+        "the latest, newest first"
+    );
+    assert_eq!(fake_get(&dc, &format!("{path}?limit=101")).0, 400);
+    dc.rate_limit_history_next(1);
+    assert_eq!(fake_get(&dc, &path).0, 429);
+    assert_eq!(ids_of(&fake_get(&dc, &path).1).len(), 5);
+}
+
+/// The gateway does not replay to a new session what was sent while the relay was down: the
+/// relay fetches it at READY. A message seen both live and by that fetch runs once.
+#[test]
+fn an_exec_sent_while_the_relay_was_stopped_runs_once_when_it_is_back() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let mut relay = start(&dc, &rx, &["discord:400"]);
+    dc.push_message(DM, ALICE, "/exec echo first", false);
+    wait_posted(&dc, DM, "the first completion", |p| {
+        p.content.starts_with("exec finished: ") && p.content.contains("first")
+    });
+    relay.terminate(SOON);
+    wait_for("the gateway connection to close", SOON, || {
+        (!dc.connected()).then_some(())
+    });
+
+    // Nobody connected: it only lands in the channel's history.
+    dc.push_message(DM, ALICE, "/exec echo while-down", false);
+    dc.hold_ready();
+    dc.rate_limit_history_next(1);
+    relay.restart();
+    wait_identified_held(&dc, 2);
+    // Dispatched to the new session before READY, and in the history READY's fetch reads.
+    let both = dc.push_message(DM, ALICE, "/exec echo both-ways", false);
+    wait_for("the relay to hold the message for READY", SOON, || {
+        before_ready_line(&relay, both)
+    });
+    dc.release_ready();
+
+    for out in ["while-down", "both-ways"] {
+        wait_posted(&dc, DM, &format!("the completion of {out}"), |p| {
+            p.content.starts_with("exec finished: ") && output_lines(&p.content).contains(&out)
+        });
+    }
+    relay.wait_outbox_drained();
+    assert_eq!(
+        relay.jobs().len(),
+        3,
+        "each message ran once: {:?}",
+        relay.jobs()
+    );
+    assert_eq!(
+        dc.posted_to(DM).iter().filter(|p| is_ack_post(p)).count(),
+        3
+    );
+    assert!(
+        relay.log().contains("accepted=Duplicate"),
+        "the message seen live and fetched reached the relay twice and ran once"
+    );
+    let history: Vec<_> = dc
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path == format!("/api/v10/channels/{DM}/messages"))
+        .collect();
+    assert_eq!(history[0].status, 429, "{history:?}");
+    assert!(
+        history
+            .iter()
+            .any(|r| r.status == 200 && r.query.contains("after=")),
+        "the fetch was retried after the 429: {history:?}"
+    );
+}
+
+/// serenity may hand a message over before READY (here: READY comes late). It waits for it,
+/// however long, rather than being dropped after a while.
+#[test]
+fn a_message_that_arrives_before_ready_is_not_lost() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    dc.hold_ready();
+    let relay = dc
+        .configure(Relay::builder(&rx).allow(&["discord:400"]))
+        .start();
+    wait_identified_held(&dc, 1);
+    let early = dc.push_message(DM, ALICE, "/exec echo before-ready", false);
+    // The old relay dropped such a message after 10 s: give it the time to say so.
+    let line = wait_for(
+        "the relay to say what it does with a message before READY",
+        Duration::from_secs(30),
+        || before_ready_line(&relay, early),
+    );
+    assert!(line.contains("waits for READY"), "{line}");
+    dc.release_ready();
+    let ack = wait_posted(&dc, DM, "the acknowledgement", is_ack_post);
+    let id = ack_job_id(&ack.content).expect("a job id");
+    let done = wait_posted(&dc, DM, "the completion", |p| {
+        is_completion_of(&p.content, &id)
+    });
+    assert!(output_lines(&done.content).contains(&"before-ready"));
+    assert_eq!(ack.reference, Some(early.to_string()));
+}
+
+/// A command that comes back from a long downtime is answered, not run.
+#[test]
+fn an_exec_older_than_the_window_is_answered_too_old_and_not_run() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let mut relay = start(&dc, &rx, &["discord:400"]);
+    let hour: u64 = 3600 * 1000;
+    let now = unix_now_ms() as u64;
+    // The last thing the relay stored, 26 hours ago (its snowflake says so).
+    dc.push_message_at(now - 26 * hour, (DM, ALICE, "/status", false));
+    wait_posted(&dc, DM, "the /status answer", |p| {
+        p.content.starts_with("execrelay ")
+    });
+    relay.terminate(SOON);
+    wait_for("the gateway connection to close", SOON, || {
+        (!dc.connected()).then_some(())
+    });
+
+    // Sent 25 hours ago, while the relay was down.
+    dc.push_message_at(
+        now - 25 * hour,
+        (DM, ALICE, "/exec touch ran-too-old", false),
+    );
+    relay.restart();
+    let answer = wait_posted(&dc, DM, "the too-old answer", |p| {
+        p.content.contains("too old")
+    });
+    assert!(answer.content.contains("not run"), "{:?}", answer.content);
+    assert!(
+        answer.content.contains("25h"),
+        "says how old: {:?}",
+        answer.content
+    );
+    assert!(
+        answer.content.contains("24h"),
+        "says the window: {:?}",
+        answer.content
+    );
+    relay.wait_outbox_drained();
+    assert!(relay.jobs().is_empty(), "{:?}", relay.jobs());
+    assert!(!relay.path("ran-too-old").exists());
+}
+
+/// Fetched messages do not name their guild: a thread's backfilled `/exec` still belongs to its
+/// channel's session and reports in the thread, and chatter there stays ignored.
+#[test]
+fn a_thread_message_sent_while_the_relay_was_stopped_reports_in_the_thread() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let mut relay = start(&dc, &rx, &["discord:400"]);
+    let thread = 220;
+    dc.add_thread(thread, GUILD_CHANNEL);
+    dc.push_message(thread, ALICE, "/status", true);
+    wait_posted(&dc, thread, "the /status answer", |p| {
+        p.content.starts_with("execrelay ")
+    });
+    relay.terminate(SOON);
+    wait_for("the gateway connection to close", SOON, || {
+        (!dc.connected()).then_some(())
+    });
+
+    let chatter = dc.push_message(thread, ALICE, "echo not for the bot", true);
+    dc.push_message(thread, ALICE, "/exec echo thread-backfill", true);
+    relay.restart();
+    let done = wait_posted(&dc, thread, "the completion", |p| {
+        p.content.starts_with("exec finished: ") && p.content.contains("thread-backfill")
+    });
+    assert!(output_lines(&done.content).contains(&"thread-backfill"));
+    relay.wait_outbox_drained();
+    assert!(
+        dc.posted_to(GUILD_CHANNEL).is_empty(),
+        "nothing in the parent channel"
+    );
+    let session = format!("chat:discord:{GUILD_CHANNEL}");
+    let jobs = relay.jobs();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["session"], session.as_str(), "{jobs:?}");
+    assert!(
+        relay
+            .log()
+            .lines()
+            .any(|l| l.contains("not for the relay") && l.contains(&chatter.to_string())),
+        "the chatter was fetched and passed over"
+    );
+}

@@ -63,7 +63,8 @@ pub struct InboundMessage {
     /// When the platform says the message was sent (unix milliseconds), where the adapter may
     /// hand over messages out of order (Discord dispatches each event on its own task; webhook
     /// requests run concurrently). A session's last route then only moves forward in this time
-    /// within one channel. `None` where messages arrive in order (Telegram's update loop).
+    /// within one channel; and an `/exec` that arrives more than a day after it was sent is
+    /// not run. `None` where messages arrive in order (Telegram's update loop).
     pub sent_at_ms: Option<i64>,
     /// Forwarded from someone else (Telegram's `forward_origin`): someone else's words, so
     /// never run as the forwarder's command.

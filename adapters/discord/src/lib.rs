@@ -6,6 +6,10 @@
 //! outbound chunk is one `POST /channels/{id}/messages` with a `nonce` and `enforce_nonce`, so a
 //! retried send does not post twice.
 //!
+//! The gateway does not replay what was sent while no session was up: at every READY the
+//! channels where the relay received messages are fetched from where it left them
+//! (`backfill`), through the same path as gateway messages.
+//!
 //! The key decision: serenity owns the gateway, but messages are posted with our own HTTP
 //! call. With a custom base URL serenity's rate limiter must be off (with it on, the base URL is
 //! ignored and requests go to the real Discord), and without it serenity's errors drop the
@@ -13,6 +17,7 @@
 //! a failing fake can never make serenity fall back to the real gateway. Not owned here:
 //! chunking (the relay splits at 2000 characters, [`DISCORD_LIMIT`]), retries, access control.
 
+mod backfill;
 mod config;
 mod errors;
 mod inbound;

@@ -5,19 +5,18 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::CHANNEL;
+use crate::backfill::{SAVE_EVERY, Tracker};
+use crate::config::DiscordConfig;
+use crate::errors::{DiscordError, redact};
+use crate::inbound::Handler;
+use crate::rest::{Rest, http_client};
 use execrelay_channel::{
     CancellationToken, Channel, ChannelError, InboundSink, OutboundChunk, SendOutcome, TextLimit,
     TextUnit,
 };
 use serde_json::{Value, json};
 use serenity::all::{ClientBuilder, GatewayIntents, HttpBuilder};
-use tokio::sync::watch;
-
-use crate::CHANNEL;
-use crate::config::DiscordConfig;
-use crate::errors::{DiscordError, redact};
-use crate::inbound::Handler;
-use crate::rest::{Rest, http_client};
 
 /// 2000 characters per message.
 pub const DISCORD_LIMIT: TextLimit = TextLimit {
@@ -241,13 +240,14 @@ impl Channel for DiscordChannel {
         let intents = GatewayIntents::GUILD_MESSAGES
             | GatewayIntents::DIRECT_MESSAGES
             | GatewayIntents::MESSAGE_CONTENT;
-        let handler = Handler {
+        let tracker = Arc::new(Tracker::new(sink.clone()));
+        let handler = Handler::new(
             sink,
-            rest: self.rest.clone(),
-            bot: watch::channel(None).0,
-            require_mention: self.config.require_mention,
-            stop: stop.clone(),
-        };
+            self.rest.clone(),
+            self.config.require_mention,
+            stop.clone(),
+            tracker.clone(),
+        );
         // serenity asks for the gateway itself while building; that must not outlast a stop.
         let built = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -258,9 +258,10 @@ impl Channel for DiscordChannel {
         // Ours, not serenity's fallback: a failed discovery must never reach the real gateway.
         *client.ws_url.lock().await = gateway;
         let shards = client.shard_manager.clone();
+        let saver = tokio::spawn(keep_saving(tracker.clone(), stop.clone()));
         let mut session = tokio::spawn(async move { client.start().await });
         tracing::info!("discord gateway client started");
-        tokio::select! {
+        let ended = tokio::select! {
             _ = stop.cancelled() => {
                 let _ = tokio::time::timeout(SHUTDOWN_GRACE, shards.shutdown_all()).await;
                 session.abort();
@@ -276,7 +277,29 @@ impl Channel for DiscordChannel {
                 }
                 Err(error) => Err(ChannelError::Io(format!("the discord client task failed: {error}"))),
             },
+        };
+        saver.abort();
+        // What moved since the last write, including messages not stored yet, for the next
+        // start's backfill.
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.save())
+            .await
+            .is_err()
+        {
+            tracing::warn!("cannot save the discord backfill points in time");
         }
+        ended
+    }
+}
+
+/// Writes the backfill points every [`SAVE_EVERY`] when they changed, rather than once per
+/// message: after a crash the backfill fetches a few again, and dedupe drops them.
+async fn keep_saving(tracker: Arc<Tracker>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(SAVE_EVERY) => {}
+        }
+        tracker.save().await;
     }
 }
 

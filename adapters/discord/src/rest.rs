@@ -1,4 +1,5 @@
-//! Our own calls to Discord's REST API (base URL + `/api/v10`), with the bot token.
+//! Our own calls to Discord's REST API (base URL + `/api/v10`), with the bot token: gateway
+//! discovery, thread lookups, message posts and the backfill's message history.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -137,6 +138,24 @@ impl Rest {
             .post(format!("{}/channels/{channel_id}/messages", self.api))
             .header(reqwest::header::AUTHORIZATION, &self.authorization)
             .json(body);
+        Self::read(request).await
+    }
+
+    /// `GET /channels/{id}/messages?after={after}&limit={limit}`: the `limit` messages that
+    /// follow `after`, newest first (as Discord answers).
+    pub(crate) async fn messages_after(
+        &self,
+        channel_id: u64,
+        after: u64,
+        limit: u8,
+    ) -> Result<Reply, String> {
+        let request = self
+            .client
+            .get(format!(
+                "{}/channels/{channel_id}/messages?after={after}&limit={limit}",
+                self.api
+            ))
+            .header(reqwest::header::AUTHORIZATION, &self.authorization);
         Self::read(request).await
     }
 

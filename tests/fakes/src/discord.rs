@@ -5,13 +5,18 @@
 //! a channel is a thread (and its parent); `POST /channels/{id}/messages` records content,
 //! nonce and reference, refuses over 2000 characters (400, code 50035), dedupes on `nonce`
 //! when `enforce_nonce` is set (as Discord does), and fails on cue (429 with `retry_after`,
-//! 403 Missing Access). Every request is recorded, whatever its path.
+//! 403 Missing Access). `GET /channels/{id}/messages?after=&limit=` answers from the channel's
+//! history (every message pushed or posted, connected or not) as Discord does: the `limit`
+//! (1-100, default 50) messages right after `after`, newest first, without `guild_id`. Every
+//! request is recorded, whatever its path.
 //!
-//! Gateway (WebSocket, JSON text frames): Hello, READY on IDENTIFY, heartbeat ACKs, RESUME
-//! (replaying what the client missed, then RESUMED), `push_message` to dispatch a
-//! `MESSAGE_CREATE`, and `drop_connection` to cut the TCP connection mid-session.
+//! Gateway (WebSocket, JSON text frames): Hello, READY on IDENTIFY (or held back until
+//! `release_ready`, dispatches flowing meanwhile), heartbeat ACKs, RESUME (replaying what the
+//! client missed, then RESUMED), `push_message` to post a message (dispatched as
+//! `MESSAGE_CREATE` to a connected session; a new session is not sent what it missed, as on
+//! Discord), and `drop_connection` to cut the TCP connection mid-session.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -62,6 +67,8 @@ pub struct Posted {
 pub struct Request {
     pub method: String,
     pub path: String,
+    /// The query string, without `?` (empty if none).
+    pub query: String,
     pub status: u16,
     pub nonce: Option<String>,
     pub user_agent: String,
@@ -83,6 +90,9 @@ struct Inner {
     threads: HashMap<u64, u64>,
     by_nonce: HashMap<(u64, String), Value>,
     next_id: u64,
+    /// Channel id → its messages by id, as `GET /channels/{id}/messages` returns them.
+    history: HashMap<u64, BTreeMap<u64, Value>>,
+    history_rate_limits: usize,
     // The gateway.
     seq: u64,
     dispatched: Vec<(u64, String)>,
@@ -90,6 +100,8 @@ struct Inner {
     identifies: usize,
     resumes: usize,
     replay_last_on_resume: bool,
+    hold_ready: bool,
+    held_ready: Option<Value>,
 }
 
 struct Shared {
@@ -150,6 +162,17 @@ impl FakeDiscord {
         self.push_message_with_id(channel_id, author, content, guild, id)
     }
 
+    /// [`FakeDiscord::push_message`] for a message whose snowflake says it was sent at
+    /// `unix_ms` (hours ago, say).
+    pub fn push_message_at(
+        &self,
+        unix_ms: u64,
+        (channel_id, author, content, guild): (u64, u64, &str, bool),
+    ) -> u64 {
+        let id = snowflake(unix_ms, lock(&self.shared).next_id);
+        self.push_message_with_id(channel_id, author, content, guild, id)
+    }
+
     /// [`FakeDiscord::push_message`] for a message sent `by_ms` before message `later` (its
     /// snowflake says so), dispatched now: what the client sees when two dispatches are
     /// handled swapped.
@@ -185,11 +208,38 @@ impl FakeDiscord {
             "tts": false, "mention_everyone": false, "mentions": mentions, "mention_roles": [],
             "attachments": [], "embeds": [], "pinned": false, "type": 0,
         });
+        // Discord's REST answers do not name the guild; the gateway's dispatch does.
+        remember(&mut inner, channel_id, id, d.clone());
         if guild {
             d["guild_id"] = json!(GUILD_ID.to_string());
         }
         dispatch(&mut inner, "MESSAGE_CREATE", d);
         id
+    }
+
+    /// The next IDENTIFY gets no READY until [`FakeDiscord::release_ready`]; dispatches reach
+    /// the connection meanwhile (what a client sees when a message overtakes READY).
+    pub fn hold_ready(&self) {
+        lock(&self.shared).hold_ready = true;
+    }
+
+    /// Whether a session has identified and waits for its held READY.
+    pub fn ready_held(&self) -> bool {
+        lock(&self.shared).held_ready.is_some()
+    }
+
+    /// Sends the held READY.
+    pub fn release_ready(&self) {
+        let mut inner = lock(&self.shared);
+        if let Some(ready) = inner.held_ready.take() {
+            dispatch(&mut inner, "READY", ready);
+        }
+    }
+
+    /// The next `n` history requests (`GET /channels/{id}/messages`) get 429 with
+    /// `retry_after: 1`.
+    pub fn rate_limit_history_next(&self, n: usize) {
+        lock(&self.shared).history_rate_limits = n;
     }
 
     /// Cuts the gateway connection (TCP closed, no close frame): serenity must resume.
@@ -267,6 +317,11 @@ impl Platform for FakeDiscord {
     }
 }
 
+/// Keeps message `d` (as REST returns it) in `channel_id`'s history.
+fn remember(inner: &mut Inner, channel_id: u64, id: u64, d: Value) {
+    inner.history.entry(channel_id).or_default().insert(id, d);
+}
+
 /// Sends `t` with the next sequence number to the connected client (if any) and keeps it for
 /// RESUME replays.
 fn dispatch(inner: &mut Inner, t: &str, d: Value) {
@@ -339,6 +394,11 @@ fn answer(shared: &Shared, text: &str, commands: &mpsc::UnboundedSender<Command>
                 "session_id": "e2e-session", "resume_gateway_url": shared.gateway_url,
                 "application": {"id": BOT_ID.to_string(), "flags": 0},
             });
+            if std::mem::take(&mut inner.hold_ready) {
+                inner.connection = Some(commands.clone());
+                inner.held_ready = Some(ready);
+                return vec![];
+            }
             // READY goes out as this answer; later dispatches through the connection.
             inner.connection = None;
             dispatch(&mut inner, "READY", ready);
@@ -391,14 +451,16 @@ async fn handle_rest(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == format!("Bot {TOKEN}"));
+    let query = uri.query().unwrap_or("").to_string();
     let response = if !authorized {
         discord_error(401, 0, "401: Unauthorized")
     } else {
-        route(&shared, &method, &path, &body)
+        route(&shared, &method, &path, &query, &body)
     };
     lock(&shared).requests.push(Request {
         method: method.to_string(),
         path,
+        query,
         status: response.status().as_u16(),
         nonce: body["nonce"].as_str().map(str::to_string),
         user_agent: headers
@@ -411,7 +473,7 @@ async fn handle_rest(
     response
 }
 
-fn route(shared: &Shared, method: &Method, path: &str, body: &Value) -> Response {
+fn route(shared: &Shared, method: &Method, path: &str, query: &str, body: &Value) -> Response {
     let parts: Vec<&str> = path.trim_start_matches("/api/v10/").split('/').collect();
     match (method.as_str(), parts.as_slice()) {
         ("GET", ["gateway"]) => axum::Json(json!({"url": shared.gateway_url})).into_response(),
@@ -427,12 +489,60 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &Value) -> Response
             };
             axum::Json(channel).into_response()
         }
+        ("GET", ["channels", id, "messages"]) => match id.parse::<u64>() {
+            Ok(id) => history(shared, id, query),
+            Err(_) => discord_error(404, 10003, "Unknown Channel"),
+        },
         ("POST", ["channels", id, "messages"]) => match id.parse::<u64>() {
             Ok(id) => post_message(shared, id, body),
             Err(_) => discord_error(404, 10003, "Unknown Channel"),
         },
         _ => discord_error(404, 0, "404: Not Found"),
     }
+}
+
+/// `GET /channels/{id}/messages`: with `after`, the `limit` messages right after it; without,
+/// the latest `limit`; newest first either way, as Discord answers.
+fn history(shared: &Shared, channel_id: u64, query: &str) -> Response {
+    let mut after = None;
+    let mut limit = 50;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match (key, value.parse::<u64>()) {
+            ("after", Ok(id)) => after = Some(id),
+            ("limit", Ok(n)) if (1..=100).contains(&n) => limit = n as usize,
+            _ => return discord_error(400, 50035, &format!("Invalid Form Body ({pair})")),
+        }
+    }
+    let mut inner = lock(shared);
+    if inner.history_rate_limits > 0 {
+        inner.history_rate_limits -= 1;
+        let body = json!({"message": "You are being rate limited.", "retry_after": 1.0,
+                          "global": false});
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            axum::Json(body),
+        )
+            .into_response();
+    }
+    let Some(messages) = inner.history.get(&channel_id) else {
+        return axum::Json(json!([])).into_response();
+    };
+    let mut page: Vec<Value> = match after {
+        Some(after) => messages
+            .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            .take(limit)
+            .map(|(_, m)| m.clone())
+            .collect(),
+        None => {
+            let mut latest: Vec<Value> = messages.values().rev().take(limit).cloned().collect();
+            latest.reverse();
+            latest
+        }
+    };
+    page.reverse();
+    axum::Json(Value::Array(page)).into_response()
 }
 
 fn post_message(shared: &Shared, channel_id: u64, body: &Value) -> Response {
@@ -490,6 +600,7 @@ fn post_message(shared: &Shared, channel_id: u64, body: &Value) -> Response {
     if let (Some(nonce), true) = (nonce, enforce_nonce) {
         inner.by_nonce.insert((channel_id, nonce), message.clone());
     }
+    remember(&mut inner, channel_id, id, message.clone());
     if inner.lose_responses > 0 {
         inner.lose_responses -= 1;
         return discord_error(500, 0, "500: Internal Server Error");

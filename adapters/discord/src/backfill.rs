@@ -1,0 +1,444 @@
+//! Backfill: the messages the gateway never delivered.
+//!
+//! Discord does not replay a channel's messages to a new gateway session (only a resumed one
+//! gets what it missed), so whatever was sent while the relay was down, or while its session
+//! was being replaced, would never be seen. For the channels and DMs where a message for the
+//! relay was received, [`Marks`] remembers the newest message that needs nothing more (stored
+//! by the relay, or not for it); at every READY the handler fetches what came after it
+//! (`GET /channels/{id}/messages?after=`) and feeds it through the same path as a gateway
+//! `MESSAGE_CREATE`, where the relay's dedupe (by message id) drops what it already has.
+//!
+//! The marks live in memory and are kept across restarts through
+//! [`InboundSink::save_state`], written at most every [`SAVE_EVERY`] when they changed and at
+//! shutdown: after a crash the backfill fetches a few messages again and dedupe drops them. A
+//! message for the relay that is not stored yet (waiting for READY, retrying a failing store, or
+//! given up on) holds its channel's point before it, so a restart fetches it again.
+//!
+//! Not covered: a channel where nothing for the relay was ever received (a new DM sent while
+//! the relay was down); and beyond [`MAX_CHANNELS`] channels, the least recently active.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use execrelay_channel::InboundSink;
+use serde::{Deserialize, Serialize};
+
+/// The key of the marks in the relay's adapter state.
+pub(crate) const STATE_KEY: &str = "discord.backfill";
+/// How many channels are remembered: the most recently active.
+pub(crate) const MAX_CHANNELS: usize = 100;
+/// Messages of one channel not stored yet that are remembered one by one; past this the newest
+/// are forgotten (the oldest still holds the channel's point, which covers them until it is
+/// stored).
+const MAX_UNSETTLED_PER_CHANNEL: usize = 1000;
+/// How often changed marks are written (and once more at shutdown).
+pub(crate) const SAVE_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Default)]
+struct Mark {
+    /// The newest message that needs nothing more here: stored, or not for the relay.
+    settled: u64,
+    /// The channel's guild: messages fetched over REST do not name it.
+    guild: Option<u64>,
+    /// Messages seen here but not stored yet.
+    unsettled: BTreeSet<u64>,
+    /// Orders channels by activity: the least recent is forgotten first.
+    active: u64,
+}
+
+impl Mark {
+    /// The id to fetch after: the newest settled message, but before any that is not stored.
+    fn after(&self) -> u64 {
+        match self.unsettled.first() {
+            Some(oldest) => self.settled.min(oldest.saturating_sub(1)),
+            None => self.settled,
+        }
+    }
+}
+
+/// A channel to backfill: its id, its guild (`None`: a DM), and the message id to fetch after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Point {
+    pub channel: u64,
+    pub guild: Option<u64>,
+    pub after: u64,
+}
+
+/// Per channel, where its backfill starts. Snowflakes order by time, so "after" is one id.
+#[derive(Debug, Default)]
+pub(crate) struct Marks {
+    channels: HashMap<u64, Mark>,
+    clock: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    /// Most recently active first. Ids as strings, as Discord writes them.
+    channels: Vec<SavedChannel>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedChannel {
+    id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    guild: Option<String>,
+    after: String,
+}
+
+impl Marks {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    pub(crate) fn known(&self, channel: u64) -> bool {
+        self.channels.contains_key(&channel)
+    }
+
+    /// The mark of `channel`, made (as if everything before `id` were settled) when
+    /// `create` is set, forgetting the least recently active channel when full.
+    fn mark(
+        &mut self,
+        channel: u64,
+        guild: Option<u64>,
+        id: u64,
+        create: bool,
+    ) -> Option<&mut Mark> {
+        if !self.channels.contains_key(&channel) {
+            if !create {
+                return None;
+            }
+            if self.channels.len() >= MAX_CHANNELS {
+                // Channels still waiting for a message to be stored go last.
+                let oldest = self
+                    .channels
+                    .iter()
+                    .min_by_key(|(_, mark)| (!mark.unsettled.is_empty(), mark.active))
+                    .map(|(id, _)| *id);
+                if let Some(oldest) = oldest {
+                    self.channels.remove(&oldest);
+                }
+            }
+            let active = self.tick();
+            self.channels.insert(
+                channel,
+                Mark {
+                    settled: id.saturating_sub(1),
+                    guild,
+                    unsettled: BTreeSet::new(),
+                    active,
+                },
+            );
+        }
+        let mark = self.channels.get_mut(&channel)?;
+        if mark.guild.is_none() {
+            mark.guild = guild;
+        }
+        Some(mark)
+    }
+
+    /// Message `id` in `channel` is not stored yet: the channel's point stays before it.
+    /// `create`: it is for the relay, so its channel is remembered from now on; otherwise only
+    /// a channel already remembered holds (a message before READY, not known to be for us).
+    pub(crate) fn unsettled(&mut self, channel: u64, guild: Option<u64>, id: u64, create: bool) {
+        // Also when older than the settled point: serenity handles dispatches concurrently, so
+        // a newer message may be stored before an older one is seen, and the older one must
+        // still be fetched again if it never gets stored.
+        if let Some(mark) = self.mark(channel, guild, id, create) {
+            mark.unsettled.insert(id);
+            if mark.unsettled.len() > MAX_UNSETTLED_PER_CHANNEL {
+                mark.unsettled.pop_last();
+            }
+        }
+    }
+
+    /// The relay stored message `id` (or had it already): its channel counts from now on.
+    pub(crate) fn stored(&mut self, channel: u64, guild: Option<u64>, id: u64) {
+        let active = self.tick();
+        if let Some(mark) = self.mark(channel, guild, id, true) {
+            mark.unsettled.remove(&id);
+            // Never backwards: ids order by time, and a message handled late is older.
+            mark.settled = mark.settled.max(id);
+            mark.active = active;
+        }
+    }
+
+    /// Message `id` is not for the relay: nothing to fetch again in a channel we remember.
+    pub(crate) fn passed(&mut self, channel: u64, id: u64) {
+        if let Some(mark) = self.channels.get_mut(&channel) {
+            mark.unsettled.remove(&id);
+            mark.settled = mark.settled.max(id);
+        }
+    }
+
+    /// A channel that is gone (404 Unknown Channel).
+    pub(crate) fn forget(&mut self, channel: u64) {
+        self.channels.remove(&channel);
+    }
+
+    /// Every channel to backfill, most recently active first.
+    pub(crate) fn points(&self) -> Vec<Point> {
+        let mut marks: Vec<(&u64, &Mark)> = self.channels.iter().collect();
+        marks.sort_by_key(|(_, mark)| std::cmp::Reverse(mark.active));
+        marks
+            .into_iter()
+            .map(|(channel, mark)| Point {
+                channel: *channel,
+                guild: mark.guild,
+                after: mark.after(),
+            })
+            .collect()
+    }
+
+    /// The marks as kept across restarts.
+    pub(crate) fn encode(&self) -> String {
+        let saved = Saved {
+            channels: self
+                .points()
+                .into_iter()
+                .map(|point| SavedChannel {
+                    id: point.channel.to_string(),
+                    guild: point.guild.map(|guild| guild.to_string()),
+                    after: point.after.to_string(),
+                })
+                .collect(),
+        };
+        serde_json::to_string(&saved).unwrap_or_default()
+    }
+
+    /// Adds marks kept by an earlier run. A channel known to both starts at the earlier point
+    /// (fetching a few again is harmless; skipping some is not); channels of this run count as
+    /// more recent.
+    pub(crate) fn merge(&mut self, encoded: &str) -> Result<(), serde_json::Error> {
+        let saved: Saved = serde_json::from_str(encoded)?;
+        let parse = |text: &str| text.parse::<u64>().ok();
+        let loaded: Vec<(u64, Option<u64>, u64)> = saved
+            .channels
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    parse(&c.id)?,
+                    c.guild.as_deref().and_then(parse),
+                    parse(&c.after)?,
+                ))
+            })
+            .take(MAX_CHANNELS)
+            .collect();
+        let shift = loaded.len() as u64;
+        for mark in self.channels.values_mut() {
+            mark.active += shift;
+        }
+        self.clock += shift;
+        // Oldest first, so that when full the least recent are the ones forgotten.
+        for (rank, (channel, guild, after)) in loaded.into_iter().rev().enumerate() {
+            let room = self.channels.len() < MAX_CHANNELS;
+            match self.channels.get_mut(&channel) {
+                Some(mark) => {
+                    mark.settled = mark.settled.min(after);
+                    if mark.guild.is_none() {
+                        mark.guild = guild;
+                    }
+                }
+                None if room => {
+                    self.channels.insert(
+                        channel,
+                        Mark {
+                            settled: after,
+                            guild,
+                            unsettled: BTreeSet::new(),
+                            active: rank as u64 + 1,
+                        },
+                    );
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The marks, loaded from and written to the relay's adapter state.
+pub(crate) struct Tracker {
+    marks: Mutex<Marks>,
+    sink: Arc<dyn InboundSink>,
+    /// Whether the earlier run's marks were read: until then nothing is written, so that a
+    /// store that failed at start cannot make the relay forget them.
+    loaded: tokio::sync::Mutex<bool>,
+    /// The text written last; also keeps two writes from racing.
+    written: tokio::sync::Mutex<Option<String>>,
+    /// Whether the last read or write failed: a store that stays down is said once, not at
+    /// every tick.
+    failing: AtomicBool,
+}
+
+impl Tracker {
+    pub(crate) fn new(sink: Arc<dyn InboundSink>) -> Tracker {
+        Tracker {
+            marks: Mutex::new(Marks::default()),
+            sink,
+            loaded: tokio::sync::Mutex::new(false),
+            written: tokio::sync::Mutex::new(None),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    /// The marks, for a short synchronous update (never held across an await).
+    pub(crate) fn marks(&self) -> MutexGuard<'_, Marks> {
+        // A panic elsewhere while updating leaves marks that are still usable.
+        self.marks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads the earlier run's marks once; `false` while the store cannot be read.
+    pub(crate) async fn ensure_loaded(&self) -> bool {
+        let mut loaded = self.loaded.lock().await;
+        if *loaded {
+            return true;
+        }
+        match self.sink.load_state(STATE_KEY).await {
+            Ok(Some(text)) => {
+                if let Err(error) = self.marks().merge(&text) {
+                    // Written by us; unreadable means damaged: start over rather than never
+                    // write again.
+                    tracing::warn!(error = %error, "discord backfill points unreadable; starting without them");
+                }
+                *self.written.lock().await = Some(text);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                if !self.failing.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(error = %error, "cannot read the discord backfill points yet");
+                }
+                return false;
+            }
+        }
+        self.failing.store(false, Ordering::Release);
+        *loaded = true;
+        true
+    }
+
+    /// Writes the marks if they changed since the last write.
+    pub(crate) async fn save(&self) {
+        if !self.ensure_loaded().await {
+            return;
+        }
+        let mut written = self.written.lock().await;
+        let text = self.marks().encode();
+        if written.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        match self.sink.save_state(STATE_KEY, &text).await {
+            Ok(()) => {
+                *written = Some(text);
+                if self.failing.swap(false, Ordering::AcqRel) {
+                    tracing::info!("discord backfill points saved again");
+                }
+            }
+            // Kept in memory; the next tick tries again.
+            Err(error) => {
+                if !self.failing.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(error = %error, "cannot save the discord backfill points; retrying");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(marks: &Marks, channel: u64) -> Option<u64> {
+        marks
+            .points()
+            .into_iter()
+            .find(|p| p.channel == channel)
+            .map(|p| p.after)
+    }
+
+    #[test]
+    fn only_channels_with_a_message_for_the_relay_count() {
+        let mut marks = Marks::default();
+        marks.passed(10, 500);
+        marks.unsettled(10, None, 501, false);
+        assert!(marks.points().is_empty(), "chatter in an unknown channel");
+        marks.stored(10, Some(3), 502);
+        assert_eq!(
+            marks.points(),
+            vec![Point {
+                channel: 10,
+                guild: Some(3),
+                after: 502
+            }]
+        );
+        // The bot's own replies and chatter move it on.
+        marks.passed(10, 600);
+        assert_eq!(point(&marks, 10), Some(600));
+    }
+
+    #[test]
+    fn the_point_never_passes_a_message_not_stored_and_never_goes_back() {
+        let mut marks = Marks::default();
+        marks.stored(10, None, 100);
+        marks.unsettled(10, None, 110, true);
+        marks.stored(10, None, 120);
+        assert_eq!(point(&marks, 10), Some(109), "110 is not stored yet");
+        marks.stored(10, None, 110);
+        assert_eq!(point(&marks, 10), Some(120));
+        // A message handled late (older) does not move it back.
+        marks.stored(10, None, 105);
+        assert_eq!(point(&marks, 10), Some(120));
+        // One handled after a newer one was stored, and not stored yet: back before it.
+        marks.unsettled(10, None, 90, true);
+        assert_eq!(point(&marks, 10), Some(89));
+        marks.stored(10, None, 90);
+        assert_eq!(point(&marks, 10), Some(120));
+        // A first message that fails to store makes its channel count, before it.
+        marks.unsettled(20, None, 300, true);
+        assert_eq!(point(&marks, 20), Some(299));
+    }
+
+    #[test]
+    fn the_least_recently_active_channel_is_forgotten() {
+        let mut marks = Marks::default();
+        for channel in 0..MAX_CHANNELS as u64 {
+            marks.stored(channel, None, 1000 + channel);
+        }
+        marks.stored(0, None, 5000);
+        marks.stored(999, None, 6000);
+        assert_eq!(marks.points().len(), MAX_CHANNELS);
+        assert!(marks.known(0) && !marks.known(1) && marks.known(999));
+        assert_eq!(marks.points()[0].channel, 999, "most recent first");
+    }
+
+    #[test]
+    fn marks_survive_a_restart_and_merge_to_the_earlier_point() {
+        let mut marks = Marks::default();
+        marks.stored(10, Some(3), 100);
+        marks.stored(20, None, 220);
+        marks.unsettled(20, None, 210, true);
+        let text = marks.encode();
+
+        let mut later = Marks::default();
+        // This run already saw a newer message in channel 10 before it read the old marks.
+        later.stored(10, None, 150);
+        later.merge(&text).unwrap();
+        assert_eq!(point(&later, 10), Some(100), "the earlier point wins");
+        assert_eq!(later.points()[0].guild, Some(3));
+        assert_eq!(point(&later, 20), Some(209));
+        assert_eq!(
+            later.points()[0].channel,
+            10,
+            "this run's channel is the most recent"
+        );
+        assert!(later.merge("not json").is_err());
+        assert!(
+            later
+                .merge(r#"{"channels":[{"id":"x","after":"1"}]}"#)
+                .is_ok()
+        );
+    }
+}
