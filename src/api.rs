@@ -89,6 +89,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/routes", get(list_routes))
         .route("/chat", post(post_chat))
         .route("/chat/stream", get(chat_stream))
+        .route("/chat/ack", post(chat_ack))
         // The token first: no body is read for a client that has none.
         .layer(middleware::from_fn(read_body_within))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -691,47 +692,84 @@ async fn post_chat(
 
 /// Newline-delimited JSON, one `{"text", "key", "chunk", "chunks"}` per chunk of a bot message
 /// (`key` is its message's, as `GET /v1/jobs/{id}` and `/v1/inbox/{id}` name it), for as long
-/// as the client stays; the first line is `{"connected": true}`.
+/// as the client stays; the first line is `{"connected": true}`. A chunk counts as delivered
+/// only once a client acknowledges it (`POST /v1/chat/ack`); until then it stays pending and
+/// is sent again, so a client may see a chunk twice.
 async fn chat_stream(State(state): State<ApiState>) -> Response {
     let Some(local) = &state.local else {
         return error(StatusCode::NOT_FOUND, "the local channel is not enabled");
     };
-    let receiver = local.subscribe();
+    let chunks = local.connect();
     // Whatever waited for a client goes out now.
+    make_local_due(&state).await;
+    let hello = futures_util::stream::once(async {
+        Ok::<_, std::convert::Infallible>(Bytes::from("{\"connected\":true}\n"))
+    });
+    // At shutdown the stream ends and drops its receiver, which also ends a send waiting for
+    // this client's acknowledgement.
+    let stop = state.stop.clone();
+    let messages = futures_util::stream::unfold(chunks, move |mut chunks| {
+        let stop = stop.clone();
+        async move {
+            let chunk = tokio::select! {
+                () = stop.cancelled() => return None,
+                chunk = chunks.recv() => chunk?,
+            };
+            let line = format!(
+                "{}\n",
+                json!({
+                    "text": chunk.text,
+                    "key": chunk.key,
+                    "chunk": chunk.index,
+                    "chunks": chunk.count,
+                })
+            );
+            Some((Ok(Bytes::from(line)), chunks))
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(futures_util::StreamExt::chain(
+            hello, messages,
+        )))
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "stream"))
+}
+
+/// Makes every local message waiting for a client due now, and wakes the local worker.
+async fn make_local_due(state: &ApiState) {
     if let Err(err) = state.store.retry_now(crate::inbound::LOCAL_CHANNEL).await {
         tracing::warn!(error = %err, "cannot reschedule local messages");
     }
     state.outbox.wake(crate::inbound::LOCAL_CHANNEL);
-    let hello = futures_util::stream::once(async {
-        Ok::<_, std::convert::Infallible>(Bytes::from("{\"connected\":true}\n"))
-    });
-    let messages = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(chunk) => {
-                    let line = format!(
-                        "{}\n",
-                        json!({
-                            "text": chunk.text,
-                            "key": chunk.key,
-                            "chunk": chunk.index,
-                            "chunks": chunk.count,
-                        })
-                    );
-                    return Some((Ok(Bytes::from(line)), receiver));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    });
-    let stop = state.stop.clone();
-    let stream = futures_util::StreamExt::take_until(
-        futures_util::StreamExt::chain(hello, messages),
-        async move { stop.cancelled().await },
-    );
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "stream"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatAck {
+    /// The message's key, as the stream gave it.
+    key: String,
+    /// The chunk's index, as the stream gave it.
+    chunk: u32,
+}
+
+/// A chat client has printed a chunk of the stream: it is delivered. Answers `{"ok": true}`
+/// whatever the relay knew of it (an acknowledgement is safe to repeat, and one for a chunk a
+/// restarted relay never handed out changes nothing).
+async fn chat_ack(
+    State(state): State<ApiState>,
+    body: Result<Json<ChatAck>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Some(local) = &state.local else {
+        return error(StatusCode::NOT_FOUND, "the local channel is not enabled");
+    };
+    let Json(ack) = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    if local.ack(&ack.key, ack.chunk) == crate::local::Ack::Late {
+        // Its send gave up and the chunk waits for a retry, maybe minutes away: now, and the
+        // retry counts it delivered without sending it again.
+        make_local_due(&state).await;
+    }
+    Json(json!({"ok": true})).into_response()
 }

@@ -1,6 +1,8 @@
-//! `execrelay chat`: a conversation with the relay as the local user. It reconnects when the
-//! relay restarts, and once its input ends it waits for what its own messages started,
-//! following them by inbox id and message key, never by their text.
+//! `execrelay chat`: a conversation with the relay as the local user. It acknowledges each
+//! chunk it prints (the relay counts a chunk delivered only then, and keeps it pending until a
+//! client has it), prints a chunk the relay sends again only once, reconnects when the relay
+//! restarts, and once its input ends it waits for what its own messages started, following
+//! them by inbox id and message key, never by their text.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -18,6 +20,8 @@ const RECONNECT_FIRST: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// How often a chat client asks the relay what its messages produced, while it waits.
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
+/// How long an acknowledgement may take; the relay waits longer for it (`local::ACK_WAIT`).
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 type ChatStream = futures_util::stream::BoxStream<'static, reqwest::Result<axum::body::Bytes>>;
 
@@ -210,9 +214,49 @@ async fn post_line(
     }
 }
 
-/// Prints each whole line of the stream (one JSON object per chunk) and notes the messages
-/// seen whole.
-fn print_stream_lines(pending: &mut Vec<u8>, seen: &mut HashSet<String>) -> anyhow::Result<()> {
+/// The chunks this client has printed, by message key and index: a chunk the relay sends
+/// again (this client acknowledged it late, or the acknowledgement was lost) is acknowledged
+/// again but not printed twice. Bounded: a resend follows its first copy closely.
+#[derive(Default)]
+struct Printed {
+    order: std::collections::VecDeque<(String, u64)>,
+    known: HashSet<(String, u64)>,
+}
+
+impl Printed {
+    const KEPT: usize = 4096;
+
+    /// Whether `(key, chunk)` is new, remembering it.
+    fn first_time(&mut self, key: &str, chunk: u64) -> bool {
+        let id = (key.to_string(), chunk);
+        if !self.known.insert(id.clone()) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > Self::KEPT
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.known.remove(&oldest);
+        }
+        true
+    }
+}
+
+/// Tells the relay this chat has a chunk (printed it), so that it counts it delivered. Bounded
+/// and quiet: without it the relay keeps the chunk and sends it again, which is only late.
+async fn acknowledge(client: &Client, key: &str, chunk: u64) {
+    let ack = client.post("/v1/chat/ack", json!({"key": key, "chunk": chunk}));
+    let _ = tokio::time::timeout(ACK_TIMEOUT, ack).await;
+}
+
+/// Prints each whole line of the stream (one JSON object per chunk) once, acknowledges it
+/// after printing, and notes the messages seen whole.
+async fn print_stream_lines(
+    client: &Client,
+    pending: &mut Vec<u8>,
+    printed: &mut Printed,
+    seen: &mut HashSet<String>,
+) -> anyhow::Result<()> {
     while let Some(end) = pending.iter().position(|&b| b == b'\n') {
         let line: Vec<u8> = pending.drain(..=end).collect();
         let Ok(value) = serde_json::from_slice::<Value>(&line) else {
@@ -221,13 +265,17 @@ fn print_stream_lines(pending: &mut Vec<u8>, seen: &mut HashSet<String>) -> anyh
         let Some(message) = value["text"].as_str() else {
             continue;
         };
-        out(format!("bot> {}", message.replace('\n', "\n     ")))?;
+        let place = value["key"].as_str().zip(value["chunk"].as_u64());
+        if place.is_none_or(|(key, chunk)| printed.first_time(key, chunk)) {
+            out(format!("bot> {}", message.replace('\n', "\n     ")))?;
+        }
+        let Some((key, chunk)) = place else {
+            continue;
+        };
+        acknowledge(client, key, chunk).await;
         // Chunks of a message arrive in order: the last one completes it.
-        if let (Some(key), Some(chunk), Some(chunks)) = (
-            value["key"].as_str(),
-            value["chunk"].as_u64(),
-            value["chunks"].as_u64(),
-        ) && chunk + 1 >= chunks
+        if let Some(chunks) = value["chunks"].as_u64()
+            && chunk + 1 >= chunks
         {
             seen.insert(key.to_string());
         }
@@ -269,6 +317,7 @@ pub async fn chat(settings: &ClientConfig, args: &ChatArgs) -> anyhow::Result<()
     let mut deadline: Option<Instant> = None;
     let mut followed: Vec<Followed> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
+    let mut printed = Printed::default();
     let mut pending = Vec::new();
     let mut next_poll = Instant::now();
     // Unique per run, so that the relay's dedupe only ever folds a resend of the same line.
@@ -333,7 +382,7 @@ pub async fn chat(settings: &ClientConfig, args: &ChatArgs) -> anyhow::Result<()
             chunk = stream.next() => match chunk {
                 Some(Ok(bytes)) => {
                     pending.extend_from_slice(&bytes);
-                    print_stream_lines(&mut pending, &mut seen)?;
+                    print_stream_lines(&client, &mut pending, &mut printed, &mut seen).await?;
                 }
                 Some(Err(_)) | None => {
                     pending.clear();
@@ -372,5 +421,24 @@ pub async fn chat(settings: &ClientConfig, args: &ChatArgs) -> anyhow::Result<()
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_sent_again_is_printed_once_and_what_is_kept_is_bounded() {
+        let mut printed = Printed::default();
+        assert!(printed.first_time("k1", 0));
+        assert!(!printed.first_time("k1", 0), "a resend");
+        assert!(printed.first_time("k1", 1), "the next chunk");
+        assert!(printed.first_time("k2", 0), "another message");
+        for i in 0..Printed::KEPT * 2 {
+            printed.first_time(&format!("m{i}"), 0);
+        }
+        assert_eq!(printed.known.len(), Printed::KEPT);
+        assert_eq!(printed.order.len(), Printed::KEPT);
     }
 }

@@ -233,6 +233,13 @@ impl CliProcess {
         self.stdin = None;
     }
 
+    /// Sends it `signal` (`libc::SIGSTOP`, `libc::SIGCONT`, ...).
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid, which `Drop` reaps only after this.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
     /// Waits (bounded) for it to exit.
     pub fn wait(mut self, within: Duration) -> Output {
         self.stdin = None;
@@ -696,6 +703,13 @@ impl Relay {
     }
 
     // --- HTTP ---------------------------------------------------------------------------
+
+    /// The bearer token the API asks for (the one the relay generated), as the CLI sends it.
+    pub fn api_token(&self) -> String {
+        fs::read_to_string(&self.api_token)
+            .map(|token| token.trim().to_string())
+            .unwrap_or_default()
+    }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)

@@ -23,6 +23,7 @@ mod http_limits;
 mod inbound;
 mod last_active;
 mod lifecycle;
+mod local_chat;
 mod outbox;
 mod retention;
 mod secrets;

@@ -150,8 +150,8 @@ pub enum SendOutcome {
     RetryAfter(Duration),
     /// Worth retrying with backoff: 5xx, network errors, timeouts.
     Transient(String),
-    /// Nobody is there to take it yet (no local chat client connected): kept and retried like
-    /// `Transient`, but expected, so not logged as a failure.
+    /// Nobody has taken it yet (no local chat client connected, or none that acknowledged it
+    /// in time): kept and retried like `Transient`, but expected, so not logged as a failure.
     NoReceiver(String),
     /// Retrying cannot help: bad request, chat gone, bot blocked.
     Permanent(String),
