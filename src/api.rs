@@ -50,6 +50,8 @@ pub struct ApiState {
     pub stop: execrelay_channel::CancellationToken,
     /// Rejected webhook and Feishu requests: at most a line a second, whatever the flood.
     pub rejections: Arc<LogThrottle>,
+    /// Requests that fail authentication are answered at a bounded pace.
+    pub tarpit: Arc<crate::tarpit::Tarpit>,
 }
 
 #[cfg(feature = "feishu")]
@@ -101,7 +103,23 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
         .merge(signed.layer(middleware::from_fn(read_body_within)))
         .nest("/v1", v1)
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(state)
+}
+
+/// Nothing here: as cheap to ask again as a forged webhook, so paced like one.
+async fn unknown_route(State(state): State<ApiState>) -> Response {
+    state.tarpit.hold().await;
+    error(StatusCode::NOT_FOUND, "no such route")
+}
+
+async fn wrong_method(State(state): State<ApiState>) -> Response {
+    state.tarpit.hold().await;
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this route does not take that method",
+    )
 }
 
 /// A request body must arrive whole within this: a client that sends one slowly (or stops
@@ -183,7 +201,7 @@ async fn feishu_events(State(state): State<ApiState>, headers: HeaderMap, body: 
                 tracing::warn!(error = %err, held_back, "feishu: rejected a request");
             }
             let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-            error(status, err.to_string())
+            refuse(&state, status, err.to_string()).await
         }
     }
 }
@@ -231,12 +249,23 @@ fn is_local_non_browser(headers: &HeaderMap) -> bool {
     loopback && !headers.contains_key(header::ORIGIN)
 }
 
+/// An error answer; one that refuses a request's credentials waits its turn in the tarpit
+/// (so does a request for no route: [`unknown_route`]).
+async fn refuse(state: &ApiState, status: StatusCode, message: impl Into<String>) -> Response {
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        state.tarpit.hold().await;
+    }
+    error(status, message)
+}
+
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     if state.local_only && !is_local_non_browser(request.headers()) {
-        return error(
+        return refuse(
+            &state,
             StatusCode::FORBIDDEN,
             "without http.api_token the API only answers local, non-browser clients",
-        );
+        )
+        .await;
     }
     let presented = request
         .headers()
@@ -251,7 +280,7 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
         } else {
             "missing or wrong bearer token"
         };
-        return error(StatusCode::UNAUTHORIZED, hint);
+        return refuse(&state, StatusCode::UNAUTHORIZED, hint).await;
     }
     next.run(request).await
 }
@@ -278,7 +307,7 @@ async fn webhook(State(state): State<ApiState>, headers: HeaderMap, body: Body) 
                 tracing::warn!(error = %err, held_back, "webhook: rejected a request");
             }
             let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-            return error(status, err.to_string());
+            return refuse(&state, status, err.to_string()).await;
         }
     };
     accept(&state, message, Caller::Platform).await

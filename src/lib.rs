@@ -33,5 +33,6 @@ pub mod size;
 pub mod store;
 pub mod supervisor;
 pub mod target;
+pub mod tarpit;
 #[cfg(test)]
 mod test_rng;

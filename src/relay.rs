@@ -452,6 +452,7 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         max_queued: config.events.max_queued,
         stop: stop.clone(),
         rejections: Arc::new(LogThrottle::new(Duration::from_secs(1))),
+        tarpit: Arc::default(),
     });
     let signals = shutdown_signals(stop.clone()).context("cannot listen for SIGTERM and SIGINT")?;
     tokio::spawn(signals);
