@@ -119,6 +119,8 @@ fn signal_of(outcome: &SendOutcome, chat: &str) -> Signal {
 struct Report {
     signal: Signal,
     probe: bool,
+    /// The chat the send was for.
+    chat: String,
 }
 
 async fn deliver(
@@ -168,7 +170,11 @@ async fn deliver(
     let tries = (chunk.attempts, chunk.moves);
     let settled = settle(outcome, tries, &chunk.route.chat_id, &config);
     record_outcome(&store, &chunk, settled, &unrecorded).await;
-    Report { signal, probe }
+    Report {
+        signal,
+        probe,
+        chat: chunk.route.chat_id,
+    }
 }
 
 /// Keeps trying until the store takes it (a full disk can last for hours): a sent chunk whose
@@ -248,6 +254,22 @@ struct Outage {
     probe_at: Instant,
     failed_probes: u32,
     probing: bool,
+    /// The chat whose failure began it, and whether any other chat failed since.
+    began_with: String,
+    others_failed: bool,
+}
+
+impl Outage {
+    fn new(now: Instant, probe_at: Instant, began_with: String) -> Outage {
+        Outage {
+            since: now,
+            probe_at,
+            failed_probes: 1,
+            probing: false,
+            began_with,
+            others_failed: false,
+        }
+    }
 }
 
 /// What a report changed for the channel.
@@ -263,6 +285,10 @@ struct Watch {
     outage: Option<Outage>,
     /// Recent rate limits: when, and which chat.
     limited: VecDeque<(Instant, String)>,
+    /// A chat whose failure began an outage that another chat's send then ended at once: its
+    /// failures are its own (a receiver that fails one conversation), so they no longer stop
+    /// the channel, until it gets through or another chat fails.
+    suspect: Option<String>,
 }
 
 impl Watch {
@@ -270,6 +296,7 @@ impl Watch {
         Watch {
             outage: None,
             limited: VecDeque::new(),
+            suspect: None,
         }
     }
 
@@ -290,35 +317,45 @@ impl Watch {
         {
             outage.probing = false;
         }
+        let chat = report.chat;
         match report.signal {
-            Signal::Answered => match self.outage.take() {
-                Some(outage) => Turn::Recovered(now.duration_since(outage.since)),
-                None => Turn::Same,
-            },
+            Signal::Answered => {
+                if self.suspect.as_ref() == Some(&chat) {
+                    self.suspect = None;
+                }
+                match self.outage.take() {
+                    Some(outage) => {
+                        if !outage.others_failed && outage.began_with != chat {
+                            self.suspect = Some(outage.began_with);
+                        }
+                        Turn::Recovered(now.duration_since(outage.since))
+                    }
+                    None => Turn::Same,
+                }
+            }
             Signal::Down(error) => match &mut self.outage {
                 Some(outage) => {
+                    outage.others_failed |= outage.began_with != chat;
                     if report.probe {
                         outage.failed_probes += 1;
                         outage.probe_at = now + Self::probe_delay(config, outage.failed_probes);
                     }
                     Turn::Same
                 }
+                None if self.suspect.as_ref() == Some(&chat) => Turn::Same,
                 None => {
-                    self.outage = Some(Outage {
-                        since: now,
-                        probe_at: now + Self::probe_delay(config, 1),
-                        failed_probes: 1,
-                        probing: false,
-                    });
+                    let probe_at = now + Self::probe_delay(config, 1);
+                    self.outage = Some(Outage::new(now, probe_at, chat));
                     Turn::Began(error)
                 }
             },
             Signal::Limited { chat, wait } => {
                 self.limited
                     .retain(|(at, _)| now.duration_since(*at) < LIMITED_WINDOW);
-                self.limited.push_back((now, chat));
+                self.limited.push_back((now, chat.clone()));
                 match &mut self.outage {
                     Some(outage) => {
+                        outage.others_failed |= outage.began_with != chat;
                         if report.probe {
                             outage.failed_probes += 1;
                             let delay = Self::probe_delay(config, outage.failed_probes);
@@ -332,12 +369,11 @@ impl Watch {
                         if chats.len() < LIMITED_CHATS {
                             return Turn::Same;
                         }
-                        self.outage = Some(Outage {
-                            since: now,
-                            probe_at: now + wait.max(Self::probe_delay(config, 1)),
-                            failed_probes: 1,
-                            probing: false,
-                        });
+                        let probe_at = now + wait.max(Self::probe_delay(config, 1));
+                        let mut outage = Outage::new(now, probe_at, chat);
+                        // Limits in several chats: the platform limits the bot, not one chat.
+                        outage.others_failed = true;
+                        self.outage = Some(outage);
                         Turn::Began(format!(
                             "rate limited in {} chats: retry after {}ms",
                             chats.len(),
@@ -489,7 +525,7 @@ pub async fn run_worker(
                     Ok(report) => report,
                     // A send that panicked says nothing of the platform; if it was the
                     // probe, the next one goes out.
-                    Err(_) => Report { signal: Signal::Silent, probe: true },
+                    Err(_) => Report { signal: Signal::Silent, probe: true, chat: String::new() },
                 };
                 if let Signal::Down(error) = &report.signal {
                     health.failed(&name, error);
@@ -572,7 +608,51 @@ mod tests {
     }
 
     fn report(signal: Signal, probe: bool) -> Report {
-        Report { signal, probe }
+        report_for("a", signal, probe)
+    }
+
+    fn report_for(chat: &str, signal: Signal, probe: bool) -> Report {
+        Report {
+            signal,
+            probe,
+            chat: chat.into(),
+        }
+    }
+
+    #[test]
+    fn a_chat_that_fails_alone_stops_stopping_the_channel() {
+        let config = OutboxConfig::default();
+        let mut watch = Watch::new();
+        let now = Instant::now();
+        let down = || Signal::Down("HTTP 500".into());
+        // Chat a fails; the probe, a send to chat b, gets through at once.
+        assert!(matches!(
+            watch.observe(report_for("a", down(), false), &config, now),
+            Turn::Began(_)
+        ));
+        assert!(matches!(
+            watch.observe(report_for("b", Signal::Answered, true), &config, now),
+            Turn::Recovered(_)
+        ));
+        // a's failures are its own now: the channel keeps working for b.
+        assert_eq!(
+            watch.observe(report_for("a", down(), false), &config, now),
+            Turn::Same
+        );
+        assert!(watch.outage.is_none());
+        // Another chat failing is news again; a's success clears a (and c, failing alone,
+        // becomes the suspect).
+        assert!(matches!(
+            watch.observe(report_for("c", down(), false), &config, now),
+            Turn::Began(_)
+        ));
+        watch.observe(report_for("a", Signal::Answered, true), &config, now);
+        assert_eq!(watch.suspect.as_deref(), Some("c"));
+        // An outage in which several chats failed makes nobody a suspect.
+        watch.observe(report_for("a", down(), false), &config, now);
+        watch.observe(report_for("b", down(), true), &config, now);
+        watch.observe(report_for("c", Signal::Answered, true), &config, now);
+        assert!(watch.suspect.is_none());
     }
 
     #[test]
