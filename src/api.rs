@@ -105,6 +105,7 @@ pub fn router(state: ApiState) -> Router {
         .nest("/v1", v1)
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn_with_state(state.clone(), pace_refusals))
         .with_state(state)
 }
 
@@ -201,7 +202,7 @@ async fn feishu_events(State(state): State<ApiState>, headers: HeaderMap, body: 
                 tracing::warn!(error = %err, held_back, "feishu: rejected a request");
             }
             let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-            refuse(&state, status, err.to_string()).await
+            error(status, err.to_string())
         }
     }
 }
@@ -249,23 +250,24 @@ fn is_local_non_browser(headers: &HeaderMap) -> bool {
     loopback && !headers.contains_key(header::ORIGIN)
 }
 
-/// An error answer; one that refuses a request's credentials waits its turn in the tarpit
-/// (so does a request for no route: [`unknown_route`]).
-async fn refuse(state: &ApiState, status: StatusCode, message: impl Into<String>) -> Response {
-    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+/// Every answer that refuses a request (4xx: a bad signature or token, a body too large, no
+/// such route), and every health check, waits its turn in the tarpit: each costs an attacker
+/// nothing to ask for again, so none may be had faster than the tarpit's pace.
+async fn pace_refusals(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let health_check = request.uri().path() == "/healthz";
+    let response = next.run(request).await;
+    if health_check || response.status().is_client_error() {
         state.tarpit.hold().await;
     }
-    error(status, message)
+    response
 }
 
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     if state.local_only && !is_local_non_browser(request.headers()) {
-        return refuse(
-            &state,
+        return error(
             StatusCode::FORBIDDEN,
             "without http.api_token the API only answers local, non-browser clients",
-        )
-        .await;
+        );
     }
     let presented = request
         .headers()
@@ -280,7 +282,7 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
         } else {
             "missing or wrong bearer token"
         };
-        return refuse(&state, StatusCode::UNAUTHORIZED, hint).await;
+        return error(StatusCode::UNAUTHORIZED, hint);
     }
     next.run(request).await
 }
@@ -307,7 +309,7 @@ async fn webhook(State(state): State<ApiState>, headers: HeaderMap, body: Body) 
                 tracing::warn!(error = %err, held_back, "webhook: rejected a request");
             }
             let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-            return refuse(&state, status, err.to_string()).await;
+            return error(status, err.to_string());
         }
     };
     accept(&state, message, Caller::Platform).await

@@ -8,7 +8,7 @@
 //! The worker wakes on a hint from `Outbox::wake` or when the next retry falls due, and also
 //! polls, so a lost hint only delays.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,26 +91,24 @@ type Unrecorded = Arc<Mutex<HashSet<(i64, u32)>>>;
 /// What one send said about its channel as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Signal {
-    /// The platform answered (took the message, or refused this chat): it is up.
+    /// The platform answered (took the message, refused this chat, or named when this chat
+    /// may send again): it is up.
     Answered,
     /// The platform failed (a 5xx, a network error): the channel fails, not just this chat.
     Down(String),
-    /// A chat's own rate limit; several chats limited at once limit the channel.
-    Limited { chat: String, wait: Duration },
     /// Nothing about the platform (no local client yet; a missing setting).
     Silent,
 }
 
-fn signal_of(outcome: &SendOutcome, chat: &str) -> Signal {
+/// A rate limit is the platform naming when one chat may send again: honoured for that chat
+/// alone (Telegram limits each group; Discord each route), and proof the platform is up.
+fn signal_of(outcome: &SendOutcome) -> Signal {
     match outcome {
         SendOutcome::Delivered { .. }
         | SendOutcome::Permanent(_)
-        | SendOutcome::ChatMigrated { .. } => Signal::Answered,
+        | SendOutcome::ChatMigrated { .. }
+        | SendOutcome::RetryAfter(_) => Signal::Answered,
         SendOutcome::Transient(error) => Signal::Down(error.clone()),
-        SendOutcome::RetryAfter(wait) => Signal::Limited {
-            chat: chat.to_string(),
-            wait: *wait,
-        },
         SendOutcome::NoReceiver(_) | SendOutcome::Unconfigured(_) => Signal::Silent,
     }
 }
@@ -118,7 +116,6 @@ fn signal_of(outcome: &SendOutcome, chat: &str) -> Signal {
 /// A finished send, as its worker learns of it.
 struct Report {
     signal: Signal,
-    probe: bool,
     /// The chat the send was for.
     chat: String,
 }
@@ -166,13 +163,12 @@ async fn deliver(
             crate::failpoint::hit(crate::failpoint::MID_MESSAGE);
         }
     }
-    let signal = signal_of(&outcome, &chunk.route.chat_id);
+    let signal = signal_of(&outcome);
     let tries = (chunk.attempts, chunk.moves);
     let settled = settle(outcome, tries, &chunk.route.chat_id, &config);
     record_outcome(&store, &chunk, settled, &unrecorded).await;
     Report {
         signal,
-        probe,
         chat: chunk.route.chat_id,
     }
 }
@@ -238,38 +234,21 @@ pub async fn send_unstored(channel: Arc<dyn Channel>, route: Route, text: String
 }
 
 /// While a channel fails, one send at a time probes it, at most this far apart, so that its
-/// recovery is seen within about a second however long the outage was (a platform's own
-/// `retry_after` may ask for longer; it is honoured).
+/// recovery is seen within about a second however long the outage was.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// Rate limits from this many chats within [`LIMITED_WINDOW`]: the platform limits the bot as
-/// a whole, not one chat.
-const LIMITED_CHATS: usize = 2;
-const LIMITED_WINDOW: Duration = Duration::from_secs(10);
 
-/// A channel failing as a whole: other chats wait without spending tries while one send
-/// probes.
+/// A channel failing as a whole: other chats wait without spending tries while one send at a
+/// time probes.
 #[derive(Debug)]
 struct Outage {
     since: Instant,
     probe_at: Instant,
     failed_probes: u32,
-    probing: bool,
+    /// The probe in flight, if any.
+    probe: Option<tokio::task::Id>,
     /// The chat whose failure began it, and whether any other chat failed since.
     began_with: String,
     others_failed: bool,
-}
-
-impl Outage {
-    fn new(now: Instant, probe_at: Instant, began_with: String) -> Outage {
-        Outage {
-            since: now,
-            probe_at,
-            failed_probes: 1,
-            probing: false,
-            began_with,
-            others_failed: false,
-        }
-    }
 }
 
 /// What a report changed for the channel.
@@ -283,8 +262,6 @@ enum Turn {
 /// A channel's state as its sends report it: working, or in an outage (and when to probe).
 struct Watch {
     outage: Option<Outage>,
-    /// Recent rate limits: when, and which chat.
-    limited: VecDeque<(Instant, String)>,
     /// A chat whose failure began an outage that another chat's send then ended at once: its
     /// failures are its own (a receiver that fails one conversation), so they no longer stop
     /// the channel, until it gets through or another chat fails.
@@ -295,7 +272,6 @@ impl Watch {
     fn new() -> Watch {
         Watch {
             outage: None,
-            limited: VecDeque::new(),
             suspect: None,
         }
     }
@@ -304,21 +280,55 @@ impl Watch {
         backoff(config, failed_probes.max(1)).min(PROBE_EVERY)
     }
 
-    /// Whether a probe may be sent now (only in an outage).
+    /// Whether a probe may be sent now (only in an outage, one at a time).
     fn probe_due(&self, now: Instant) -> bool {
         self.outage
             .as_ref()
-            .is_some_and(|o| !o.probing && now >= o.probe_at)
+            .is_some_and(|o| o.probe.is_none() && now >= o.probe_at)
     }
 
-    fn observe(&mut self, report: Report, config: &OutboxConfig, now: Instant) -> Turn {
-        if report.probe
-            && let Some(outage) = &mut self.outage
-        {
-            outage.probing = false;
+    /// A probe went out as task `task`.
+    fn probing(&mut self, task: tokio::task::Id) {
+        if let Some(outage) = &mut self.outage {
+            outage.probe = Some(task);
         }
-        let chat = report.chat;
-        match report.signal {
+    }
+
+    /// A probe was due but there was nothing to probe with: look again after a pause.
+    fn nothing_to_probe(&mut self, now: Instant) {
+        if let Some(outage) = &mut self.outage {
+            outage.probe_at = now + PROBE_EVERY;
+        }
+    }
+
+    /// How long until the worker must look again for the outage's sake.
+    fn until_probe(&self, now: Instant) -> Option<Duration> {
+        let outage = self.outage.as_ref()?;
+        Some(match outage.probe {
+            Some(_) => POLL,
+            None => outage.probe_at.saturating_duration_since(now),
+        })
+    }
+
+    /// Task `task` ended: with its report, or without one (it panicked).
+    fn observe(
+        &mut self,
+        task: tokio::task::Id,
+        report: Option<Report>,
+        config: &OutboxConfig,
+        now: Instant,
+    ) -> Turn {
+        let mut probe = false;
+        if let Some(outage) = &mut self.outage
+            && outage.probe == Some(task)
+        {
+            outage.probe = None;
+            probe = true;
+        }
+        let Some(Report { signal, chat }) = report else {
+            return Turn::Same;
+        };
+        match signal {
             Signal::Answered => {
                 if self.suspect.as_ref() == Some(&chat) {
                     self.suspect = None;
@@ -336,7 +346,7 @@ impl Watch {
             Signal::Down(error) => match &mut self.outage {
                 Some(outage) => {
                     outage.others_failed |= outage.began_with != chat;
-                    if report.probe {
+                    if probe {
                         outage.failed_probes += 1;
                         outage.probe_at = now + Self::probe_delay(config, outage.failed_probes);
                     }
@@ -344,46 +354,29 @@ impl Watch {
                 }
                 None if self.suspect.as_ref() == Some(&chat) => Turn::Same,
                 None => {
-                    let probe_at = now + Self::probe_delay(config, 1);
-                    self.outage = Some(Outage::new(now, probe_at, chat));
+                    self.outage = Some(Outage {
+                        since: now,
+                        probe_at: now + Self::probe_delay(config, 1),
+                        failed_probes: 1,
+                        probe: None,
+                        began_with: chat,
+                        others_failed: false,
+                    });
                     Turn::Began(error)
                 }
             },
-            Signal::Limited { chat, wait } => {
-                self.limited
-                    .retain(|(at, _)| now.duration_since(*at) < LIMITED_WINDOW);
-                self.limited.push_back((now, chat.clone()));
-                match &mut self.outage {
-                    Some(outage) => {
-                        outage.others_failed |= outage.began_with != chat;
-                        if report.probe {
-                            outage.failed_probes += 1;
-                            let delay = Self::probe_delay(config, outage.failed_probes);
-                            outage.probe_at = now + delay.max(wait);
-                        }
-                        Turn::Same
-                    }
-                    None => {
-                        let chats: HashSet<&str> =
-                            self.limited.iter().map(|(_, c)| c.as_str()).collect();
-                        if chats.len() < LIMITED_CHATS {
-                            return Turn::Same;
-                        }
-                        let probe_at = now + wait.max(Self::probe_delay(config, 1));
-                        let mut outage = Outage::new(now, probe_at, chat);
-                        // Limits in several chats: the platform limits the bot, not one chat.
-                        outage.others_failed = true;
-                        self.outage = Some(outage);
-                        Turn::Began(format!(
-                            "rate limited in {} chats: retry after {}ms",
-                            chats.len(),
-                            wait.as_millis()
-                        ))
-                    }
-                }
-            }
             Signal::Silent => Turn::Same,
         }
+    }
+
+    /// Nothing is owed on the channel any more: there is nothing to probe with, and so no
+    /// outage to speak of.
+    fn forget_outage(&mut self) -> bool {
+        let idle = self.outage.as_ref().is_some_and(|o| o.probe.is_none());
+        if idle {
+            self.outage = None;
+        }
+        idle
     }
 }
 
@@ -399,6 +392,7 @@ pub async fn run_worker(
     let mut in_flight: JoinSet<Report> = JoinSet::new();
     let unrecorded = Unrecorded::default();
     let mut claims = FailStreak::default();
+    let mut recovering = FailStreak::default();
     let mut watch = Watch::new();
     // What waited for this channel when the relay last stopped is due now: the platform may
     // have recovered meanwhile, and the first sends tell.
@@ -411,20 +405,24 @@ pub async fn run_worker(
             match store.recover_channel(&name).await {
                 Ok(count) => {
                     recover_due = false;
+                    if recovering.recovered() {
+                        tracing::info!(channel = %name, "waiting chats marked due after all");
+                    }
                     if count > 0 {
                         tracing::info!(channel = %name, chunks = count, "waiting chats due again");
                     }
                 }
                 Err(error) => {
-                    if claims.failed() {
+                    if recovering.failed() {
                         tracing::error!(channel = %name, error = %error, "cannot mark waiting chats due; retrying");
                     }
                 }
             }
         }
         let now = Instant::now();
-        let mut claimed_any = false;
-        let claimed = if watch.outage.is_some() {
+        // In an outage only a due probe is claimed; otherwise whatever is due, up to the cap.
+        let probe = watch.outage.is_some();
+        let claimed = if probe {
             if watch.probe_due(now) {
                 store
                     .claim_probe(&name, LEASE_MS)
@@ -441,18 +439,20 @@ pub async fn run_worker(
                 Ok(Vec::new())
             }
         };
-        let probe = watch.outage.is_some();
+        let mut claimed_any = false;
         match claimed {
             Ok(claimed) => {
                 if claims.recovered() {
                     tracing::info!(channel = %name, "claims work again");
                 }
                 claimed_any = !claimed.is_empty();
-                if probe && let Some(outage) = &mut watch.outage {
-                    outage.probing = claimed_any;
-                    if !claimed_any {
-                        // Nothing to probe with: look again after the next pause.
-                        outage.probe_at = now + PROBE_EVERY;
+                if probe && watch.probe_due(now) && !claimed_any {
+                    if let Ok(None) = store.next_due(&name).await {
+                        if watch.forget_outage() && health.recovered(&name).is_some() {
+                            tracing::info!(channel = %name, "nothing is owed on the channel any more; no longer counted as failing");
+                        }
+                    } else {
+                        watch.nothing_to_probe(now);
                     }
                 }
                 // Chunks whose lease ran out while their outcome waited for the store.
@@ -466,9 +466,6 @@ pub async fn run_worker(
                 };
                 for chunk in claimed {
                     if sent_already.contains(&(chunk.outbox_id, chunk.index)) {
-                        if probe && let Some(outage) = &mut watch.outage {
-                            outage.probing = false;
-                        }
                         continue;
                     }
                     let span = tracing::info_span!(
@@ -477,7 +474,7 @@ pub async fn run_worker(
                         channel = %name,
                         attempt = chunk.attempts,
                     );
-                    in_flight.spawn(
+                    let task = in_flight.spawn(
                         deliver(
                             channel.clone(),
                             store.clone(),
@@ -488,6 +485,9 @@ pub async fn run_worker(
                         )
                         .instrument(span),
                     );
+                    if probe {
+                        watch.probing(task.id());
+                    }
                 }
             }
             Err(error) => {
@@ -496,12 +496,8 @@ pub async fn run_worker(
                 }
             }
         }
-        let until_due = match &watch.outage {
-            Some(outage) if outage.probing => POLL,
-            Some(outage) => outage
-                .probe_at
-                .saturating_duration_since(Instant::now())
-                .min(POLL),
+        let until_due = match watch.until_probe(Instant::now()) {
+            Some(wait) => wait.min(POLL),
             None => match store.next_due(&name).await {
                 Ok(Some(at)) => {
                     Duration::from_millis((at - now_ms()).clamp(0, POLL.as_millis() as i64) as u64)
@@ -520,17 +516,18 @@ pub async fn run_worker(
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = wake.notified() => {}
-            Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
-                let report = match joined {
-                    Ok(report) => report,
+            Some(joined) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                let (task, report) = match joined {
+                    Ok((task, report)) => (task, Some(report)),
                     // A send that panicked says nothing of the platform; if it was the
                     // probe, the next one goes out.
-                    Err(_) => Report { signal: Signal::Silent, probe: true, chat: String::new() },
+                    Err(error) => (error.id(), None),
                 };
-                if let Signal::Down(error) = &report.signal {
-                    health.failed(&name, error);
-                }
-                match watch.observe(report, &config, Instant::now()) {
+                let failed = match &report {
+                    Some(Report { signal: Signal::Down(error), .. }) => Some(error.clone()),
+                    _ => None,
+                };
+                match watch.observe(task, report, &config, Instant::now()) {
                     Turn::Began(error) => {
                         health.failed(&name, &error);
                         tracing::warn!(channel = %name, error = %error, "the channel is failing; one send at a time probes it until it works");
@@ -540,7 +537,10 @@ pub async fn run_worker(
                         tracing::info!(channel = %name, after_ms = after.as_millis() as u64, tries, "the channel works again; every waiting chat is due");
                         recover_due = true;
                     }
-                    Turn::Same => {}
+                    // Another failure in an outage: its error is the latest word.
+                    Turn::Same => if let Some(error) = failed && watch.outage.is_some() {
+                        health.failed(&name, &error);
+                    }
                 }
             }
             _ = tokio::time::sleep(until_due) => {}
@@ -607,62 +607,26 @@ mod tests {
         ));
     }
 
-    fn report(signal: Signal, probe: bool) -> Report {
-        report_for("a", signal, probe)
-    }
-
-    fn report_for(chat: &str, signal: Signal, probe: bool) -> Report {
-        Report {
+    fn report(chat: &str, signal: Signal) -> Option<Report> {
+        Some(Report {
             signal,
-            probe,
             chat: chat.into(),
-        }
+        })
     }
 
-    #[test]
-    fn a_chat_that_fails_alone_stops_stopping_the_channel() {
-        let config = OutboxConfig::default();
-        let mut watch = Watch::new();
-        let now = Instant::now();
-        let down = || Signal::Down("HTTP 500".into());
-        // Chat a fails; the probe, a send to chat b, gets through at once.
-        assert!(matches!(
-            watch.observe(report_for("a", down(), false), &config, now),
-            Turn::Began(_)
-        ));
-        assert!(matches!(
-            watch.observe(report_for("b", Signal::Answered, true), &config, now),
-            Turn::Recovered(_)
-        ));
-        // a's failures are its own now: the channel keeps working for b.
-        assert_eq!(
-            watch.observe(report_for("a", down(), false), &config, now),
-            Turn::Same
-        );
-        assert!(watch.outage.is_none());
-        // Another chat failing is news again; a's success clears a (and c, failing alone,
-        // becomes the suspect).
-        assert!(matches!(
-            watch.observe(report_for("c", down(), false), &config, now),
-            Turn::Began(_)
-        ));
-        watch.observe(report_for("a", Signal::Answered, true), &config, now);
-        assert_eq!(watch.suspect.as_deref(), Some("c"));
-        // An outage in which several chats failed makes nobody a suspect.
-        watch.observe(report_for("a", down(), false), &config, now);
-        watch.observe(report_for("b", down(), true), &config, now);
-        watch.observe(report_for("c", Signal::Answered, true), &config, now);
-        assert!(watch.suspect.is_none());
+    /// A task id for a send, as the worker's JoinSet would give it.
+    fn send_id() -> tokio::task::Id {
+        tokio::spawn(async {}).id()
     }
 
-    #[test]
-    fn a_platform_failure_starts_an_outage_that_one_probe_at_a_time_ends() {
+    #[tokio::test]
+    async fn a_platform_failure_starts_an_outage_that_one_probe_at_a_time_ends() {
         let config = OutboxConfig::default();
         let mut watch = Watch::new();
         let t0 = Instant::now();
-        let down = || Signal::Down("HTTP 503".into());
+        let down = |chat| report(chat, Signal::Down("HTTP 503".into()));
         assert_eq!(
-            watch.observe(report(down(), false), &config, t0),
+            watch.observe(send_id(), down("a"), &config, t0),
             Turn::Began("HTTP 503".into())
         );
         assert!(
@@ -673,23 +637,34 @@ mod tests {
         assert!(watch.probe_due(later));
         // Sends already in flight that fail change nothing.
         assert_eq!(
-            watch.observe(report(down(), false), &config, later),
+            watch.observe(send_id(), down("b"), &config, later),
             Turn::Same
         );
-        // However long the outage, probes stay at most PROBE_EVERY apart.
+        // However long the outage, probes stay at most PROBE_EVERY apart, one at a time.
         let mut now = later;
         for _ in 0..40 {
-            watch.outage.as_mut().unwrap().probing = true;
-            assert!(!watch.probe_due(now), "one probe at a time");
+            let probe = send_id();
+            watch.probing(probe);
+            assert!(
+                !watch.probe_due(now + Duration::from_secs(60)),
+                "one probe at a time"
+            );
+            // Another send ending (not the probe) does not free the probe's turn.
             assert_eq!(
-                watch.observe(report(down(), true), &config, now),
+                watch.observe(send_id(), down("c"), &config, now),
                 Turn::Same
             );
+            assert!(!watch.probe_due(now + Duration::from_secs(60)));
+            assert_eq!(watch.observe(probe, down("b"), &config, now), Turn::Same);
             let outage = watch.outage.as_ref().unwrap();
             assert!(outage.probe_at <= now + PROBE_EVERY);
             now += PROBE_EVERY;
+            assert!(watch.probe_due(now));
         }
-        let Turn::Recovered(after) = watch.observe(report(Signal::Answered, true), &config, now)
+        let probe = send_id();
+        watch.probing(probe);
+        let Turn::Recovered(after) =
+            watch.observe(probe, report("b", Signal::Answered), &config, now)
         else {
             panic!("not recovered")
         };
@@ -697,45 +672,101 @@ mod tests {
         assert!(watch.outage.is_none() && !watch.probe_due(now));
     }
 
-    #[test]
-    fn one_chats_rate_limit_is_its_own_and_several_chats_limit_the_channel() {
+    #[tokio::test]
+    async fn a_rate_limit_is_one_chats_and_shows_the_platform_is_up() {
+        let outcome = SendOutcome::RetryAfter(Duration::from_secs(30));
+        assert_eq!(signal_of(&outcome), Signal::Answered);
         let config = OutboxConfig::default();
         let mut watch = Watch::new();
-        let t0 = Instant::now();
-        let limited = |chat: &str| Signal::Limited {
-            chat: chat.into(),
-            wait: Duration::from_secs(3),
-        };
-        assert_eq!(
-            watch.observe(report(limited("a"), false), &config, t0),
-            Turn::Same
+        let now = Instant::now();
+        watch.observe(
+            send_id(),
+            report("a", Signal::Down("503".into())),
+            &config,
+            now,
         );
-        assert_eq!(
-            watch.observe(report(limited("a"), false), &config, t0),
-            Turn::Same
-        );
+        let probe = send_id();
+        watch.probing(probe);
         assert!(matches!(
-            watch.observe(report(limited("b"), false), &config, t0),
+            watch.observe(probe, report("b", signal_of(&outcome)), &config, now),
+            Turn::Recovered(_)
+        ));
+        // Neither a missing client nor a panicked probe ends an outage; the latter frees
+        // the probe's turn. (a failed alone, so c's failure is the news now.)
+        watch.observe(
+            send_id(),
+            report("c", Signal::Down("503".into())),
+            &config,
+            now,
+        );
+        assert_eq!(
+            watch.observe(send_id(), report("c", Signal::Silent), &config, now),
+            Turn::Same
+        );
+        let probe = send_id();
+        watch.probing(probe);
+        assert_eq!(watch.observe(probe, None, &config, now), Turn::Same);
+        assert!(watch.outage.is_some());
+        assert!(watch.probe_due(now + PROBE_EVERY));
+    }
+
+    #[tokio::test]
+    async fn a_chat_that_fails_alone_stops_stopping_the_channel() {
+        let config = OutboxConfig::default();
+        let mut watch = Watch::new();
+        let now = Instant::now();
+        let down = |chat| report(chat, Signal::Down("HTTP 500".into()));
+        let answered = |chat| report(chat, Signal::Answered);
+        // Chat a fails; the probe, a send to chat b, gets through at once.
+        assert!(matches!(
+            watch.observe(send_id(), down("a"), &config, now),
             Turn::Began(_)
         ));
-        assert!(
-            !watch.probe_due(t0 + Duration::from_secs(2)),
-            "retry_after is honoured"
-        );
-        assert!(watch.probe_due(t0 + Duration::from_secs(3)));
-        // Limits long ago do not add up.
-        let mut fresh = Watch::new();
-        let later = t0 + LIMITED_WINDOW + Duration::from_secs(1);
-        fresh.observe(report(limited("a"), false), &config, t0);
+        assert!(matches!(
+            watch.observe(send_id(), answered("b"), &config, now),
+            Turn::Recovered(_)
+        ));
+        // a's failures are its own now: the channel keeps working for b.
         assert_eq!(
-            fresh.observe(report(limited("b"), false), &config, later),
+            watch.observe(send_id(), down("a"), &config, now),
             Turn::Same
         );
-        // Neither a missing client nor a send that says nothing ends an outage.
-        assert_eq!(
-            watch.observe(report(Signal::Silent, true), &config, t0),
-            Turn::Same
+        assert!(watch.outage.is_none());
+        // Another chat failing is news again; a's success clears a (and c, failing alone,
+        // becomes the suspect).
+        assert!(matches!(
+            watch.observe(send_id(), down("c"), &config, now),
+            Turn::Began(_)
+        ));
+        watch.observe(send_id(), answered("a"), &config, now);
+        assert_eq!(watch.suspect.as_deref(), Some("c"));
+        // An outage in which several chats failed makes nobody a suspect.
+        watch.observe(send_id(), down("a"), &config, now);
+        watch.observe(send_id(), down("b"), &config, now);
+        watch.observe(send_id(), answered("c"), &config, now);
+        assert!(watch.suspect.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_outage_with_nothing_owed_is_forgotten_but_not_while_a_probe_is_out() {
+        let config = OutboxConfig::default();
+        let mut watch = Watch::new();
+        let now = Instant::now();
+        watch.observe(
+            send_id(),
+            report("a", Signal::Down("503".into())),
+            &config,
+            now,
         );
-        assert!(watch.outage.is_some());
+        watch.probing(send_id());
+        assert!(!watch.forget_outage());
+        let mut idle = Watch::new();
+        idle.observe(
+            send_id(),
+            report("a", Signal::Down("503".into())),
+            &config,
+            now,
+        );
+        assert!(idle.forget_outage() && idle.outage.is_none());
     }
 }

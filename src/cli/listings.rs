@@ -152,7 +152,7 @@ async fn list_outbox(settings: &ClientConfig, args: &ListArgs) -> anyhow::Result
             Some(cause) => format!(" ({cause}: retried at start once configured)"),
             None => String::new(),
         };
-        let disabled = if d["channel_enabled"] == false {
+        let disabled = if d["channel_enabled"] == false && d["state"] == "pending" {
             format!(
                 " (channel {} is not enabled: waits until it is)",
                 text(&d["channel"])

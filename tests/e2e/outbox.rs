@@ -298,3 +298,67 @@ fn a_completion_that_cannot_go_anywhere_is_listed_and_logged_once() {
         .count();
     assert_eq!(warnings, 1, "{log}");
 }
+
+/// New messages keep coming while the platform is down (a wake each): the probe still goes
+/// out once a second, so recovery is seen at once, not when the traffic stops.
+#[test]
+fn steady_traffic_during_an_outage_does_not_hold_back_the_probe() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
+    rx.set_unavailable(true);
+    relay.say(&group_msg("first", "alice", "/exec true"));
+    wait_for("the first refused send", SOON, || {
+        rx.attempts().iter().any(|d| d.status == 503).then_some(())
+    });
+    let session = "chat:webhook:first";
+    let traffic = || {
+        relay.api_post(
+            "/v1/events",
+            &serde_json::json!({"text": "tick", "session": session, "mode": "now"}),
+        );
+        // The pace of the traffic, not a wait for an outcome.
+        std::thread::sleep(secs(0.3));
+    };
+    for _ in 0..10 {
+        traffic();
+    }
+    rx.set_unavailable(false);
+    let recovered = std::time::Instant::now();
+    while rx.messages().is_empty() && recovered.elapsed() < SOON {
+        traffic();
+    }
+    let first = rx
+        .messages()
+        .first()
+        .map(|d| d.at.duration_since(recovered));
+    assert!(
+        first.is_some_and(|after| after <= secs(3.0)),
+        "the first message came {first:?} after recovery, while new ones kept coming"
+    );
+}
+
+/// Two chats each at their own rate limit (Telegram limits each group) hold only themselves
+/// back: a third chat is answered at once, not after their Retry-After.
+#[test]
+fn chats_at_their_own_rate_limits_do_not_hold_back_another_chat() {
+    let rx = Receiver::start();
+    let relay = Relay::start(&rx, &["webhook:alice"]);
+    rx.respond_next_where(usize::MAX, 429, &[("Retry-After", "30")], |d| {
+        d.conversation_id.starts_with("busy-")
+    });
+    relay.say(&group_msg("busy-a", "alice", "/exec true"));
+    relay.say(&group_msg("busy-b", "alice", "/exec true"));
+    wait_for("both busy chats rate limited", SOON, || {
+        let limited: std::collections::HashSet<String> = rx
+            .attempts()
+            .into_iter()
+            .filter(|d| d.status == 429)
+            .map(|d| d.conversation_id)
+            .collect();
+        (limited.len() == 2).then_some(())
+    });
+    relay.say(&group_msg("quiet", "alice", "/exec true"));
+    rx.wait_for_message("the quiet chat's acknowledgement", SOON, |d| {
+        d.conversation_id == "quiet" && is_ack(d)
+    });
+}
