@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod channel_health;
+pub mod channels;
 pub mod chunk;
 pub mod cli;
 pub mod commands;

@@ -78,7 +78,7 @@ fn main() -> ExitCode {
             say(format_args!("execrelay: {error:#}"));
             // An adapter's refusal is the config's, as `config check` says it.
             if error
-                .downcast_ref::<execrelay::relay::ChannelRefused>()
+                .downcast_ref::<execrelay::channels::ChannelRefused>()
                 .is_some()
             {
                 return ExitCode::from(EXIT_BAD_CONFIG);
@@ -102,7 +102,7 @@ fn config_check(path: Option<&std::path::Path>) -> ExitCode {
         || "built-in defaults".to_string(),
         |p| p.display().to_string(),
     );
-    if let Err(error) = execrelay::relay::preflight(&config) {
+    if let Err(error) = execrelay::channels::preflight(&config) {
         say(format_args!("execrelay: {origin}: {error:#}"));
         return ExitCode::from(EXIT_BAD_CONFIG);
     }

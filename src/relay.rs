@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use execrelay_channel::{CancellationToken, Channel, Secret};
-use execrelay_webhook::{WebhookChannel, WebhookConfig};
+use anyhow::Context;
+use execrelay_channel::CancellationToken;
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{ApiState, router};
+use crate::channels::{ChannelRefused, Channels, build_channels};
 use crate::commands::CommandProcessor;
 use crate::config::Config;
 use crate::data_dir::{api_token, keep_webhook_secret, lock_store, make_private, webhook_secret};
@@ -25,69 +25,12 @@ use crate::exec::{ExecRuntime, resolve_workdir};
 use crate::heartbeat::{self, Reason};
 use crate::inbound::{Access, InboundHandler};
 use crate::jobs::Redactor;
-use crate::local::LocalChannel;
 use crate::log_throttle::LogThrottle;
 use crate::outbox::Outbox;
 use crate::store::Store;
 
 /// Past the delivery workers' grace (25 s), for everything else to wind down.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
-
-/// Every channel the config enables, built and ready to run.
-struct Channels {
-    all: Vec<Arc<dyn Channel>>,
-    local: Option<Arc<LocalChannel>>,
-    webhook: Option<Arc<WebhookChannel>>,
-    feishu: Option<crate::api::FeishuEndpoint>,
-}
-
-/// Builds the channels (no I/O: clients and settings only), so that an adapter's refusal stops
-/// the relay before it creates anything. `config check` runs the same through [`preflight`].
-fn build_channels(config: &Config, webhook_secret: Secret) -> anyhow::Result<Channels> {
-    let mut all: Vec<Arc<dyn Channel>> = Vec::new();
-    let local = config
-        .channels
-        .local
-        .enabled
-        .then(|| Arc::new(LocalChannel::default()));
-    if let Some(local) = &local {
-        all.push(local.clone());
-    }
-    let webhook = if config.channels.webhook.enabled {
-        let mut webhook_config = WebhookConfig::new(webhook_secret);
-        webhook_config.callback_url = config.channels.webhook.callback_url.clone();
-        webhook_config.max_chars = config.channels.webhook.max_chars;
-        let channel = Arc::new(
-            WebhookChannel::new(webhook_config).context("cannot set up the webhook channel")?,
-        );
-        all.push(channel.clone());
-        Some(channel)
-    } else {
-        None
-    };
-    if config.channels.telegram.enabled {
-        all.push(telegram_channel(config)?);
-    }
-    if config.channels.discord.enabled {
-        all.push(discord_channel(config)?);
-    }
-    let feishu = if config.channels.feishu.enabled {
-        let (endpoint, channel) = feishu_channel(config)?;
-        all.push(channel);
-        Some(endpoint)
-    } else {
-        None
-    };
-    if config.channels.feishu_bot.enabled {
-        all.push(feishu_bot_channel(config)?);
-    }
-    Ok(Channels {
-        all,
-        local,
-        webhook,
-        feishu,
-    })
-}
 
 /// One line that says what this relay is: which config, which store, and each channel with
 /// where it listens or whom it calls (URLs shown as scheme and host: they may carry tokens).
@@ -149,118 +92,6 @@ fn startup_line(config: &Config, bound: SocketAddr) -> String {
     )
 }
 
-/// An adapter refused its settings: a config's fault, as `config check` says it (exit 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0:#}")]
-pub struct ChannelRefused(anyhow::Error);
-
-/// What `run` would refuse after the config's own checks: the channels, built and dropped.
-pub fn preflight(config: &Config) -> anyhow::Result<()> {
-    build_channels(config, webhook_secret(config).0).map(drop)
-}
-
-#[cfg(feature = "telegram")]
-fn telegram_channel(config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
-    use execrelay_telegram::{TelegramChannel, TelegramConfig};
-    let settings = &config.channels.telegram;
-    let Some(token) = settings.token.clone() else {
-        bail!(
-            "channels.telegram is enabled but has no token: set channels.telegram.token, \
-             token_file or EXECRELAY_TELEGRAM_TOKEN"
-        );
-    };
-    let mut telegram = TelegramConfig::new(token);
-    telegram.api_url = settings.api_url.clone();
-    telegram.poll_timeout = settings.poll_timeout;
-    telegram.commands = crate::commands::COMMAND_MENU
-        .iter()
-        .map(|(name, description)| (name.to_string(), description.to_string()))
-        .collect();
-    let channel = TelegramChannel::new(telegram).context("cannot set up the telegram channel")?;
-    Ok(Arc::new(channel))
-}
-
-#[cfg(not(feature = "telegram"))]
-fn telegram_channel(_config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
-    bail!(
-        "channels.telegram is enabled, but this execrelay was built without the `telegram` feature"
-    )
-}
-
-#[cfg(feature = "discord")]
-fn discord_channel(config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
-    use execrelay_discord::{DiscordChannel, DiscordConfig};
-    let settings = &config.channels.discord;
-    let Some(token) = settings.token.clone() else {
-        bail!(
-            "channels.discord is enabled but has no token: set channels.discord.token, \
-             token_file or EXECRELAY_DISCORD_TOKEN"
-        );
-    };
-    let mut discord = DiscordConfig::new(token);
-    discord.api_base = settings.api_base.clone();
-    discord.require_mention = settings.require_mention;
-    let channel = DiscordChannel::new(discord).context("cannot set up the discord channel")?;
-    Ok(Arc::new(channel))
-}
-
-/// The channel, and the endpoint that receives its events.
-#[cfg(feature = "feishu")]
-fn feishu_channel(
-    config: &Config,
-) -> anyhow::Result<(crate::api::FeishuEndpoint, Arc<dyn Channel>)> {
-    use execrelay_webhook::feishu::{FeishuChannel, FeishuConfig};
-    let settings = &config.channels.feishu;
-    let (Some(app_secret), Some(verification_token)) = (
-        settings.app_secret.clone(),
-        settings.verification_token.clone(),
-    ) else {
-        bail!(
-            "channels.feishu is enabled but needs app_secret and verification_token (or their \
-             *_file keys, or EXECRELAY_FEISHU_APP_SECRET / EXECRELAY_FEISHU_VERIFICATION_TOKEN)"
-        );
-    };
-    let mut feishu = FeishuConfig::new(&settings.app_id, app_secret, verification_token);
-    feishu.encrypt_key = settings.encrypt_key.clone();
-    feishu.base_url = settings.base_url.clone();
-    let channel = Arc::new(FeishuChannel::new(feishu).context("cannot set up the feishu channel")?);
-    Ok(((settings.path.clone(), channel.clone()), channel))
-}
-
-#[cfg(feature = "feishu")]
-fn feishu_bot_channel(config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
-    use execrelay_webhook::feishu::{FeishuBotChannel, FeishuBotConfig};
-    let settings = &config.channels.feishu_bot;
-    let Some(hook_url) = settings.hook_url.clone() else {
-        bail!("channels.feishu_bot is enabled but has no hook_url");
-    };
-    let bot = FeishuBotConfig {
-        hook_url,
-        secret: settings.secret.clone(),
-    };
-    let channel = FeishuBotChannel::new(bot).context("cannot set up the feishu_bot channel")?;
-    Ok(Arc::new(channel))
-}
-
-#[cfg(not(feature = "feishu"))]
-fn feishu_channel(
-    _config: &Config,
-) -> anyhow::Result<(crate::api::FeishuEndpoint, Arc<dyn Channel>)> {
-    bail!("channels.feishu is enabled, but this execrelay was built without the `feishu` feature")
-}
-
-#[cfg(not(feature = "feishu"))]
-fn feishu_bot_channel(_config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
-    bail!(
-        "channels.feishu_bot is enabled, but this execrelay was built without the `feishu` feature"
-    )
-}
-
-#[cfg(not(feature = "discord"))]
-fn discord_channel(_config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
-    bail!("channels.discord is enabled, but this execrelay was built without the `discord` feature")
-}
-
 fn write_ready_file(path: &Path, addr: SocketAddr) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, addr.to_string())?;
@@ -282,26 +113,6 @@ fn shutdown_signals(stop: CancellationToken) -> std::io::Result<impl Future<Outp
         }
         stop.cancel();
     })
-}
-
-/// Platforms redeliver for hours at most (Feishu: about 7); a week of dedupe is plenty.
-const DEDUPE_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
-
-async fn prune_dedupe_records(store: Store, stop: CancellationToken) {
-    loop {
-        match store
-            .prune_seen(crate::store::now_ms() - DEDUPE_KEEP_MS)
-            .await
-        {
-            Ok(0) => {}
-            Ok(pruned) => tracing::info!(pruned, "forgot old inbound dedupe records"),
-            Err(error) => tracing::warn!(error = %error, "cannot prune dedupe records"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-        }
-    }
 }
 
 pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
@@ -405,7 +216,10 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
     // running when the previous relay stopped.
     exec.reconcile().await.context("cannot reconcile jobs")?;
     tracker.spawn(commands.run(stop.child_token()));
-    tracker.spawn(prune_dedupe_records(store.clone(), stop.child_token()));
+    tracker.spawn(crate::retention::prune_dedupe_records(
+        store.clone(),
+        stop.child_token(),
+    ));
     tracker.spawn(crate::retention::run(
         store.clone(),
         config.store.jobs_dir(),

@@ -9,6 +9,9 @@
 //! find. A directory that cannot be removed keeps its row (and so its id, which a new job
 //! must not draw while the old output is there); the walk goes on past it, so a few such
 //! directories never hold up the rest.
+//!
+//! Inbound dedupe records (a platform message id already accepted) are forgotten a week after
+//! they were made, once platforms have long stopped redelivering ([`prune_dedupe_records`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +25,23 @@ use crate::store::{JobCursor, Store, now_ms};
 const BATCH: usize = 200;
 /// Batches per pass: the rest waits for the next pass.
 const MAX_BATCHES: usize = 50;
+
+/// Platforms redeliver for hours at most (Feishu: about 7); a week of dedupe is plenty.
+const DEDUPE_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
+
+pub async fn prune_dedupe_records(store: Store, stop: CancellationToken) {
+    loop {
+        match store.prune_seen(now_ms() - DEDUPE_KEEP_MS).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "forgot old inbound dedupe records"),
+            Err(error) => tracing::warn!(error = %error, "cannot prune dedupe records"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
 
 /// Runs a pass at start-up and then every `keep` (at least a second, at most an hour).
 pub async fn run(store: Store, jobs_dir: PathBuf, keep: Duration, stop: CancellationToken) {
