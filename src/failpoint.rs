@@ -29,11 +29,20 @@ pub const MID_MESSAGE: &str = "mid-message";
 /// wait out.
 pub const SUPERVISOR_SLOW_START: &str = "supervisor-slow-start";
 
+/// Not a crash: right after the workers start, the start fails with an error (once their first
+/// sends are under way), so a test sees that whatever fails, what is in flight is recorded.
+pub const FAIL_AFTER_START: &str = "fail-after-start";
+
 fn armed() -> Option<&'static str> {
     static ARMED: OnceLock<Option<String>> = OnceLock::new();
     ARMED
         .get_or_init(|| std::env::var(VARIABLE).ok().filter(|v| !v.is_empty()))
         .as_deref()
+}
+
+/// Whether `name` is the armed point.
+pub fn is_armed(name: &str) -> bool {
+    armed() == Some(name)
 }
 
 /// Sleeps here if `name` is the armed point (for points that widen a window, not crash).

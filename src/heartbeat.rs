@@ -198,15 +198,20 @@ pub struct HeartbeatRunner {
 /// How often the same session is logged as undeliverable for the same reason.
 const BLOCKED_LOG_EVERY: Duration = Duration::from_secs(24 * 3600);
 
-/// Starts the heartbeat; the returned future runs until `stop`.
-pub fn spawn(
-    config: HeartbeatConfig,
-    store: Store,
-    outbox: Outbox,
-) -> (
-    Heartbeat,
-    impl FnOnce(CancellationToken) -> tokio::task::JoinHandle<()>,
-) {
+/// The heartbeat's loop, built and not yet running: [`HeartbeatLoop::run`] until `stop`.
+pub struct HeartbeatLoop {
+    runner: HeartbeatRunner,
+    requests: mpsc::UnboundedReceiver<WakeRequest>,
+}
+
+impl HeartbeatLoop {
+    pub async fn run(self, stop: CancellationToken) {
+        self.runner.run(self.requests, stop).await
+    }
+}
+
+/// The heartbeat: the handle that asks for runs, and the loop that makes them.
+pub fn new(config: HeartbeatConfig, store: Store, outbox: Outbox) -> (Heartbeat, HeartbeatLoop) {
     let (requests, receiver) = mpsc::unbounded_channel();
     let runner = HeartbeatRunner {
         config,
@@ -214,8 +219,13 @@ pub fn spawn(
         outbox,
         told_blocked: Arc::new(OncePerKey::new(BLOCKED_LOG_EVERY, 10_000)),
     };
-    let start = move |stop: CancellationToken| tokio::spawn(runner.run(receiver, stop));
-    (Heartbeat { requests }, start)
+    (
+        Heartbeat { requests },
+        HeartbeatLoop {
+            runner,
+            requests: receiver,
+        },
+    )
 }
 
 impl HeartbeatRunner {

@@ -1,10 +1,13 @@
-//! Wiring: builds every stage from the config, starts them in order, and stops them in order.
+//! Wiring: builds every stage from the config ([`build`]), starts them in order, and stops them
+//! in order ([`serve`]), always: whatever ends the run, a signal or a step that fails, the
+//! tail cancels and drains everything started.
 //!
 //! Start: store (migrations, release this node's leases) → channels → outbox → heartbeat →
 //! exec runtime → command processor → delivery workers → job reconciliation → wakes for events
-//! left queued → HTTP. Stop (SIGTERM/SIGINT): HTTP and inbound stop taking work, the command
-//! processor and heartbeat finish their current step, delivery workers record what is in
-//! flight (bounded), then the process exits. Jobs keep running under their supervisors.
+//! left queued → HTTP. Stop (SIGTERM/SIGINT, or an error): HTTP and inbound stop taking work,
+//! the command processor and heartbeat finish their current step, delivery workers record
+//! what is in flight (bounded), then the process exits. Jobs keep running under their
+//! supervisors.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,7 +25,7 @@ use crate::commands::CommandProcessor;
 use crate::config::Config;
 use crate::data_dir::{api_token, keep_webhook_secret, lock_store, make_private, webhook_secret};
 use crate::exec::{ExecRuntime, resolve_workdir};
-use crate::heartbeat::{self, Reason};
+use crate::heartbeat::{self, Heartbeat, HeartbeatLoop, Reason};
 use crate::inbound::{Access, InboundHandler};
 use crate::jobs::Redactor;
 use crate::log_throttle::LogThrottle;
@@ -115,10 +118,37 @@ fn shutdown_signals(stop: CancellationToken) -> std::io::Result<impl Future<Outp
     })
 }
 
+/// Every stage, built and wired; nothing runs yet.
+pub struct Stages {
+    config: Config,
+    listener: tokio::net::TcpListener,
+    bound: SocketAddr,
+    store: Store,
+    channels: Vec<Arc<dyn execrelay_channel::Channel>>,
+    outbox: Outbox,
+    heartbeat: Heartbeat,
+    heartbeat_loop: HeartbeatLoop,
+    exec: ExecRuntime,
+    inbound: Arc<InboundHandler>,
+    commands: CommandProcessor,
+    local: Option<Arc<crate::local::LocalChannel>>,
+    webhook: Option<Arc<execrelay_webhook::WebhookChannel>>,
+    feishu: Option<crate::api::FeishuEndpoint>,
+    api_token: execrelay_channel::Secret,
+    /// The API token is the generated one: the API answers local, non-browser clients only.
+    local_only: bool,
+}
+
+/// Runs the relay until SIGTERM or SIGINT: [`build`], then [`serve`].
 pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let stages = build(config).await?;
+    serve(stages, ready_file).await
+}
+
+/// Builds every stage from the config. Everything that can refuse comes before anything is
+/// created: a relay that will not start leaves no data directory, database or secret behind.
+pub async fn build(config: Config) -> anyhow::Result<Stages> {
     let listen = config.http.listen;
-    // Everything that can refuse comes before anything is created: a relay that will not
-    // start leaves no data directory, database or secret behind.
     let (secret, generated_secret) = webhook_secret(&config);
     let Channels {
         all: channels,
@@ -174,9 +204,8 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         secrets.push(secret);
     }
     let outbox = Outbox::new(store.clone(), channels.clone());
-
-    let (heartbeat, start_heartbeat) =
-        heartbeat::spawn(config.heartbeat.clone(), store.clone(), outbox.clone());
+    let (heartbeat, heartbeat_loop) =
+        heartbeat::new(config.heartbeat.clone(), store.clone(), outbox.clone());
     let exec = ExecRuntime::new(
         store.clone(),
         config.exec.clone(),
@@ -208,10 +237,71 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
             min_free: config.store.min_free,
         },
     );
+    Ok(Stages {
+        config,
+        listener,
+        bound,
+        store,
+        channels,
+        outbox,
+        heartbeat,
+        heartbeat_loop,
+        exec,
+        inbound,
+        commands,
+        local,
+        webhook,
+        feishu,
+        api_token,
+        local_only: generated_token.is_some(),
+    })
+}
 
+/// Starts every stage and serves HTTP until SIGTERM or SIGINT, or until a step fails; either
+/// way everything started is then stopped and drained (sends in flight are recorded), within
+/// [`SHUTDOWN_DEADLINE`], before the result is returned.
+pub async fn serve(stages: Stages, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let heartbeat_task = start_heartbeat(stop.child_token());
+    let served = start_and_serve(stages, ready_file, &stop, &tracker).await;
+    stop.cancel();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown deadline passed; unfinished work resumes at the next start");
+    }
+    tracing::info!("stopped; running jobs continue under their supervisors");
+    served
+}
+
+/// The start, in order, then HTTP until `stop`. Every task goes on `tracker`.
+async fn start_and_serve(
+    stages: Stages,
+    ready_file: Option<PathBuf>,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    let Stages {
+        config,
+        listener,
+        bound,
+        store,
+        channels,
+        outbox,
+        heartbeat,
+        heartbeat_loop,
+        exec,
+        inbound,
+        commands,
+        local,
+        webhook,
+        feishu,
+        api_token,
+        local_only,
+    } = stages;
+    tracker.spawn(heartbeat_loop.run(stop.child_token()));
     // Before the command processor: a pending /exec must not be mistaken for a job that was
     // running when the previous relay stopped.
     exec.reconcile().await.context("cannot reconcile jobs")?;
@@ -245,6 +335,15 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
             }
         });
     }
+    if crate::failpoint::is_armed(crate::failpoint::FAIL_AFTER_START) {
+        // A test's stand-in for a step that fails once work is under way: the sends the
+        // workers began meanwhile must still be recorded.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        anyhow::bail!(
+            "{}: a step after the start failed",
+            crate::failpoint::VARIABLE
+        );
+    }
 
     // Events left queued by the previous run go out with the reason they asked for.
     for event in store.all_queued_events().await? {
@@ -261,15 +360,15 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
         local,
         webhook,
         feishu,
-        api_token: api_token.clone(),
-        local_only: generated_token.is_some(),
+        api_token,
+        local_only,
         max_queued: config.events.max_queued,
         stop: stop.clone(),
         rejections: Arc::new(LogThrottle::new(Duration::from_secs(1))),
         tarpit: Arc::default(),
     });
     let signals = shutdown_signals(stop.clone()).context("cannot listen for SIGTERM and SIGINT")?;
-    tokio::spawn(signals);
+    tracker.spawn(signals);
     tracing::info!("{}", startup_line(&config, bound));
     for warning in &config.warnings {
         tracing::warn!("config: {warning}");
@@ -279,19 +378,5 @@ pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
     crate::serve::serve(listener, app, stop.clone()).await;
-
-    stop.cancel();
-    tracker.close();
-    let drained = async {
-        tracker.wait().await;
-        let _ = heartbeat_task.await;
-    };
-    if tokio::time::timeout(SHUTDOWN_DEADLINE, drained)
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown deadline passed; unfinished work resumes at the next start");
-    }
-    tracing::info!("stopped; running jobs continue under their supervisors");
     Ok(())
 }

@@ -443,3 +443,42 @@ fn keep_background_leaves_daemons_running() {
     // SAFETY: kill(2) on the test's own leftover.
     unsafe { libc::kill(left[0] as libc::pid_t, libc::SIGKILL) };
 }
+
+/// A step that fails after the workers started (a failpoint's error here) still stops and
+/// drains: the send in flight is finished and recorded, so the next start does not repeat it.
+#[test]
+fn a_start_that_fails_after_the_workers_began_still_records_the_send_in_flight() {
+    let rx = Receiver::start();
+    let mut relay = Relay::start(&rx, &["webhook:alice"]);
+    rx.set_unavailable(true);
+    relay.say(&dm("dm-a", "alice", "/exec true"));
+    wait_for("the acknowledgement refused", SOON, || {
+        rx.attempts().iter().any(|d| d.status == 503).then_some(())
+    });
+    relay.terminate(SOON);
+    rx.set_unavailable(false);
+    rx.set_answer_delay(secs(1.5));
+    relay.set_env(&[("EXECRELAY_FAILPOINT", "fail-after-start")]);
+    assert!(relay.try_restart().is_err(), "the start fails");
+    assert_eq!(
+        rx.messages().iter().filter(|d| is_ack(d)).count(),
+        1,
+        "the send in flight when the start failed was finished before the relay exited"
+    );
+    rx.set_answer_delay(std::time::Duration::ZERO);
+    relay.set_env(&[]);
+    relay.restart();
+    rx.wait_for_message("the completion", SOON, is_completion);
+    relay.wait_outbox_drained();
+    let delivered = rx.messages();
+    let keys: std::collections::HashSet<&str> = delivered
+        .iter()
+        .map(|d| d.idempotency_key.as_str())
+        .collect();
+    assert_eq!(
+        keys.len(),
+        delivered.len(),
+        "nothing sent twice: {delivered:?}"
+    );
+    assert!(relay.log().contains("a step after the start failed"));
+}
