@@ -767,3 +767,60 @@ fn a_thread_message_sent_while_the_relay_was_stopped_reports_in_the_thread() {
         "the chatter was fetched and passed over"
     );
 }
+
+/// A channel whose history could not be fetched at READY waits for the next READY, and live
+/// traffic stored there meanwhile does not move its point past what was never fetched.
+#[test]
+fn a_backfill_that_gave_up_resumes_at_the_next_ready_despite_live_traffic() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let mut relay = start(&dc, &rx, &["discord:400"]);
+    dc.push_message(DM, ALICE, "/exec echo first", false);
+    wait_posted(&dc, DM, "the first completion", |p| {
+        p.content.starts_with("exec finished: ") && p.content.contains("first")
+    });
+    relay.wait_outbox_drained();
+    relay.terminate(SOON);
+    wait_for("the gateway connection to close", SOON, || {
+        (!dc.connected()).then_some(())
+    });
+    // Sent while the relay is down; its fetch at the next READY meets five 429s (it gives up).
+    dc.push_message(DM, ALICE, "/exec echo missed-while-down", false);
+    dc.rate_limit_history_next(5);
+    relay.restart();
+    wait_for(
+        "the backfill to give up on the DM",
+        Duration::from_secs(30),
+        || relay.log().contains("history unavailable").then_some(()),
+    );
+    // Live traffic in the same DM.
+    dc.push_message(DM, ALICE, "/exec echo live", false);
+    wait_posted(&dc, DM, "the live completion", |p| {
+        p.content.starts_with("exec finished: ") && p.content.contains("live")
+    });
+    relay.wait_outbox_drained();
+    // The next READY (a restart), history answering again.
+    relay.terminate(SOON);
+    wait_for("the gateway connection to close", SOON, || {
+        (!dc.connected()).then_some(())
+    });
+    relay.restart();
+    wait_posted(
+        &dc,
+        DM,
+        "the completion of the message sent while down",
+        |p| p.content.starts_with("exec finished: ") && p.content.contains("missed-while-down"),
+    );
+    relay.wait_outbox_drained();
+    // The live message, fetched again from the floor, is recognised and not run twice.
+    let mut commands: Vec<String> = relay
+        .jobs()
+        .iter()
+        .filter_map(|job| job["command"].as_str().map(str::to_string))
+        .collect();
+    commands.sort();
+    assert_eq!(
+        commands,
+        ["echo first", "echo live", "echo missed-while-down"],
+        "each ran once"
+    );
+}

@@ -14,6 +14,12 @@
 //! message for the relay that is not stored yet (waiting for READY, retrying a failing store, or
 //! given up on) holds its channel's point before it, so a restart fetches it again.
 //!
+//! A channel whose backfill has not reached its end (the fetch gave up after 429s, errors or a
+//! 403; the per-session page cap; a stop; or no backfill yet since its point was read back from
+//! the store) keeps a floor, the newest message fetched: live traffic in the channel moves its
+//! settled message on, but its point stays at the floor until a backfill gets a page shorter
+//! than the limit, so the next READY fetches what was never fetched.
+//!
 //! Not covered: a channel where nothing for the relay was ever received (a new DM sent while
 //! the relay was down); and beyond [`MAX_CHANNELS`] channels, the least recently active.
 
@@ -42,6 +48,9 @@ struct Mark {
     settled: u64,
     /// The channel's guild: messages fetched over REST do not name it.
     guild: Option<u64>,
+    /// While a backfill has not reached the channel's end: the newest message it fetched (or
+    /// where it started). The point never passes it.
+    gap_after: Option<u64>,
     /// Messages seen here but not stored yet.
     unsettled: BTreeSet<u64>,
     /// Orders channels by activity: the least recent is forgotten first.
@@ -49,12 +58,22 @@ struct Mark {
 }
 
 impl Mark {
-    /// The id to fetch after: the newest settled message, but before any that is not stored.
+    /// The id to fetch after: the newest settled message, but before any that is not stored,
+    /// and not past what a backfill that stopped early has not fetched.
     fn after(&self) -> u64 {
-        match self.unsettled.first() {
-            Some(oldest) => self.settled.min(oldest.saturating_sub(1)),
-            None => self.settled,
+        let mut after = self.settled;
+        if let Some(oldest) = self.unsettled.first() {
+            after = after.min(oldest.saturating_sub(1));
         }
+        if let Some(gap) = self.gap_after {
+            after = after.min(gap);
+        }
+        after
+    }
+
+    /// Whether it holds something not fetched or not stored yet.
+    fn holding(&self) -> bool {
+        !self.unsettled.is_empty() || self.gap_after.is_some()
     }
 }
 
@@ -79,6 +98,8 @@ struct Saved {
     channels: Vec<SavedChannel>,
 }
 
+/// One channel as kept across restarts. `after` is also its floor: a channel read back counts
+/// as not fetched past it until a backfill reaches its end.
 #[derive(Serialize, Deserialize)]
 struct SavedChannel {
     id: String,
@@ -111,11 +132,11 @@ impl Marks {
                 return None;
             }
             if self.channels.len() >= MAX_CHANNELS {
-                // Channels still waiting for a message to be stored go last.
+                // Channels still waiting for a message to be fetched or stored go last.
                 let oldest = self
                     .channels
                     .iter()
-                    .min_by_key(|(_, mark)| (!mark.unsettled.is_empty(), mark.active))
+                    .min_by_key(|(_, mark)| (mark.holding(), mark.active))
                     .map(|(id, _)| *id);
                 if let Some(oldest) = oldest {
                     self.channels.remove(&oldest);
@@ -127,6 +148,7 @@ impl Marks {
                 Mark {
                     settled: id.saturating_sub(1),
                     guild,
+                    gap_after: None,
                     unsettled: BTreeSet::new(),
                     active,
                 },
@@ -178,14 +200,50 @@ impl Marks {
         self.channels.remove(&channel);
     }
 
-    /// Every channel to backfill, most recently active first.
-    pub(crate) fn points(&self) -> Vec<Point> {
-        let mut marks: Vec<(&u64, &Mark)> = self.channels.iter().collect();
+    /// A backfill starts: every channel's point becomes its floor until the fetch reaches its
+    /// end ([`Marks::fetched_all`]). Returns the points, as [`Marks::points`].
+    pub(crate) fn begin_backfill(&mut self) -> Vec<Point> {
+        for mark in self.channels.values_mut() {
+            let after = mark.after();
+            mark.gap_after = Some(mark.gap_after.map_or(after, |gap| gap.min(after)));
+        }
+        self.points()
+    }
+
+    /// The backfill fetched (and handed over) message `id` of `channel`: its floor moves up to
+    /// it.
+    pub(crate) fn fetched(&mut self, channel: u64, id: u64) {
+        if let Some(mark) = self.channels.get_mut(&channel)
+            && let Some(gap) = mark.gap_after.as_mut()
+        {
+            *gap = (*gap).max(id);
+        }
+    }
+
+    /// The backfill reached the end of `channel` (a page shorter than the limit): no floor.
+    pub(crate) fn fetched_all(&mut self, channel: u64) {
+        if let Some(mark) = self.channels.get_mut(&channel) {
+            mark.gap_after = None;
+        }
+    }
+
+    /// The marks, most recently active first.
+    fn by_activity(&self) -> Vec<(u64, &Mark)> {
+        let mut marks: Vec<(u64, &Mark)> = self
+            .channels
+            .iter()
+            .map(|(channel, mark)| (*channel, mark))
+            .collect();
         marks.sort_by_key(|(_, mark)| std::cmp::Reverse(mark.active));
         marks
+    }
+
+    /// Every channel to backfill, most recently active first.
+    pub(crate) fn points(&self) -> Vec<Point> {
+        self.by_activity()
             .into_iter()
             .map(|(channel, mark)| Point {
-                channel: *channel,
+                channel,
                 guild: mark.guild,
                 after: mark.after(),
             })
@@ -196,12 +254,12 @@ impl Marks {
     pub(crate) fn encode(&self) -> String {
         let saved = Saved {
             channels: self
-                .points()
+                .by_activity()
                 .into_iter()
-                .map(|point| SavedChannel {
-                    id: point.channel.to_string(),
-                    guild: point.guild.map(|guild| guild.to_string()),
-                    after: point.after.to_string(),
+                .map(|(channel, mark)| SavedChannel {
+                    id: channel.to_string(),
+                    guild: mark.guild.map(|guild| guild.to_string()),
+                    after: mark.after().to_string(),
                 })
                 .collect(),
         };
@@ -210,7 +268,8 @@ impl Marks {
 
     /// Adds marks kept by an earlier run. A channel known to both starts at the earlier point
     /// (fetching a few again is harmless; skipping some is not); channels of this run count as
-    /// more recent.
+    /// more recent. Every point read back is a floor until a backfill reaches the channel's
+    /// end: what was sent after it while the relay was down is not fetched yet.
     pub(crate) fn merge(&mut self, encoded: &str) -> Result<(), serde_json::Error> {
         let saved: Saved = serde_json::from_str(encoded)?;
         let parse = |text: &str| text.parse::<u64>().ok();
@@ -237,6 +296,7 @@ impl Marks {
             match self.channels.get_mut(&channel) {
                 Some(mark) => {
                     mark.settled = mark.settled.min(after);
+                    mark.gap_after = Some(mark.gap_after.map_or(after, |gap| gap.min(after)));
                     if mark.guild.is_none() {
                         mark.guild = guild;
                     }
@@ -247,6 +307,7 @@ impl Marks {
                         Mark {
                             settled: after,
                             guild,
+                            gap_after: Some(after),
                             unsettled: BTreeSet::new(),
                             active: rank as u64 + 1,
                         },
@@ -399,6 +460,65 @@ mod tests {
         // A first message that fails to store makes its channel count, before it.
         marks.unsettled(20, None, 300, true);
         assert_eq!(point(&marks, 20), Some(299));
+    }
+
+    #[test]
+    fn a_backfill_that_stops_early_keeps_its_floor_until_one_reaches_the_end() {
+        let mut marks = Marks::default();
+        marks.stored(10, None, 100);
+        marks.stored(20, None, 200);
+        let points = marks.begin_backfill();
+        assert_eq!(points.len(), 2);
+        // Channel 10: two messages fetched, then the fetch gave up.
+        marks.fetched(10, 120);
+        marks.fetched(10, 130);
+        // Live traffic there (stored, and the bot's own reply) does not move the point past
+        // what was never fetched.
+        marks.stored(10, None, 400);
+        marks.passed(10, 401);
+        assert_eq!(point(&marks, 10), Some(130));
+        // Nor does it after a restart.
+        let mut later = Marks::default();
+        later.merge(&marks.encode()).unwrap();
+        later.stored(10, None, 500);
+        assert_eq!(point(&later, 10), Some(130));
+        // Channel 20 reached its end: live traffic moves it on.
+        marks.fetched(20, 210);
+        marks.fetched_all(20);
+        marks.stored(20, None, 300);
+        assert_eq!(point(&marks, 20), Some(300));
+        // The next backfill of channel 10 reaches its end: the floor goes.
+        marks.begin_backfill();
+        marks.fetched(10, 300);
+        marks.fetched_all(10);
+        assert_eq!(point(&marks, 10), Some(401));
+        // A forgotten channel is not made again.
+        marks.forget(10);
+        marks.fetched(10, 600);
+        marks.fetched_all(10);
+        assert!(!marks.known(10));
+    }
+
+    #[test]
+    fn points_read_back_hold_until_a_backfill_reaches_the_end() {
+        let mut marks = Marks::default();
+        marks.stored(10, None, 100);
+        let text = marks.encode();
+        // The store could not be read at READY: no backfill; a live message is stored first.
+        let mut later = Marks::default();
+        later.stored(10, None, 300);
+        later.stored(20, None, 400);
+        later.merge(&text).unwrap();
+        later.stored(10, None, 310);
+        assert_eq!(
+            point(&later, 10),
+            Some(100),
+            "a later READY fetches from here"
+        );
+        assert_eq!(point(&later, 20), Some(400), "a channel of this run only");
+        later.begin_backfill();
+        later.fetched_all(10);
+        assert_eq!(point(&later, 10), Some(310));
     }
 
     #[test]

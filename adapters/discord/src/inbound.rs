@@ -316,7 +316,8 @@ impl Handler {
             );
             return;
         }
-        let points = self.tracker.marks().points();
+        // Until a channel's fetch reaches its end, its point does not pass what was fetched.
+        let points = self.tracker.marks().begin_backfill();
         if points.is_empty() {
             return;
         }
@@ -331,7 +332,9 @@ impl Handler {
         tracing::info!(messages = fetched, "discord backfill finished");
     }
 
-    /// Feeds what came after `point`, oldest first; how many messages, or `None` on stop.
+    /// Feeds what came after `point`, oldest first; how many messages, or `None` on stop. The
+    /// channel's floor follows what was handed over, and goes once a page comes back short (the
+    /// end); on any earlier exit it stays, and the next READY fetches from it.
     async fn backfill_channel(&self, point: Point) -> Option<usize> {
         let mut after = point.after;
         let mut fetched = 0;
@@ -355,6 +358,7 @@ impl Handler {
                         message_id = id,
                         "a fetched discord message does not decode; skipped"
                     );
+                    self.tracker.marks().fetched(point.channel, id);
                     continue;
                 };
                 // Messages fetched over REST do not name their guild; the channel's first did.
@@ -365,8 +369,15 @@ impl Handler {
                 if self.handle(message).await == Handled::Stopped {
                     return None;
                 }
+                // Stored, or not for the relay, or still held before its point: done with.
+                self.tracker.marks().fetched(point.channel, id);
             }
-            if !full || newest <= after {
+            if !full {
+                self.tracker.marks().fetched_all(point.channel);
+                return Some(fetched);
+            }
+            if newest <= after {
+                // A full page of nothing new: not the end as Discord tells it; the floor stays.
                 return Some(fetched);
             }
             after = newest;
