@@ -251,6 +251,11 @@ impl Handler {
             tracing::debug!(message_id = place.id, "discord message not for the relay");
             return Handled::Done;
         }
+        // For the relay: its channel counts from now on, and its point stays before this
+        // message until it is stored, also while the lookup below waits.
+        self.tracker
+            .marks()
+            .unsettled(place.channel, place.guild, place.id, true);
         let parent = match message.guild_id {
             Some(_) => self.rest.thread_parent(place.channel).await,
             None => None,
@@ -259,11 +264,6 @@ impl Handler {
             self.tracker.marks().passed(place.channel, place.id);
             return Handled::Done;
         };
-        // For the relay: its channel counts from now on, and its point stays before this
-        // message until it is stored.
-        self.tracker
-            .marks()
-            .unsettled(place.channel, place.guild, place.id, true);
         self.store(inbound, place).await
     }
 
@@ -720,6 +720,55 @@ mod tests {
             after(&handler, 200),
             Some(1000),
             "the next start fetches it again"
+        );
+    }
+
+    /// While a guild message waits for its channel lookup (up to ~60 s when Discord is slow), a
+    /// newer message in the channel (the bot's own reply, chatter) does not move the point past
+    /// it: a save then followed by a crash would lose it.
+    #[tokio::test]
+    async fn a_message_waiting_for_its_thread_lookup_holds_its_point() {
+        // A REST server that accepts and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                held.push(socket);
+            }
+        });
+        let sink = Arc::new(Sink::default());
+        let token = execrelay_channel::Secret::new("test-token-value");
+        let rest = Arc::new(Rest::new(
+            reqwest::Client::new(),
+            &format!("http://{addr}"),
+            &token,
+        ));
+        let tracker = Arc::new(Tracker::new(sink.clone()));
+        let handler = Arc::new(Handler::new(
+            sink.clone(),
+            rest,
+            true,
+            CancellationToken::new(),
+            tracker,
+        ));
+        handler.bot.send_replace(Some(bot()));
+        // The channel is known: a message was stored there before.
+        handler.tracker.marks().stored(200, Some(300), 1000);
+        let handling = tokio::spawn({
+            let handler = handler.clone();
+            async move { handler.handle(message("/exec ls", true)).await } // id 1001, guild
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The bot's reply to an earlier command (not for the relay) arrives meanwhile.
+        handler.tracker.marks().passed(200, 1005);
+        let point = after(&handler, 200).unwrap();
+        handling.abort();
+        assert!(sink.accepted.lock().unwrap().is_empty());
+        assert!(
+            point < 1001,
+            "the point ({point}) passed message 1001, not stored yet"
         );
     }
 
