@@ -824,3 +824,58 @@ fn a_backfill_that_gave_up_resumes_at_the_next_ready_despite_live_traffic() {
         "each ran once"
     );
 }
+
+/// A thread's parent is kept with its channel's point: a thread message fetched again after a
+/// restart, while the channel lookup fails, still maps to the parent's chat, so the relay's
+/// dedupe (per chat) recognises it and it does not run a second time in another session.
+#[test]
+fn a_thread_message_fetched_again_while_lookups_fail_does_not_run_twice() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let mut relay = start(&dc, &rx, &["discord:400"]);
+    let thread = 220;
+    dc.add_thread(thread, GUILD_CHANNEL);
+    dc.push_message(thread, ALICE, "/status", true);
+    wait_posted(&dc, thread, "the /status answer", |p| {
+        p.content.starts_with("execrelay ")
+    });
+    relay.terminate(SOON);
+    wait_for("the gateway connection to close", SOON, || {
+        (!dc.connected()).then_some(())
+    });
+    // The next backfill gives up: the thread's point stays where it was, so the message run
+    // live now is fetched again at the READY after.
+    dc.rate_limit_history_next(5);
+    relay.restart();
+    wait_for(
+        "the backfill to give up on the thread",
+        Duration::from_secs(30),
+        || relay.log().contains("history unavailable").then_some(()),
+    );
+    dc.push_message(thread, ALICE, "/exec echo in-thread", true);
+    wait_posted(&dc, thread, "the completion", |p| {
+        p.content.starts_with("exec finished: ") && p.content.contains("in-thread")
+    });
+    relay.wait_outbox_drained();
+    relay.terminate(SOON);
+    wait_for("the gateway connection to close", SOON, || {
+        (!dc.connected()).then_some(())
+    });
+
+    dc.fail_channel_lookups();
+    relay.restart();
+    wait_for("the second backfill to finish", SOON, || {
+        (relay.log().matches("discord backfill finished").count() >= 2).then_some(())
+    });
+    relay.wait_outbox_drained();
+    let session = format!("chat:discord:{GUILD_CHANNEL}");
+    let jobs = relay.jobs();
+    assert_eq!(jobs.len(), 1, "ran once: {jobs:?}");
+    assert_eq!(jobs[0]["session"], session.as_str(), "{jobs:?}");
+    assert_eq!(
+        dc.posted_to(thread)
+            .iter()
+            .filter(|p| p.content.starts_with("exec finished: "))
+            .count(),
+        1
+    );
+}

@@ -48,6 +48,10 @@ struct Mark {
     settled: u64,
     /// The channel's guild: messages fetched over REST do not name it.
     guild: Option<u64>,
+    /// The channel's parent when it is a thread, as looked up once: a message fetched again in a
+    /// later run maps to the same chat (the relay's dedupe is per chat) even if the lookup fails
+    /// then.
+    parent: Option<u64>,
     /// While a backfill has not reached the channel's end: the newest message it fetched (or
     /// where it started). The point never passes it.
     gap_after: Option<u64>,
@@ -105,6 +109,9 @@ struct SavedChannel {
     id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     guild: Option<String>,
+    /// The parent channel, when this one is a thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<String>,
     after: String,
 }
 
@@ -148,6 +155,7 @@ impl Marks {
                 Mark {
                     settled: id.saturating_sub(1),
                     guild,
+                    parent: None,
                     gap_after: None,
                     unsettled: BTreeSet::new(),
                     active,
@@ -198,6 +206,18 @@ impl Marks {
     /// A channel that is gone (404 Unknown Channel).
     pub(crate) fn forget(&mut self, channel: u64) {
         self.channels.remove(&channel);
+    }
+
+    /// `channel` (remembered) is a thread of `parent`.
+    pub(crate) fn thread_of(&mut self, channel: u64, parent: u64) {
+        if let Some(mark) = self.channels.get_mut(&channel) {
+            mark.parent = Some(parent);
+        }
+    }
+
+    /// The parent of `channel` if it is remembered as a thread.
+    pub(crate) fn parent(&self, channel: u64) -> Option<u64> {
+        self.channels.get(&channel).and_then(|mark| mark.parent)
     }
 
     /// A backfill starts: every channel's point becomes its floor until the fetch reaches its
@@ -259,6 +279,7 @@ impl Marks {
                 .map(|(channel, mark)| SavedChannel {
                     id: channel.to_string(),
                     guild: mark.guild.map(|guild| guild.to_string()),
+                    parent: mark.parent.map(|parent| parent.to_string()),
                     after: mark.after().to_string(),
                 })
                 .collect(),
@@ -273,13 +294,14 @@ impl Marks {
     pub(crate) fn merge(&mut self, encoded: &str) -> Result<(), serde_json::Error> {
         let saved: Saved = serde_json::from_str(encoded)?;
         let parse = |text: &str| text.parse::<u64>().ok();
-        let loaded: Vec<(u64, Option<u64>, u64)> = saved
+        let loaded: Vec<(u64, Option<u64>, Option<u64>, u64)> = saved
             .channels
             .iter()
             .filter_map(|c| {
                 Some((
                     parse(&c.id)?,
                     c.guild.as_deref().and_then(parse),
+                    c.parent.as_deref().and_then(parse),
                     parse(&c.after)?,
                 ))
             })
@@ -291,7 +313,7 @@ impl Marks {
         }
         self.clock += shift;
         // Oldest first, so that when full the least recent are the ones forgotten.
-        for (rank, (channel, guild, after)) in loaded.into_iter().rev().enumerate() {
+        for (rank, (channel, guild, parent, after)) in loaded.into_iter().rev().enumerate() {
             let room = self.channels.len() < MAX_CHANNELS;
             match self.channels.get_mut(&channel) {
                 Some(mark) => {
@@ -300,6 +322,9 @@ impl Marks {
                     if mark.guild.is_none() {
                         mark.guild = guild;
                     }
+                    if mark.parent.is_none() {
+                        mark.parent = parent;
+                    }
                 }
                 None if room => {
                     self.channels.insert(
@@ -307,6 +332,7 @@ impl Marks {
                         Mark {
                             settled: after,
                             guild,
+                            parent,
                             gap_after: Some(after),
                             unsettled: BTreeSet::new(),
                             active: rank as u64 + 1,
@@ -540,6 +566,10 @@ mod tests {
         marks.stored(10, Some(3), 100);
         marks.stored(20, None, 220);
         marks.unsettled(20, None, 210, true);
+        marks.stored(30, Some(3), 300);
+        marks.thread_of(30, 15);
+        marks.thread_of(40, 15);
+        assert!(!marks.known(40), "only a remembered channel");
         let text = marks.encode();
 
         let mut later = Marks::default();
@@ -549,6 +579,8 @@ mod tests {
         assert_eq!(point(&later, 10), Some(100), "the earlier point wins");
         assert_eq!(later.points()[0].guild, Some(3));
         assert_eq!(point(&later, 20), Some(209));
+        assert_eq!(later.parent(30), Some(15), "a thread's parent survives");
+        assert_eq!(later.parent(10), None);
         assert_eq!(
             later.points()[0].channel,
             10,

@@ -257,7 +257,7 @@ impl Handler {
             .marks()
             .unsettled(place.channel, place.guild, place.id, true);
         let parent = match message.guild_id {
-            Some(_) => self.rest.thread_parent(place.channel).await,
+            Some(_) => self.thread_parent(place.channel).await,
             None => None,
         };
         let Some(inbound) = to_inbound(&message, bot, parent, self.require_mention) else {
@@ -265,6 +265,22 @@ impl Handler {
             return Handled::Done;
         };
         self.store(inbound, place).await
+    }
+
+    /// The parent of guild channel `channel` if it is a thread: as remembered with its point
+    /// (kept across restarts), else looked up. A message fetched again after a restart then
+    /// maps to the chat it was stored under even when the lookup fails this time (it would
+    /// guess "not a thread", and the relay's dedupe, keyed by chat, would not recognise it).
+    async fn thread_parent(&self, channel: u64) -> Option<u64> {
+        let remembered = self.tracker.marks().parent(channel);
+        if remembered.is_some() {
+            return remembered;
+        }
+        let parent = self.rest.thread_parent(channel).await;
+        if let Some(parent) = parent {
+            self.tracker.marks().thread_of(channel, parent);
+        }
+        parent
     }
 
     /// Hands `inbound` to the relay until it is stored (or refused, or known), or the relay
