@@ -20,8 +20,10 @@
 //! settled message on, but its point stays at the floor until a backfill gets a page shorter
 //! than the limit, so the next READY fetches what was never fetched.
 //!
-//! Not covered: a channel where nothing for the relay was ever received (a new DM sent while
-//! the relay was down); and beyond [`MAX_CHANNELS`] channels, the least recently active.
+//! Not covered: a channel where nothing for the relay was received before the session began
+//! (a new DM sent while the relay was down), nor a message there dropped before READY (past
+//! the handler's bound) or still waiting for READY at stop; and beyond [`MAX_CHANNELS`]
+//! channels, the least recently active.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
