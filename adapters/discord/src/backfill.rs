@@ -549,6 +549,79 @@ mod tests {
         assert_eq!(point(&later, 10), Some(310));
     }
 
+    /// A store whose reads fail the first `unreadable` times; keeps what is written.
+    struct Store {
+        unreadable: std::sync::atomic::AtomicUsize,
+        value: Mutex<Option<String>>,
+        writes: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl InboundSink for Store {
+        async fn accept(
+            &self,
+            _message: execrelay_channel::InboundMessage,
+        ) -> Result<execrelay_channel::Accepted, execrelay_channel::SinkError> {
+            Ok(execrelay_channel::Accepted::Stored)
+        }
+
+        async fn load_state(
+            &self,
+            _key: &str,
+        ) -> Result<Option<String>, execrelay_channel::SinkError> {
+            let failing = self
+                .unreadable
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok();
+            if failing {
+                return Err(execrelay_channel::SinkError::Unavailable("disk I/O".into()));
+            }
+            Ok(self.value.lock().unwrap().clone())
+        }
+
+        async fn save_state(
+            &self,
+            _key: &str,
+            value: &str,
+        ) -> Result<(), execrelay_channel::SinkError> {
+            self.writes.fetch_add(1, Ordering::AcqRel);
+            *self.value.lock().unwrap() = Some(value.to_string());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn points_that_cannot_be_read_are_never_overwritten_and_hold_once_read() {
+        let mut earlier = Marks::default();
+        earlier.stored(10, None, 100);
+        let store = Arc::new(Store {
+            unreadable: 3.into(),
+            value: Mutex::new(Some(earlier.encode())),
+            writes: 0.into(),
+        });
+        let tracker = Tracker::new(store.clone());
+        // No backfill this session (the READY found them unreadable); live traffic goes on.
+        assert!(!tracker.ensure_loaded().await);
+        tracker.marks().stored(10, None, 300);
+        tracker.marks().stored(20, None, 400);
+        tracker.save().await;
+        tracker.save().await;
+        assert_eq!(store.writes.load(Ordering::Acquire), 0, "nothing written");
+        // Readable again: the earlier point holds against this session's traffic.
+        tracker.save().await;
+        tracker.marks().stored(10, None, 310);
+        tracker.save().await;
+        let mut next = Marks::default();
+        next.merge(store.value.lock().unwrap().as_deref().unwrap())
+            .unwrap();
+        assert_eq!(
+            point(&next, 10),
+            Some(100),
+            "the next READY fetches from here"
+        );
+        assert_eq!(point(&next, 20), Some(400));
+    }
+
     #[test]
     fn the_least_recently_active_channel_is_forgotten() {
         let mut marks = Marks::default();
