@@ -767,3 +767,115 @@ fn a_thread_message_sent_while_the_relay_was_stopped_reports_in_the_thread() {
         "the chatter was fetched and passed over"
     );
 }
+
+/// A channel whose history could not be fetched at READY waits for the next READY, and live
+/// traffic stored there meanwhile does not move its point past what was never fetched.
+#[test]
+fn a_backfill_that_gave_up_resumes_at_the_next_ready_despite_live_traffic() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let mut relay = start(&dc, &rx, &["discord:400"]);
+    dc.push_message(DM, ALICE, "/exec echo first", false);
+    wait_posted(&dc, DM, "the first completion", |p| {
+        p.content.starts_with("exec finished: ") && p.content.contains("first")
+    });
+    relay.wait_outbox_drained();
+    relay.terminate(SOON);
+    wait_for("the gateway connection to close", SOON, || {
+        (!dc.connected()).then_some(())
+    });
+    // Sent while the relay is down; its fetch at the next READY meets five 429s (it gives up).
+    dc.push_message(DM, ALICE, "/exec echo missed-while-down", false);
+    dc.rate_limit_history_next(5);
+    relay.restart();
+    wait_for(
+        "the backfill to give up on the DM",
+        Duration::from_secs(30),
+        || relay.log().contains("history unavailable").then_some(()),
+    );
+    // Live traffic in the same DM.
+    dc.push_message(DM, ALICE, "/exec echo live", false);
+    wait_posted(&dc, DM, "the live completion", |p| {
+        p.content.starts_with("exec finished: ") && p.content.contains("live")
+    });
+    relay.wait_outbox_drained();
+    // The next READY (a restart), history answering again.
+    relay.terminate(SOON);
+    wait_for("the gateway connection to close", SOON, || {
+        (!dc.connected()).then_some(())
+    });
+    relay.restart();
+    wait_posted(
+        &dc,
+        DM,
+        "the completion of the message sent while down",
+        |p| p.content.starts_with("exec finished: ") && p.content.contains("missed-while-down"),
+    );
+    relay.wait_outbox_drained();
+    // The live message, fetched again from the floor, is recognised and not run twice.
+    let mut commands: Vec<String> = relay
+        .jobs()
+        .iter()
+        .filter_map(|job| job["command"].as_str().map(str::to_string))
+        .collect();
+    commands.sort();
+    assert_eq!(
+        commands,
+        ["echo first", "echo live", "echo missed-while-down"],
+        "each ran once"
+    );
+}
+
+/// A thread's parent is kept with its channel's point: a thread message fetched again after a
+/// restart, while the channel lookup fails, still maps to the parent's chat, so the relay's
+/// dedupe (per chat) recognises it and it does not run a second time in another session.
+#[test]
+fn a_thread_message_fetched_again_while_lookups_fail_does_not_run_twice() {
+    let (dc, rx) = (FakeDiscord::start(), Receiver::start());
+    let mut relay = start(&dc, &rx, &["discord:400"]);
+    let thread = 220;
+    dc.add_thread(thread, GUILD_CHANNEL);
+    dc.push_message(thread, ALICE, "/status", true);
+    wait_posted(&dc, thread, "the /status answer", |p| {
+        p.content.starts_with("execrelay ")
+    });
+    relay.terminate(SOON);
+    wait_for("the gateway connection to close", SOON, || {
+        (!dc.connected()).then_some(())
+    });
+    // The next backfill gives up: the thread's point stays where it was, so the message run
+    // live now is fetched again at the READY after.
+    dc.rate_limit_history_next(5);
+    relay.restart();
+    wait_for(
+        "the backfill to give up on the thread",
+        Duration::from_secs(30),
+        || relay.log().contains("history unavailable").then_some(()),
+    );
+    dc.push_message(thread, ALICE, "/exec echo in-thread", true);
+    wait_posted(&dc, thread, "the completion", |p| {
+        p.content.starts_with("exec finished: ") && p.content.contains("in-thread")
+    });
+    relay.wait_outbox_drained();
+    relay.terminate(SOON);
+    wait_for("the gateway connection to close", SOON, || {
+        (!dc.connected()).then_some(())
+    });
+
+    dc.fail_channel_lookups();
+    relay.restart();
+    wait_for("the second backfill to finish", SOON, || {
+        (relay.log().matches("discord backfill finished").count() >= 2).then_some(())
+    });
+    relay.wait_outbox_drained();
+    let session = format!("chat:discord:{GUILD_CHANNEL}");
+    let jobs = relay.jobs();
+    assert_eq!(jobs.len(), 1, "ran once: {jobs:?}");
+    assert_eq!(jobs[0]["session"], session.as_str(), "{jobs:?}");
+    assert_eq!(
+        dc.posted_to(thread)
+            .iter()
+            .filter(|p| p.content.starts_with("exec finished: "))
+            .count(),
+        1
+    );
+}

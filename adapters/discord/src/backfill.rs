@@ -14,8 +14,16 @@
 //! message for the relay that is not stored yet (waiting for READY, retrying a failing store, or
 //! given up on) holds its channel's point before it, so a restart fetches it again.
 //!
-//! Not covered: a channel where nothing for the relay was ever received (a new DM sent while
-//! the relay was down); and beyond [`MAX_CHANNELS`] channels, the least recently active.
+//! A channel whose backfill has not reached its end (the fetch gave up after 429s, errors or a
+//! 403; the per-session page cap; a stop; or no backfill yet since its point was read back from
+//! the store) keeps a floor, the newest message fetched: live traffic in the channel moves its
+//! settled message on, but its point stays at the floor until a backfill gets a page shorter
+//! than the limit, so the next READY fetches what was never fetched.
+//!
+//! Not covered: a channel where nothing for the relay was received before the session began
+//! (a new DM sent while the relay was down), nor a message there dropped before READY (past
+//! the handler's bound) or still waiting for READY at stop; and beyond [`MAX_CHANNELS`]
+//! channels, the least recently active.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +50,13 @@ struct Mark {
     settled: u64,
     /// The channel's guild: messages fetched over REST do not name it.
     guild: Option<u64>,
+    /// The channel's parent when it is a thread, as looked up once: a message fetched again in a
+    /// later run maps to the same chat (the relay's dedupe is per chat) even if the lookup fails
+    /// then.
+    parent: Option<u64>,
+    /// While a backfill has not reached the channel's end: the newest message it fetched (or
+    /// where it started). The point never passes it.
+    gap_after: Option<u64>,
     /// Messages seen here but not stored yet.
     unsettled: BTreeSet<u64>,
     /// Orders channels by activity: the least recent is forgotten first.
@@ -49,12 +64,22 @@ struct Mark {
 }
 
 impl Mark {
-    /// The id to fetch after: the newest settled message, but before any that is not stored.
+    /// The id to fetch after: the newest settled message, but before any that is not stored,
+    /// and not past what a backfill that stopped early has not fetched.
     fn after(&self) -> u64 {
-        match self.unsettled.first() {
-            Some(oldest) => self.settled.min(oldest.saturating_sub(1)),
-            None => self.settled,
+        let mut after = self.settled;
+        if let Some(oldest) = self.unsettled.first() {
+            after = after.min(oldest.saturating_sub(1));
         }
+        if let Some(gap) = self.gap_after {
+            after = after.min(gap);
+        }
+        after
+    }
+
+    /// Whether it holds something not fetched or not stored yet.
+    fn holding(&self) -> bool {
+        !self.unsettled.is_empty() || self.gap_after.is_some()
     }
 }
 
@@ -79,11 +104,16 @@ struct Saved {
     channels: Vec<SavedChannel>,
 }
 
+/// One channel as kept across restarts. `after` is also its floor: a channel read back counts
+/// as not fetched past it until a backfill reaches its end.
 #[derive(Serialize, Deserialize)]
 struct SavedChannel {
     id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     guild: Option<String>,
+    /// The parent channel, when this one is a thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<String>,
     after: String,
 }
 
@@ -111,11 +141,11 @@ impl Marks {
                 return None;
             }
             if self.channels.len() >= MAX_CHANNELS {
-                // Channels still waiting for a message to be stored go last.
+                // Channels still waiting for a message to be fetched or stored go last.
                 let oldest = self
                     .channels
                     .iter()
-                    .min_by_key(|(_, mark)| (!mark.unsettled.is_empty(), mark.active))
+                    .min_by_key(|(_, mark)| (mark.holding(), mark.active))
                     .map(|(id, _)| *id);
                 if let Some(oldest) = oldest {
                     self.channels.remove(&oldest);
@@ -127,6 +157,8 @@ impl Marks {
                 Mark {
                     settled: id.saturating_sub(1),
                     guild,
+                    parent: None,
+                    gap_after: None,
                     unsettled: BTreeSet::new(),
                     active,
                 },
@@ -178,14 +210,62 @@ impl Marks {
         self.channels.remove(&channel);
     }
 
-    /// Every channel to backfill, most recently active first.
-    pub(crate) fn points(&self) -> Vec<Point> {
-        let mut marks: Vec<(&u64, &Mark)> = self.channels.iter().collect();
+    /// `channel` (remembered) is a thread of `parent`.
+    pub(crate) fn thread_of(&mut self, channel: u64, parent: u64) {
+        if let Some(mark) = self.channels.get_mut(&channel) {
+            mark.parent = Some(parent);
+        }
+    }
+
+    /// The parent of `channel` if it is remembered as a thread.
+    pub(crate) fn parent(&self, channel: u64) -> Option<u64> {
+        self.channels.get(&channel).and_then(|mark| mark.parent)
+    }
+
+    /// A backfill starts: every channel's point becomes its floor until the fetch reaches its
+    /// end ([`Marks::fetched_all`]). Returns the points, as [`Marks::points`].
+    pub(crate) fn begin_backfill(&mut self) -> Vec<Point> {
+        for mark in self.channels.values_mut() {
+            let after = mark.after();
+            mark.gap_after = Some(mark.gap_after.map_or(after, |gap| gap.min(after)));
+        }
+        self.points()
+    }
+
+    /// The backfill fetched (and handed over) message `id` of `channel`: its floor moves up to
+    /// it.
+    pub(crate) fn fetched(&mut self, channel: u64, id: u64) {
+        if let Some(mark) = self.channels.get_mut(&channel)
+            && let Some(gap) = mark.gap_after.as_mut()
+        {
+            *gap = (*gap).max(id);
+        }
+    }
+
+    /// The backfill reached the end of `channel` (a page shorter than the limit): no floor.
+    pub(crate) fn fetched_all(&mut self, channel: u64) {
+        if let Some(mark) = self.channels.get_mut(&channel) {
+            mark.gap_after = None;
+        }
+    }
+
+    /// The marks, most recently active first.
+    fn by_activity(&self) -> Vec<(u64, &Mark)> {
+        let mut marks: Vec<(u64, &Mark)> = self
+            .channels
+            .iter()
+            .map(|(channel, mark)| (*channel, mark))
+            .collect();
         marks.sort_by_key(|(_, mark)| std::cmp::Reverse(mark.active));
         marks
+    }
+
+    /// Every channel to backfill, most recently active first.
+    pub(crate) fn points(&self) -> Vec<Point> {
+        self.by_activity()
             .into_iter()
             .map(|(channel, mark)| Point {
-                channel: *channel,
+                channel,
                 guild: mark.guild,
                 after: mark.after(),
             })
@@ -196,12 +276,13 @@ impl Marks {
     pub(crate) fn encode(&self) -> String {
         let saved = Saved {
             channels: self
-                .points()
+                .by_activity()
                 .into_iter()
-                .map(|point| SavedChannel {
-                    id: point.channel.to_string(),
-                    guild: point.guild.map(|guild| guild.to_string()),
-                    after: point.after.to_string(),
+                .map(|(channel, mark)| SavedChannel {
+                    id: channel.to_string(),
+                    guild: mark.guild.map(|guild| guild.to_string()),
+                    parent: mark.parent.map(|parent| parent.to_string()),
+                    after: mark.after().to_string(),
                 })
                 .collect(),
         };
@@ -210,17 +291,19 @@ impl Marks {
 
     /// Adds marks kept by an earlier run. A channel known to both starts at the earlier point
     /// (fetching a few again is harmless; skipping some is not); channels of this run count as
-    /// more recent.
+    /// more recent. Every point read back is a floor until a backfill reaches the channel's
+    /// end: what was sent after it while the relay was down is not fetched yet.
     pub(crate) fn merge(&mut self, encoded: &str) -> Result<(), serde_json::Error> {
         let saved: Saved = serde_json::from_str(encoded)?;
         let parse = |text: &str| text.parse::<u64>().ok();
-        let loaded: Vec<(u64, Option<u64>, u64)> = saved
+        let loaded: Vec<(u64, Option<u64>, Option<u64>, u64)> = saved
             .channels
             .iter()
             .filter_map(|c| {
                 Some((
                     parse(&c.id)?,
                     c.guild.as_deref().and_then(parse),
+                    c.parent.as_deref().and_then(parse),
                     parse(&c.after)?,
                 ))
             })
@@ -232,13 +315,17 @@ impl Marks {
         }
         self.clock += shift;
         // Oldest first, so that when full the least recent are the ones forgotten.
-        for (rank, (channel, guild, after)) in loaded.into_iter().rev().enumerate() {
+        for (rank, (channel, guild, parent, after)) in loaded.into_iter().rev().enumerate() {
             let room = self.channels.len() < MAX_CHANNELS;
             match self.channels.get_mut(&channel) {
                 Some(mark) => {
                     mark.settled = mark.settled.min(after);
+                    mark.gap_after = Some(mark.gap_after.map_or(after, |gap| gap.min(after)));
                     if mark.guild.is_none() {
                         mark.guild = guild;
+                    }
+                    if mark.parent.is_none() {
+                        mark.parent = parent;
                     }
                 }
                 None if room => {
@@ -247,6 +334,8 @@ impl Marks {
                         Mark {
                             settled: after,
                             guild,
+                            parent,
+                            gap_after: Some(after),
                             unsettled: BTreeSet::new(),
                             active: rank as u64 + 1,
                         },
@@ -402,6 +491,138 @@ mod tests {
     }
 
     #[test]
+    fn a_backfill_that_stops_early_keeps_its_floor_until_one_reaches_the_end() {
+        let mut marks = Marks::default();
+        marks.stored(10, None, 100);
+        marks.stored(20, None, 200);
+        let points = marks.begin_backfill();
+        assert_eq!(points.len(), 2);
+        // Channel 10: two messages fetched, then the fetch gave up.
+        marks.fetched(10, 120);
+        marks.fetched(10, 130);
+        // Live traffic there (stored, and the bot's own reply) does not move the point past
+        // what was never fetched.
+        marks.stored(10, None, 400);
+        marks.passed(10, 401);
+        assert_eq!(point(&marks, 10), Some(130));
+        // Nor does it after a restart.
+        let mut later = Marks::default();
+        later.merge(&marks.encode()).unwrap();
+        later.stored(10, None, 500);
+        assert_eq!(point(&later, 10), Some(130));
+        // Channel 20 reached its end: live traffic moves it on.
+        marks.fetched(20, 210);
+        marks.fetched_all(20);
+        marks.stored(20, None, 300);
+        assert_eq!(point(&marks, 20), Some(300));
+        // The next backfill of channel 10 reaches its end: the floor goes.
+        marks.begin_backfill();
+        marks.fetched(10, 300);
+        marks.fetched_all(10);
+        assert_eq!(point(&marks, 10), Some(401));
+        // A forgotten channel is not made again.
+        marks.forget(10);
+        marks.fetched(10, 600);
+        marks.fetched_all(10);
+        assert!(!marks.known(10));
+    }
+
+    #[test]
+    fn points_read_back_hold_until_a_backfill_reaches_the_end() {
+        let mut marks = Marks::default();
+        marks.stored(10, None, 100);
+        let text = marks.encode();
+        // The store could not be read at READY: no backfill; a live message is stored first.
+        let mut later = Marks::default();
+        later.stored(10, None, 300);
+        later.stored(20, None, 400);
+        later.merge(&text).unwrap();
+        later.stored(10, None, 310);
+        assert_eq!(
+            point(&later, 10),
+            Some(100),
+            "a later READY fetches from here"
+        );
+        assert_eq!(point(&later, 20), Some(400), "a channel of this run only");
+        later.begin_backfill();
+        later.fetched_all(10);
+        assert_eq!(point(&later, 10), Some(310));
+    }
+
+    /// A store whose reads fail the first `unreadable` times; keeps what is written.
+    struct Store {
+        unreadable: std::sync::atomic::AtomicUsize,
+        value: Mutex<Option<String>>,
+        writes: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl InboundSink for Store {
+        async fn accept(
+            &self,
+            _message: execrelay_channel::InboundMessage,
+        ) -> Result<execrelay_channel::Accepted, execrelay_channel::SinkError> {
+            Ok(execrelay_channel::Accepted::Stored)
+        }
+
+        async fn load_state(
+            &self,
+            _key: &str,
+        ) -> Result<Option<String>, execrelay_channel::SinkError> {
+            let failing = self
+                .unreadable
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok();
+            if failing {
+                return Err(execrelay_channel::SinkError::Unavailable("disk I/O".into()));
+            }
+            Ok(self.value.lock().unwrap().clone())
+        }
+
+        async fn save_state(
+            &self,
+            _key: &str,
+            value: &str,
+        ) -> Result<(), execrelay_channel::SinkError> {
+            self.writes.fetch_add(1, Ordering::AcqRel);
+            *self.value.lock().unwrap() = Some(value.to_string());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn points_that_cannot_be_read_are_never_overwritten_and_hold_once_read() {
+        let mut earlier = Marks::default();
+        earlier.stored(10, None, 100);
+        let store = Arc::new(Store {
+            unreadable: 3.into(),
+            value: Mutex::new(Some(earlier.encode())),
+            writes: 0.into(),
+        });
+        let tracker = Tracker::new(store.clone());
+        // No backfill this session (the READY found them unreadable); live traffic goes on.
+        assert!(!tracker.ensure_loaded().await);
+        tracker.marks().stored(10, None, 300);
+        tracker.marks().stored(20, None, 400);
+        tracker.save().await;
+        tracker.save().await;
+        assert_eq!(store.writes.load(Ordering::Acquire), 0, "nothing written");
+        // Readable again: the earlier point holds against this session's traffic.
+        tracker.save().await;
+        tracker.marks().stored(10, None, 310);
+        tracker.save().await;
+        let mut next = Marks::default();
+        next.merge(store.value.lock().unwrap().as_deref().unwrap())
+            .unwrap();
+        assert_eq!(
+            point(&next, 10),
+            Some(100),
+            "the next READY fetches from here"
+        );
+        assert_eq!(point(&next, 20), Some(400));
+    }
+
+    #[test]
     fn the_least_recently_active_channel_is_forgotten() {
         let mut marks = Marks::default();
         for channel in 0..MAX_CHANNELS as u64 {
@@ -420,6 +641,10 @@ mod tests {
         marks.stored(10, Some(3), 100);
         marks.stored(20, None, 220);
         marks.unsettled(20, None, 210, true);
+        marks.stored(30, Some(3), 300);
+        marks.thread_of(30, 15);
+        marks.thread_of(40, 15);
+        assert!(!marks.known(40), "only a remembered channel");
         let text = marks.encode();
 
         let mut later = Marks::default();
@@ -429,6 +654,8 @@ mod tests {
         assert_eq!(point(&later, 10), Some(100), "the earlier point wins");
         assert_eq!(later.points()[0].guild, Some(3));
         assert_eq!(point(&later, 20), Some(209));
+        assert_eq!(later.parent(30), Some(15), "a thread's parent survives");
+        assert_eq!(later.parent(10), None);
         assert_eq!(
             later.points()[0].channel,
             10,

@@ -251,20 +251,36 @@ impl Handler {
             tracing::debug!(message_id = place.id, "discord message not for the relay");
             return Handled::Done;
         }
+        // For the relay: its channel counts from now on, and its point stays before this
+        // message until it is stored, also while the lookup below waits.
+        self.tracker
+            .marks()
+            .unsettled(place.channel, place.guild, place.id, true);
         let parent = match message.guild_id {
-            Some(_) => self.rest.thread_parent(place.channel).await,
+            Some(_) => self.thread_parent(place.channel).await,
             None => None,
         };
         let Some(inbound) = to_inbound(&message, bot, parent, self.require_mention) else {
             self.tracker.marks().passed(place.channel, place.id);
             return Handled::Done;
         };
-        // For the relay: its channel counts from now on, and its point stays before this
-        // message until it is stored.
-        self.tracker
-            .marks()
-            .unsettled(place.channel, place.guild, place.id, true);
         self.store(inbound, place).await
+    }
+
+    /// The parent of guild channel `channel` if it is a thread: as remembered with its point
+    /// (kept across restarts), else looked up. A message fetched again after a restart then
+    /// maps to the chat it was stored under even when the lookup fails this time (it would
+    /// guess "not a thread", and the relay's dedupe, keyed by chat, would not recognise it).
+    async fn thread_parent(&self, channel: u64) -> Option<u64> {
+        let remembered = self.tracker.marks().parent(channel);
+        if remembered.is_some() {
+            return remembered;
+        }
+        let parent = self.rest.thread_parent(channel).await;
+        if let Some(parent) = parent {
+            self.tracker.marks().thread_of(channel, parent);
+        }
+        parent
     }
 
     /// Hands `inbound` to the relay until it is stored (or refused, or known), or the relay
@@ -316,7 +332,8 @@ impl Handler {
             );
             return;
         }
-        let points = self.tracker.marks().points();
+        // Until a channel's fetch reaches its end, its point does not pass what was fetched.
+        let points = self.tracker.marks().begin_backfill();
         if points.is_empty() {
             return;
         }
@@ -331,7 +348,9 @@ impl Handler {
         tracing::info!(messages = fetched, "discord backfill finished");
     }
 
-    /// Feeds what came after `point`, oldest first; how many messages, or `None` on stop.
+    /// Feeds what came after `point`, oldest first; how many messages, or `None` on stop. The
+    /// channel's floor follows what was handed over, and goes once a page comes back short (the
+    /// end); on any earlier exit it stays, and the next READY fetches from it.
     async fn backfill_channel(&self, point: Point) -> Option<usize> {
         let mut after = point.after;
         let mut fetched = 0;
@@ -355,6 +374,7 @@ impl Handler {
                         message_id = id,
                         "a fetched discord message does not decode; skipped"
                     );
+                    self.tracker.marks().fetched(point.channel, id);
                     continue;
                 };
                 // Messages fetched over REST do not name their guild; the channel's first did.
@@ -365,8 +385,15 @@ impl Handler {
                 if self.handle(message).await == Handled::Stopped {
                     return None;
                 }
+                // Stored, or not for the relay, or still held before its point: done with.
+                self.tracker.marks().fetched(point.channel, id);
             }
-            if !full || newest <= after {
+            if !full {
+                self.tracker.marks().fetched_all(point.channel);
+                return Some(fetched);
+            }
+            if newest <= after {
+                // A full page of nothing new: not the end as Discord tells it; the floor stays.
                 return Some(fetched);
             }
             after = newest;
@@ -709,6 +736,55 @@ mod tests {
             after(&handler, 200),
             Some(1000),
             "the next start fetches it again"
+        );
+    }
+
+    /// While a guild message waits for its channel lookup (up to ~60 s when Discord is slow), a
+    /// newer message in the channel (the bot's own reply, chatter) does not move the point past
+    /// it: a save then followed by a crash would lose it.
+    #[tokio::test]
+    async fn a_message_waiting_for_its_thread_lookup_holds_its_point() {
+        // A REST server that accepts and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                held.push(socket);
+            }
+        });
+        let sink = Arc::new(Sink::default());
+        let token = execrelay_channel::Secret::new("test-token-value");
+        let rest = Arc::new(Rest::new(
+            reqwest::Client::new(),
+            &format!("http://{addr}"),
+            &token,
+        ));
+        let tracker = Arc::new(Tracker::new(sink.clone()));
+        let handler = Arc::new(Handler::new(
+            sink.clone(),
+            rest,
+            true,
+            CancellationToken::new(),
+            tracker,
+        ));
+        handler.bot.send_replace(Some(bot()));
+        // The channel is known: a message was stored there before.
+        handler.tracker.marks().stored(200, Some(300), 1000);
+        let handling = tokio::spawn({
+            let handler = handler.clone();
+            async move { handler.handle(message("/exec ls", true)).await } // id 1001, guild
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The bot's reply to an earlier command (not for the relay) arrives meanwhile.
+        handler.tracker.marks().passed(200, 1005);
+        let point = after(&handler, 200).unwrap();
+        handling.abort();
+        assert!(sink.accepted.lock().unwrap().is_empty());
+        assert!(
+            point < 1001,
+            "the point ({point}) passed message 1001, not stored yet"
         );
     }
 

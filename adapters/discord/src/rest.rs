@@ -20,6 +20,8 @@ const LOOKUP_ATTEMPTS: u32 = 3;
 /// to the same chat, or the relay's dedupe (keyed by chat) would see a new message.
 const GUESS_STANDS: Duration = Duration::from_secs(600);
 const LOOKUP_PAUSE: Duration = Duration::from_millis(300);
+/// The longest 429 a lookup sits out before its next attempt; past it, it guesses at once.
+const MAX_LOOKUP_WAIT: Duration = Duration::from_secs(10);
 
 /// Discord's channel types for threads (announcement, public, private).
 const THREAD_TYPES: [u8; 3] = [10, 11, 12];
@@ -169,7 +171,7 @@ impl Rest {
     }
 
     /// The parent channel of `channel_id` if it is a thread. Looked up once per channel (with
-    /// a few retries); a lookup that keeps failing counts as "not a thread" for a while: the
+    /// a few retries, a 429's `retry_after` waited out up to [`MAX_LOOKUP_WAIT`]); a lookup that keeps failing counts as "not a thread" for a while: the
     /// message still runs, and its replies land where it was posted.
     pub(crate) async fn thread_parent(&self, channel_id: u64) -> Option<u64> {
         if let Ok(known) = self.parents.lock()
@@ -179,9 +181,10 @@ impl Rest {
             return *parent;
         }
         let mut info = None;
+        let mut pause = None;
         for attempt in 0..LOOKUP_ATTEMPTS {
             if attempt > 0 {
-                tokio::time::sleep(LOOKUP_PAUSE * attempt).await;
+                tokio::time::sleep(pause.take().unwrap_or(LOOKUP_PAUSE * attempt)).await;
             }
             let request = self
                 .client
@@ -191,6 +194,25 @@ impl Rest {
                 Ok(reply) if (200..300).contains(&reply.status) => {
                     info = serde_json::from_slice::<ChannelInfo>(&reply.body).ok();
                     break;
+                }
+                Ok(reply) if reply.status == 429 => {
+                    let wait = match crate::outbound::classify(
+                        429,
+                        reply.retry_after_header.as_deref(),
+                        &reply.body,
+                    ) {
+                        execrelay_channel::SendOutcome::RetryAfter(wait) => wait,
+                        _ => LOOKUP_PAUSE,
+                    };
+                    tracing::warn!(
+                        channel_id,
+                        retry_after_ms = wait.as_millis() as u64,
+                        "discord channel lookup rate-limited"
+                    );
+                    if wait > MAX_LOOKUP_WAIT {
+                        break;
+                    }
+                    pause = Some(wait);
                 }
                 Ok(reply) => tracing::warn!(
                     channel_id,
@@ -212,5 +234,59 @@ impl Rest {
             .flatten();
         self.remember(channel_id, parent, None);
         parent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A channel lookup rate-limited once waits the `retry_after` it is told before asking
+    /// again (not its own shorter pause), so that it is not refused again and left guessing.
+    #[tokio::test]
+    async fn a_rate_limited_lookup_waits_retry_after() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut asked = Vec::new();
+            for answer in 0..2 {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    assert!(n > 0);
+                    request.extend_from_slice(&buf[..n]);
+                }
+                asked.push(Instant::now());
+                let (status, body) = if answer == 0 {
+                    (
+                        "429 Too Many Requests",
+                        r#"{"retry_after": 1.0, "global": false}"#,
+                    )
+                } else {
+                    ("200 OK", r#"{"id": "220", "type": 11, "parent_id": "210"}"#)
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                socket.write_all(response.as_bytes()).await.unwrap();
+            }
+            asked
+        });
+        let rest = Rest::new(
+            reqwest::Client::new(),
+            &format!("http://{addr}"),
+            &Secret::new("test-token-value"),
+        );
+        assert_eq!(rest.thread_parent(220).await, Some(210));
+        let asked = server.await.unwrap();
+        let waited = asked[1] - asked[0];
+        assert!(
+            waited >= Duration::from_millis(900),
+            "asked again after {waited:?}"
+        );
     }
 }

@@ -88,6 +88,7 @@ struct Inner {
     lose_responses: usize,
     forbidden: HashSet<u64>,
     threads: HashMap<u64, u64>,
+    fail_channel_lookups: bool,
     by_nonce: HashMap<(u64, String), Value>,
     next_id: u64,
     /// Channel id → its messages by id, as `GET /channels/{id}/messages` returns them.
@@ -270,6 +271,11 @@ impl FakeDiscord {
     /// `channel_id` is a thread of `parent`.
     pub fn add_thread(&self, channel_id: u64, parent: u64) {
         lock(&self.shared).threads.insert(channel_id, parent);
+    }
+
+    /// From now on, channel lookups (`GET /channels/{id}`) answer 500.
+    pub fn fail_channel_lookups(&self) {
+        lock(&self.shared).fail_channel_lookups = true;
     }
 
     /// The next `n` message posts get 429 with `retry_after: 1`.
@@ -482,6 +488,9 @@ fn route(shared: &Shared, method: &Method, path: &str, query: &str, body: &Value
                 return discord_error(404, 10003, "Unknown Channel");
             };
             let inner = lock(shared);
+            if inner.fail_channel_lookups {
+                return discord_error(500, 0, "500: Internal Server Error");
+            }
             let channel = match inner.threads.get(&id) {
                 Some(parent) => json!({"id": id.to_string(), "type": 11,
                     "guild_id": GUILD_ID.to_string(), "parent_id": parent.to_string()}),
