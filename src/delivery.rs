@@ -20,7 +20,7 @@ use tracing::Instrument;
 use crate::channel_health::ChannelHealth;
 use crate::config::OutboxConfig;
 use crate::log_throttle::FailStreak;
-use crate::store::{ChunkOutcome, ClaimedChunk, Store, now_ms};
+use crate::store::{ChunkOutcome, ClaimedChunk, Millis, Store, now_ms};
 
 /// Longer than any send may take (adapters time out well before), so a live send keeps it.
 const LEASE_MS: i64 = 120_000;
@@ -36,12 +36,18 @@ const RECORD_RETRY: Duration = Duration::from_secs(1);
 /// How often a worker whose claims fail (the store refuses writes) tries again.
 const CLAIM_RETRY: Duration = Duration::from_secs(1);
 
-pub fn backoff(config: &OutboxConfig, attempts: u32) -> Duration {
+/// A backoff's random factor: ±20 %, so that many chats failing together do not retry in
+/// lockstep.
+pub fn jitter() -> f64 {
+    rand::random_range(0.8..1.2)
+}
+
+/// The wait before try `attempts + 1`: `backoff_base` doubled per try, capped, times `jitter`
+/// (never past the cap).
+pub fn backoff(config: &OutboxConfig, attempts: u32, jitter: f64) -> Duration {
     let exponent = attempts.saturating_sub(1).min(20);
     let raw = config.backoff_base.saturating_mul(1u32 << exponent);
     let capped = raw.min(config.backoff_cap);
-    // ±20 % jitter so that many chats failing together do not retry in lockstep.
-    let jitter = rand::random_range(0.8..1.2);
     capped.mul_f64(jitter).min(config.backoff_cap)
 }
 
@@ -49,38 +55,41 @@ pub fn backoff(config: &OutboxConfig, attempts: u32) -> Duration {
 /// in a tight loop.
 const MAX_MOVES: u32 = 5;
 
-/// `attempts` counts every try (for the backoff), `moves` only the chat's moves so far.
+/// What becomes of a chunk whose send ended with `outcome` at `now`. `attempts` counts every
+/// try (for the backoff, drawn with `jitter`), `moves` only the chat's moves so far.
 fn settle(
     outcome: SendOutcome,
     (attempts, moves): (u32, u32),
     current_chat: &str,
     config: &OutboxConfig,
+    (now, jitter): (Millis, f64),
 ) -> ChunkOutcome {
+    let after = |wait: Duration| now + wait.as_millis() as i64;
     match outcome {
         SendOutcome::ChatMigrated { chat_id } if chat_id == current_chat || moves >= MAX_MOVES => {
-            ChunkOutcome::Dead {
+            ChunkOutcome::Permanent {
                 error: format!("the platform keeps moving chat {current_chat} (now to {chat_id})"),
             }
         }
-        SendOutcome::Delivered { platform_id } => ChunkOutcome::Sent { platform_id },
+        SendOutcome::Delivered { platform_id } => ChunkOutcome::Delivered { platform_id },
         SendOutcome::RetryAfter(wait) => ChunkOutcome::Retry {
-            at: now_ms() + wait.as_millis() as i64,
+            at: after(wait),
             error: format!("rate limited: retry after {}ms", wait.as_millis()),
             channel_wide: false,
         },
         SendOutcome::Transient(error) => ChunkOutcome::Retry {
-            at: now_ms() + backoff(config, attempts).as_millis() as i64,
+            at: after(backoff(config, attempts, jitter)),
             error,
             channel_wide: true,
         },
         SendOutcome::NoReceiver(error) => ChunkOutcome::Retry {
-            at: now_ms() + backoff(config, attempts).as_millis() as i64,
+            at: after(backoff(config, attempts, jitter)),
             error,
             channel_wide: false,
         },
-        SendOutcome::Permanent(error) => ChunkOutcome::Dead { error },
+        SendOutcome::Permanent(error) => ChunkOutcome::Permanent { error },
         SendOutcome::Unconfigured(error) => ChunkOutcome::Unconfigured { error },
-        SendOutcome::ChatMigrated { chat_id } => ChunkOutcome::Moved { chat_id },
+        SendOutcome::ChatMigrated { chat_id } => ChunkOutcome::ChatMigrated { chat_id },
     }
 }
 
@@ -165,7 +174,13 @@ async fn deliver(
     }
     let signal = signal_of(&outcome);
     let tries = (chunk.attempts, chunk.moves);
-    let settled = settle(outcome, tries, &chunk.route.chat_id, &config);
+    let settled = settle(
+        outcome,
+        tries,
+        &chunk.route.chat_id,
+        &config,
+        (now_ms(), jitter()),
+    );
     record_outcome(&store, &chunk, settled, &unrecorded).await;
     Report {
         signal,
@@ -277,7 +292,7 @@ impl Watch {
     }
 
     fn probe_delay(config: &OutboxConfig, failed_probes: u32) -> Duration {
-        backoff(config, failed_probes.max(1)).min(PROBE_EVERY)
+        backoff(config, failed_probes.max(1), jitter()).min(PROBE_EVERY)
     }
 
     /// Whether a probe may be sent now (only in an outage, one at a time).
@@ -564,46 +579,64 @@ mod tests {
             backoff_cap: Duration::from_secs(1),
             concurrency: 1,
         };
-        let first = backoff(&config, 1);
-        assert!(first >= Duration::from_millis(80) && first <= Duration::from_millis(120));
-        let third = backoff(&config, 3);
-        assert!(third >= Duration::from_millis(320) && third <= Duration::from_millis(480));
-        assert!(backoff(&config, 30) <= Duration::from_secs(1));
+        assert_eq!(backoff(&config, 1, 1.0), Duration::from_millis(100));
+        assert_eq!(backoff(&config, 3, 1.0), Duration::from_millis(400));
+        assert_eq!(backoff(&config, 3, 0.8), Duration::from_millis(320));
+        assert_eq!(backoff(&config, 4, 1.2), Duration::from_millis(960));
+        assert_eq!(
+            backoff(&config, 5, 1.2),
+            Duration::from_secs(1),
+            "never past the cap"
+        );
+        assert_eq!(backoff(&config, 30, 1.0), Duration::from_secs(1));
+        assert!((0..1000).map(|_| jitter()).all(|j| (0.8..1.2).contains(&j)));
     }
 
     #[test]
     fn outcomes_settle_as_the_contract_says() {
         let config = OutboxConfig::default();
+        let now = 1_000_000;
+        let settle = |outcome, tries| settle(outcome, tries, "c", &config, (now, 1.0));
         assert!(matches!(
-            settle(SendOutcome::Permanent("410".into()), (1, 0), "c", &config),
-            ChunkOutcome::Dead { .. }
+            settle(SendOutcome::Permanent("410".into()), (1, 0)),
+            ChunkOutcome::Permanent { .. }
         ));
-        let before = now_ms();
-        let ChunkOutcome::Retry { at, .. } = settle(
-            SendOutcome::RetryAfter(Duration::from_secs(2)),
-            (1, 0),
-            "c",
-            &config,
-        ) else {
-            panic!("not a retry")
+        let retry_at = |outcome| match settle(outcome, (3, 0)) {
+            ChunkOutcome::Retry {
+                at, channel_wide, ..
+            } => (at - now, channel_wide),
+            other => panic!("not a retry: {other:?}"),
         };
-        assert!(at >= before + 2000);
+        let limited = SendOutcome::RetryAfter(Duration::from_secs(2));
+        assert_eq!(retry_at(limited), (2000, false), "a chat's own limit");
+        assert_eq!(
+            retry_at(SendOutcome::Transient("503".into())),
+            (2000, true),
+            "the platform down: the third try waits 500 ms × 4, and the channel with it"
+        );
+        assert_eq!(
+            retry_at(SendOutcome::NoReceiver("no client".into())),
+            (2000, false)
+        );
         let moved = |to: &str, tries| {
             let outcome = SendOutcome::ChatMigrated { chat_id: to.into() };
-            settle(outcome, tries, "c", &config)
+            settle(outcome, tries)
         };
-        assert!(matches!(moved("d", (1, 0)), ChunkOutcome::Moved { .. }));
+        assert!(matches!(
+            moved("d", (1, 0)),
+            ChunkOutcome::ChatMigrated { .. }
+        ));
         assert!(
-            matches!(moved("d", (40, 0)), ChunkOutcome::Moved { .. }),
+            matches!(moved("d", (40, 0)), ChunkOutcome::ChatMigrated { .. }),
             "a chunk retried through an outage still follows its chat's first move"
         );
         assert!(
-            matches!(moved("c", (1, 0)), ChunkOutcome::Dead { .. }),
+            matches!(moved("c", (1, 0)), ChunkOutcome::Permanent { .. }),
             "moved to itself"
         );
         assert!(matches!(
             moved("d", (MAX_MOVES + 1, MAX_MOVES)),
-            ChunkOutcome::Dead { .. }
+            ChunkOutcome::Permanent { .. }
         ));
     }
 

@@ -68,7 +68,7 @@ pub(crate) async fn stored_job(store: &Store, id: &str, session: &str) {
 
 /// Records that the platform took `chunk`.
 pub(crate) async fn mark_sent(store: &Store, chunk: &ClaimedChunk) {
-    let sent = ChunkOutcome::Sent { platform_id: None };
+    let sent = ChunkOutcome::Delivered { platform_id: None };
     store
         .record_outcome(chunk.outbox_id, chunk.index, sent)
         .await

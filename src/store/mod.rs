@@ -285,9 +285,10 @@ pub struct ClaimedChunk {
 
 #[derive(Debug, Clone)]
 pub enum ChunkOutcome {
-    Sent {
+    Delivered {
         platform_id: Option<String>,
     },
+    /// Not sent: due again at `at` (a chat's own limit, a backoff, nobody listening yet).
     Retry {
         at: Millis,
         error: String,
@@ -295,7 +296,8 @@ pub enum ChunkOutcome {
         /// due again the moment a send on the channel works (`Store::recover_channel`).
         channel_wide: bool,
     },
-    Dead {
+    /// Refused for good: the message is dead-lettered.
+    Permanent {
         error: String,
     },
     /// Dead too, but for a setting the channel lacks: retried at the next start if it has it
@@ -305,7 +307,7 @@ pub enum ChunkOutcome {
     },
     /// The chat has a new id: every stored route to the old one is rewritten, and the chunk is
     /// due again at once.
-    Moved {
+    ChatMigrated {
         chat_id: String,
     },
 }
@@ -1429,7 +1431,7 @@ impl Store {
                     return Ok(());
                 }
                 match &outcome {
-                    ChunkOutcome::Sent { platform_id } => {
+                    ChunkOutcome::Delivered { platform_id } => {
                         conn.prepare_cached(
                             "UPDATE outbox_chunks SET state = 'sent', sent_at = ?3, platform_id = ?4,
                                     lease_owner = NULL, lease_until = NULL, last_error = NULL
@@ -1455,7 +1457,7 @@ impl Store {
                         )?
                         .execute(params![outbox_id, index, at, error, channel_wide])?;
                     }
-                    ChunkOutcome::Moved { chat_id } => {
+                    ChunkOutcome::ChatMigrated { chat_id } => {
                         let route: String = conn
                             .prepare_cached("SELECT route FROM outbox WHERE id = ?1")?
                             .query_row([outbox_id], |row| row.get(0))?;
@@ -1472,7 +1474,7 @@ impl Store {
                             format!("the chat moved to {chat_id}")
                         ])?;
                     }
-                    ChunkOutcome::Dead { error } | ChunkOutcome::Unconfigured { error } => {
+                    ChunkOutcome::Permanent { error } | ChunkOutcome::Unconfigured { error } => {
                         let cause = matches!(outcome, ChunkOutcome::Unconfigured { .. })
                             .then_some("config");
                         conn.prepare_cached(

@@ -127,9 +127,9 @@ async fn run_seed(seed: u64) {
                         .entry((chunk.key.clone(), chunk.index))
                         .or_default()
                         .push(chunk.text.clone());
-                    ChunkOutcome::Sent { platform_id: None }
+                    ChunkOutcome::Delivered { platform_id: None }
                 } else {
-                    ChunkOutcome::Dead {
+                    ChunkOutcome::Permanent {
                         error: "410".into(),
                     }
                 };
@@ -199,7 +199,7 @@ async fn run_seed(seed: u64) {
                                 channel_wide,
                             }
                         }
-                        1 => ChunkOutcome::Dead {
+                        1 => ChunkOutcome::Permanent {
                             error: "410".into(),
                         },
                         2 => {
@@ -215,7 +215,7 @@ async fn run_seed(seed: u64) {
                         }
                         _ => {
                             platform.accepted.entry(id).or_default().push(chunk.text);
-                            ChunkOutcome::Sent { platform_id: None }
+                            ChunkOutcome::Delivered { platform_id: None }
                         }
                     };
                     store

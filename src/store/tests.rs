@@ -287,7 +287,7 @@ async fn chunks_go_out_in_order_per_chat() {
         .record_outcome(
             next[0].outbox_id,
             1,
-            ChunkOutcome::Dead {
+            ChunkOutcome::Permanent {
                 error: "HTTP 410".into(),
             },
         )
@@ -413,7 +413,7 @@ async fn a_moved_chat_rewrites_its_routes_and_keeps_its_order() {
         .record_outcome(
             head.outbox_id,
             head.index,
-            ChunkOutcome::Moved {
+            ChunkOutcome::ChatMigrated {
                 chat_id: "new".into(),
             },
         )
@@ -479,7 +479,7 @@ async fn rows_moved_into_a_chat_wait_for_its_send_in_flight() {
         .record_outcome(
             old_head.outbox_id,
             old_head.index,
-            ChunkOutcome::Moved {
+            ChunkOutcome::ChatMigrated {
                 chat_id: "new".into(),
             },
         )
@@ -684,10 +684,10 @@ async fn retention_keeps_dead_letters_and_the_newest_message_whose_id_is_the_nex
     let claimed = store.claim_due("webhook", 10, 60_000).await.unwrap();
     assert_eq!(claimed.len(), 3);
     let outcome = |chunk: &ClaimedChunk| match chunk.route.chat_id.as_str() {
-        "y" => ChunkOutcome::Dead {
+        "y" => ChunkOutcome::Permanent {
             error: "gone".into(),
         },
-        _ => ChunkOutcome::Sent { platform_id: None },
+        _ => ChunkOutcome::Delivered { platform_id: None },
     };
     for chunk in &claimed {
         store
@@ -738,7 +738,7 @@ async fn settle_head(store: &Store, chat: &str, outcome: ChunkOutcome) -> Claime
 }
 
 fn dead(error: &str) -> ChunkOutcome {
-    ChunkOutcome::Dead {
+    ChunkOutcome::Permanent {
         error: error.into(),
     }
 }
@@ -750,14 +750,14 @@ async fn a_retried_dead_letter_goes_behind_its_chat_with_fresh_attempts_and_its_
         .enqueue_outbox(vec![reply("a", &["d1", "d2"])])
         .await
         .unwrap();
-    let first = settle_head(&store, "a", ChunkOutcome::Sent { platform_id: None }).await;
+    let first = settle_head(&store, "a", ChunkOutcome::Delivered { platform_id: None }).await;
     settle_head(&store, "a", dead("HTTP 410")).await;
     // Behind it, a message whose first chunk is out: the revived one must not cut in.
     store
         .enqueue_outbox(vec![reply("a", &["n1", "n2"])])
         .await
         .unwrap();
-    settle_head(&store, "a", ChunkOutcome::Sent { platform_id: None }).await;
+    settle_head(&store, "a", ChunkOutcome::Delivered { platform_id: None }).await;
 
     let revived = store.retry_dead(first.outbox_id).await.unwrap();
     assert_eq!(revived.was, first.outbox_id);
