@@ -18,11 +18,13 @@ mod check;
 mod keys;
 mod partial;
 mod problems;
+mod secrets;
 
 use keys::KeyIndex;
 pub use partial::ClientConfig;
 use problems::Findings;
 pub use problems::Problem;
+use secrets::is_secret_key;
 
 /// Why a config cannot be used: it cannot be read, or it has these problems (every one found,
 /// not just the first).
@@ -572,130 +574,14 @@ impl Config {
             resolve("exec.shell", &mut self.exec.shell);
         }
         resolve("exec.workdir", &mut self.exec.workdir);
-        let c = &mut self.channels;
-        for (key, path) in [
-            ("heartbeat.file", &mut self.heartbeat.file),
-            ("http.api_token_file", &mut self.http.api_token_file),
-            ("channels.webhook.secret_file", &mut c.webhook.secret_file),
-            ("channels.telegram.token_file", &mut c.telegram.token_file),
-            ("channels.discord.token_file", &mut c.discord.token_file),
-            (
-                "channels.feishu.app_secret_file",
-                &mut c.feishu.app_secret_file,
-            ),
-            (
-                "channels.feishu.verification_token_file",
-                &mut c.feishu.verification_token_file,
-            ),
-            (
-                "channels.feishu.encrypt_key_file",
-                &mut c.feishu.encrypt_key_file,
-            ),
-            (
-                "channels.feishu_bot.hook_url_file",
-                &mut c.feishu_bot.hook_url_file,
-            ),
-            (
-                "channels.feishu_bot.secret_file",
-                &mut c.feishu_bot.secret_file,
-            ),
-        ] {
-            if let Some(path) = path {
-                resolve(key, path);
+        if let Some(path) = &mut self.heartbeat.file {
+            resolve("heartbeat.file", path);
+        }
+        for secret in secrets::SECRETS {
+            if let (_, Some(path)) = secret.fields(self) {
+                resolve(secret.file_key, path);
             }
         }
-    }
-
-    /// Fills secrets from `*_file` keys, then from the environment where the file left them unset.
-    fn resolve_secrets(&mut self, found: &mut Findings<'_>) {
-        let http = &mut self.http;
-        resolve_secret(
-            &mut http.api_token,
-            &http.api_token_file,
-            "http.api_token_file",
-            "EXECRELAY_API_TOKEN",
-            found,
-        );
-        let webhook = &mut self.channels.webhook;
-        resolve_secret(
-            &mut webhook.secret,
-            &webhook.secret_file,
-            "channels.webhook.secret_file",
-            "EXECRELAY_WEBHOOK_SECRET",
-            found,
-        );
-        let telegram = &mut self.channels.telegram;
-        resolve_secret(
-            &mut telegram.token,
-            &telegram.token_file,
-            "channels.telegram.token_file",
-            "EXECRELAY_TELEGRAM_TOKEN",
-            found,
-        );
-        let discord = &mut self.channels.discord;
-        resolve_secret(
-            &mut discord.token,
-            &discord.token_file,
-            "channels.discord.token_file",
-            "EXECRELAY_DISCORD_TOKEN",
-            found,
-        );
-        let feishu = &mut self.channels.feishu;
-        resolve_secret(
-            &mut feishu.app_secret,
-            &feishu.app_secret_file,
-            "channels.feishu.app_secret_file",
-            "EXECRELAY_FEISHU_APP_SECRET",
-            found,
-        );
-        resolve_secret(
-            &mut feishu.verification_token,
-            &feishu.verification_token_file,
-            "channels.feishu.verification_token_file",
-            "EXECRELAY_FEISHU_VERIFICATION_TOKEN",
-            found,
-        );
-        resolve_secret(
-            &mut feishu.encrypt_key,
-            &feishu.encrypt_key_file,
-            "channels.feishu.encrypt_key_file",
-            "EXECRELAY_FEISHU_ENCRYPT_KEY",
-            found,
-        );
-        let bot = &mut self.channels.feishu_bot;
-        resolve_secret(
-            &mut bot.hook_url,
-            &bot.hook_url_file,
-            "channels.feishu_bot.hook_url_file",
-            "EXECRELAY_FEISHU_BOT_HOOK_URL",
-            found,
-        );
-        resolve_secret(
-            &mut bot.secret,
-            &bot.secret_file,
-            "channels.feishu_bot.secret_file",
-            "EXECRELAY_FEISHU_BOT_SECRET",
-            found,
-        );
-    }
-
-    /// Every configured secret, so that job output quoting one is redacted.
-    pub fn secrets(&self) -> Vec<Secret> {
-        [
-            self.http.api_token.clone(),
-            self.channels.webhook.secret.clone(),
-            self.channels.telegram.token.clone(),
-            self.channels.discord.token.clone(),
-            self.channels.feishu.app_secret.clone(),
-            self.channels.feishu.verification_token.clone(),
-            self.channels.feishu.encrypt_key.clone(),
-            self.channels.feishu_bot.hook_url.clone(),
-            self.channels.feishu_bot.secret.clone(),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|s| s.expose().len() >= 4)
-        .collect()
     }
 }
 
@@ -749,57 +635,6 @@ fn trusted_default(path: &Path) -> Result<(), ConfigError> {
         });
     }
     Ok(())
-}
-
-/// A secret from its `*_file` key if set, else the value in the file, else `env`.
-fn resolve_secret(
-    value: &mut Option<Secret>,
-    file: &Option<PathBuf>,
-    file_key: &str,
-    env: &str,
-    found: &mut Findings<'_>,
-) {
-    if let Some(path) = file {
-        match std::fs::read_to_string(path) {
-            Ok(text) if text.trim().is_empty() => {
-                found.error(file_key, format!("{} is empty", path.display()));
-            }
-            Ok(text) => *value = Some(Secret::new(text.trim())),
-            Err(error) => {
-                found.error(file_key, format!("cannot read {}: {error}", path.display()));
-            }
-        }
-    }
-    // An empty value is no secret: it would sign or encrypt with a key everyone knows.
-    if value.as_ref().is_some_and(Secret::is_empty) {
-        *value = None;
-    }
-    if value.is_none() {
-        *value = secret_from_env(env);
-    }
-}
-
-fn secret_from_env(name: &str) -> Option<Secret> {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .map(Secret::new)
-}
-
-/// Keys whose values are secrets (or, like a hook URL, carry one).
-fn is_secret_key(path: &str) -> bool {
-    let name = path.rsplit('.').next().unwrap_or(path);
-    matches!(
-        name,
-        "api_token"
-            | "secret"
-            | "token"
-            | "app_secret"
-            | "verification_token"
-            | "encrypt_key"
-            | "hook_url"
-            | "callback_url"
-    )
 }
 
 /// serde stops at the first wrong value; each one found is reported, blanked out, and the
