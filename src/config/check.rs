@@ -224,17 +224,17 @@ fn check_urls(config: &Config, found: &mut Findings<'_>) {
         (
             "channels.telegram.api_url",
             Some(c.telegram.api_url.as_str()),
-            "https://api.telegram.org",
+            super::TELEGRAM_API_URL,
         ),
         (
             "channels.discord.api_base",
             Some(c.discord.api_base.as_str()),
-            "https://discord.com",
+            super::DISCORD_API_BASE,
         ),
         (
             "channels.feishu.base_url",
             Some(c.feishu.base_url.as_str()),
-            "https://open.feishu.cn",
+            super::FEISHU_BASE_URL,
         ),
     ];
     for (key, url, example) in urls {

@@ -336,6 +336,42 @@ impl Default for OutboxConfig {
     }
 }
 
+// The channels' defaults are their adapters' constants. A build without an adapter's feature
+// has no adapter crate to take them from, so it keeps a copy, which
+// `tests::copied_defaults_are_the_adapters` holds equal to the constant (in a build with the
+// feature: the default one).
+#[cfg(not(feature = "discord"))]
+use copied::DISCORD_API_BASE;
+#[cfg(not(feature = "feishu"))]
+use copied::{FEISHU_BASE_URL, FEISHU_EVENTS_PATH};
+#[cfg(not(feature = "telegram"))]
+use copied::{TELEGRAM_API_URL, TELEGRAM_POLL_TIMEOUT};
+#[cfg(feature = "discord")]
+use execrelay_discord::DEFAULT_API_BASE as DISCORD_API_BASE;
+#[cfg(feature = "telegram")]
+use execrelay_telegram::{
+    DEFAULT_API_URL as TELEGRAM_API_URL, DEFAULT_POLL_TIMEOUT as TELEGRAM_POLL_TIMEOUT,
+};
+#[cfg(feature = "feishu")]
+use execrelay_webhook::feishu::{
+    DEFAULT_BASE_URL as FEISHU_BASE_URL, DEFAULT_EVENTS_PATH as FEISHU_EVENTS_PATH,
+};
+
+/// The adapters' defaults, for a build without them.
+mod copied {
+    #[cfg(any(test, not(feature = "discord")))]
+    pub(super) const DISCORD_API_BASE: &str = "https://discord.com";
+    #[cfg(any(test, not(feature = "telegram")))]
+    pub(super) const TELEGRAM_API_URL: &str = "https://api.telegram.org";
+    #[cfg(any(test, not(feature = "telegram")))]
+    pub(super) const TELEGRAM_POLL_TIMEOUT: std::time::Duration =
+        std::time::Duration::from_secs(30);
+    #[cfg(any(test, not(feature = "feishu")))]
+    pub(super) const FEISHU_BASE_URL: &str = "https://open.feishu.cn";
+    #[cfg(any(test, not(feature = "feishu")))]
+    pub(super) const FEISHU_EVENTS_PATH: &str = "/feishu/events";
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelsConfig {
@@ -379,8 +415,8 @@ impl Default for FeishuChannelConfig {
             encrypt_key: None,
             encrypt_key_file: None,
             allow_unsigned_events: false,
-            base_url: "https://open.feishu.cn".into(),
-            path: "/feishu/events".into(),
+            base_url: FEISHU_BASE_URL.into(),
+            path: FEISHU_EVENTS_PATH.into(),
         }
     }
 }
@@ -415,7 +451,7 @@ impl Default for DiscordChannelConfig {
             enabled: false,
             token: None,
             token_file: None,
-            api_base: "https://discord.com".into(),
+            api_base: DISCORD_API_BASE.into(),
             require_mention: true,
         }
     }
@@ -439,8 +475,8 @@ impl Default for TelegramChannelConfig {
             enabled: false,
             token: None,
             token_file: None,
-            api_url: "https://api.telegram.org".into(),
-            poll_timeout: Duration::from_secs(30),
+            api_url: TELEGRAM_API_URL.into(),
+            poll_timeout: TELEGRAM_POLL_TIMEOUT,
         }
     }
 }
@@ -493,7 +529,7 @@ impl Default for WebhookChannelConfig {
             secret: None,
             secret_file: None,
             callback_url: None,
-            max_chars: 4000,
+            max_chars: execrelay_webhook::DEFAULT_MAX_CHARS,
         }
     }
 }
@@ -868,6 +904,32 @@ mod tests {
         let error = Config::parse(text, "c").unwrap_err().to_string();
         assert!(error.contains("line 3: identities.bob[1]"), "{error}");
         assert!(error.contains("also in identities.alice"), "{error}");
+    }
+
+    #[test]
+    fn copied_defaults_are_the_adapters() {
+        #[cfg(feature = "discord")]
+        assert_eq!(
+            copied::DISCORD_API_BASE,
+            execrelay_discord::DEFAULT_API_BASE
+        );
+        #[cfg(feature = "telegram")]
+        {
+            assert_eq!(
+                copied::TELEGRAM_API_URL,
+                execrelay_telegram::DEFAULT_API_URL
+            );
+            assert_eq!(
+                copied::TELEGRAM_POLL_TIMEOUT,
+                execrelay_telegram::DEFAULT_POLL_TIMEOUT
+            );
+        }
+        #[cfg(feature = "feishu")]
+        {
+            use execrelay_webhook::feishu;
+            assert_eq!(copied::FEISHU_BASE_URL, feishu::DEFAULT_BASE_URL);
+            assert_eq!(copied::FEISHU_EVENTS_PATH, feishu::DEFAULT_EVENTS_PATH);
+        }
     }
 
     #[test]
