@@ -72,7 +72,7 @@ pub(crate) fn check_values(config: &Config, found: &mut Findings<'_>) {
     }
     check_accounts(config, found);
     check_target(config, found);
-    check_both_value_and_file(config, found);
+    super::secrets::check_both_value_and_file(config, found);
     check_urls(config, found);
     check_features(config, found);
     let path = &config.channels.feishu.path;
@@ -207,53 +207,6 @@ fn check_target(config: &Config, found: &mut Findings<'_>) {
     }
 }
 
-fn check_both_value_and_file(config: &Config, found: &mut Findings<'_>) {
-    let channels = &config.channels;
-    for (key, both) in [
-        (
-            "http.api_token",
-            config.http.api_token.is_some() && config.http.api_token_file.is_some(),
-        ),
-        (
-            "channels.webhook.secret",
-            channels.webhook.secret.is_some() && channels.webhook.secret_file.is_some(),
-        ),
-        (
-            "channels.telegram.token",
-            channels.telegram.token.is_some() && channels.telegram.token_file.is_some(),
-        ),
-        (
-            "channels.discord.token",
-            channels.discord.token.is_some() && channels.discord.token_file.is_some(),
-        ),
-        (
-            "channels.feishu.app_secret",
-            channels.feishu.app_secret.is_some() && channels.feishu.app_secret_file.is_some(),
-        ),
-        (
-            "channels.feishu.verification_token",
-            channels.feishu.verification_token.is_some()
-                && channels.feishu.verification_token_file.is_some(),
-        ),
-        (
-            "channels.feishu.encrypt_key",
-            channels.feishu.encrypt_key.is_some() && channels.feishu.encrypt_key_file.is_some(),
-        ),
-        (
-            "channels.feishu_bot.hook_url",
-            channels.feishu_bot.hook_url.is_some() && channels.feishu_bot.hook_url_file.is_some(),
-        ),
-        (
-            "channels.feishu_bot.secret",
-            channels.feishu_bot.secret.is_some() && channels.feishu_bot.secret_file.is_some(),
-        ),
-    ] {
-        if both {
-            found.error(key, format!("{key} and {key}_file are both set; keep one"));
-        }
-    }
-}
-
 /// Whether `url` is an absolute `http://` or `https://` URL (the adapters refuse anything else).
 fn is_http_url(url: &str) -> bool {
     reqwest::Url::parse(url)
@@ -271,17 +224,17 @@ fn check_urls(config: &Config, found: &mut Findings<'_>) {
         (
             "channels.telegram.api_url",
             Some(c.telegram.api_url.as_str()),
-            "https://api.telegram.org",
+            super::TELEGRAM_API_URL,
         ),
         (
             "channels.discord.api_base",
             Some(c.discord.api_base.as_str()),
-            "https://discord.com",
+            super::DISCORD_API_BASE,
         ),
         (
             "channels.feishu.base_url",
             Some(c.feishu.base_url.as_str()),
-            "https://open.feishu.cn",
+            super::FEISHU_BASE_URL,
         ),
     ];
     for (key, url, example) in urls {

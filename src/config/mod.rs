@@ -18,11 +18,13 @@ mod check;
 mod keys;
 mod partial;
 mod problems;
+mod secrets;
 
 use keys::KeyIndex;
 pub use partial::ClientConfig;
 use problems::Findings;
 pub use problems::Problem;
+use secrets::is_secret_key;
 
 /// Why a config cannot be used: it cannot be read, or it has these problems (every one found,
 /// not just the first).
@@ -334,6 +336,42 @@ impl Default for OutboxConfig {
     }
 }
 
+// The channels' defaults are their adapters' constants. A build without an adapter's feature
+// has no adapter crate to take them from, so it keeps a copy, which
+// `tests::copied_defaults_are_the_adapters` holds equal to the constant (in a build with the
+// feature: the default one).
+#[cfg(not(feature = "discord"))]
+use copied::DISCORD_API_BASE;
+#[cfg(not(feature = "feishu"))]
+use copied::{FEISHU_BASE_URL, FEISHU_EVENTS_PATH};
+#[cfg(not(feature = "telegram"))]
+use copied::{TELEGRAM_API_URL, TELEGRAM_POLL_TIMEOUT};
+#[cfg(feature = "discord")]
+use execrelay_discord::DEFAULT_API_BASE as DISCORD_API_BASE;
+#[cfg(feature = "telegram")]
+use execrelay_telegram::{
+    DEFAULT_API_URL as TELEGRAM_API_URL, DEFAULT_POLL_TIMEOUT as TELEGRAM_POLL_TIMEOUT,
+};
+#[cfg(feature = "feishu")]
+use execrelay_webhook::feishu::{
+    DEFAULT_BASE_URL as FEISHU_BASE_URL, DEFAULT_EVENTS_PATH as FEISHU_EVENTS_PATH,
+};
+
+/// The adapters' defaults, for a build without them.
+mod copied {
+    #[cfg(any(test, not(feature = "discord")))]
+    pub(super) const DISCORD_API_BASE: &str = "https://discord.com";
+    #[cfg(any(test, not(feature = "telegram")))]
+    pub(super) const TELEGRAM_API_URL: &str = "https://api.telegram.org";
+    #[cfg(any(test, not(feature = "telegram")))]
+    pub(super) const TELEGRAM_POLL_TIMEOUT: std::time::Duration =
+        std::time::Duration::from_secs(30);
+    #[cfg(any(test, not(feature = "feishu")))]
+    pub(super) const FEISHU_BASE_URL: &str = "https://open.feishu.cn";
+    #[cfg(any(test, not(feature = "feishu")))]
+    pub(super) const FEISHU_EVENTS_PATH: &str = "/feishu/events";
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelsConfig {
@@ -377,8 +415,8 @@ impl Default for FeishuChannelConfig {
             encrypt_key: None,
             encrypt_key_file: None,
             allow_unsigned_events: false,
-            base_url: "https://open.feishu.cn".into(),
-            path: "/feishu/events".into(),
+            base_url: FEISHU_BASE_URL.into(),
+            path: FEISHU_EVENTS_PATH.into(),
         }
     }
 }
@@ -413,7 +451,7 @@ impl Default for DiscordChannelConfig {
             enabled: false,
             token: None,
             token_file: None,
-            api_base: "https://discord.com".into(),
+            api_base: DISCORD_API_BASE.into(),
             require_mention: true,
         }
     }
@@ -437,8 +475,8 @@ impl Default for TelegramChannelConfig {
             enabled: false,
             token: None,
             token_file: None,
-            api_url: "https://api.telegram.org".into(),
-            poll_timeout: Duration::from_secs(30),
+            api_url: TELEGRAM_API_URL.into(),
+            poll_timeout: TELEGRAM_POLL_TIMEOUT,
         }
     }
 }
@@ -491,7 +529,7 @@ impl Default for WebhookChannelConfig {
             secret: None,
             secret_file: None,
             callback_url: None,
-            max_chars: 4000,
+            max_chars: execrelay_webhook::DEFAULT_MAX_CHARS,
         }
     }
 }
@@ -572,130 +610,14 @@ impl Config {
             resolve("exec.shell", &mut self.exec.shell);
         }
         resolve("exec.workdir", &mut self.exec.workdir);
-        let c = &mut self.channels;
-        for (key, path) in [
-            ("heartbeat.file", &mut self.heartbeat.file),
-            ("http.api_token_file", &mut self.http.api_token_file),
-            ("channels.webhook.secret_file", &mut c.webhook.secret_file),
-            ("channels.telegram.token_file", &mut c.telegram.token_file),
-            ("channels.discord.token_file", &mut c.discord.token_file),
-            (
-                "channels.feishu.app_secret_file",
-                &mut c.feishu.app_secret_file,
-            ),
-            (
-                "channels.feishu.verification_token_file",
-                &mut c.feishu.verification_token_file,
-            ),
-            (
-                "channels.feishu.encrypt_key_file",
-                &mut c.feishu.encrypt_key_file,
-            ),
-            (
-                "channels.feishu_bot.hook_url_file",
-                &mut c.feishu_bot.hook_url_file,
-            ),
-            (
-                "channels.feishu_bot.secret_file",
-                &mut c.feishu_bot.secret_file,
-            ),
-        ] {
-            if let Some(path) = path {
-                resolve(key, path);
+        if let Some(path) = &mut self.heartbeat.file {
+            resolve("heartbeat.file", path);
+        }
+        for secret in secrets::SECRETS {
+            if let (_, Some(path)) = secret.fields(self) {
+                resolve(secret.file_key, path);
             }
         }
-    }
-
-    /// Fills secrets from `*_file` keys, then from the environment where the file left them unset.
-    fn resolve_secrets(&mut self, found: &mut Findings<'_>) {
-        let http = &mut self.http;
-        resolve_secret(
-            &mut http.api_token,
-            &http.api_token_file,
-            "http.api_token_file",
-            "EXECRELAY_API_TOKEN",
-            found,
-        );
-        let webhook = &mut self.channels.webhook;
-        resolve_secret(
-            &mut webhook.secret,
-            &webhook.secret_file,
-            "channels.webhook.secret_file",
-            "EXECRELAY_WEBHOOK_SECRET",
-            found,
-        );
-        let telegram = &mut self.channels.telegram;
-        resolve_secret(
-            &mut telegram.token,
-            &telegram.token_file,
-            "channels.telegram.token_file",
-            "EXECRELAY_TELEGRAM_TOKEN",
-            found,
-        );
-        let discord = &mut self.channels.discord;
-        resolve_secret(
-            &mut discord.token,
-            &discord.token_file,
-            "channels.discord.token_file",
-            "EXECRELAY_DISCORD_TOKEN",
-            found,
-        );
-        let feishu = &mut self.channels.feishu;
-        resolve_secret(
-            &mut feishu.app_secret,
-            &feishu.app_secret_file,
-            "channels.feishu.app_secret_file",
-            "EXECRELAY_FEISHU_APP_SECRET",
-            found,
-        );
-        resolve_secret(
-            &mut feishu.verification_token,
-            &feishu.verification_token_file,
-            "channels.feishu.verification_token_file",
-            "EXECRELAY_FEISHU_VERIFICATION_TOKEN",
-            found,
-        );
-        resolve_secret(
-            &mut feishu.encrypt_key,
-            &feishu.encrypt_key_file,
-            "channels.feishu.encrypt_key_file",
-            "EXECRELAY_FEISHU_ENCRYPT_KEY",
-            found,
-        );
-        let bot = &mut self.channels.feishu_bot;
-        resolve_secret(
-            &mut bot.hook_url,
-            &bot.hook_url_file,
-            "channels.feishu_bot.hook_url_file",
-            "EXECRELAY_FEISHU_BOT_HOOK_URL",
-            found,
-        );
-        resolve_secret(
-            &mut bot.secret,
-            &bot.secret_file,
-            "channels.feishu_bot.secret_file",
-            "EXECRELAY_FEISHU_BOT_SECRET",
-            found,
-        );
-    }
-
-    /// Every configured secret, so that job output quoting one is redacted.
-    pub fn secrets(&self) -> Vec<Secret> {
-        [
-            self.http.api_token.clone(),
-            self.channels.webhook.secret.clone(),
-            self.channels.telegram.token.clone(),
-            self.channels.discord.token.clone(),
-            self.channels.feishu.app_secret.clone(),
-            self.channels.feishu.verification_token.clone(),
-            self.channels.feishu.encrypt_key.clone(),
-            self.channels.feishu_bot.hook_url.clone(),
-            self.channels.feishu_bot.secret.clone(),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|s| s.expose().len() >= 4)
-        .collect()
     }
 }
 
@@ -749,57 +671,6 @@ fn trusted_default(path: &Path) -> Result<(), ConfigError> {
         });
     }
     Ok(())
-}
-
-/// A secret from its `*_file` key if set, else the value in the file, else `env`.
-fn resolve_secret(
-    value: &mut Option<Secret>,
-    file: &Option<PathBuf>,
-    file_key: &str,
-    env: &str,
-    found: &mut Findings<'_>,
-) {
-    if let Some(path) = file {
-        match std::fs::read_to_string(path) {
-            Ok(text) if text.trim().is_empty() => {
-                found.error(file_key, format!("{} is empty", path.display()));
-            }
-            Ok(text) => *value = Some(Secret::new(text.trim())),
-            Err(error) => {
-                found.error(file_key, format!("cannot read {}: {error}", path.display()));
-            }
-        }
-    }
-    // An empty value is no secret: it would sign or encrypt with a key everyone knows.
-    if value.as_ref().is_some_and(Secret::is_empty) {
-        *value = None;
-    }
-    if value.is_none() {
-        *value = secret_from_env(env);
-    }
-}
-
-fn secret_from_env(name: &str) -> Option<Secret> {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .map(Secret::new)
-}
-
-/// Keys whose values are secrets (or, like a hook URL, carry one).
-fn is_secret_key(path: &str) -> bool {
-    let name = path.rsplit('.').next().unwrap_or(path);
-    matches!(
-        name,
-        "api_token"
-            | "secret"
-            | "token"
-            | "app_secret"
-            | "verification_token"
-            | "encrypt_key"
-            | "hook_url"
-            | "callback_url"
-    )
 }
 
 /// serde stops at the first wrong value; each one found is reported, blanked out, and the
@@ -1033,6 +904,32 @@ mod tests {
         let error = Config::parse(text, "c").unwrap_err().to_string();
         assert!(error.contains("line 3: identities.bob[1]"), "{error}");
         assert!(error.contains("also in identities.alice"), "{error}");
+    }
+
+    #[test]
+    fn copied_defaults_are_the_adapters() {
+        #[cfg(feature = "discord")]
+        assert_eq!(
+            copied::DISCORD_API_BASE,
+            execrelay_discord::DEFAULT_API_BASE
+        );
+        #[cfg(feature = "telegram")]
+        {
+            assert_eq!(
+                copied::TELEGRAM_API_URL,
+                execrelay_telegram::DEFAULT_API_URL
+            );
+            assert_eq!(
+                copied::TELEGRAM_POLL_TIMEOUT,
+                execrelay_telegram::DEFAULT_POLL_TIMEOUT
+            );
+        }
+        #[cfg(feature = "feishu")]
+        {
+            use execrelay_webhook::feishu;
+            assert_eq!(copied::FEISHU_BASE_URL, feishu::DEFAULT_BASE_URL);
+            assert_eq!(copied::FEISHU_EVENTS_PATH, feishu::DEFAULT_EVENTS_PATH);
+        }
     }
 
     #[test]

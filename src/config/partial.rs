@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 
 use super::keys::KeyIndex;
 use super::problems::{Findings, Problem, plain};
-use super::{ConfigError, HttpConfig, StoreConfig, resolve_secret};
+use super::secrets::{API_TOKEN, resolve_secret};
+use super::{ConfigError, HttpConfig, StoreConfig};
 
 /// Where the relay listens and how to prove we may talk to it.
 #[derive(Debug, Clone)]
@@ -132,8 +133,7 @@ impl ClientConfig {
         resolve_secret(
             &mut keys.api_token,
             &keys.api_token_file,
-            "http.api_token_file",
-            "EXECRELAY_API_TOKEN",
+            &API_TOKEN,
             &mut found,
         );
         let mut token_owner = None;
