@@ -37,3 +37,41 @@ pub mod target;
 pub mod tarpit;
 #[cfg(test)]
 mod test_rng;
+
+#[cfg(test)]
+mod source_docs {
+    use std::path::{Path, PathBuf};
+
+    fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                rust_files(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+
+    /// Every source file of the workspace opens with `//!`: what it owns, for whoever opens it.
+    #[test]
+    fn every_source_file_says_what_it_owns() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in ["src", "adapters", "tests", "benches"] {
+            rust_files(&root.join(dir), &mut files);
+        }
+        assert!(files.len() > 50, "found only {} files", files.len());
+        let silent: Vec<_> = files
+            .iter()
+            .filter(|path| {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                !text.trim_start().starts_with("//!")
+            })
+            .collect();
+        assert!(silent.is_empty(), "files without a `//!` line: {silent:?}");
+    }
+}

@@ -65,10 +65,6 @@ impl Outbox {
         self.channels.get(name)
     }
 
-    pub fn channels(&self) -> impl Iterator<Item = &Arc<dyn Channel>> {
-        self.channels.values()
-    }
-
     /// Which channels fail as a whole; their delivery workers keep it.
     pub fn health(&self) -> &ChannelHealth {
         &self.health

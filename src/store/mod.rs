@@ -17,9 +17,11 @@
 //! - `finish_job`: final job state + its `exec:<id>` event (unique: at most one per job).
 //! - `consume_events`: events still queued → consumed + their outbox rows; conditional, so a
 //!   concurrent consumer makes it fail instead of sending twice.
-//! - `claim_due` / `record_outcomes`: a lease on the head chunk of each chat, then the send's
-//!   result. No send happens inside a transaction. Crash mid-send: the lease is released at
-//!   start-up (same node) or expires, and the chunk is sent again with the same key.
+//! - `claim_due` (or `claim_probe`, one chunk while the channel fails) / `record_outcome`: a
+//!   lease on the head chunk of each chat, then the send's result. No send happens inside a
+//!   transaction. Crash mid-send: the lease is released at start-up (same node) or expires,
+//!   and the chunk is sent again with the same key. `recover_channel`: the chunks that waited
+//!   for their channel are due again.
 //! - Operators (`retry_dead`, `retry_all_dead`, `retry_unconfigured`, `drop_outbox`,
 //!   `drop_event`): a retried dead letter moves to the back of its chat's queue (a new row id,
 //!   the same key) with fresh attempts, due now; a dropped message or event becomes `dropped`,

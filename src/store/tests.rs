@@ -1,3 +1,5 @@
+//! The store's domain tests: each operation and transaction against a real SQLite file.
+
 use super::fixtures::*;
 use super::*;
 
