@@ -11,14 +11,14 @@ use execrelay_webhook::{WebhookChannel, WebhookConfig};
 
 use crate::config::Config;
 use crate::data_dir::webhook_secret;
-use crate::local::LocalChannel;
+use crate::ingest::local::LocalChannel;
 
 /// Every channel the config enables, built and ready to run.
 pub struct Channels {
     pub all: Vec<Arc<dyn Channel>>,
     pub local: Option<Arc<LocalChannel>>,
     pub webhook: Option<Arc<WebhookChannel>>,
-    pub feishu: Option<crate::api::FeishuEndpoint>,
+    pub feishu: Option<crate::serve::api::FeishuEndpoint>,
 }
 
 /// Builds the channels (no I/O: clients and settings only), so that an adapter's refusal stops
@@ -92,7 +92,7 @@ fn telegram_channel(config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
     let mut telegram = TelegramConfig::new(token);
     telegram.api_url = settings.api_url.clone();
     telegram.poll_timeout = settings.poll_timeout;
-    telegram.commands = crate::commands::COMMAND_MENU
+    telegram.commands = crate::ingest::commands::COMMAND_MENU
         .iter()
         .map(|(name, description)| (name.to_string(), description.to_string()))
         .collect();
@@ -128,7 +128,7 @@ fn discord_channel(config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
 #[cfg(feature = "feishu")]
 fn feishu_channel(
     config: &Config,
-) -> anyhow::Result<(crate::api::FeishuEndpoint, Arc<dyn Channel>)> {
+) -> anyhow::Result<(crate::serve::api::FeishuEndpoint, Arc<dyn Channel>)> {
     use execrelay_webhook::feishu::{FeishuChannel, FeishuConfig};
     let settings = &config.channels.feishu;
     let (Some(app_secret), Some(verification_token)) = (
@@ -165,7 +165,7 @@ fn feishu_bot_channel(config: &Config) -> anyhow::Result<Arc<dyn Channel>> {
 #[cfg(not(feature = "feishu"))]
 fn feishu_channel(
     _config: &Config,
-) -> anyhow::Result<(crate::api::FeishuEndpoint, Arc<dyn Channel>)> {
+) -> anyhow::Result<(crate::serve::api::FeishuEndpoint, Arc<dyn Channel>)> {
     bail!("channels.feishu is enabled, but this execrelay was built without the `feishu` feature")
 }
 

@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use execrelay::cli::{self, Cli, Command, ConfigAction};
 use execrelay::config::{ClientConfig, Config, StoreConfig};
 use execrelay::logging::say;
+use execrelay::serve::cli::{self, Cli, Command, ConfigAction};
 
 /// What the subcommand runs, with what it loaded.
 enum Work {
@@ -20,13 +20,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The supervisor is its own small program: no runtime, no config, no logging setup.
     if let Some(args) = cli::supervise_args(&cli.command) {
-        return ExitCode::from(execrelay::supervisor::run(&args) as u8);
+        return ExitCode::from(execrelay::run::supervisor::run(&args) as u8);
     }
     let config_path = cli.config.as_deref();
     if let Command::Run { .. } = &cli.command {
         // Before anything is read: the relay's environment and memory hold its tokens.
-        execrelay::supervisor::not_dumpable();
-        execrelay::supervisor::no_inherited_descriptors();
+        execrelay::run::supervisor::not_dumpable();
+        execrelay::run::supervisor::no_inherited_descriptors();
     }
     let work = match &cli.command {
         Command::Config {

@@ -19,18 +19,18 @@ use execrelay_channel::CancellationToken;
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{ApiState, router};
 use crate::channels::{ChannelRefused, Channels, build_channels};
-use crate::commands::CommandProcessor;
 use crate::config::Config;
 use crate::data_dir::{api_token, keep_webhook_secret, lock_store, make_private, webhook_secret};
-use crate::exec::{ExecRuntime, resolve_workdir};
-use crate::heartbeat::{self, Heartbeat, HeartbeatLoop, Reason};
-use crate::inbound::{Access, InboundHandler};
-use crate::jobs::Redactor;
-use crate::log_throttle::LogThrottle;
-use crate::outbox::Outbox;
+use crate::deliver::heartbeat::{self, Heartbeat, HeartbeatLoop, Reason};
+use crate::deliver::outbox::Outbox;
+use crate::ingest::commands::CommandProcessor;
+use crate::ingest::inbound::{Access, InboundHandler};
+use crate::run::exec::{ExecRuntime, resolve_workdir};
+use crate::run::jobs::Redactor;
+use crate::serve::api::{ApiState, router};
 use crate::store::Store;
+use crate::util::log_throttle::LogThrottle;
 
 /// Past the delivery workers' grace (25 s), for everything else to wind down.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
@@ -131,9 +131,9 @@ pub struct Stages {
     exec: ExecRuntime,
     inbound: Arc<InboundHandler>,
     commands: CommandProcessor,
-    local: Option<Arc<crate::local::LocalChannel>>,
+    local: Option<Arc<crate::ingest::local::LocalChannel>>,
     webhook: Option<Arc<execrelay_webhook::WebhookChannel>>,
-    feishu: Option<crate::api::FeishuEndpoint>,
+    feishu: Option<crate::serve::api::FeishuEndpoint>,
     api_token: execrelay_channel::Secret,
     /// The API token is the generated one: the API answers local, non-browser clients only.
     local_only: bool,
@@ -306,11 +306,11 @@ async fn start_and_serve(
     // running when the previous relay stopped.
     exec.reconcile().await.context("cannot reconcile jobs")?;
     tracker.spawn(commands.run(stop.child_token()));
-    tracker.spawn(crate::retention::prune_dedupe_records(
+    tracker.spawn(crate::run::retention::prune_dedupe_records(
         store.clone(),
         stop.child_token(),
     ));
-    tracker.spawn(crate::retention::run(
+    tracker.spawn(crate::run::retention::run(
         store.clone(),
         config.store.jobs_dir(),
         config.exec.keep_jobs,
@@ -320,7 +320,7 @@ async fn start_and_serve(
         let Some(wake) = outbox.waker(channel.name()) else {
             continue;
         };
-        tracker.spawn(crate::delivery::run_worker(
+        tracker.spawn(crate::deliver::delivery::run_worker(
             channel.clone(),
             store.clone(),
             config.outbox.clone(),
@@ -335,13 +335,13 @@ async fn start_and_serve(
             }
         });
     }
-    if crate::failpoint::is_armed(crate::failpoint::FAIL_AFTER_START) {
+    if crate::util::failpoint::is_armed(crate::util::failpoint::FAIL_AFTER_START) {
         // A test's stand-in for a step that fails once work is under way: the sends the
         // workers began meanwhile must still be recorded.
         tokio::time::sleep(Duration::from_millis(300)).await;
         anyhow::bail!(
             "{}: a step after the start failed",
-            crate::failpoint::VARIABLE
+            crate::util::failpoint::VARIABLE
         );
     }
 
@@ -377,6 +377,6 @@ async fn start_and_serve(
         write_ready_file(path, bound)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
-    crate::serve::serve(listener, app, stop.clone()).await;
+    crate::serve::http::serve(listener, app, stop.clone()).await;
     Ok(())
 }

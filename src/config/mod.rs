@@ -12,7 +12,7 @@ use std::time::Duration;
 use execrelay_channel::Secret;
 use serde::{Deserialize, Deserializer};
 
-use crate::duration::parse_duration;
+use crate::util::duration::parse_duration;
 
 mod check;
 mod keys;
@@ -536,7 +536,7 @@ impl Default for WebhookChannelConfig {
 
 fn de_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     let raw = String::deserialize(deserializer)?;
-    crate::size::parse_size(&raw).map_err(serde::de::Error::custom)
+    crate::util::size::parse_size(&raw).map_err(serde::de::Error::custom)
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -812,7 +812,11 @@ mod tests {
             .lines()
             .map(|l| match l.strip_prefix("# ") {
                 // run_as needs a relay running as root.
-                Some(rest) if rest.starts_with("run_as") && !crate::job_user::relay_is_root() => l,
+                Some(rest)
+                    if rest.starts_with("run_as") && !crate::run::job_user::relay_is_root() =>
+                {
+                    l
+                }
                 Some(rest) if rest.contains(" = ") && !rest.contains("Also:") => rest,
                 _ => l,
             })

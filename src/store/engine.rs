@@ -12,7 +12,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::StoreError;
-use crate::log_throttle::{FailStreak, LogThrottle};
+use crate::util::log_throttle::{FailStreak, LogThrottle};
 
 const MAX_BATCH: usize = 512;
 const STATEMENT_CACHE: usize = 128;

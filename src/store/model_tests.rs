@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use execrelay_channel::ChatType;
 
 use super::*;
-use crate::test_rng::Rng;
+use crate::util::test_rng::Rng;
 
 fn route(session: usize) -> Route {
     Route {

@@ -15,11 +15,11 @@ use execrelay_channel::{Accepted, ChatType, InboundMessage, InboundSink, Route, 
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::heartbeat::{Heartbeat, Reason};
-use crate::log_throttle::LogThrottle;
-use crate::once_per_key::OncePerKey;
-use crate::outbox::Outbox;
+use crate::deliver::heartbeat::{Heartbeat, Reason};
+use crate::deliver::outbox::Outbox;
 use crate::store::{InboundRecord, InboundResult, Store};
+use crate::util::log_throttle::LogThrottle;
+use crate::util::once_per_key::OncePerKey;
 
 pub const LOCAL_CHANNEL: &str = "local";
 pub const LOCAL_USER: &str = "local";
@@ -234,7 +234,7 @@ impl InboundHandler {
                 inbox_id,
                 has_queued_events,
             }) => {
-                crate::failpoint::hit(crate::failpoint::INBOUND_STORED);
+                crate::util::failpoint::hit(crate::util::failpoint::INBOUND_STORED);
                 self.commands.notify_one();
                 if has_queued_events {
                     // Events waiting for a route (or for this person) go out now.

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-use crate::log_throttle::LogThrottle;
+use crate::util::log_throttle::LogThrottle;
 
 /// From a connection's first byte (or its last response) to a whole request head.
 pub const HEADER_READ: Duration = Duration::from_secs(10);

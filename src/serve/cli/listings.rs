@@ -23,8 +23,8 @@ fn local_time(ms: &Value) -> String {
 /// How long a job ran, or has been running.
 fn job_duration(job: &Value, now_ms: i64) -> String {
     let since = |from: i64, to: i64| {
-        crate::duration::format_duration(Duration::from_millis(
-            to.saturating_sub(from).max(0) as u64
+        crate::util::duration::format_duration(Duration::from_millis(
+            to.saturating_sub(from).max(0) as u64,
         ))
     };
     match (job["started_at"].as_i64(), job["finished_at"].as_i64()) {
@@ -78,7 +78,7 @@ pub async fn jobs(settings: &ClientConfig, args: &ListArgs) -> anyhow::Result<()
             local_time(&job["started_at"]),
             job_duration(&job, now),
             text(&job["session"]),
-            crate::jobs::one_line(&text(&job["command"]), 80)
+            crate::run::jobs::one_line(&text(&job["command"]), 80)
         ))?;
     }
     Ok(())
@@ -169,7 +169,7 @@ async fn list_outbox(settings: &ClientConfig, args: &ListArgs) -> anyhow::Result
             text(&d["chat_id"]),
             text(&d["attempts"]),
             text(&d["last_error"]),
-            crate::jobs::one_line(&text(&d["text"]), 80)
+            crate::run::jobs::one_line(&text(&d["text"]), 80)
         ))?;
     }
     for e in blocked {
@@ -179,7 +179,7 @@ async fn list_outbox(settings: &ClientConfig, args: &ListArgs) -> anyhow::Result
             text(&e["session"]),
             text(&e["blocked"]),
             local_time(&e["created_at"]),
-            crate::jobs::one_line(&text(&e["text"]), 80)
+            crate::run::jobs::one_line(&text(&e["text"]), 80)
         ))?;
     }
     Ok(())
@@ -213,7 +213,7 @@ pub async fn events(
             text(&e["session"]),
             why,
             local_time(&e["created_at"]),
-            crate::jobs::one_line(&text(&e["text"]), 80)
+            crate::run::jobs::one_line(&text(&e["text"]), 80)
         ))?;
     }
     Ok(())

@@ -126,8 +126,8 @@ pub fn no_inherited_descriptors() {
 
 /// Runs the job to its end and records the outcome; returns the process exit code.
 pub fn run(args: &SuperviseArgs) -> i32 {
-    crate::failpoint::pause(
-        crate::failpoint::SUPERVISOR_SLOW_START,
+    crate::util::failpoint::pause(
+        crate::util::failpoint::SUPERVISOR_SLOW_START,
         Duration::from_millis(500),
     );
     leave_controlling_terminal();
@@ -213,7 +213,7 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
     for (name, _) in std::env::vars_os() {
         if name
             .to_string_lossy()
-            .starts_with(crate::job_env::RELAY_PREFIX)
+            .starts_with(crate::run::job_env::RELAY_PREFIX)
         {
             command.env_remove(name);
         }

@@ -19,7 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
 use crate::config::ClientConfig;
-use crate::supervisor::SuperviseArgs;
+use crate::run::supervisor::SuperviseArgs;
 
 mod chat;
 mod listings;
@@ -178,10 +178,10 @@ pub struct ChatArgs {
     pub client: ClientArgs,
     /// Once input ends, how long to wait at most for the completions of the jobs this chat
     /// started (e.g. 90s, 30m).
-    #[arg(long, default_value = "30m", value_parser = crate::duration::parse_duration)]
+    #[arg(long, default_value = "30m", value_parser = crate::util::duration::parse_duration)]
     pub wait: Duration,
     /// How long to keep trying to reach a relay that went away (a restart) before giving up.
-    #[arg(long, default_value = "1m", value_parser = crate::duration::parse_duration)]
+    #[arg(long, default_value = "1m", value_parser = crate::util::duration::parse_duration)]
     pub reconnect_for: Duration,
 }
 

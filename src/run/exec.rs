@@ -18,11 +18,11 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use crate::config::ExecConfig;
-use crate::heartbeat::{Heartbeat, Reason};
-use crate::jobs::{self, Completion, Outcome, Redactor, Tail};
-use crate::log_throttle::FailStreak;
+use crate::deliver::heartbeat::{Heartbeat, Reason};
+use crate::run::jobs::{self, Completion, Outcome, Redactor, Tail};
+use crate::run::supervisor::{self, LOG_FILE};
 use crate::store::{JobFinal, JobRecord, JobState, NewEvent, Store, now_ms};
-use crate::supervisor::{self, LOG_FILE};
+use crate::util::log_throttle::FailStreak;
 
 const REATTACH_POLL: Duration = Duration::from_millis(100);
 /// A supervisor writes its pid file within milliseconds of starting; `/kill` and a restart
@@ -102,12 +102,12 @@ impl ExecRuntime {
         // Checked by the config already; resolved again here, as it is now.
         let run_as = match &config.run_as {
             Some(user) => Some(
-                crate::job_user::resolve(user, config.run_as_group.as_deref())
+                crate::run::job_user::resolve(user, config.run_as_group.as_deref())
                     .map_err(std::io::Error::other)?,
             ),
             None => None,
         };
-        let mut job_env = crate::job_env::job_environment(&config.env, std::env::vars_os());
+        let mut job_env = crate::run::job_env::job_environment(&config.env, std::env::vars_os());
         if let Some(account) = &run_as {
             // The job's account's own, not the relay's.
             for (name, value) in [
@@ -120,8 +120,8 @@ impl ExecRuntime {
             }
         }
         // The supervisor's own test points (it drops every EXECRELAY_* before the job).
-        if let Some(failpoint) = std::env::var_os(crate::failpoint::VARIABLE) {
-            job_env.push((crate::failpoint::VARIABLE.into(), failpoint));
+        if let Some(failpoint) = std::env::var_os(crate::util::failpoint::VARIABLE) {
+            job_env.push((crate::util::failpoint::VARIABLE.into(), failpoint));
         }
         Ok(ExecRuntime {
             inner: Arc::new(Inner {
@@ -170,7 +170,7 @@ impl ExecRuntime {
         self.track(&job.id, None);
         match ran {
             Ok(()) => {
-                crate::failpoint::hit(crate::failpoint::JOB_EXITED);
+                crate::util::failpoint::hit(crate::util::failpoint::JOB_EXITED);
                 self.complete_from_dir(&job).await;
             }
             Err(outcome) => self.finish(&job, Ended::without_record(outcome)).await,
@@ -398,7 +398,7 @@ impl ExecRuntime {
                 .await
             {
                 Ok(_) => {
-                    crate::failpoint::hit(crate::failpoint::EVENT_QUEUED);
+                    crate::util::failpoint::hit(crate::util::failpoint::EVENT_QUEUED);
                     break;
                 }
                 Err(error) => {

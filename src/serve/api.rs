@@ -21,12 +21,12 @@ use execrelay_webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookChannel};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::heartbeat::{Heartbeat, Reason};
-use crate::inbound::{InboundHandler, LOCAL_USER};
-use crate::local::LocalChannel;
-use crate::log_throttle::LogThrottle;
-use crate::outbox::Outbox;
+use crate::deliver::heartbeat::{Heartbeat, Reason};
+use crate::deliver::outbox::Outbox;
+use crate::ingest::inbound::{InboundHandler, LOCAL_USER};
+use crate::ingest::local::LocalChannel;
 use crate::store::{DeliveryRef, JobRecord, NewEvent, Revived, Store, StoreError};
+use crate::util::log_throttle::LogThrottle;
 
 pub const LOCAL_SESSION: &str = "user:local:local";
 const MAX_EVENT_TEXT: usize = 64 * 1024;
@@ -51,7 +51,7 @@ pub struct ApiState {
     /// Rejected webhook and Feishu requests: at most a line a second, whatever the flood.
     pub rejections: Arc<LogThrottle>,
     /// Requests that fail authentication are answered at a bounded pace.
-    pub tarpit: Arc<crate::tarpit::Tarpit>,
+    pub tarpit: Arc<crate::serve::tarpit::Tarpit>,
 }
 
 #[cfg(feature = "feishu")]
@@ -768,10 +768,14 @@ async fn chat_stream(State(state): State<ApiState>) -> Response {
 
 /// Makes every local message waiting for a client due now, and wakes the local worker.
 async fn make_local_due(state: &ApiState) {
-    if let Err(err) = state.store.retry_now(crate::inbound::LOCAL_CHANNEL).await {
+    if let Err(err) = state
+        .store
+        .retry_now(crate::ingest::inbound::LOCAL_CHANNEL)
+        .await
+    {
         tracing::warn!(error = %err, "cannot reschedule local messages");
     }
-    state.outbox.wake(crate::inbound::LOCAL_CHANNEL);
+    state.outbox.wake(crate::ingest::inbound::LOCAL_CHANNEL);
 }
 
 #[derive(Deserialize)]
@@ -797,7 +801,7 @@ async fn chat_ack(
         Ok(body) => body,
         Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
     };
-    if local.ack(&ack.key, ack.chunk) == crate::local::Ack::Late {
+    if local.ack(&ack.key, ack.chunk) == crate::ingest::local::Ack::Late {
         // Its send gave up and the chunk waits for a retry, maybe minutes away: now, and the
         // retry counts it delivered without sending it again.
         make_local_due(&state).await;

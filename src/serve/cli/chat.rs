@@ -126,7 +126,7 @@ impl Followed {
 
 /// The key of a message bound for this chat (`DeliveryRef` JSON), if it is one.
 fn local_key(delivery: &Value) -> Option<String> {
-    (delivery["channel"] == crate::inbound::LOCAL_CHANNEL)
+    (delivery["channel"] == crate::ingest::inbound::LOCAL_CHANNEL)
         .then(|| delivery["key"].as_str().map(str::to_string))
         .flatten()
 }
@@ -149,7 +149,7 @@ async fn open_stream(client: &Client) -> anyhow::Result<ChatStream> {
 async fn reconnect(client: &Client, bound: Duration) -> anyhow::Result<ChatStream> {
     say(format_args!(
         "the relay closed the chat stream; reconnecting (for up to {})",
-        crate::duration::format_duration(bound)
+        crate::util::duration::format_duration(bound)
     ));
     let start = Instant::now();
     let mut pause = RECONNECT_FIRST;
@@ -166,7 +166,7 @@ async fn reconnect(client: &Client, bound: Duration) -> anyhow::Result<ChatStrea
             Err(error) if start.elapsed() >= bound => {
                 bail!(
                     "could not reconnect within {}: {error:#}",
-                    crate::duration::format_duration(bound)
+                    crate::util::duration::format_duration(bound)
                 )
             }
             Err(_) => pause = (pause * 2).min(RECONNECT_MAX),
@@ -333,7 +333,7 @@ pub async fn chat(settings: &ClientConfig, args: &ChatArgs) -> anyhow::Result<()
                 let owed: Vec<String> = followed.iter().map(Followed::describe).collect();
                 bail!(
                     "gave up waiting after {}; still owed:\n  {}",
-                    crate::duration::format_duration(args.wait),
+                    crate::util::duration::format_duration(args.wait),
                     owed.join("\n  ")
                 );
             }
@@ -352,7 +352,7 @@ pub async fn chat(settings: &ClientConfig, args: &ChatArgs) -> anyhow::Result<()
                     if !followed.is_empty() {
                         say(format_args!(
                             "input ended; waiting up to {} for what {} message(s) started",
-                            crate::duration::format_duration(args.wait),
+                            crate::util::duration::format_duration(args.wait),
                             followed.len()
                         ));
                     }
@@ -368,7 +368,7 @@ pub async fn chat(settings: &ClientConfig, args: &ChatArgs) -> anyhow::Result<()
                     if let Some(inbox_id) = post_line(&client, line, &id, args.reconnect_for).await? {
                         followed.push(Followed {
                             inbox_id,
-                            text: crate::jobs::one_line(line, 60),
+                            text: crate::run::jobs::one_line(line, 60),
                             processed: false,
                             reply_key: None,
                             job: None,

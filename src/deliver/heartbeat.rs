@@ -23,11 +23,11 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::config::HeartbeatConfig;
-use crate::log_throttle::LogThrottle;
-use crate::once_per_key::OncePerKey;
-use crate::outbox::{Outbox, OutboxError};
+use crate::deliver::outbox::{Outbox, OutboxError};
+use crate::deliver::target::{self, Resolution};
 use crate::store::{EventRecord, Store, StoreError};
-use crate::target::{self, Resolution};
+use crate::util::log_throttle::LogThrottle;
+use crate::util::once_per_key::OncePerKey;
 
 const BUSY_RETRY: Duration = Duration::from_secs(1);
 
@@ -421,7 +421,7 @@ impl HeartbeatRunner {
             let read: Vec<(i64, i64)> = members.iter().map(|e| (e.id, e.coalesced)).collect();
             match self.store.consume_events(read, message).await {
                 Ok(outbox_id) => {
-                    crate::failpoint::hit(crate::failpoint::OUTBOX_WRITTEN);
+                    crate::util::failpoint::hit(crate::util::failpoint::OUTBOX_WRITTEN);
                     tracing::info!(
                         outbox_id,
                         events = members.len(),

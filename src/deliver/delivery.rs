@@ -17,10 +17,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::channel_health::ChannelHealth;
 use crate::config::OutboxConfig;
-use crate::log_throttle::FailStreak;
+use crate::deliver::channel_health::ChannelHealth;
 use crate::store::{ChunkOutcome, ClaimedChunk, Millis, Store, now_ms};
+use crate::util::log_throttle::FailStreak;
 
 /// Longer than any send may take (adapters time out well before), so a live send keeps it.
 const LEASE_MS: i64 = 120_000;
@@ -167,9 +167,9 @@ async fn deliver(
         }
     }
     if matches!(outcome, SendOutcome::Delivered { .. }) {
-        crate::failpoint::hit(crate::failpoint::CHUNK_SENT);
+        crate::util::failpoint::hit(crate::util::failpoint::CHUNK_SENT);
         if chunk.index + 1 < chunk.count {
-            crate::failpoint::hit(crate::failpoint::MID_MESSAGE);
+            crate::util::failpoint::hit(crate::util::failpoint::MID_MESSAGE);
         }
     }
     let signal = signal_of(&outcome);
@@ -227,7 +227,7 @@ async fn record_outcome(
 /// Sends `text` at once, outside the outbox: only for a notice that cannot be stored (the
 /// disk is full). Best effort; nothing retries it.
 pub async fn send_unstored(channel: Arc<dyn Channel>, route: Route, text: String) {
-    let chunks = crate::chunk::split(&text, channel.limit());
+    let chunks = crate::deliver::chunk::split(&text, channel.limit());
     let key = format!("unstored-{}-{:08x}", now_ms(), rand::random::<u32>());
     let count = chunks.len() as u32;
     for (index, text) in chunks.iter().enumerate() {

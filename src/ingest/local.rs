@@ -29,7 +29,7 @@ use execrelay_channel::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::inbound::{LOCAL_CHANNEL, LOCAL_USER};
+use crate::ingest::inbound::{LOCAL_CHANNEL, LOCAL_USER};
 
 const LOCAL_LIMIT: usize = 16_000;
 

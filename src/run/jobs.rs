@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use execrelay_channel::Secret;
 
-use crate::duration::format_duration;
-use crate::size::format_size;
+use crate::run::supervisor::ExitRecord;
 use crate::store::JobState;
-use crate::supervisor::ExitRecord;
+use crate::util::duration::format_duration;
+use crate::util::size::format_size;
 
 /// Six hex digits: short enough to type, and `/tail` takes a unique prefix anyway.
 pub fn new_job_id() -> String {
@@ -189,7 +189,7 @@ impl Redactor {
     /// `text` without configured secrets and without common credential shapes
     /// (`credentials::redact_credentials`).
     pub fn redact(&self, text: &str) -> String {
-        let mut out = crate::credentials::redact_credentials(text).into_owned();
+        let mut out = crate::util::credentials::redact_credentials(text).into_owned();
         for secret in &self.secrets {
             if !secret.is_empty() && out.contains(secret.expose()) {
                 out = out.replace(secret.expose(), "[redacted]");

@@ -12,10 +12,10 @@ use std::time::Duration;
 use execrelay_channel::{Channel, Route};
 use tokio::sync::Notify;
 
-use crate::channel_health::ChannelHealth;
-use crate::chunk;
-use crate::once_per_key::OncePerKey;
+use crate::deliver::channel_health::ChannelHealth;
+use crate::deliver::chunk;
 use crate::store::{NewOutbox, Store, StoreError};
+use crate::util::once_per_key::OncePerKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -117,7 +117,7 @@ impl Outbox {
         {
             return;
         }
-        tokio::spawn(crate::delivery::send_unstored(
+        tokio::spawn(crate::deliver::delivery::send_unstored(
             channel,
             route.clone(),
             text.to_string(),

@@ -220,7 +220,7 @@ impl Fences {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_rng::Rng;
+    use crate::util::test_rng::Rng;
 
     fn limit(unit: TextUnit, max: usize) -> TextLimit {
         TextLimit { unit, max }

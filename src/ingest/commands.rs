@@ -13,14 +13,14 @@ use execrelay_channel::CancellationToken;
 use tokio::sync::Notify;
 
 use crate::data_dir::FreeSpace;
-use crate::duration::format_duration;
-use crate::exec::ExecRuntime;
-use crate::jobs::{self, Redactor, new_job_id};
-use crate::log_throttle::LogThrottle;
-use crate::once_per_key::OncePerKey;
-use crate::outbox::Outbox;
-use crate::size::format_size;
+use crate::deliver::outbox::Outbox;
+use crate::run::exec::ExecRuntime;
+use crate::run::jobs::{self, Redactor, new_job_id};
 use crate::store::{InboxRecord, JobRecord, NewJob, NewOutbox, Store, StoreError, now_ms};
+use crate::util::duration::format_duration;
+use crate::util::log_throttle::LogThrottle;
+use crate::util::once_per_key::OncePerKey;
+use crate::util::size::format_size;
 
 const BATCH: usize = 64;
 const POLL: Duration = Duration::from_secs(5);
@@ -370,7 +370,7 @@ impl CommandProcessor {
                 .await
             {
                 Ok(()) => {
-                    crate::failpoint::hit(crate::failpoint::JOB_RECORDED);
+                    crate::util::failpoint::hit(crate::util::failpoint::JOB_RECORDED);
                     if let Ok(mut delayed) = self.delayed_while_full.lock() {
                         delayed.remove(&message.id);
                     }
