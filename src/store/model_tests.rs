@@ -15,6 +15,7 @@ use execrelay_channel::ChatType;
 
 use super::*;
 use crate::util::test_rng::Rng;
+use execrelay_channel::Route;
 
 fn route(session: usize) -> Route {
     Route {

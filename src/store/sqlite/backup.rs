@@ -39,7 +39,7 @@ pub fn backup(db: &Path, dest: &Path) -> Result<u64, StoreError> {
     })();
     if let Err(error) = copied {
         let _ = std::fs::remove_file(dest);
-        return Err(StoreError::Sqlite(format!(
+        return Err(StoreError::Io(format!(
             "cannot copy {}: {error}",
             db.display()
         )));
