@@ -14,6 +14,7 @@ use std::sync::Arc;
 use execrelay_channel::Route;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::store::Backend;
 use crate::store::types::*;
 use engine::Engine;
 
@@ -40,9 +41,8 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// The handle every stage holds. Cheap to clone.
-#[derive(Clone)]
-pub struct Store {
+/// The SQLite store: a writer thread (`engine.rs`) and this node's name for its leases.
+pub struct SqliteStore {
     engine: Engine,
     node: String,
 }
@@ -310,20 +310,36 @@ fn move_chat(conn: &Connection, old: &Route, new_chat_id: &str) -> Result<(), St
 const EVENT_COLUMNS: &str =
     "id, session, context_key, text, origin, wake, blocked, coalesced, created_at";
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database and applies migrations.
-    pub fn open(path: &Path, node: &str) -> Result<Store, StoreError> {
-        Ok(Store {
+    pub fn open(path: &Path, node: &str) -> Result<SqliteStore, StoreError> {
+        Ok(SqliteStore {
             engine: Engine::open(path)?,
             node: node.to_string(),
         })
     }
 
-    // ----- inbound and routes -----
+    async fn revive_where(
+        &self,
+        select: &'static str,
+        channel: Option<String>,
+    ) -> Result<Vec<Revived>, StoreError> {
+        self.engine
+            .call(move |conn| {
+                let ids = match &channel {
+                    Some(channel) => collect_rows(conn, select, [channel], |row| Ok(row.get(0)?))?,
+                    None => collect_rows(conn, select, [], |row| Ok(row.get(0)?))?,
+                };
+                let now = now_ms();
+                ids.into_iter().map(|id| revive(conn, id, now)).collect()
+            })
+            .await
+    }
+}
 
-    /// Dedupes, stores the message for the command processor and records the session's last
-    /// route, in one transaction. Only for allowed senders: refused ones record nothing.
-    pub async fn accept_inbound(&self, record: InboundRecord) -> Result<InboundResult, StoreError> {
+#[async_trait::async_trait]
+impl Backend for SqliteStore {
+    async fn accept_inbound(&self, record: InboundRecord) -> Result<InboundResult, StoreError> {
         self.engine
             .call(move |conn| {
                 let now = now_ms();
@@ -413,7 +429,7 @@ impl Store {
             .await
     }
 
-    pub async fn pending_inbox(&self, limit: usize) -> Result<Vec<InboxRecord>, StoreError> {
+    async fn pending_inbox(&self, limit: usize) -> Result<Vec<InboxRecord>, StoreError> {
         self.engine
             .call(move |conn| {
                 collect_rows(
@@ -438,9 +454,7 @@ impl Store {
             .await
     }
 
-    /// Marks a message processed, with what processing it produced: at most one new job, and
-    /// replies. One transaction, so a restart neither loses nor repeats the command.
-    pub async fn finish_inbox(
+    async fn finish_inbox(
         &self,
         inbox_id: i64,
         job: Option<NewJob>,
@@ -498,8 +512,7 @@ impl Store {
             .await
     }
 
-    /// What became of inbox message `id`; `None` if there is none (or retention forgot it).
-    pub async fn inbox_status(&self, id: i64) -> Result<Option<InboxStatus>, StoreError> {
+    async fn inbox_status(&self, id: i64) -> Result<Option<InboxStatus>, StoreError> {
         self.engine
             .call(move |conn| {
                 let row = conn
@@ -522,8 +535,7 @@ impl Store {
             .await
     }
 
-    /// Writes replies that belong to no inbox message (refusals, notices).
-    pub async fn enqueue_outbox(&self, messages: Vec<NewOutbox>) -> Result<(), StoreError> {
+    async fn enqueue_outbox(&self, messages: Vec<NewOutbox>) -> Result<(), StoreError> {
         self.engine
             .call(move |conn| {
                 let now = now_ms();
@@ -535,7 +547,7 @@ impl Store {
             .await
     }
 
-    pub async fn last_route(&self, session: &str) -> Result<Option<Route>, StoreError> {
+    async fn last_route(&self, session: &str) -> Result<Option<Route>, StoreError> {
         let session = session.to_string();
         self.engine
             .call(move |conn| {
@@ -548,8 +560,7 @@ impl Store {
             .await
     }
 
-    /// Whether `session` has spoken anywhere (has a last route).
-    pub async fn has_route(&self, session: &str) -> Result<bool, StoreError> {
+    async fn has_route(&self, session: &str) -> Result<bool, StoreError> {
         let session = session.to_string();
         self.engine
             .call(move |conn| {
@@ -560,7 +571,7 @@ impl Store {
             .await
     }
 
-    pub async fn list_routes(&self) -> Result<Vec<(String, Route)>, StoreError> {
+    async fn list_routes(&self) -> Result<Vec<(String, Route)>, StoreError> {
         self.engine
             .call(|conn| {
                 collect_rows(
@@ -576,9 +587,7 @@ impl Store {
             .await
     }
 
-    // ----- jobs -----
-
-    pub async fn mark_job_running(
+    async fn mark_job_running(
         &self,
         id: &str,
         supervisor_pid: u32,
@@ -597,9 +606,7 @@ impl Store {
             .await
     }
 
-    /// Records the job's outcome and queues its completion event, in one transaction. Returns
-    /// false when the job was already final (a second watcher, a replay): nothing is written.
-    pub async fn finish_job(
+    async fn finish_job(
         &self,
         id: &str,
         outcome: JobFinal,
@@ -636,7 +643,7 @@ impl Store {
             .await
     }
 
-    pub async fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+    async fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         let id = id.to_string();
         self.engine
             .call(move |conn| {
@@ -646,11 +653,7 @@ impl Store {
             .await
     }
 
-    /// Where job `id`'s completion is; `None` while it has none (the job runs).
-    pub async fn completion_status(
-        &self,
-        id: &str,
-    ) -> Result<Option<CompletionStatus>, StoreError> {
+    async fn completion_status(&self, id: &str) -> Result<Option<CompletionStatus>, StoreError> {
         let key = format!("exec:{id}");
         self.engine
             .call(move |conn| {
@@ -677,8 +680,7 @@ impl Store {
             .await
     }
 
-    /// Jobs of `session` (all sessions when `None`) whose id starts with `prefix`.
-    pub async fn jobs_by_prefix(
+    async fn jobs_by_prefix(
         &self,
         session: Option<&str>,
         prefix: &str,
@@ -698,7 +700,7 @@ impl Store {
             .await
     }
 
-    pub async fn recent_jobs(
+    async fn recent_jobs(
         &self,
         session: Option<&str>,
         limit: usize,
@@ -724,7 +726,7 @@ impl Store {
             .await
     }
 
-    pub async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+    async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
         self.engine
             .call(|conn| {
                 let sql = format!(
@@ -736,20 +738,13 @@ impl Store {
             .await
     }
 
-    // ----- events -----
-
-    pub async fn enqueue_event(
-        &self,
-        event: NewEvent,
-        max_queued: usize,
-    ) -> Result<i64, StoreError> {
+    async fn enqueue_event(&self, event: NewEvent, max_queued: usize) -> Result<i64, StoreError> {
         self.engine
             .call(move |conn| insert_event(conn, &event, max_queued))
             .await
     }
 
-    /// Queued events of one session, oldest first.
-    pub async fn queued_events(&self, session: &str) -> Result<Vec<EventRecord>, StoreError> {
+    async fn queued_events(&self, session: &str) -> Result<Vec<EventRecord>, StoreError> {
         let session = session.to_string();
         self.engine
             .call(move |conn| {
@@ -762,7 +757,7 @@ impl Store {
             .await
     }
 
-    pub async fn all_queued_events(&self) -> Result<Vec<EventRecord>, StoreError> {
+    async fn all_queued_events(&self) -> Result<Vec<EventRecord>, StoreError> {
         self.engine
             .call(|conn| {
                 let sql = format!(
@@ -773,12 +768,7 @@ impl Store {
             .await
     }
 
-    /// Notes why queued events wait (`heartbeat file empty`, `no-route`, …). They stay queued.
-    pub async fn mark_events_blocked(
-        &self,
-        ids: Vec<i64>,
-        reason: String,
-    ) -> Result<(), StoreError> {
+    async fn mark_events_blocked(&self, ids: Vec<i64>, reason: String) -> Result<(), StoreError> {
         self.engine
             .call(move |conn| {
                 let mut statement = conn.prepare_cached(
@@ -792,9 +782,7 @@ impl Store {
             .await
     }
 
-    /// An operator's drop of a queued event: it leaves the queue as `dropped` (recorded, not
-    /// deleted) and its `event_keys` entry stays, so its completion is never queued again.
-    pub async fn drop_event(&self, id: i64) -> Result<(), StoreError> {
+    async fn drop_event(&self, id: i64) -> Result<(), StoreError> {
         self.engine
             .call(move |conn| {
                 let state: Option<String> = conn
@@ -822,11 +810,7 @@ impl Store {
             .await
     }
 
-    /// Marks `event_ids` consumed and writes `message` to the outbox, in one transaction, only
-    /// if every event is still queued; otherwise nothing changes and `Conflict` is returned.
-    /// `events` pairs each id with the `coalesced` count the caller rendered: an event that
-    /// absorbed another since then is a conflict too, so nothing folded into it is lost.
-    pub async fn consume_events(
+    async fn consume_events(
         &self,
         events: Vec<(i64, i64)>,
         message: NewOutbox,
@@ -852,8 +836,7 @@ impl Store {
             .await
     }
 
-    /// Forgets dedupe records older than `before`: platforms stop redelivering long before.
-    pub async fn prune_seen(&self, before: Millis) -> Result<usize, StoreError> {
+    async fn prune_seen(&self, before: Millis) -> Result<usize, StoreError> {
         self.engine
             .call(move |conn| {
                 Ok(conn
@@ -863,11 +846,7 @@ impl Store {
             .await
     }
 
-    // ----- retention -----
-
-    /// Up to `limit` jobs that ended before `before` and whose completion has left the event
-    /// queue (so nothing of them is owed any more), oldest first.
-    pub async fn forgettable_jobs(
+    async fn forgettable_jobs(
         &self,
         before: Millis,
         after: &JobCursor,
@@ -902,12 +881,7 @@ impl Store {
             .await
     }
 
-    /// Forgets these jobs (their output is already gone) and, up to `limit` of each, what
-    /// ended before `before`: consumed events, delivered messages, processed inbox rows.
-    /// Returns how many rows went. Nothing pending, queued or running is touched; dead letters
-    /// stay until someone looks; the newest message row stays, because its id is the next
-    /// message's idempotency key (`MAX(id) + 1`) and a platform would drop a reused one.
-    pub async fn forget_history(
+    async fn forget_history(
         &self,
         jobs: Vec<String>,
         before: Millis,
@@ -980,10 +954,7 @@ impl Store {
             .await
     }
 
-    // ----- adapter state -----
-
-    /// A small value an adapter keeps across restarts (`InboundSink::load_state`).
-    pub async fn adapter_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+    async fn adapter_state(&self, key: &str) -> Result<Option<String>, StoreError> {
         let key = format!("adapter:{key}");
         self.engine
             .call(move |conn| {
@@ -995,7 +966,7 @@ impl Store {
             .await
     }
 
-    pub async fn set_adapter_state(&self, key: &str, value: &str) -> Result<(), StoreError> {
+    async fn set_adapter_state(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let (key, value) = (format!("adapter:{key}"), value.to_string());
         self.engine
             .call(move |conn| {
@@ -1009,10 +980,7 @@ impl Store {
             .await
     }
 
-    // ----- outbox -----
-
-    /// Releases leases this node held before a restart: those sends never finished.
-    pub async fn release_own_leases(&self) -> Result<usize, StoreError> {
+    async fn release_own_leases(&self) -> Result<usize, StoreError> {
         let node = self.node.clone();
         self.engine
             .call(move |conn| {
@@ -1026,8 +994,7 @@ impl Store {
             .await
     }
 
-    /// Leases the next chunk of every chat on `channel` whose turn it is, up to `limit`.
-    pub async fn claim_due(
+    async fn claim_due(
         &self,
         channel: &str,
         limit: usize,
@@ -1040,10 +1007,7 @@ impl Store {
             .await
     }
 
-    /// Leases one chunk to probe a failing channel with: a chat's head that is due, or that
-    /// waits only for the channel to recover (however long its own backoff), the one whose
-    /// turn came longest ago. A chat's own `retry_after` is still honoured.
-    pub async fn claim_probe(
+    async fn claim_probe(
         &self,
         channel: &str,
         lease_ms: Millis,
@@ -1058,9 +1022,7 @@ impl Store {
             .await
     }
 
-    /// A send on `channel` worked again: every chunk that waited for the channel (not for its
-    /// chat's own limit) is due now. Returns how many.
-    pub async fn recover_channel(&self, channel: &str) -> Result<usize, StoreError> {
+    async fn recover_channel(&self, channel: &str) -> Result<usize, StoreError> {
         let channel = channel.to_string();
         self.engine
             .call(move |conn| {
@@ -1076,9 +1038,7 @@ impl Store {
             .await
     }
 
-    /// Records how sends ended; a message whose chunks are all sent is delivered, and one
-    /// dead chunk dead-letters the rest of its message.
-    pub async fn record_outcome(
+    async fn record_outcome(
         &self,
         outbox_id: i64,
         index: u32,
@@ -1162,8 +1122,7 @@ impl Store {
             .await
     }
 
-    /// The earliest moment the head chunk of some chat on `channel` becomes due, if any.
-    pub async fn next_due(&self, channel: &str) -> Result<Option<Millis>, StoreError> {
+    async fn next_due(&self, channel: &str) -> Result<Option<Millis>, StoreError> {
         let channel = channel.to_string();
         self.engine
             .call(move |conn| {
@@ -1183,8 +1142,7 @@ impl Store {
             .await
     }
 
-    /// Makes every waiting chunk on `channel` due now (a client just connected).
-    pub async fn retry_now(&self, channel: &str) -> Result<(), StoreError> {
+    async fn retry_now(&self, channel: &str) -> Result<(), StoreError> {
         let channel = channel.to_string();
         self.engine
             .call(move |conn| {
@@ -1199,8 +1157,7 @@ impl Store {
             .await
     }
 
-    /// Pending and dead-lettered deliveries, oldest first (delivered ones are history).
-    pub async fn list_outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+    async fn list_outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         self.engine
             .call(move |conn| {
                 let mut statement = conn.prepare_cached(
@@ -1238,8 +1195,7 @@ impl Store {
             .await
     }
 
-    /// Retries dead letter `id` (see [`revive`]).
-    pub async fn retry_dead(&self, id: i64) -> Result<Revived, StoreError> {
+    async fn retry_dead(&self, id: i64) -> Result<Revived, StoreError> {
         self.engine
             .call(move |conn| {
                 let state: Option<String> = conn
@@ -1257,8 +1213,7 @@ impl Store {
             .await
     }
 
-    /// Retries every dead letter, oldest first (so they keep their order).
-    pub async fn retry_all_dead(&self) -> Result<Vec<Revived>, StoreError> {
+    async fn retry_all_dead(&self) -> Result<Vec<Revived>, StoreError> {
         self.revive_where(
             "SELECT id FROM outbox WHERE state = 'dead' ORDER BY id",
             None,
@@ -1266,9 +1221,7 @@ impl Store {
         .await
     }
 
-    /// Retries the dead letters of `channel` that a missing setting caused: called at start for
-    /// a channel that has the setting now.
-    pub async fn retry_unconfigured(&self, channel: &str) -> Result<Vec<Revived>, StoreError> {
+    async fn retry_unconfigured(&self, channel: &str) -> Result<Vec<Revived>, StoreError> {
         self.revive_where(
             "SELECT id FROM outbox WHERE state = 'dead' AND dead_cause = 'config'
                AND channel = ?1 ORDER BY id",
@@ -1277,27 +1230,7 @@ impl Store {
         .await
     }
 
-    async fn revive_where(
-        &self,
-        select: &'static str,
-        channel: Option<String>,
-    ) -> Result<Vec<Revived>, StoreError> {
-        self.engine
-            .call(move |conn| {
-                let ids = match &channel {
-                    Some(channel) => collect_rows(conn, select, [channel], |row| Ok(row.get(0)?))?,
-                    None => collect_rows(conn, select, [], |row| Ok(row.get(0)?))?,
-                };
-                let now = now_ms();
-                ids.into_iter().map(|id| revive(conn, id, now)).collect()
-            })
-            .await
-    }
-
-    /// An operator's drop of a pending or dead message: it becomes `dropped` and is never sent
-    /// (the rest of its chat's queue moves up). A chunk in flight refuses the drop: its send
-    /// is being recorded.
-    pub async fn drop_outbox(&self, id: i64) -> Result<(), StoreError> {
+    async fn drop_outbox(&self, id: i64) -> Result<(), StoreError> {
         self.engine
             .call(move |conn| {
                 let now = now_ms();
@@ -1337,8 +1270,7 @@ impl Store {
             .await
     }
 
-    /// Jobs of `session` not yet finished (starting or running).
-    pub async fn unfinished_jobs_of(&self, session: &str) -> Result<usize, StoreError> {
+    async fn unfinished_jobs_of(&self, session: &str) -> Result<usize, StoreError> {
         let session = session.to_string();
         self.engine
             .call(move |conn| {
@@ -1353,7 +1285,7 @@ impl Store {
             .await
     }
 
-    pub async fn counts(&self) -> Result<Counts, StoreError> {
+    async fn counts(&self) -> Result<Counts, StoreError> {
         self.engine
             .call(|conn| {
                 let count = |sql: &str| -> Result<i64, StoreError> {

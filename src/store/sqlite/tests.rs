@@ -1,6 +1,7 @@
 //! Tests of what is SQLite's own: its errors' meaning, and the migrations.
 
 use super::*;
+use crate::store::Store;
 use crate::store::fixtures::stored_job;
 
 #[test]
