@@ -26,7 +26,7 @@
 //! - Operators (`retry_dead`, `retry_all_dead`, `retry_unconfigured`, `drop_outbox`,
 //!   `drop_event`): a retried dead letter moves to the back of its chat's queue (a new row id,
 //!   the same key) with fresh attempts, due now; a dropped message or event becomes `dropped`,
-//!   never deleted here: the newest message row's id is the next key, and an event leaves the
+//!   never deleted here: an event leaves the
 //!   queue only into the outbox or by such a recorded drop (its `event_keys` entry stays, so a
 //!   completion is never queued twice).
 
@@ -176,8 +176,8 @@ pub trait Backend: Send + Sync {
     /// Forgets these jobs (their output is already gone) and, up to `limit` of each, what
     /// ended before `before`: consumed events, delivered messages, processed inbox rows.
     /// Returns how many rows went. Nothing pending, queued or running is touched; dead letters
-    /// stay until someone looks; the newest message row stays, because its id is the next
-    /// message's idempotency key (`MAX(id) + 1`) and a platform would drop a reused one.
+    /// stay until someone looks. Ids (and so idempotency keys) come from a sequence, so a
+    /// forgotten row's key is never drawn again (a platform would drop a reused one).
     async fn forget_history(
         &self,
         jobs: Vec<String>,

@@ -637,7 +637,7 @@ async fn retention_forgets_only_jobs_nothing_is_owed_for() {
 }
 
 #[tokio::test]
-async fn retention_keeps_dead_letters_and_the_newest_message_whose_id_is_the_next_key() {
+async fn retention_keeps_dead_letters_and_never_lets_a_key_be_drawn_again() {
     let (_dir, store) = open();
     store
         .enqueue_outbox(vec![
@@ -672,8 +672,8 @@ async fn retention_keeps_dead_letters_and_the_newest_message_whose_id_is_the_nex
         .await
         .unwrap();
     assert_eq!(
-        forgotten, 2,
-        "only the oldest delivered message (its row and chunk)"
+        forgotten, 4,
+        "both delivered messages, the newest too (each its row and chunk)"
     );
     let listed = store.list_outbox(10).await.unwrap();
     assert!(
@@ -686,7 +686,10 @@ async fn retention_keeps_dead_letters_and_the_newest_message_whose_id_is_the_nex
         .unwrap();
     let fresh = store.list_outbox(10).await.unwrap();
     let new = fresh.iter().find(|e| e.state == "pending").unwrap();
-    assert_ne!(new.key, newest_key, "an idempotency key was reused");
+    assert_ne!(
+        new.key, newest_key,
+        "the newest row was forgotten, and its key drawn again"
+    );
 }
 
 /// Sends `chat`'s head chunk (the only chat with one due) and records `outcome` for it.
@@ -861,14 +864,15 @@ async fn a_dropped_message_is_never_sent_and_its_chat_moves_on() {
     ));
     assert!(store.list_outbox(10).await.unwrap().is_empty());
 
-    // Retention forgets dropped rows like delivered ones, never the newest (the next key).
+    // Retention forgets dropped rows like delivered ones (the newest too: keys come from a
+    // sequence, so none is drawn again).
     let forgotten = store
         .forget_history(Vec::new(), now_ms() + 1, 10)
         .await
         .unwrap();
     assert_eq!(
-        forgotten, 2,
-        "the dropped row and its chunk; the newest stays"
+        forgotten, 4,
+        "the dropped row and the delivered one, each with its chunk"
     );
     store
         .enqueue_outbox(vec![reply("a", &["third"])])

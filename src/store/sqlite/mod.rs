@@ -190,15 +190,22 @@ fn claim(
     Ok(claimed)
 }
 
+/// The next outbox row id, drawn from its sequence: never one drawn before.
+fn next_outbox_id(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE sequences SET next = next + 1 WHERE name = 'outbox' RETURNING next - 1",
+        )?
+        .query_row([], |row| row.get(0))?)
+}
+
 fn insert_outbox(conn: &Connection, message: &NewOutbox, now: Millis) -> Result<i64, StoreError> {
     // Cached like every statement here: this runs for every message, and parsing SQL costs
     // more than running it.
     let install: String = conn
         .prepare_cached("SELECT value FROM meta WHERE key = 'install_id'")?
         .query_row([], |row| row.get(0))?;
-    let next_id: i64 = conn
-        .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM outbox")?
-        .query_row([], |row| row.get(0))?;
+    let next_id = next_outbox_id(conn)?;
     // Short on purpose: Discord nonces allow 25 characters, Feishu uuids 50.
     let key = format!("{install}{next_id:x}");
     conn.prepare_cached(
@@ -915,7 +922,7 @@ impl Backend for SqliteStore {
                         .prepare_cached(&format!(
                             "DELETE FROM outbox_chunks WHERE outbox_id IN
                                  (SELECT id FROM outbox WHERE state = '{state}'
-                                    AND finished_at < ?1 AND id < (SELECT MAX(id) FROM outbox)
+                                    AND finished_at < ?1
                                   ORDER BY finished_at LIMIT ?2)"
                         ))?
                         .execute(params![before, limit])?;
@@ -923,7 +930,7 @@ impl Backend for SqliteStore {
                         .prepare_cached(&format!(
                             "DELETE FROM outbox WHERE id IN
                                  (SELECT o.id FROM outbox o WHERE o.state = '{state}'
-                                    AND o.finished_at < ?1 AND o.id < (SELECT MAX(id) FROM outbox)
+                                    AND o.finished_at < ?1
                                     AND NOT EXISTS (SELECT 1 FROM outbox_chunks c
                                                     WHERE c.outbox_id = o.id)
                                   ORDER BY o.finished_at LIMIT ?2)"
@@ -1315,13 +1322,11 @@ impl Backend for SqliteStore {
 }
 
 /// Makes dead letter `id` pending again: its dead chunks get fresh attempts and are due `now`.
-/// It moves to the back of its chat's queue under a new row id (`MAX(id) + 1`), keeping its
+/// It moves to the back of its chat's queue under a new row id (the next from the sequence), keeping its
 /// key (platforms that dedupe see the same message): left in place it would become its chat's
 /// head and could cut into a message whose first chunks already went out.
 fn revive(conn: &Connection, id: i64, now: Millis) -> Result<Revived, StoreError> {
-    let new_id: i64 = conn
-        .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM outbox")?
-        .query_row([], |row| row.get(0))?;
+    let new_id = next_outbox_id(conn)?;
     // The key is unique: the old row lends it to the new one, which its chunks then follow
     // (they reference the row, so the old one goes last).
     conn.prepare_cached("UPDATE outbox SET key = key || '~' WHERE id = ?1")?

@@ -174,6 +174,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE inbox ADD COLUMN sent_at INTEGER;
     "#,
+    // 11: outbox ids (and so idempotency keys) come from a sequence, never from MAX(id) + 1: a
+    // key once used is never drawn again, whatever rows are forgotten, and the step is one
+    // statement, as PostgreSQL's nextval is.
+    r#"
+    CREATE TABLE sequences (
+        name TEXT PRIMARY KEY,
+        next INTEGER NOT NULL
+    );
+    INSERT INTO sequences (name, next) SELECT 'outbox', COALESCE(MAX(id), 0) + 1 FROM outbox;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
