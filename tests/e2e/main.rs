@@ -11,6 +11,7 @@ mod chaos;
 mod chunking;
 mod cli;
 mod config_check;
+mod conformance;
 mod core_flow;
 mod crash;
 mod discord;

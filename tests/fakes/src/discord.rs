@@ -4,8 +4,8 @@
 //! REST (`/api/v10`): `GET /gateway` names the fake gateway; `GET /channels/{id}` says whether
 //! a channel is a thread (and its parent); `POST /channels/{id}/messages` records content,
 //! nonce and reference, refuses over 2000 characters (400, code 50035), dedupes on `nonce`
-//! when `enforce_nonce` is set (as Discord does), and fails on cue (429 with `retry_after`,
-//! 403 Missing Access). `GET /channels/{id}/messages?after=&limit=` answers from the channel's
+//! when `enforce_nonce` is set (as Discord does), and fails on cue (`Platform::fail_next`: 429
+//! with `retry_after`, 502, 403 Missing Access; and 403 for a forbidden channel). `GET /channels/{id}/messages?after=&limit=` answers from the channel's
 //! history (every message pushed or posted, connected or not) as Discord does: the `limit`
 //! (1-100, default 50) messages right after `after`, newest first, without `guild_id`. Every
 //! request is recorded, whatever its path.
@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -31,7 +31,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
-use crate::{Platform, Server, Setting, enable, toml_str};
+use crate::{
+    Attempt, Chat, Failure, Failures, Person, Platform, Server, Setting, TextLimit, TextUnit,
+    enable, toml_str,
+};
 
 /// The bot token the relay under test is given.
 pub const TOKEN: &str = "MTAxNTQ2OTAw.e2e-fake.DiscordTokenSecretPart42";
@@ -71,6 +74,8 @@ pub struct Request {
     pub query: String,
     pub status: u16,
     pub nonce: Option<String>,
+    /// A message post's `content`.
+    pub content: Option<String>,
     pub user_agent: String,
     pub at: Instant,
 }
@@ -84,7 +89,8 @@ enum Command {
 struct Inner {
     posted: Vec<Posted>,
     requests: Vec<Request>,
-    rate_limits: usize,
+    /// How the next message posts fail.
+    failures: Failures,
     lose_responses: usize,
     forbidden: HashSet<u64>,
     threads: HashMap<u64, u64>,
@@ -280,7 +286,12 @@ impl FakeDiscord {
 
     /// The next `n` message posts get 429 with `retry_after: 1`.
     pub fn rate_limit_next(&self, n: usize) {
-        lock(&self.shared).rate_limits = n;
+        self.fail_next(
+            n,
+            Failure::RateLimited {
+                retry_after_secs: 1,
+            },
+        );
     }
 
     /// The next message post is made, but answered 500, as if the response was lost on the
@@ -321,6 +332,118 @@ impl Platform for FakeDiscord {
             ],
         )
     }
+
+    fn channel(&self) -> &'static str {
+        "discord"
+    }
+
+    fn text_limit(&self) -> TextLimit {
+        TextLimit {
+            unit: TextUnit::Chars,
+            max: TEXT_LIMIT,
+        }
+    }
+
+    fn identity(&self, who: Person) -> String {
+        format!("discord:{}", user_id(who))
+    }
+
+    fn direct(&self, who: Person) -> Chat {
+        let channel = match who {
+            Person::Alice => DM,
+            Person::Bob => DM + 1,
+        };
+        Chat {
+            id: channel.to_string(),
+            group: false,
+        }
+    }
+
+    /// A guild text channel.
+    fn group(&self) -> Chat {
+        Chat {
+            id: GUILD_CHANNEL.to_string(),
+            group: true,
+        }
+    }
+
+    /// The gateway session is up: a message dispatched before it would be missed (until a
+    /// backfill).
+    fn wait_listening(&self, timeout: Duration) {
+        crate::wait_for("the relay to connect to the fake gateway", timeout, || {
+            (self.identifies() >= 1 && self.connected()).then_some(())
+        });
+    }
+
+    /// In a guild channel the message mentions the bot, as the relay needs there.
+    fn say(&self, _relay: SocketAddr, chat: &Chat, who: Person, text: &str) {
+        let channel: u64 = chat.id.parse().expect("a discord channel id");
+        if chat.group {
+            let text = format!("<@{BOT_ID}> {text}");
+            self.push_message(channel, user_id(who), &text, true);
+        } else {
+            self.push_message(channel, user_id(who), text, false);
+        }
+    }
+
+    fn sent_to(&self, chat: &Chat) -> Vec<String> {
+        let channel: u64 = chat.id.parse().expect("a discord channel id");
+        self.posted_to(channel)
+            .into_iter()
+            .map(|p| p.content)
+            .collect()
+    }
+
+    fn attempts(&self, chat: &Chat) -> Vec<Attempt> {
+        let path = format!("/api/v10/channels/{}/messages", chat.id);
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path == path)
+            .map(|r| Attempt {
+                text: r.content.unwrap_or_default(),
+                key: r.nonce,
+                status: r.status,
+                at: r.at,
+            })
+            .collect()
+    }
+
+    fn fail_next(&self, n: usize, failure: Failure) {
+        lock(&self.shared).failures.push(n, failure);
+    }
+
+    fn refusal_words(&self) -> &'static str {
+        "Missing Access"
+    }
+
+    fn unauthorized(&self) -> usize {
+        let requests = lock(&self.shared);
+        requests.requests.iter().filter(|r| r.status == 401).count()
+    }
+}
+
+/// The DM channel of [`Person::Alice`] (Bob's is the next).
+pub const DM: u64 = 200;
+/// The guild text channel of [`Platform::group`].
+pub const GUILD_CHANNEL: u64 = 210;
+
+fn user_id(who: Person) -> u64 {
+    match who {
+        Person::Alice => 400,
+        Person::Bob => 401,
+    }
+}
+
+fn rate_limited(retry_after_secs: u64) -> Response {
+    let body = json!({"message": "You are being rate limited.",
+                      "retry_after": retry_after_secs as f64, "global": false});
+    let header = retry_after_secs.to_string();
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [("retry-after", header)],
+        axum::Json(body),
+    )
+        .into_response()
 }
 
 /// Keeps message `d` (as REST returns it) in `channel_id`'s history.
@@ -469,6 +592,7 @@ async fn handle_rest(
         query,
         status: response.status().as_u16(),
         nonce: body["nonce"].as_str().map(str::to_string),
+        content: body["content"].as_str().map(str::to_string),
         user_agent: headers
             .get("user-agent")
             .and_then(|v| v.to_str().ok())
@@ -526,14 +650,7 @@ fn history(shared: &Shared, channel_id: u64, query: &str) -> Response {
     let mut inner = lock(shared);
     if inner.history_rate_limits > 0 {
         inner.history_rate_limits -= 1;
-        let body = json!({"message": "You are being rate limited.", "retry_after": 1.0,
-                          "global": false});
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", "1")],
-            axum::Json(body),
-        )
-            .into_response();
+        return rate_limited(1);
     }
     let Some(messages) = inner.history.get(&channel_id) else {
         return axum::Json(json!([])).into_response();
@@ -566,16 +683,11 @@ fn post_message(shared: &Shared, channel_id: u64, body: &Value) -> Response {
     if inner.forbidden.contains(&channel_id) {
         return discord_error(403, 50001, "Missing Access");
     }
-    if inner.rate_limits > 0 {
-        inner.rate_limits -= 1;
-        let body = json!({"message": "You are being rate limited.", "retry_after": 1.0,
-                          "global": false});
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", "1")],
-            axum::Json(body),
-        )
-            .into_response();
+    match inner.failures.next() {
+        Some(Failure::RateLimited { retry_after_secs }) => return rate_limited(retry_after_secs),
+        Some(Failure::Unavailable) => return discord_error(502, 0, "502: Bad Gateway"),
+        Some(Failure::Forbidden) => return discord_error(403, 50001, "Missing Access"),
+        None => {}
     }
     let nonce = body["nonce"].as_str().map(str::to_string);
     let enforce_nonce = body["enforce_nonce"].as_bool().unwrap_or(false);

@@ -5,12 +5,14 @@
 //! The token endpoint issues `t-1`, `t-2`, … for the right app id and secret; `expire_tokens`
 //! makes every issued token stale, after which `im/v1/messages` answers HTTP 400 with code
 //! 99991663 as Feishu does. Messages are recorded with chat id, text, `uuid` and token; a
-//! `uuid` seen before returns the first message again without posting (Feishu's dedupe). The
-//! bot hook checks `sign` against its secret (code 19021 on a mismatch).
+//! `uuid` seen before returns the first message again without posting (Feishu's dedupe); sends
+//! fail on cue (`Platform::fail_next`: 429 with code 99991400 and `x-ogw-ratelimit-reset`, a
+//! gateway's 503, code 230002 for a bot out of the chat). The bot hook checks `sign` against its secret (code 19021 on a mismatch).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use aes::cipher::{BlockEncryptMut, KeyIvInit, block_padding::Pkcs7};
 use axum::Router;
@@ -23,7 +25,10 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::{Platform, Server, Setting, enable, toml_str, unix_now};
+use crate::{
+    Attempt, Chat, Failure, Failures, Person, Platform, Server, Setting, TextLimit, TextUnit,
+    enable, next_message_id, post_to_relay, toml_str, unix_now,
+};
 
 pub const APP_ID: &str = "cli_e2e_app";
 pub const APP_SECRET: &str = "e2e-feishu-app-secret-77";
@@ -51,6 +56,14 @@ struct Inner {
     refused_uuids: Vec<String>,
     bot_posts: Vec<String>,
     bot_refusals: usize,
+    /// How the next `im/v1/messages` posts fail.
+    failures: Failures,
+    /// Every `im/v1/messages` post, by chat id.
+    attempts: Vec<(String, Attempt)>,
+    /// Requests with wrong credentials: app id and secret, or a token never issued.
+    unauthorized: usize,
+    /// Every token issued, valid or expired.
+    issued_tokens: HashSet<String>,
 }
 
 pub struct FakeFeishu {
@@ -149,6 +162,90 @@ impl Platform for FakeFeishu {
             ],
         )
     }
+
+    fn channel(&self) -> &'static str {
+        "feishu"
+    }
+
+    /// What the relay's channel takes per message; `im/v1` itself takes text up to 150 KB.
+    fn text_limit(&self) -> TextLimit {
+        TextLimit {
+            unit: TextUnit::Chars,
+            max: 4000,
+        }
+    }
+
+    fn identity(&self, who: Person) -> String {
+        format!("feishu:{}", open_id(who))
+    }
+
+    fn direct(&self, who: Person) -> Chat {
+        let chat = match who {
+            Person::Alice => "oc_alice_dm",
+            Person::Bob => "oc_bob_dm",
+        };
+        Chat {
+            id: chat.into(),
+            group: false,
+        }
+    }
+
+    fn group(&self) -> Chat {
+        Chat {
+            id: "oc_team_room".into(),
+            group: true,
+        }
+    }
+
+    /// An `im.message.receive_v1` event, encrypted and signed, posted to the relay's
+    /// [`EVENTS_PATH`]; in a group the text starts with the bot's mention placeholder.
+    fn say(&self, relay: SocketAddr, chat: &Chat, who: Person, text: &str) {
+        let (chat_type, text) = if chat.group {
+            ("group", format!("@_user_1 {text}"))
+        } else {
+            ("p2p", text.to_string())
+        };
+        let event_id = next_message_id("ev");
+        let event = message_event(&event_id, open_id(who), &chat.id, chat_type, &text);
+        let (headers, body) = signed_event(&event, Tamper::None);
+        let (status, answer) = post_to_relay(relay, EVENTS_PATH, &headers, body.as_bytes());
+        let answer: Value = serde_json::from_str(&answer).unwrap_or(Value::String(answer));
+        assert!(
+            status == 200 && answer["duplicate"] == false,
+            "the event {event_id} answered {status} {answer}"
+        );
+    }
+
+    fn sent_to(&self, chat: &Chat) -> Vec<String> {
+        self.sent_to(&chat.id).into_iter().map(|s| s.text).collect()
+    }
+
+    fn attempts(&self, chat: &Chat) -> Vec<Attempt> {
+        let inner = self.lock();
+        let to_chat = inner.attempts.iter().filter(|(id, _)| *id == chat.id);
+        to_chat.map(|(_, attempt)| attempt.clone()).collect()
+    }
+
+    fn fail_next(&self, n: usize, failure: Failure) {
+        self.lock().failures.push(n, failure);
+    }
+
+    fn refusal_words(&self) -> &'static str {
+        "out of the chat"
+    }
+
+    /// Tenant tokens asked for with the wrong app credentials, and sends with a token never
+    /// issued (an expired one is not counted).
+    fn unauthorized(&self) -> usize {
+        self.lock().unauthorized
+    }
+}
+
+fn open_id(who: Person) -> &'static str {
+    match who {
+        Person::Alice => "ou_alice",
+        Person::Bob => "ou_bob",
+    }
 }
 
 fn feishu_error(status: u16, code: i64, msg: &str) -> Response {
@@ -171,64 +268,32 @@ async fn handle(
     match uri.path() {
         "/open-apis/auth/v3/tenant_access_token/internal" => {
             if body["app_id"] != APP_ID || body["app_secret"] != APP_SECRET {
+                inner.unauthorized += 1;
                 return feishu_error(200, 10014, "app secret invalid");
             }
             inner.issued += 1;
             let token = format!("t-{}", inner.issued);
             inner.valid.insert(token.clone());
+            inner.issued_tokens.insert(token.clone());
             axum::Json(json!({"code": 0, "msg": "ok", "tenant_access_token": token,
                               "expire": 7200}))
             .into_response()
         }
         "/open-apis/im/v1/messages" => {
-            if uri.query() != Some("receive_id_type=chat_id") {
-                return feishu_error(400, 99992402, "field validation failed: receive_id_type");
-            }
-            let token = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("")
-                .to_string();
-            if !inner.valid.contains(&token) {
-                inner.token_refusals += 1;
-                let uuid = body["uuid"].as_str().unwrap_or("").to_string();
-                inner.refused_uuids.push(uuid);
-                return feishu_error(400, 99991663, "Invalid access token for authorization.");
-            }
+            let response = im_message(&mut inner, uri.query(), &headers, &body);
             let content: Value = body["content"]
                 .as_str()
                 .and_then(|c| serde_json::from_str(c).ok())
                 .unwrap_or(Value::Null);
-            let (Some(chat_id), Some("text"), Some(text)) = (
-                body["receive_id"].as_str(),
-                body["msg_type"].as_str(),
-                content["text"].as_str(),
-            ) else {
-                return feishu_error(400, 230001, "invalid message content");
+            let attempt = Attempt {
+                text: content["text"].as_str().unwrap_or("").to_string(),
+                key: body["uuid"].as_str().map(str::to_string),
+                status: response.status().as_u16(),
+                at: Instant::now(),
             };
-            let uuid = body["uuid"].as_str().unwrap_or("").to_string();
-            if uuid.chars().count() > 50 {
-                return feishu_error(400, 99992402, "uuid too long");
-            }
-            if let Some(existing) = inner.by_uuid.get(&uuid) {
-                let existing = existing.clone();
-                return axum::Json(json!({"code": 0, "msg": "success",
-                                         "data": {"message_id": existing}}))
-                .into_response();
-            }
-            let message_id = format!("om_{}", inner.sent.len() + 1);
-            if !uuid.is_empty() {
-                inner.by_uuid.insert(uuid.clone(), message_id.clone());
-            }
-            inner.sent.push(Sent {
-                chat_id: chat_id.to_string(),
-                text: text.to_string(),
-                uuid,
-                token,
-            });
-            axum::Json(json!({"code": 0, "msg": "success", "data": {"message_id": message_id}}))
-                .into_response()
+            let chat_id = body["receive_id"].as_str().unwrap_or("").to_string();
+            inner.attempts.push((chat_id, attempt));
+            response
         }
         path if path.starts_with("/open-apis/bot/v2/hook/") => {
             let timestamp = body["timestamp"]
@@ -251,6 +316,84 @@ async fn handle(
         }
         _ => feishu_error(404, 404, "not found"),
     }
+}
+
+/// `POST /open-apis/im/v1/messages`.
+fn im_message(
+    inner: &mut Inner,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &Value,
+) -> Response {
+    if query != Some("receive_id_type=chat_id") {
+        return feishu_error(400, 99992402, "field validation failed: receive_id_type");
+    }
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_string();
+    if !inner.valid.contains(&token) {
+        if !inner.issued_tokens.contains(&token) {
+            inner.unauthorized += 1;
+        }
+        inner.token_refusals += 1;
+        let uuid = body["uuid"].as_str().unwrap_or("").to_string();
+        inner.refused_uuids.push(uuid);
+        return feishu_error(400, 99991663, "Invalid access token for authorization.");
+    }
+    match inner.failures.next() {
+        Some(Failure::RateLimited { retry_after_secs }) => {
+            let body = json!({"code": 99991400, "msg": "request trigger frequency limit"});
+            let headers = [
+                ("x-ogw-ratelimit-limit", "5".to_string()),
+                ("x-ogw-ratelimit-reset", retry_after_secs.to_string()),
+            ];
+            return (StatusCode::TOO_MANY_REQUESTS, headers, axum::Json(body)).into_response();
+        }
+        // The gateway's own answer: not JSON.
+        Some(Failure::Unavailable) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
+        }
+        Some(Failure::Forbidden) => {
+            return feishu_error(400, 230002, "Bot/User can NOT be out of the chat.");
+        }
+        None => {}
+    }
+    let content: Value = body["content"]
+        .as_str()
+        .and_then(|c| serde_json::from_str(c).ok())
+        .unwrap_or(Value::Null);
+    let (Some(chat_id), Some("text"), Some(text)) = (
+        body["receive_id"].as_str(),
+        body["msg_type"].as_str(),
+        content["text"].as_str(),
+    ) else {
+        return feishu_error(400, 230001, "invalid message content");
+    };
+    let uuid = body["uuid"].as_str().unwrap_or("").to_string();
+    if uuid.chars().count() > 50 {
+        return feishu_error(400, 99992402, "uuid too long");
+    }
+    if let Some(existing) = inner.by_uuid.get(&uuid) {
+        let existing = existing.clone();
+        return axum::Json(json!({"code": 0, "msg": "success",
+                                         "data": {"message_id": existing}}))
+        .into_response();
+    }
+    let message_id = format!("om_{}", inner.sent.len() + 1);
+    if !uuid.is_empty() {
+        inner.by_uuid.insert(uuid.clone(), message_id.clone());
+    }
+    inner.sent.push(Sent {
+        chat_id: chat_id.to_string(),
+        text: text.to_string(),
+        uuid,
+        token,
+    });
+    axum::Json(json!({"code": 0, "msg": "success", "data": {"message_id": message_id}}))
+        .into_response()
 }
 
 /// The documented custom-bot signature, written here independently of the relay's.

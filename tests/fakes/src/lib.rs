@@ -58,11 +58,232 @@ pub fn enable(
         .collect()
 }
 
-/// A fake platform the relay can be pointed at.
+// ---------------------------------------------------------------------------------------------
+// What every platform fake offers the shared tests (`tests/e2e/conformance.rs`)
+
+/// Who speaks in a shared scenario; each fake gives them its own ids ([`Platform::identity`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Person {
+    Alice,
+    Bob,
+}
+
+/// A conversation on a platform. `id` is what the relay calls it: the `chat_id` of its routes
+/// and outbox rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chat {
+    pub id: String,
+    pub group: bool,
+}
+
+/// How a platform fails the relay's next message sends, each in the platform's own wire format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// A 429 naming its wait: Telegram's `parameters.retry_after`, Discord's `retry_after` and
+    /// `Retry-After`, Feishu's code 99991400 with `x-ogw-ratelimit-reset`, the webhook's
+    /// `Retry-After`.
+    RateLimited { retry_after_secs: u64 },
+    /// The platform is down: a 5xx.
+    Unavailable,
+    /// A refusal for good: the bot was blocked, lost access to the channel, left the chat (the
+    /// words of it: [`Platform::refusal_words`]).
+    Forbidden,
+}
+
+/// What a platform counts in a message's length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextUnit {
+    Utf16,
+    Chars,
+}
+
+/// The longest message a platform takes from the relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextLimit {
+    pub unit: TextUnit,
+    pub max: usize,
+}
+
+impl TextLimit {
+    /// The length of `text` in this limit's unit.
+    pub fn measure(&self, text: &str) -> usize {
+        match self.unit {
+            TextUnit::Utf16 => text.encode_utf16().count(),
+            TextUnit::Chars => text.chars().count(),
+        }
+    }
+}
+
+/// One message send the relay attempted, whatever the platform answered.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub text: String,
+    /// The send's idempotency key as the platform sees it (the webhook's `idempotency_key`,
+    /// Discord's `nonce`, Feishu's `uuid`); Telegram has none.
+    pub key: Option<String>,
+    /// The HTTP status it was answered with.
+    pub status: u16,
+    pub at: Instant,
+}
+
+/// A fake platform the relay can be pointed at, and the shared tests' view of it: a test that
+/// speaks only through this reads the same for every platform.
 pub trait Platform {
     /// The entries that enable the platform's channel against this fake (its base URL and the
     /// credentials it accepts).
     fn settings(&self) -> Vec<Setting>;
+
+    /// The relay's name for the channel: `[channels.<name>]`, a route's `channel`.
+    fn channel(&self) -> &'static str;
+
+    /// The longest message the platform takes (for the webhook: `max_chars`' default).
+    fn text_limit(&self) -> TextLimit;
+
+    /// How `[access] allow` and `[identities]` name `who` here: `<channel>:<user id>`.
+    fn identity(&self, who: Person) -> String;
+
+    /// The direct conversation between `who` and the bot.
+    fn direct(&self, who: Person) -> Chat;
+
+    /// A group conversation the bot is in.
+    fn group(&self) -> Chat;
+
+    /// Waits (at most `timeout`) until a relay started against this fake hears what is said
+    /// (Discord: its gateway session is up); panics otherwise. Most platforms need no wait.
+    fn wait_listening(&self, timeout: Duration) {
+        let _ = timeout;
+    }
+
+    /// `who` writes `text` in `chat`, handed to the relay as the platform hands it over: a
+    /// signed webhook POST or an encrypted Feishu event to the relay at `relay` (which must
+    /// accept it), a Telegram update to poll, a Discord MESSAGE_CREATE. In a group, the bot is
+    /// addressed as the platform needs (a mention on Discord and Feishu).
+    fn say(&self, relay: SocketAddr, chat: &Chat, who: Person, text: &str);
+
+    /// The texts the relay posted in `chat` that the platform accepted, in order.
+    fn sent_to(&self, chat: &Chat) -> Vec<String>;
+
+    /// Every send to `chat` the relay attempted, in order, whatever it was answered.
+    fn attempts(&self, chat: &Chat) -> Vec<Attempt>;
+
+    /// The next `n` message sends (to any chat) fail with `failure`.
+    fn fail_next(&self, n: usize, failure: Failure);
+
+    /// Words of the platform's answer to [`Failure::Forbidden`], which a dead letter's error
+    /// shows.
+    fn refusal_words(&self) -> &'static str;
+
+    /// Requests of the relay the fake refused for their credentials (a bad signature, a wrong
+    /// token).
+    fn unauthorized(&self) -> usize;
+}
+
+/// A failure script: the next sends fail, in order.
+#[derive(Default)]
+pub(crate) struct Failures(Vec<(usize, Failure)>);
+
+impl Failures {
+    pub(crate) fn push(&mut self, n: usize, failure: Failure) {
+        if n > 0 {
+            self.0.push((n, failure));
+        }
+    }
+
+    /// The failure the next send meets, if any (counted as met).
+    pub(crate) fn next(&mut self) -> Option<Failure> {
+        let (remaining, failure) = self.0.first_mut()?;
+        let failure = *failure;
+        *remaining -= 1;
+        if *remaining == 0 {
+            self.0.remove(0);
+        }
+        Some(failure)
+    }
+}
+
+/// POSTs `body` with `headers` to `path` on the relay at `addr` (HTTP/1.1, bounded): the status
+/// and the body. For the platforms that call the relay (the webhook, Feishu's events).
+pub fn post_to_relay(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let timeout = Duration::from_secs(10);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .unwrap_or_else(|e| panic!("connect to the relay at {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(timeout))
+        .expect("read timeout");
+    stream
+        .set_write_timeout(Some(timeout))
+        .expect("write timeout");
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut raw = request.into_bytes();
+    raw.extend_from_slice(body);
+    stream
+        .write_all(&raw)
+        .unwrap_or_else(|e| panic!("POST {path} to the relay: {e}"));
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .unwrap_or_else(|e| panic!("read the relay's answer to POST {path}: {e}"));
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(answer.len());
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let body = answer.get(split + 4..).unwrap_or_default();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in the relay's answer {head:?}"));
+    let chunked = head
+        .to_ascii_lowercase()
+        .lines()
+        .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A chunked HTTP/1.1 body, whole.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&raw[..line_end])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
+        let rest = &raw[line_end + 2..];
+        match size {
+            Some(size) if size > 0 && rest.len() >= size => {
+                out.extend_from_slice(&rest[..size]);
+                raw = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// A message id no other message of this process has.
+pub(crate) fn next_message_id(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(1);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
 }
 
 /// A TOML basic string literal (JSON string escaping is valid TOML).

@@ -19,7 +19,10 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::{SECRET, Server, assert_holds, unix_now, wait_for};
+use crate::{
+    Attempt, Chat, Failure, Person, Platform, SECRET, Server, Setting, TextLimit, TextUnit,
+    assert_holds, enable, next_message_id, post_to_relay, toml_str, unix_now, wait_for,
+};
 
 /// One verified callback request.
 #[derive(Clone, Debug)]
@@ -230,6 +233,130 @@ impl Drop for Receiver {
             eprintln!("--- fake receiver saw:\n{}---", self.dump());
         }
     }
+}
+
+impl Platform for Receiver {
+    /// The relay's webhook channel, calling back to this receiver.
+    fn settings(&self) -> Vec<Setting> {
+        enable(
+            "channels.webhook",
+            [
+                ("secret", toml_str(SECRET)),
+                ("callback_url", toml_str(&self.callback_url())),
+            ],
+        )
+    }
+
+    fn channel(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn text_limit(&self) -> TextLimit {
+        TextLimit {
+            unit: TextUnit::Chars,
+            max: 4000,
+        }
+    }
+
+    fn identity(&self, who: Person) -> String {
+        format!("webhook:{}", user_id(who))
+    }
+
+    fn direct(&self, who: Person) -> Chat {
+        Chat {
+            id: format!("dm-{}", user_id(who)),
+            group: false,
+        }
+    }
+
+    fn group(&self) -> Chat {
+        Chat {
+            id: "grp-team".into(),
+            group: true,
+        }
+    }
+
+    fn say(&self, relay: SocketAddr, chat: &Chat, who: Person, text: &str) {
+        let body = serde_json::json!({
+            "conversation_id": chat.id,
+            "user_id": user_id(who),
+            "text": text,
+            "message_id": next_message_id("wh"),
+            "chat_type": if chat.group { "group" } else { "direct" },
+        });
+        let raw = serde_json::to_vec(&body).expect("a JSON body");
+        let ts = unix_now().to_string();
+        let headers = [
+            ("Content-Type", "application/json".to_string()),
+            ("X-Execrelay-Timestamp", ts.clone()),
+            (
+                "X-Execrelay-Signature",
+                sign(&self.shared.secret, &ts, &raw),
+            ),
+        ];
+        let (status, answer) = post_to_relay(relay, "/webhook", &headers, &raw);
+        let answer: Value = serde_json::from_str(&answer).unwrap_or(Value::String(answer));
+        assert!(
+            status == 200 && answer["ok"] == true && answer["duplicate"] == false,
+            "webhook POST of {body} answered {status} {answer}"
+        );
+    }
+
+    fn sent_to(&self, chat: &Chat) -> Vec<String> {
+        self.messages()
+            .into_iter()
+            .filter(|d| d.conversation_id == chat.id)
+            .map(|d| d.text)
+            .collect()
+    }
+
+    fn attempts(&self, chat: &Chat) -> Vec<Attempt> {
+        self.attempts()
+            .into_iter()
+            .filter(|d| d.conversation_id == chat.id)
+            .map(|d| Attempt {
+                text: d.text,
+                key: Some(d.idempotency_key),
+                status: d.status,
+                at: d.at,
+            })
+            .collect()
+    }
+
+    fn fail_next(&self, n: usize, failure: Failure) {
+        match failure {
+            Failure::RateLimited { retry_after_secs } => {
+                let wait = retry_after_secs.to_string();
+                self.respond_next(n, 429, &[("Retry-After", &wait)]);
+            }
+            Failure::Unavailable => self.respond_next(n, 503, &[]),
+            Failure::Forbidden => self.respond_next(n, 403, &[]),
+        }
+    }
+
+    fn refusal_words(&self) -> &'static str {
+        "403"
+    }
+
+    fn unauthorized(&self) -> usize {
+        self.rejected_count()
+    }
+}
+
+fn user_id(who: Person) -> &'static str {
+    match who {
+        Person::Alice => "alice",
+        Person::Bob => "bob",
+    }
+}
+
+/// `sha256=<lowercase hex HMAC-SHA256(secret, timestamp + "." + body)>`.
+fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 async fn callback(

@@ -5,8 +5,9 @@
 //! `deleteWebhook`, `setMyCommands`, `getUpdates` (a long poll that honours `offset`: an update
 //! stays queued until a later call's offset confirms it, as on the real API) and `sendMessage`
 //! (recorded with chat id, thread id and text; over 4096 UTF-16 units is a 400 "message is too
-//! long"). Failures on cue: `retry_after` 429s, a blocked user (403), a group that migrated to a
-//! supergroup (400 with `migrate_to_chat_id`), and 409 Conflicts on `getUpdates`.
+//! long"). Failures on cue: the next sends fail (`Platform::fail_next`: a 429 with
+//! `retry_after`, a 502, a 403 "bot was blocked"), a blocked user (403), a group that migrated
+//! to a supergroup (400 with `migrate_to_chat_id`), and 409 Conflicts on `getUpdates`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -20,7 +21,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::{Platform, Server, Setting, enable, toml_str, unix_now};
+use crate::{
+    Attempt, Chat, Failure, Failures, Person, Platform, Server, Setting, TextLimit, TextUnit,
+    enable, toml_str, unix_now,
+};
 
 /// The bot token the relay under test is given. Shaped like a real one (id, colon, 35
 /// characters), so that a leak of it or of its secret half is easy to grep for.
@@ -56,8 +60,8 @@ struct Inner {
     next_message_id: i64,
     sent: Vec<Sent>,
     calls: Vec<Call>,
-    /// (remaining, retry_after seconds) for the next sendMessage calls.
-    rate_limits: Vec<(usize, u64)>,
+    /// How the next sendMessage calls fail.
+    failures: Failures,
     blocked: HashSet<i64>,
     migrated: HashMap<i64, i64>,
     conflicts: usize,
@@ -187,7 +191,7 @@ impl FakeTelegram {
     /// The next `n` sendMessage calls get a 429 with `retry_after`.
     pub fn rate_limit_next(&self, n: usize, retry_after_secs: u64) {
         assert!(n > 0, "rate_limit_next needs n >= 1");
-        self.lock().rate_limits.push((n, retry_after_secs));
+        self.fail_next(n, Failure::RateLimited { retry_after_secs });
     }
 
     /// The user blocked the bot: sends to `chat_id` get 403.
@@ -223,6 +227,93 @@ impl Platform for FakeTelegram {
                 ("poll_timeout", toml_str("10s")),
             ],
         )
+    }
+
+    fn channel(&self) -> &'static str {
+        "telegram"
+    }
+
+    fn text_limit(&self) -> TextLimit {
+        TextLimit {
+            unit: TextUnit::Utf16,
+            max: TEXT_LIMIT,
+        }
+    }
+
+    fn identity(&self, who: Person) -> String {
+        format!("telegram:{}", user_id(who))
+    }
+
+    /// A private chat's id is its user's.
+    fn direct(&self, who: Person) -> Chat {
+        Chat {
+            id: user_id(who).to_string(),
+            group: false,
+        }
+    }
+
+    /// A basic group (not a supergroup).
+    fn group(&self) -> Chat {
+        Chat {
+            id: GROUP.to_string(),
+            group: true,
+        }
+    }
+
+    /// A plain `/command` reaches a bot in a group too, so nothing is added.
+    fn say(&self, _relay: SocketAddr, chat: &Chat, who: Person, text: &str) {
+        let chat_id: i64 = chat.id.parse().expect("a telegram chat id");
+        let message = if chat.group {
+            group(chat_id, user_id(who), text, None)
+        } else {
+            assert_eq!(chat_id, user_id(who), "a private chat is its user's");
+            dm(chat_id, text)
+        };
+        self.push(message);
+    }
+
+    fn sent_to(&self, chat: &Chat) -> Vec<String> {
+        self.attempts(chat)
+            .into_iter()
+            .filter(|a| a.status == 200)
+            .map(|a| a.text)
+            .collect()
+    }
+
+    fn attempts(&self, chat: &Chat) -> Vec<Attempt> {
+        let chat_id: i64 = chat.id.parse().expect("a telegram chat id");
+        self.calls("sendMessage")
+            .into_iter()
+            .filter(|c| c.body["chat_id"].as_i64() == Some(chat_id))
+            .map(|c| Attempt {
+                text: c.body["text"].as_str().unwrap_or("").to_string(),
+                key: None,
+                status: c.status,
+                at: c.at,
+            })
+            .collect()
+    }
+
+    fn fail_next(&self, n: usize, failure: Failure) {
+        self.lock().failures.push(n, failure);
+    }
+
+    fn refusal_words(&self) -> &'static str {
+        "blocked"
+    }
+
+    fn unauthorized(&self) -> usize {
+        self.lock().calls.iter().filter(|c| c.status == 401).count()
+    }
+}
+
+/// The basic group of [`Platform::group`].
+pub const GROUP: i64 = -4242;
+
+fn user_id(who: Person) -> i64 {
+    match who {
+        Person::Alice => 5,
+        Person::Bob => 6,
     }
 }
 
@@ -351,17 +442,20 @@ fn send_message(shared: &Shared, body: &Value) -> Response {
     if inner.blocked.contains(&chat_id) {
         return error(403, "Forbidden: bot was blocked by the user", None);
     }
-    if let Some(rule) = inner.rate_limits.first_mut() {
-        let retry_after = rule.1;
-        rule.0 -= 1;
-        if rule.0 == 0 {
-            inner.rate_limits.remove(0);
+    match inner.failures.next() {
+        Some(Failure::RateLimited { retry_after_secs }) => {
+            return error(
+                429,
+                &format!("Too Many Requests: retry after {retry_after_secs}"),
+                Some(json!({"retry_after": retry_after_secs})),
+            );
         }
-        return error(
-            429,
-            &format!("Too Many Requests: retry after {retry_after}"),
-            Some(json!({"retry_after": retry_after})),
-        );
+        // teloxide waits 10 s before it reads a 5xx answer, as it would from Telegram.
+        Some(Failure::Unavailable) => return error(502, "Bad Gateway", None),
+        Some(Failure::Forbidden) => {
+            return error(403, "Forbidden: bot was blocked by the user", None);
+        }
+        None => {}
     }
     let thread_id = body["message_thread_id"].as_i64();
     let message_id = inner.next_message_id;
