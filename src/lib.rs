@@ -54,4 +54,22 @@ mod source_docs {
             .collect();
         assert!(silent.is_empty(), "files without a `//!` line: {silent:?}");
     }
+
+    /// No source file grows past 900 lines: past that, it holds more than one job.
+    #[test]
+    fn no_source_file_is_over_900_lines() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in ["src", "adapters", "tests", "benches"] {
+            rust_files(&root.join(dir), &mut files);
+        }
+        let long: Vec<_> = files
+            .iter()
+            .filter_map(|path| {
+                let lines = std::fs::read_to_string(path).ok()?.lines().count();
+                (lines > 900).then(|| format!("{} ({lines} lines)", path.display()))
+            })
+            .collect();
+        assert!(long.is_empty(), "split these: {long:?}");
+    }
 }

@@ -74,3 +74,40 @@ pub(crate) async fn mark_sent(store: &Store, chunk: &ClaimedChunk) {
         .await
         .unwrap();
 }
+
+/// A store in a fresh temporary folder (kept while the `TempDir` lives).
+pub(crate) fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db.sqlite"), "test").unwrap();
+    (dir, store)
+}
+
+/// A reply to `chat` in the given chunks.
+pub(crate) fn reply(chat: &str, chunks: &[&str]) -> NewOutbox {
+    NewOutbox {
+        route: route(chat),
+        session: None,
+        kind: "reply",
+        chunks: chunks.iter().map(|c| c.to_string()).collect(),
+    }
+}
+
+/// The completion event of job `job`.
+pub(crate) fn completion(job: &str) -> NewEvent {
+    NewEvent {
+        session: "user:webhook:alice".into(),
+        context_key: Some(format!("exec:{job}")),
+        text: format!("exec finished: true (exit 0 after 1ms, job {job})"),
+        origin: Some(route("a")),
+        wake: Some("exec-event".into()),
+    }
+}
+
+/// The jobs retention may forget before `before`, by id.
+pub(crate) async fn forgettable(store: &Store, before: Millis) -> Vec<String> {
+    let jobs = store
+        .forgettable_jobs(before, &JobCursor::start(), 10)
+        .await
+        .unwrap();
+    jobs.into_iter().map(|job| job.id).collect()
+}

@@ -297,11 +297,14 @@ fn a_relay_whose_log_reader_stalls_still_delivers_and_stops() {
 fn the_start_up_line_says_what_runs() {
     let rx = Receiver::start();
     let relay = Relay::start(&rx, &[]);
-    let log = relay.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("execrelay is running: "))
-        .unwrap_or_else(|| panic!("no start-up line:\n{log}"));
+    // Logs reach stderr through a writer thread: the line may follow the ready file.
+    let line = wait_for("the start-up line", SOON, || {
+        relay
+            .log()
+            .lines()
+            .find(|l| l.contains("execrelay is running: "))
+            .map(str::to_string)
+    });
     let expected = [
         format!("config {}", relay.config_path().display()),
         format!("store {}", relay.path("execrelay.db").display()),
@@ -317,17 +320,18 @@ fn the_start_up_line_says_what_runs() {
         assert!(line.contains(&part), "`{part}` missing from: {line}");
     }
     assert!(!line.contains("/callback"), "a URL's path is shown: {line}");
+    let log = relay.log();
     assert!(!log.contains("without a callback_url"), "{log}");
 
     let bare = Relay::builder(&rx)
         .unset("channels.webhook", "callback_url")
         .start();
-    let log = bare.log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("WARN") && l.contains("without a callback_url")),
-        "{log}"
-    );
+    wait_for("the warning about the missing callback_url", SOON, || {
+        bare.log()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("without a callback_url"))
+            .then_some(())
+    });
 }
 
 /// One person cannot take every slot: past `[exec] max_per_session` their `/exec` is refused

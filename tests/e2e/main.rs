@@ -4,6 +4,7 @@
 //! One test binary (style §10). Every test owns its temp dir, relay process and receiver, so the
 //! tests run in parallel. Every wait is bounded and names what it waited for.
 
+mod cli_process;
 mod fakes;
 mod harness;
 

@@ -4,6 +4,11 @@
 
 mod backup;
 mod engine;
+mod events;
+mod history;
+mod inbound;
+mod outbox;
+mod rows;
 mod schema;
 
 pub use backup::backup;
@@ -12,19 +17,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use execrelay_channel::Route;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 
 use crate::store::Backend;
 use crate::store::types::*;
 use engine::Engine;
-
-/// A platform clock is believed this far ahead of ours, no further: a later time would hold a
-/// route in place until then.
-const MAX_SENT_AT_AHEAD_MS: i64 = 5_000;
-/// A message the platform says was sent this long before the current route was set is a late
-/// redelivery (a webhook retried for hours, a replay after a resume), whatever its channel;
-/// within this, clocks of different platforms are too far apart to compare.
-const STALE_SENT_AT_MS: i64 = 5 * 60 * 1000;
+use events::insert_event;
+use outbox::{Claim, claim, insert_outbox, revive};
+use rows::*;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
@@ -46,276 +46,6 @@ pub struct SqliteStore {
     engine: Engine,
     node: String,
 }
-
-fn route_json(route: &Route) -> Result<String, StoreError> {
-    serde_json::to_string(route).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn route_from(text: &str) -> Result<Route, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("route: {e}")))
-}
-
-/// What orders messages: one queue per chat, which its threads share. Not the account: a route
-/// named in the config (`heartbeat.target`) has none, and must queue with the chat's replies.
-fn chat_key(route: &Route) -> String {
-    format!("{}|{}", route.channel, route.chat_id)
-}
-
-const JOB_COLUMNS: &str = "id, session, origin, command, cwd, requester, state, created_at, \
-     started_at, finished_at, supervisor_pid, exit_code, signal, detail";
-
-fn job_from_row(row: &rusqlite::Row<'_>) -> Result<JobRecord, StoreError> {
-    let origin: String = row.get(2)?;
-    let state: String = row.get(6)?;
-    Ok(JobRecord {
-        id: row.get(0)?,
-        session: row.get(1)?,
-        origin: route_from(&origin)?,
-        command: row.get(3)?,
-        cwd: row.get(4)?,
-        requester: row.get(5)?,
-        state: JobState::parse(&state)?,
-        created_at: row.get(7)?,
-        started_at: row.get(8)?,
-        finished_at: row.get(9)?,
-        supervisor_pid: row.get(10)?,
-        exit_code: row.get(11)?,
-        signal: row.get(12)?,
-        detail: row.get(13)?,
-    })
-}
-
-/// Runs a query and maps every row: the one loop every listing uses.
-fn collect_rows<T>(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-    mut map: impl FnMut(&rusqlite::Row<'_>) -> Result<T, StoreError>,
-) -> Result<Vec<T>, StoreError> {
-    let mut statement = conn.prepare_cached(sql)?;
-    let mut rows = statement.query(params)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(map(row)?);
-    }
-    Ok(out)
-}
-
-fn query_jobs(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> Result<Vec<JobRecord>, StoreError> {
-    collect_rows(conn, sql, params, job_from_row)
-}
-
-/// Which chunks a claim may lease.
-#[derive(Clone, Copy)]
-enum Claim {
-    /// Every chat's head that is due, up to `limit`, oldest message first.
-    Due { limit: usize },
-    /// One head to probe a failing channel with (`Store::claim_probe`).
-    Probe,
-}
-
-fn claim(
-    conn: &Connection,
-    channel: &str,
-    node: &str,
-    mode: Claim,
-    lease_ms: Millis,
-) -> Result<Vec<ClaimedChunk>, StoreError> {
-    let now = now_ms();
-    let (ready, order, limit) = match mode {
-        Claim::Due { limit } => ("c.next_attempt_at <= ?2", "o.id", limit),
-        Claim::Probe => (
-            "(c.next_attempt_at <= ?2 OR c.channel_wait = 1)",
-            "c.next_attempt_at, o.id",
-            1,
-        ),
-    };
-    // The head of a chat: its oldest pending message's first unsent chunk. A head that is
-    // leased or not yet due holds the chat back, which keeps order. So does any other leased
-    // chunk of the chat: rows moved in from a migrated chat sort ahead of a send already in
-    // flight at the new id, and must wait for it.
-    let sql = format!(
-        "SELECT o.id, o.key, c.idx, o.route, c.text, c.attempts,
-                (SELECT COUNT(*) FROM outbox_chunks n WHERE n.outbox_id = o.id),
-                c.moves
-         FROM outbox o JOIN outbox_chunks c ON c.outbox_id = o.id
-         WHERE o.channel = ?1 AND o.state = 'pending' AND c.state = 'pending'
-           AND o.id = (SELECT MIN(p.id) FROM outbox p
-                       WHERE p.channel = o.channel AND p.chat_key = o.chat_key
-                         AND p.state = 'pending')
-           AND c.idx = (SELECT MIN(q.idx) FROM outbox_chunks q
-                        WHERE q.outbox_id = o.id AND q.state = 'pending')
-           AND {ready}
-           AND (c.lease_until IS NULL OR c.lease_until < ?2)
-           AND NOT EXISTS (SELECT 1 FROM outbox lo JOIN outbox_chunks l ON l.outbox_id = lo.id
-                           WHERE l.lease_owner IS NOT NULL AND l.lease_until >= ?2
-                             AND lo.channel = o.channel AND lo.chat_key = o.chat_key
-                             AND lo.state = 'pending')
-         ORDER BY {order} LIMIT ?3"
-    );
-    let mut statement = conn.prepare_cached(&sql)?;
-    let mut rows = statement.query(params![channel, now, limit as i64])?;
-    let mut claimed = Vec::new();
-    while let Some(row) = rows.next()? {
-        let route: String = row.get(3)?;
-        claimed.push(ClaimedChunk {
-            outbox_id: row.get(0)?,
-            key: row.get(1)?,
-            index: row.get::<_, i64>(2)? as u32,
-            route: route_from(&route)?,
-            text: row.get(4)?,
-            attempts: row.get::<_, i64>(5)? as u32,
-            count: row.get::<_, i64>(6)? as u32,
-            moves: row.get::<_, i64>(7)? as u32,
-        });
-    }
-    drop(rows);
-    let mut lease = conn.prepare_cached(
-        "UPDATE outbox_chunks SET lease_owner = ?3, lease_until = ?4, attempts = attempts + 1
-         WHERE outbox_id = ?1 AND idx = ?2",
-    )?;
-    for chunk in &mut claimed {
-        lease.execute(params![
-            chunk.outbox_id,
-            chunk.index as i64,
-            node,
-            now + lease_ms
-        ])?;
-        chunk.attempts += 1;
-    }
-    Ok(claimed)
-}
-
-/// The next outbox row id, drawn from its sequence: never one drawn before.
-fn next_outbox_id(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "UPDATE sequences SET next = next + 1 WHERE name = 'outbox' RETURNING next - 1",
-        )?
-        .query_row([], |row| row.get(0))?)
-}
-
-fn insert_outbox(conn: &Connection, message: &NewOutbox, now: Millis) -> Result<i64, StoreError> {
-    // Cached like every statement here: this runs for every message, and parsing SQL costs
-    // more than running it.
-    let install: String = conn
-        .prepare_cached("SELECT value FROM meta WHERE key = 'install_id'")?
-        .query_row([], |row| row.get(0))?;
-    let next_id = next_outbox_id(conn)?;
-    // Short on purpose: Discord nonces allow 25 characters, Feishu uuids 50.
-    let key = format!("{install}{next_id:x}");
-    conn.prepare_cached(
-        "INSERT INTO outbox (id, key, channel, chat_key, route, session, kind, state, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
-    )?
-    .execute(params![
-        next_id,
-        key,
-        message.route.channel,
-        chat_key(&message.route),
-        route_json(&message.route)?,
-        message.session,
-        message.kind,
-        now
-    ])?;
-    let mut insert_chunk = conn.prepare_cached(
-        "INSERT INTO outbox_chunks (outbox_id, idx, text, state, next_attempt_at)
-         VALUES (?1, ?2, ?3, 'pending', ?4)",
-    )?;
-    for (index, text) in message.chunks.iter().enumerate() {
-        insert_chunk.execute(params![next_id, index as i64, text, now])?;
-    }
-    Ok(next_id)
-}
-
-fn events_from(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> Result<Vec<EventRecord>, StoreError> {
-    collect_rows(conn, sql, params, |row| {
-        let origin: Option<String> = row.get(4)?;
-        Ok(EventRecord {
-            id: row.get(0)?,
-            session: row.get(1)?,
-            context_key: row.get(2)?,
-            text: row.get(3)?,
-            origin: origin.as_deref().map(route_from).transpose()?,
-            wake: row.get(5)?,
-            blocked: row.get(6)?,
-            coalesced: row.get(7)?,
-            created_at: row.get(8)?,
-        })
-    })
-}
-
-/// Rewrites every route that still names `old`'s chat to `new_chat_id`: last routes, pending
-/// deliveries (which keep their order under the new chat), and the origins of unfinished jobs
-/// and queued events. Finished history keeps the id it had.
-fn move_chat(conn: &Connection, old: &Route, new_chat_id: &str) -> Result<(), StoreError> {
-    let same_chat = |route: &Route| chat_key(route) == chat_key(old);
-    let moved = |text: &str| -> Result<Option<String>, StoreError> {
-        let mut route = route_from(text)?;
-        if !same_chat(&route) {
-            return Ok(None);
-        }
-        route.chat_id = new_chat_id.to_string();
-        route_json(&route).map(Some)
-    };
-    let rewrite = |select: &str, update: &str| -> Result<(), StoreError> {
-        let rows = collect_rows(conn, select, [], |row| {
-            Ok((
-                row.get::<_, rusqlite::types::Value>(0)?,
-                row.get::<_, String>(1)?,
-            ))
-        })?;
-        let mut statement = conn.prepare_cached(update)?;
-        for (id, text) in rows {
-            if let Some(route) = moved(&text)? {
-                statement.execute(params![id, route])?;
-            }
-        }
-        Ok(())
-    };
-    rewrite(
-        "SELECT session, route FROM routes",
-        "UPDATE routes SET route = ?2 WHERE session = ?1",
-    )?;
-    rewrite(
-        "SELECT id, origin FROM jobs WHERE state IN ('starting', 'running')",
-        "UPDATE jobs SET origin = ?2 WHERE id = ?1",
-    )?;
-    rewrite(
-        "SELECT id, origin FROM events WHERE state = 'queued' AND origin IS NOT NULL",
-        "UPDATE events SET origin = ?2 WHERE id = ?1",
-    )?;
-    let old_key = chat_key(old);
-    let new_key = chat_key(&Route {
-        chat_id: new_chat_id.to_string(),
-        ..old.clone()
-    });
-    let pending = collect_rows(
-        conn,
-        "SELECT id, route FROM outbox WHERE state = 'pending' AND chat_key = ?1",
-        [&old_key],
-        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
-    )?;
-    let mut update =
-        conn.prepare_cached("UPDATE outbox SET route = ?2, chat_key = ?3 WHERE id = ?1")?;
-    for (id, text) in pending {
-        if let Some(route) = moved(&text)? {
-            update.execute(params![id, route, new_key])?;
-        }
-    }
-    Ok(())
-}
-
-const EVENT_COLUMNS: &str =
-    "id, session, context_key, text, origin, wake, blocked, coalesced, created_at";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database and applies migrations.
@@ -348,91 +78,7 @@ impl SqliteStore {
 impl Backend for SqliteStore {
     async fn accept_inbound(&self, record: InboundRecord) -> Result<InboundResult, StoreError> {
         self.engine
-            .call(move |conn| {
-                let now = now_ms();
-                // Some platforms number messages per chat: the key includes the chat.
-                let seen_key = record
-                    .platform_message_id
-                    .as_ref()
-                    .map(|id| format!("{}|{}|{id}", record.route.account, record.route.chat_id));
-                if let Some(key) = &seen_key {
-                    let inserted = conn
-                        .prepare_cached(
-                            "INSERT OR IGNORE INTO inbound_seen (channel, platform_id, seen_at)
-                             VALUES (?1, ?2, ?3)",
-                        )?
-                        .execute(params![record.route.channel, key, now])?;
-                    if inserted == 0 {
-                        // The first copy's row: a client whose answer was lost follows it.
-                        let inbox_id = conn
-                            .prepare_cached(
-                                "SELECT inbox_id FROM inbound_seen
-                                 WHERE channel = ?1 AND platform_id = ?2",
-                            )?
-                            .query_row(params![record.route.channel, key], |row| row.get(0))
-                            .optional()?
-                            .flatten();
-                        return Ok(InboundResult::Duplicate { inbox_id });
-                    }
-                }
-                let route = route_json(&record.route)?;
-                conn.prepare_cached(
-                    "INSERT INTO inbox (session, route, sender, text, received_at, sent_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![
-                    record.session,
-                    route,
-                    record.sender,
-                    record.text,
-                    now,
-                    record.sent_at_ms
-                ])?;
-                let inbox_id = conn.last_insert_rowid();
-                if let Some(key) = &seen_key {
-                    conn.prepare_cached(
-                        "UPDATE inbound_seen SET inbox_id = ?3 WHERE channel = ?1 AND platform_id = ?2",
-                    )?
-                    .execute(params![record.route.channel, key, inbox_id])?;
-                }
-                let sent_at = record
-                    .sent_at_ms
-                    .map(|at| at.min(now + MAX_SENT_AT_AHEAD_MS));
-                // A message that came late runs, but leaves the route where a newer one put it.
-                // Late means: sent before the message that set the route, on the same channel
-                // (handed over out of order); or, on any channel, sent well before the route
-                // was set (redelivered). Otherwise arrival order decides.
-                conn.prepare_cached(
-                    "INSERT INTO routes (session, route, updated_at, channel, sent_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (session) DO UPDATE SET route = excluded.route,
-                                                         updated_at = excluded.updated_at,
-                                                         channel = excluded.channel,
-                                                         sent_at = excluded.sent_at
-                     WHERE NOT (
-                         (routes.channel IS excluded.channel AND routes.sent_at IS NOT NULL
-                          AND excluded.sent_at IS NOT NULL AND excluded.sent_at < routes.sent_at)
-                         OR (excluded.sent_at IS NOT NULL
-                             AND excluded.sent_at < routes.updated_at - ?6))",
-                )?
-                .execute(params![
-                    record.session,
-                    route,
-                    now,
-                    record.route.channel,
-                    sent_at,
-                    STALE_SENT_AT_MS
-                ])?;
-                let has_queued_events: bool = conn
-                    .prepare_cached(
-                        "SELECT EXISTS (SELECT 1 FROM events WHERE session = ?1 AND state = 'queued')",
-                    )?
-                    .query_row([&record.session], |row| row.get(0))?;
-                Ok(InboundResult::Stored {
-                    inbox_id,
-                    has_queued_events,
-                })
-            })
+            .call(move |conn| inbound::accept_inbound(conn, record))
             .await
     }
 
@@ -468,54 +114,7 @@ impl Backend for SqliteStore {
         replies: Vec<NewOutbox>,
     ) -> Result<(), StoreError> {
         self.engine
-            .call(move |conn| {
-                let now = now_ms();
-                let updated = conn
-                    .prepare_cached(
-                        "UPDATE inbox SET processed_at = ?2 WHERE id = ?1 AND processed_at IS NULL",
-                    )?
-                    .execute(params![inbox_id, now])?;
-                if updated == 0 {
-                    return Err(StoreError::Conflict(format!(
-                        "inbox message {inbox_id} was already processed"
-                    )));
-                }
-                if let Some(job) = &job {
-                    let inserted = conn
-                        .prepare_cached(
-                            "INSERT OR IGNORE INTO jobs
-                               (id, session, origin, command, cwd, requester, state, created_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'starting', ?7)",
-                        )?
-                        .execute(params![
-                            job.id,
-                            job.session,
-                            route_json(&job.origin)?,
-                            job.command,
-                            job.cwd,
-                            job.requester,
-                            now
-                        ])?;
-                    if inserted == 0 {
-                        return Err(StoreError::Conflict(format!("job id {} is taken", job.id)));
-                    }
-                }
-                let mut last_reply = None;
-                for reply in &replies {
-                    last_reply = Some(insert_outbox(conn, reply, now)?);
-                }
-                if job.is_some() || last_reply.is_some() {
-                    conn.prepare_cached(
-                        "UPDATE inbox SET job_id = ?2, last_reply = ?3 WHERE id = ?1",
-                    )?
-                    .execute(params![
-                        inbox_id,
-                        job.as_ref().map(|j| &j.id),
-                        last_reply
-                    ])?;
-                }
-                Ok(())
-            })
+            .call(move |conn| inbound::finish_inbox(conn, inbox_id, job, replies))
             .await
     }
 
@@ -895,69 +494,7 @@ impl Backend for SqliteStore {
         limit: usize,
     ) -> Result<usize, StoreError> {
         self.engine
-            .call(move |conn| {
-                let mut forgotten = 0;
-                for id in &jobs {
-                    let key = format!("exec:{id}");
-                    forgotten += conn
-                        .prepare_cached("DELETE FROM event_keys WHERE context_key = ?1")?
-                        .execute([&key])?;
-                    forgotten += conn
-                        .prepare_cached(
-                            "DELETE FROM events WHERE context_key = ?1
-                             AND state IN ('consumed', 'dropped')",
-                        )?
-                        .execute([&key])?;
-                    forgotten += conn
-                        .prepare_cached(
-                            "DELETE FROM jobs WHERE id = ?1
-                             AND state NOT IN ('starting', 'running')",
-                        )?
-                        .execute([id])?;
-                }
-                let limit = limit as i64;
-                // Delivered and dropped messages alike, each through its own partial index.
-                for state in ["delivered", "dropped"] {
-                    forgotten += conn
-                        .prepare_cached(&format!(
-                            "DELETE FROM outbox_chunks WHERE outbox_id IN
-                                 (SELECT id FROM outbox WHERE state = '{state}'
-                                    AND finished_at < ?1
-                                  ORDER BY finished_at LIMIT ?2)"
-                        ))?
-                        .execute(params![before, limit])?;
-                    forgotten += conn
-                        .prepare_cached(&format!(
-                            "DELETE FROM outbox WHERE id IN
-                                 (SELECT o.id FROM outbox o WHERE o.state = '{state}'
-                                    AND o.finished_at < ?1
-                                    AND NOT EXISTS (SELECT 1 FROM outbox_chunks c
-                                                    WHERE c.outbox_id = o.id)
-                                  ORDER BY o.finished_at LIMIT ?2)"
-                        ))?
-                        .execute(params![before, limit])?;
-                }
-                // Events that left the queue, whose key is still kept (user-posted keys stay
-                // deduped).
-                for state in ["consumed", "dropped"] {
-                    forgotten += conn
-                        .prepare_cached(&format!(
-                            "DELETE FROM events WHERE id IN
-                                 (SELECT id FROM events WHERE state = '{state}' AND consumed_at < ?1
-                                    AND (context_key IS NULL OR context_key NOT LIKE 'exec:%')
-                                  ORDER BY consumed_at LIMIT ?2)"
-                        ))?
-                        .execute(params![before, limit])?;
-                }
-                forgotten += conn
-                    .prepare_cached(
-                        "DELETE FROM inbox WHERE id IN
-                             (SELECT id FROM inbox WHERE processed_at < ?1
-                              ORDER BY processed_at LIMIT ?2)",
-                    )?
-                    .execute(params![before, limit])?;
-                Ok(forgotten)
-            })
+            .call(move |conn| history::forget_history(conn, jobs, before, limit))
             .await
     }
 
@@ -1052,80 +589,7 @@ impl Backend for SqliteStore {
         outcome: ChunkOutcome,
     ) -> Result<(), StoreError> {
         self.engine
-            .call(move |conn| {
-                let now = now_ms();
-                let index = index as i64;
-                // An outcome that comes late (recorded after its lease ran out, say while the
-                // disk was full) for a message an operator dropped or retried meanwhile changes
-                // nothing: it must not bring the message back or stall its chat.
-                let pending = conn
-                    .prepare_cached("SELECT 1 FROM outbox WHERE id = ?1 AND state = 'pending'")?
-                    .exists([outbox_id])?;
-                if !pending {
-                    return Ok(());
-                }
-                match &outcome {
-                    ChunkOutcome::Delivered { platform_id } => {
-                        conn.prepare_cached(
-                            "UPDATE outbox_chunks SET state = 'sent', sent_at = ?3, platform_id = ?4,
-                                    lease_owner = NULL, lease_until = NULL, last_error = NULL
-                             WHERE outbox_id = ?1 AND idx = ?2",
-                        )?
-                        .execute(params![outbox_id, index, now, platform_id])?;
-                        conn.prepare_cached(
-                            "UPDATE outbox SET state = 'delivered', finished_at = ?2
-                             WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM outbox_chunks
-                                 WHERE outbox_id = ?1 AND state = 'pending')",
-                        )?
-                        .execute(params![outbox_id, now])?;
-                    }
-                    ChunkOutcome::Retry {
-                        at,
-                        error,
-                        channel_wide,
-                    } => {
-                        conn.prepare_cached(
-                            "UPDATE outbox_chunks SET next_attempt_at = ?3, last_error = ?4,
-                                    lease_owner = NULL, lease_until = NULL, channel_wait = ?5
-                             WHERE outbox_id = ?1 AND idx = ?2",
-                        )?
-                        .execute(params![outbox_id, index, at, error, channel_wide])?;
-                    }
-                    ChunkOutcome::ChatMigrated { chat_id } => {
-                        let route: String = conn
-                            .prepare_cached("SELECT route FROM outbox WHERE id = ?1")?
-                            .query_row([outbox_id], |row| row.get(0))?;
-                        move_chat(conn, &route_from(&route)?, chat_id)?;
-                        conn.prepare_cached(
-                            "UPDATE outbox_chunks SET next_attempt_at = ?3, last_error = ?4,
-                                    lease_owner = NULL, lease_until = NULL, moves = moves + 1
-                             WHERE outbox_id = ?1 AND idx = ?2",
-                        )?
-                        .execute(params![
-                            outbox_id,
-                            index,
-                            now,
-                            format!("the chat moved to {chat_id}")
-                        ])?;
-                    }
-                    ChunkOutcome::Permanent { error } | ChunkOutcome::Unconfigured { error } => {
-                        let cause = matches!(outcome, ChunkOutcome::Unconfigured { .. })
-                            .then_some("config");
-                        conn.prepare_cached(
-                            "UPDATE outbox_chunks SET state = 'dead', last_error = ?3,
-                                    lease_owner = NULL, lease_until = NULL
-                             WHERE outbox_id = ?1 AND idx >= ?2 AND state = 'pending'",
-                        )?
-                        .execute(params![outbox_id, index, error])?;
-                        conn.prepare_cached(
-                            "UPDATE outbox SET state = 'dead', finished_at = ?2, dead_cause = ?3
-                             WHERE id = ?1",
-                        )?
-                        .execute(params![outbox_id, now, cause])?;
-                    }
-                }
-                Ok(())
-            })
+            .call(move |conn| outbox::record_outcome(conn, outbox_id, index, outcome))
             .await
     }
 
@@ -1166,39 +630,7 @@ impl Backend for SqliteStore {
 
     async fn list_outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         self.engine
-            .call(move |conn| {
-                let mut statement = conn.prepare_cached(
-                    "SELECT o.id, o.key, o.channel, o.route, o.state,
-                            (SELECT MAX(attempts) FROM outbox_chunks c WHERE c.outbox_id = o.id),
-                            (SELECT last_error FROM outbox_chunks c WHERE c.outbox_id = o.id
-                               AND last_error IS NOT NULL ORDER BY idx DESC LIMIT 1),
-                            (SELECT MIN(next_attempt_at) FROM outbox_chunks c
-                               WHERE c.outbox_id = o.id AND c.state = 'pending'),
-                            (SELECT group_concat(text, '') FROM
-                               (SELECT text FROM outbox_chunks c WHERE c.outbox_id = o.id
-                                ORDER BY idx)),
-                            o.dead_cause
-                     FROM outbox o WHERE o.state IN ('pending', 'dead') ORDER BY o.id LIMIT ?1",
-                )?;
-                let mut rows = statement.query([limit as i64])?;
-                let mut entries = Vec::new();
-                while let Some(row) = rows.next()? {
-                    let route: String = row.get(3)?;
-                    entries.push(OutboxEntry {
-                        id: row.get(0)?,
-                        key: row.get(1)?,
-                        channel: row.get(2)?,
-                        chat_id: route_from(&route)?.chat_id,
-                        state: row.get(4)?,
-                        attempts: row.get::<_, Option<i64>>(5)?.unwrap_or(0),
-                        last_error: row.get(6)?,
-                        next_attempt_at: row.get(7)?,
-                        text: row.get::<_, Option<String>>(8)?.unwrap_or_default(),
-                        dead_cause: row.get(9)?,
-                    });
-                }
-                Ok(entries)
-            })
+            .call(move |conn| outbox::list_outbox(conn, limit))
             .await
     }
 
@@ -1239,41 +671,7 @@ impl Backend for SqliteStore {
 
     async fn drop_outbox(&self, id: i64) -> Result<(), StoreError> {
         self.engine
-            .call(move |conn| {
-                let now = now_ms();
-                let row: Option<(String, bool)> = conn
-                    .prepare_cached(
-                        "SELECT state, EXISTS (SELECT 1 FROM outbox_chunks c
-                                               WHERE c.outbox_id = o.id AND c.lease_until >= ?2)
-                         FROM outbox o WHERE id = ?1",
-                    )?
-                    .query_row(params![id, now], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()?;
-                match row {
-                    None => return Err(StoreError::NotFound(format!("no delivery {id}"))),
-                    Some((_, true)) => {
-                        return Err(StoreError::Conflict(format!(
-                            "delivery {id} is being sent right now; try again in a moment"
-                        )));
-                    }
-                    Some((state, false)) if state != "pending" && state != "dead" => {
-                        return Err(StoreError::Conflict(format!(
-                            "delivery {id} is {state}, not pending or dead"
-                        )));
-                    }
-                    Some(_) => {}
-                }
-                conn.prepare_cached(
-                    "UPDATE outbox_chunks SET state = 'dropped'
-                     WHERE outbox_id = ?1 AND state IN ('pending', 'dead')",
-                )?
-                .execute([id])?;
-                conn.prepare_cached(
-                    "UPDATE outbox SET state = 'dropped', finished_at = ?2 WHERE id = ?1",
-                )?
-                .execute(params![id, now])?;
-                Ok(())
-            })
+            .call(move |conn| outbox::drop_outbox(conn, id))
             .await
     }
 
@@ -1319,140 +717,6 @@ impl Backend for SqliteStore {
             })
             .await
     }
-}
-
-/// Makes dead letter `id` pending again: its dead chunks get fresh attempts and are due `now`.
-/// It moves to the back of its chat's queue under a new row id (the next from the sequence), keeping its
-/// key (platforms that dedupe see the same message): left in place it would become its chat's
-/// head and could cut into a message whose first chunks already went out.
-fn revive(conn: &Connection, id: i64, now: Millis) -> Result<Revived, StoreError> {
-    let new_id = next_outbox_id(conn)?;
-    // The key is unique: the old row lends it to the new one, which its chunks then follow
-    // (they reference the row, so the old one goes last).
-    conn.prepare_cached("UPDATE outbox SET key = key || '~' WHERE id = ?1")?
-        .execute([id])?;
-    let copied = conn
-        .prepare_cached(
-            "INSERT INTO outbox (id, key, channel, chat_key, route, session, kind, state,
-                                 created_at)
-             SELECT ?2, substr(key, 1, length(key) - 1), channel, chat_key, route, session, kind,
-                    'pending', created_at
-             FROM outbox WHERE id = ?1 AND state = 'dead'",
-        )?
-        .execute(params![id, new_id])?;
-    if copied != 1 {
-        return Err(StoreError::Conflict(format!("delivery {id} is not dead")));
-    }
-    let dead_chunks: i64 = conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM outbox_chunks WHERE outbox_id = ?1 AND state = 'dead'",
-        )?
-        .query_row([id], |row| row.get(0))?;
-    if dead_chunks == 0 {
-        // Nothing left to send: a pending row without a pending chunk would head its chat's
-        // queue for ever.
-        return Err(StoreError::Conflict(format!(
-            "delivery {id} has no chunk left to send"
-        )));
-    }
-    conn.prepare_cached("UPDATE outbox_chunks SET outbox_id = ?2 WHERE outbox_id = ?1")?
-        .execute(params![id, new_id])?;
-    conn.prepare_cached(
-        "UPDATE outbox_chunks SET state = 'pending', attempts = 0, next_attempt_at = ?2,
-                lease_owner = NULL, lease_until = NULL
-         WHERE outbox_id = ?1 AND state = 'dead'",
-    )?
-    .execute(params![new_id, now])?;
-    conn.prepare_cached("UPDATE events SET outbox_id = ?2 WHERE outbox_id = ?1")?
-        .execute(params![id, new_id])?;
-    conn.prepare_cached("UPDATE inbox SET last_reply = ?2 WHERE last_reply = ?1")?
-        .execute(params![id, new_id])?;
-    conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
-        .execute([id])?;
-    let channel: String = conn
-        .prepare_cached("SELECT channel FROM outbox WHERE id = ?1")?
-        .query_row([new_id], |row| row.get(0))?;
-    Ok(Revived {
-        id: new_id,
-        was: id,
-        channel,
-    })
-}
-
-/// A `DeliveryRef` from the five columns at `at` (id, key, channel, state, chunk count) of a
-/// LEFT JOIN: `None` when the join found no row.
-fn delivery_ref(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<DeliveryRef>> {
-    let Some(id) = row.get::<_, Option<i64>>(at)? else {
-        return Ok(None);
-    };
-    Ok(Some(DeliveryRef {
-        id,
-        key: row.get(at + 1)?,
-        channel: row.get(at + 2)?,
-        state: row.get(at + 3)?,
-        chunks: row.get(at + 4)?,
-    }))
-}
-
-/// Inserts an event, or, past the session's bound, folds it into the newest queued one so that
-/// nothing is evicted silently. A repeated `context_key` is ignored (returns the existing id).
-fn insert_event(conn: &Connection, event: &NewEvent, max_queued: usize) -> Result<i64, StoreError> {
-    if let Some(key) = &event.context_key {
-        let existing: Option<i64> = conn
-            .prepare_cached("SELECT event_id FROM event_keys WHERE context_key = ?1")?
-            .query_row([key], |row| row.get(0))
-            .optional()?;
-        if let Some(id) = existing {
-            return Ok(id);
-        }
-    }
-    let id = insert_or_fold_event(conn, event, max_queued)?;
-    if let Some(key) = &event.context_key {
-        conn.prepare_cached("INSERT INTO event_keys (context_key, event_id) VALUES (?1, ?2)")?
-            .execute(params![key, id])?;
-    }
-    Ok(id)
-}
-
-fn insert_or_fold_event(
-    conn: &Connection,
-    event: &NewEvent,
-    max_queued: usize,
-) -> Result<i64, StoreError> {
-    let queued: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM events WHERE session = ?1 AND state = 'queued'")?
-        .query_row([&event.session], |row| row.get(0))?;
-    let origin = event.origin.as_ref().map(route_json).transpose()?;
-    if queued as usize >= max_queued {
-        let newest: Option<i64> = conn
-            .prepare_cached("SELECT MAX(id) FROM events WHERE session = ?1 AND state = 'queued'")?
-            .query_row([&event.session], |row| row.get(0))?;
-        if let Some(id) = newest {
-            const FOLDED_TEXT_CAP: usize = 16_000;
-            conn.prepare_cached(
-                "UPDATE events SET coalesced = coalesced + 1,
-                        text = CASE WHEN length(text) < ?3 THEN text || char(10) || char(10) || ?2
-                                    ELSE text END,
-                        wake = COALESCE(?4, wake)
-                 WHERE id = ?1",
-            )?
-            .execute(params![id, event.text, FOLDED_TEXT_CAP as i64, event.wake])?;
-            return Ok(id);
-        }
-    }
-    conn.prepare_cached(
-        "INSERT INTO events (session, context_key, text, origin, wake, state, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
-    )?
-    .execute(params![
-        event.session,
-        event.context_key,
-        event.text,
-        origin,
-        event.wake,
-        now_ms()
-    ])?;
-    Ok(conn.last_insert_rowid())
 }
 
 #[cfg(test)]

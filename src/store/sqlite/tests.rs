@@ -3,6 +3,7 @@
 use super::*;
 use crate::store::Store;
 use crate::store::fixtures::stored_job;
+use rusqlite::Connection;
 
 #[test]
 fn a_refused_write_is_named_disk_full() {
