@@ -50,7 +50,14 @@ impl Store {
     /// Opens the SQLite store at `path` (created and migrated as needed); `node` names this
     /// relay's delivery leases.
     pub fn open(path: &Path, node: &str) -> Result<Store, StoreError> {
-        Ok(Store(Arc::new(sqlite::SqliteStore::open(path, node)?)))
+        Store::open_with_clock(path, node, system_clock())
+    }
+
+    /// [`Store::open`] with the time read from `clock` (a test's, to assert exact times).
+    pub fn open_with_clock(path: &Path, node: &str, clock: Clock) -> Result<Store, StoreError> {
+        Ok(Store(Arc::new(sqlite::SqliteStore::open(
+            path, node, clock,
+        )?)))
     }
 }
 

@@ -701,3 +701,41 @@ async fn an_inbox_message_names_its_job_and_reply_and_the_job_its_completion() {
     assert_eq!((delivery.id, delivery.chunks), (outbox_id, 2));
     assert_ne!(delivery.key, ack.key);
 }
+
+/// Every time the store writes comes from its clock: with a test's clock, times are exact.
+#[tokio::test]
+async fn the_store_reads_the_time_from_its_clock() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::sync::Arc::new(AtomicI64::new(1_000_000));
+    let clock: Clock = {
+        let now = now.clone();
+        std::sync::Arc::new(move || now.load(Ordering::SeqCst))
+    };
+    let store = Store::open_with_clock(&dir.path().join("db.sqlite"), "test", clock).unwrap();
+    store
+        .enqueue_outbox(vec![reply("a", &["one"])])
+        .await
+        .unwrap();
+    let listed = store.list_outbox(10).await.unwrap();
+    assert_eq!(listed[0].next_attempt_at, Some(1_000_000));
+    assert_eq!(
+        store.claim_due("webhook", 10, 60_000).await.unwrap().len(),
+        1
+    );
+    now.store(1_060_000, Ordering::SeqCst);
+    assert!(
+        store
+            .claim_due("webhook", 10, 60_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased until 1,060,000 exactly"
+    );
+    now.store(1_060_001, Ordering::SeqCst);
+    assert_eq!(
+        store.claim_due("webhook", 10, 60_000).await.unwrap().len(),
+        1,
+        "the lease ran out"
+    );
+}

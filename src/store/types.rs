@@ -40,6 +40,14 @@ impl StoreError {
 /// Milliseconds since the Unix epoch: every timestamp in the store.
 pub type Millis = i64;
 
+/// Where the store reads the time: the system clock, or a test's own.
+pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
+
+/// The system clock, as a [`Clock`].
+pub fn system_clock() -> Clock {
+    Arc::new(now_ms)
+}
+
 pub fn now_ms() -> Millis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

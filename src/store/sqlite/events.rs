@@ -12,6 +12,7 @@ pub(super) fn insert_event(
     conn: &Connection,
     event: &NewEvent,
     max_queued: usize,
+    now: Millis,
 ) -> Result<i64, StoreError> {
     if let Some(key) = &event.context_key {
         let existing: Option<i64> = conn
@@ -22,7 +23,7 @@ pub(super) fn insert_event(
             return Ok(id);
         }
     }
-    let id = insert_or_fold_event(conn, event, max_queued)?;
+    let id = insert_or_fold_event(conn, event, max_queued, now)?;
     if let Some(key) = &event.context_key {
         conn.prepare_cached("INSERT INTO event_keys (context_key, event_id) VALUES (?1, ?2)")?
             .execute(params![key, id])?;
@@ -34,6 +35,7 @@ pub(super) fn insert_or_fold_event(
     conn: &Connection,
     event: &NewEvent,
     max_queued: usize,
+    now: Millis,
 ) -> Result<i64, StoreError> {
     let queued: i64 = conn
         .prepare_cached("SELECT COUNT(*) FROM events WHERE session = ?1 AND state = 'queued'")?
@@ -66,7 +68,7 @@ pub(super) fn insert_or_fold_event(
         event.text,
         origin,
         event.wake,
-        now_ms()
+        now
     ])?;
     Ok(conn.last_insert_rowid())
 }

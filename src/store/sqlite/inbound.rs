@@ -18,8 +18,8 @@ const STALE_SENT_AT_MS: i64 = 5 * 60 * 1000;
 pub(super) fn accept_inbound(
     conn: &Connection,
     record: InboundRecord,
+    now: Millis,
 ) -> Result<InboundResult, StoreError> {
-    let now = now_ms();
     // Some platforms number messages per chat: the key includes the chat.
     let seen_key = record
         .platform_message_id
@@ -109,8 +109,8 @@ pub(super) fn finish_inbox(
     inbox_id: i64,
     job: Option<NewJob>,
     replies: Vec<NewOutbox>,
+    now: Millis,
 ) -> Result<(), StoreError> {
-    let now = now_ms();
     let updated = conn
         .prepare_cached(
             "UPDATE inbox SET processed_at = ?2 WHERE id = ?1 AND processed_at IS NULL",

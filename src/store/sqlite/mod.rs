@@ -45,15 +45,23 @@ impl From<rusqlite::Error> for StoreError {
 pub struct SqliteStore {
     engine: Engine,
     node: String,
+    /// What time it is: every timestamp and due time the store writes comes from here, read
+    /// once per operation and passed to its statements.
+    clock: Clock,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database and applies migrations.
-    pub fn open(path: &Path, node: &str) -> Result<SqliteStore, StoreError> {
+    pub fn open(path: &Path, node: &str, clock: Clock) -> Result<SqliteStore, StoreError> {
         Ok(SqliteStore {
             engine: Engine::open(path)?,
             node: node.to_string(),
+            clock,
         })
+    }
+
+    fn now(&self) -> Millis {
+        (self.clock)()
     }
 
     async fn revive_where(
@@ -61,13 +69,13 @@ impl SqliteStore {
         select: &'static str,
         channel: Option<String>,
     ) -> Result<Vec<Revived>, StoreError> {
+        let now = self.now();
         self.engine
             .call(move |conn| {
                 let ids = match &channel {
                     Some(channel) => collect_rows(conn, select, [channel], |row| Ok(row.get(0)?))?,
                     None => collect_rows(conn, select, [], |row| Ok(row.get(0)?))?,
                 };
-                let now = now_ms();
                 ids.into_iter().map(|id| revive(conn, id, now)).collect()
             })
             .await
@@ -77,8 +85,9 @@ impl SqliteStore {
 #[async_trait::async_trait]
 impl Backend for SqliteStore {
     async fn accept_inbound(&self, record: InboundRecord) -> Result<InboundResult, StoreError> {
+        let now = self.now();
         self.engine
-            .call(move |conn| inbound::accept_inbound(conn, record))
+            .call(move |conn| inbound::accept_inbound(conn, record, now))
             .await
     }
 
@@ -113,8 +122,9 @@ impl Backend for SqliteStore {
         job: Option<NewJob>,
         replies: Vec<NewOutbox>,
     ) -> Result<(), StoreError> {
+        let now = self.now();
         self.engine
-            .call(move |conn| inbound::finish_inbox(conn, inbox_id, job, replies))
+            .call(move |conn| inbound::finish_inbox(conn, inbox_id, job, replies, now))
             .await
     }
 
@@ -142,9 +152,9 @@ impl Backend for SqliteStore {
     }
 
     async fn enqueue_outbox(&self, messages: Vec<NewOutbox>) -> Result<(), StoreError> {
+        let now = self.now();
         self.engine
             .call(move |conn| {
-                let now = now_ms();
                 for message in &messages {
                     insert_outbox(conn, message, now)?;
                 }
@@ -220,6 +230,7 @@ impl Backend for SqliteStore {
         max_queued: usize,
     ) -> Result<bool, StoreError> {
         let id = id.to_string();
+        let now = self.now();
         self.engine
             .call(move |conn| {
                 let updated = conn
@@ -242,7 +253,7 @@ impl Backend for SqliteStore {
                     return Ok(false);
                 }
                 if let Some(event) = &event {
-                    insert_event(conn, event, max_queued)?;
+                    insert_event(conn, event, max_queued, now)?;
                 }
                 Ok(true)
             })
@@ -345,8 +356,9 @@ impl Backend for SqliteStore {
     }
 
     async fn enqueue_event(&self, event: NewEvent, max_queued: usize) -> Result<i64, StoreError> {
+        let now = self.now();
         self.engine
-            .call(move |conn| insert_event(conn, &event, max_queued))
+            .call(move |conn| insert_event(conn, &event, max_queued, now))
             .await
     }
 
@@ -389,6 +401,7 @@ impl Backend for SqliteStore {
     }
 
     async fn drop_event(&self, id: i64) -> Result<(), StoreError> {
+        let now = self.now();
         self.engine
             .call(move |conn| {
                 let state: Option<String> = conn
@@ -410,7 +423,7 @@ impl Backend for SqliteStore {
                     "UPDATE events SET state = 'dropped', consumed_at = ?2
                      WHERE id = ?1 AND state = 'queued'",
                 )?
-                .execute(params![id, now_ms()])?;
+                .execute(params![id, now])?;
                 Ok(())
             })
             .await
@@ -421,9 +434,9 @@ impl Backend for SqliteStore {
         events: Vec<(i64, i64)>,
         message: NewOutbox,
     ) -> Result<i64, StoreError> {
+        let now = self.now();
         self.engine
             .call(move |conn| {
-                let now = now_ms();
                 let outbox_id = insert_outbox(conn, &message, now)?;
                 let mut consume = conn.prepare_cached(
                     "UPDATE events SET state = 'consumed', consumed_at = ?2, outbox_id = ?3,
@@ -546,8 +559,9 @@ impl Backend for SqliteStore {
     ) -> Result<Vec<ClaimedChunk>, StoreError> {
         let channel = channel.to_string();
         let node = self.node.clone();
+        let now = self.now();
         self.engine
-            .call(move |conn| claim(conn, &channel, &node, Claim::Due { limit }, lease_ms))
+            .call(move |conn| claim(conn, &channel, &node, Claim::Due { limit }, lease_ms, now))
             .await
     }
 
@@ -558,9 +572,10 @@ impl Backend for SqliteStore {
     ) -> Result<Option<ClaimedChunk>, StoreError> {
         let channel = channel.to_string();
         let node = self.node.clone();
+        let now = self.now();
         self.engine
             .call(move |conn| {
-                let claimed = claim(conn, &channel, &node, Claim::Probe, lease_ms)?;
+                let claimed = claim(conn, &channel, &node, Claim::Probe, lease_ms, now)?;
                 Ok(claimed.into_iter().next())
             })
             .await
@@ -568,6 +583,7 @@ impl Backend for SqliteStore {
 
     async fn recover_channel(&self, channel: &str) -> Result<usize, StoreError> {
         let channel = channel.to_string();
+        let now = self.now();
         self.engine
             .call(move |conn| {
                 Ok(conn
@@ -577,7 +593,7 @@ impl Backend for SqliteStore {
                          WHERE state = 'pending' AND channel_wait = 1 AND outbox_id IN
                              (SELECT id FROM outbox WHERE channel = ?1 AND state = 'pending')",
                     )?
-                    .execute(params![channel, now_ms()])?)
+                    .execute(params![channel, now])?)
             })
             .await
     }
@@ -588,8 +604,9 @@ impl Backend for SqliteStore {
         index: u32,
         outcome: ChunkOutcome,
     ) -> Result<(), StoreError> {
+        let now = self.now();
         self.engine
-            .call(move |conn| outbox::record_outcome(conn, outbox_id, index, outcome))
+            .call(move |conn| outbox::record_outcome(conn, outbox_id, index, outcome, now))
             .await
     }
 
@@ -615,6 +632,7 @@ impl Backend for SqliteStore {
 
     async fn retry_now(&self, channel: &str) -> Result<(), StoreError> {
         let channel = channel.to_string();
+        let now = self.now();
         self.engine
             .call(move |conn| {
                 conn.prepare_cached(
@@ -622,7 +640,7 @@ impl Backend for SqliteStore {
                      WHERE state = 'pending' AND next_attempt_at > ?2 AND outbox_id IN
                          (SELECT id FROM outbox WHERE channel = ?1 AND state = 'pending')",
                 )?
-                .execute(params![channel, now_ms()])?;
+                .execute(params![channel, now])?;
                 Ok(())
             })
             .await
@@ -635,6 +653,7 @@ impl Backend for SqliteStore {
     }
 
     async fn retry_dead(&self, id: i64) -> Result<Revived, StoreError> {
+        let now = self.now();
         self.engine
             .call(move |conn| {
                 let state: Option<String> = conn
@@ -643,7 +662,7 @@ impl Backend for SqliteStore {
                     .optional()?;
                 match state.as_deref() {
                     None => Err(StoreError::NotFound(format!("no delivery {id}"))),
-                    Some("dead") => revive(conn, id, now_ms()),
+                    Some("dead") => revive(conn, id, now),
                     Some(other) => Err(StoreError::Conflict(format!(
                         "delivery {id} is {other}, not dead"
                     ))),
@@ -670,8 +689,9 @@ impl Backend for SqliteStore {
     }
 
     async fn drop_outbox(&self, id: i64) -> Result<(), StoreError> {
+        let now = self.now();
         self.engine
-            .call(move |conn| outbox::drop_outbox(conn, id))
+            .call(move |conn| outbox::drop_outbox(conn, id, now))
             .await
     }
 

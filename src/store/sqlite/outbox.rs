@@ -22,8 +22,8 @@ pub(super) fn claim(
     node: &str,
     mode: Claim,
     lease_ms: Millis,
+    now: Millis,
 ) -> Result<Vec<ClaimedChunk>, StoreError> {
-    let now = now_ms();
     let (ready, order, limit) = match mode {
         Claim::Due { limit } => ("c.next_attempt_at <= ?2", "o.id", limit),
         Claim::Probe => (
@@ -262,8 +262,8 @@ pub(super) fn record_outcome(
     outbox_id: i64,
     index: u32,
     outcome: ChunkOutcome,
+    now: Millis,
 ) -> Result<(), StoreError> {
-    let now = now_ms();
     let index = index as i64;
     // An outcome that comes late (recorded after its lease ran out, say while the
     // disk was full) for a message an operator dropped or retried meanwhile changes
@@ -336,8 +336,7 @@ pub(super) fn record_outcome(
     Ok(())
 }
 
-pub(super) fn drop_outbox(conn: &Connection, id: i64) -> Result<(), StoreError> {
-    let now = now_ms();
+pub(super) fn drop_outbox(conn: &Connection, id: i64, now: Millis) -> Result<(), StoreError> {
     let row: Option<(String, bool)> = conn
         .prepare_cached(
             "SELECT state, EXISTS (SELECT 1 FROM outbox_chunks c
