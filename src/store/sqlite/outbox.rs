@@ -35,56 +35,65 @@ pub(super) fn claim(
     // The head of a chat: its oldest pending message's first unsent chunk. A head that is
     // leased or not yet due holds the chat back, which keeps order. So does any other leased
     // chunk of the chat: rows moved in from a migrated chat sort ahead of a send already in
-    // flight at the new id, and must wait for it.
+    // flight at the new id, and must wait for it. One statement picks the heads and leases
+    // them, as PostgreSQL's `UPDATE … WHERE (…) IN (SELECT … FOR UPDATE SKIP LOCKED)
+    // RETURNING` would, so that two writers could never lease one chunk.
     let sql = format!(
-        "SELECT o.id, o.key, c.idx, o.route, c.text, c.attempts,
-                (SELECT COUNT(*) FROM outbox_chunks n WHERE n.outbox_id = o.id),
-                c.moves
-         FROM outbox o JOIN outbox_chunks c ON c.outbox_id = o.id
-         WHERE o.channel = ?1 AND o.state = 'pending' AND c.state = 'pending'
-           AND o.id = (SELECT MIN(p.id) FROM outbox p
-                       WHERE p.channel = o.channel AND p.chat_key = o.chat_key
-                         AND p.state = 'pending')
-           AND c.idx = (SELECT MIN(q.idx) FROM outbox_chunks q
-                        WHERE q.outbox_id = o.id AND q.state = 'pending')
-           AND {ready}
-           AND (c.lease_until IS NULL OR c.lease_until < ?2)
-           AND NOT EXISTS (SELECT 1 FROM outbox lo JOIN outbox_chunks l ON l.outbox_id = lo.id
-                           WHERE l.lease_owner IS NOT NULL AND l.lease_until >= ?2
-                             AND lo.channel = o.channel AND lo.chat_key = o.chat_key
-                             AND lo.state = 'pending')
-         ORDER BY {order} LIMIT ?3"
+        "UPDATE outbox_chunks SET lease_owner = ?3, lease_until = ?4, attempts = attempts + 1
+         WHERE (outbox_id, idx) IN (
+             SELECT c.outbox_id, c.idx
+             FROM outbox o JOIN outbox_chunks c ON c.outbox_id = o.id
+             WHERE o.channel = ?1 AND o.state = 'pending' AND c.state = 'pending'
+               AND o.id = (SELECT MIN(p.id) FROM outbox p
+                           WHERE p.channel = o.channel AND p.chat_key = o.chat_key
+                             AND p.state = 'pending')
+               AND c.idx = (SELECT MIN(q.idx) FROM outbox_chunks q
+                            WHERE q.outbox_id = o.id AND q.state = 'pending')
+               AND {ready}
+               AND (c.lease_until IS NULL OR c.lease_until < ?2)
+               AND NOT EXISTS (SELECT 1 FROM outbox lo JOIN outbox_chunks l ON l.outbox_id = lo.id
+                               WHERE l.lease_owner IS NOT NULL AND l.lease_until >= ?2
+                                 AND lo.channel = o.channel AND lo.chat_key = o.chat_key
+                                 AND lo.state = 'pending')
+             ORDER BY {order} LIMIT ?5)
+         RETURNING outbox_id, idx, text, attempts, moves"
     );
-    let mut statement = conn.prepare_cached(&sql)?;
-    let mut rows = statement.query(params![channel, now, limit as i64])?;
-    let mut claimed = Vec::new();
-    while let Some(row) = rows.next()? {
-        let route: String = row.get(3)?;
+    let leased = collect_rows(
+        conn,
+        &sql,
+        params![channel, now, node, now + lease_ms, limit as i64],
+        |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+            ))
+        },
+    )?;
+    let mut message = conn.prepare_cached(
+        "SELECT key, route, (SELECT COUNT(*) FROM outbox_chunks n WHERE n.outbox_id = o.id)
+         FROM outbox o WHERE o.id = ?1",
+    )?;
+    let mut claimed = Vec::with_capacity(leased.len());
+    for (outbox_id, index, text, attempts, moves) in leased {
+        let (key, route, count): (String, String, i64) = message.query_row([outbox_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
         claimed.push(ClaimedChunk {
-            outbox_id: row.get(0)?,
-            key: row.get(1)?,
-            index: row.get::<_, i64>(2)? as u32,
+            outbox_id,
+            key,
+            index: index as u32,
+            count: count as u32,
             route: route_from(&route)?,
-            text: row.get(4)?,
-            attempts: row.get::<_, i64>(5)? as u32,
-            count: row.get::<_, i64>(6)? as u32,
-            moves: row.get::<_, i64>(7)? as u32,
+            text,
+            attempts: attempts as u32,
+            moves: moves as u32,
         });
     }
-    drop(rows);
-    let mut lease = conn.prepare_cached(
-        "UPDATE outbox_chunks SET lease_owner = ?3, lease_until = ?4, attempts = attempts + 1
-         WHERE outbox_id = ?1 AND idx = ?2",
-    )?;
-    for chunk in &mut claimed {
-        lease.execute(params![
-            chunk.outbox_id,
-            chunk.index as i64,
-            node,
-            now + lease_ms
-        ])?;
-        chunk.attempts += 1;
-    }
+    // RETURNING names no order: the oldest message first, as the claim chose them.
+    claimed.sort_by_key(|chunk| (chunk.outbox_id, chunk.index));
     Ok(claimed)
 }
 
