@@ -75,10 +75,16 @@ pub(crate) async fn mark_sent(store: &Store, chunk: &ClaimedChunk) {
         .unwrap();
 }
 
+/// The backend the domain and model tests run against: the one place a second backend is
+/// named, to run them all against it too.
+pub(crate) fn open_in(dir: &std::path::Path, node: &str) -> Store {
+    Store::open(&dir.join("db.sqlite"), node).unwrap()
+}
+
 /// A store in a fresh temporary folder (kept while the `TempDir` lives).
 pub(crate) fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("db.sqlite"), "test").unwrap();
+    let store = open_in(dir.path(), "test");
     (dir, store)
 }
 

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use execrelay_channel::ChatType;
 
+use super::fixtures::open_in;
 use super::*;
 use crate::util::test_rng::Rng;
 use execrelay_channel::Route;
@@ -83,8 +84,7 @@ struct Platform {
 async fn run_seed(seed: u64) {
     let mut rng = Rng::seeded(seed);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("model.db");
-    let mut store = Store::open(&path, "model").unwrap();
+    let mut store = open_in(dir.path(), "model");
     let mut platform = Platform::default();
     let mut completions: BTreeMap<String, String> = BTreeMap::new();
     let mut held: Option<(usize, Vec<EventRecord>)> = None;
@@ -226,14 +226,14 @@ async fn run_seed(seed: u64) {
                 }
                 if crashed {
                     drop(store);
-                    store = Store::open(&path, "model").unwrap();
+                    store = open_in(dir.path(), "model");
                     store.release_own_leases().await.unwrap();
                 }
             }
             _ => {
                 // Crash and restart: a fresh connection; this node's leases are released.
                 drop(store);
-                store = Store::open(&path, "model").unwrap();
+                store = open_in(dir.path(), "model");
                 store.release_own_leases().await.unwrap();
                 assert!(step < 1000);
             }

@@ -366,7 +366,7 @@ async fn a_restart_releases_this_nodes_leases() {
         1
     );
     drop(store);
-    let store = Store::open(&dir.path().join("db.sqlite"), "test").unwrap();
+    let store = open_in(dir.path(), "test");
     assert_eq!(store.release_own_leases().await.unwrap(), 1);
     let again = store.claim_due("webhook", 10, 60_000).await.unwrap();
     assert_eq!(again.len(), 1);
@@ -490,7 +490,7 @@ async fn adapter_state_survives_a_reopen() {
         .await
         .unwrap();
     drop(store);
-    let store = Store::open(&dir.path().join("db.sqlite"), "test").unwrap();
+    let store = open_in(dir.path(), "test");
     let kept = store.adapter_state("telegram:1:commands").await.unwrap();
     assert_eq!(kept.as_deref(), Some("b"));
 }
