@@ -263,7 +263,17 @@ pub async fn build(config: Config) -> anyhow::Result<Stages> {
 pub async fn serve(stages: Stages, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let served = start_and_serve(stages, ready_file, &stop, &tracker).await;
+    // Before anything starts: a signal during the start, or during a failed start's drain,
+    // stops gracefully too.
+    let served = match shutdown_signals(stop.clone()) {
+        Ok(signals) => {
+            tracker.spawn(signals);
+            start_and_serve(stages, ready_file, &stop, &tracker).await
+        }
+        Err(error) => {
+            Err(anyhow::Error::new(error).context("cannot listen for SIGTERM and SIGINT"))
+        }
+    };
     stop.cancel();
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_DEADLINE, tracker.wait())
@@ -367,8 +377,6 @@ async fn start_and_serve(
         rejections: Arc::new(LogThrottle::new(Duration::from_secs(1))),
         tarpit: Arc::default(),
     });
-    let signals = shutdown_signals(stop.clone()).context("cannot listen for SIGTERM and SIGINT")?;
-    tracker.spawn(signals);
     tracing::info!("{}", startup_line(&config, bound));
     for warning in &config.warnings {
         tracing::warn!("config: {warning}");

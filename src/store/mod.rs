@@ -241,7 +241,7 @@ pub trait Backend: Send + Sync {
     /// Pending and dead-lettered deliveries, oldest first (delivered ones are history).
     async fn list_outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
 
-    /// Retries dead letter `id` (see [`revive`]).
+    /// Retries dead letter `id` (the SQLite store's `revive`: a new row id at the back of its chat, the same key).
     async fn retry_dead(&self, id: i64) -> Result<Revived, StoreError>;
 
     /// Retries every dead letter, oldest first (so they keep their order).

@@ -9,9 +9,10 @@ use execrelay_channel::Route;
 /// What went wrong in the store, in terms of what a caller does next; no backend named.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The database refused or failed an operation; the backend's own error is the source.
-    #[error("database error: {0}")]
-    Backend(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The database refused or failed an operation: the backend's own error, as it says it
+    /// (and with its own source), so that a chain prints it once.
+    #[error(transparent)]
+    Backend(Arc<dyn std::error::Error + Send + Sync>),
     #[error("{0}")]
     Io(String),
     #[error("the store is closed")]
@@ -27,7 +28,7 @@ pub enum StoreError {
     Corrupt(String),
     /// The disk (or a quota, or a file-size limit) refuses to grow the store's files.
     #[error("the disk is full or refuses writes: {0}")]
-    DiskFull(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    DiskFull(Arc<dyn std::error::Error + Send + Sync>),
 }
 
 impl StoreError {
