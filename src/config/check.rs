@@ -66,7 +66,7 @@ pub(crate) fn check_values(config: &Config, found: &mut Findings<'_>) {
         found.error("events.max_queued", "must be at least 1");
     }
     for (i, entry) in config.exec.env.iter().enumerate() {
-        if let Err(why) = crate::run::job_env::parse_entry(entry) {
+        if let Err(why) = crate::config::exec_env::parse_entry(entry) {
             found.error(&format!("exec.env[{i}]"), why);
         }
     }
@@ -272,8 +272,8 @@ fn check_features(config: &Config, found: &mut Findings<'_>) {
 pub(crate) fn check_secrets(config: &Config, found: &mut Findings<'_>) {
     let secrets = config.secrets();
     for (i, entry) in config.exec.env.iter().enumerate() {
-        if let Ok(crate::run::job_env::EnvEntry::Set(name, value)) =
-            crate::run::job_env::parse_entry(entry)
+        if let Ok(crate::config::exec_env::EnvEntry::Set(name, value)) =
+            crate::config::exec_env::parse_entry(entry)
             && secrets.iter().any(|s| s.expose() == value)
         {
             found.error(
@@ -367,7 +367,7 @@ pub(crate) fn check_system(config: &Config, found: &mut Findings<'_>) {
 /// `run_as` names an account this relay can start jobs as; without it, say what job code can
 /// reach.
 fn check_job_user(config: &Config, found: &mut Findings<'_>) {
-    use crate::run::job_user::{relay_is_root, resolve};
+    use crate::util::accounts::{relay_is_root, resolve};
     let exec = &config.exec;
     match (&exec.run_as, &exec.run_as_group) {
         (None, Some(_)) => found.error("exec.run_as_group", "needs exec.run_as"),

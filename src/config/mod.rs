@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer};
 use crate::util::duration::parse_duration;
 
 mod check;
+pub mod exec_env;
 mod keys;
 mod partial;
 mod problems;

@@ -94,7 +94,9 @@ fn the_example_file_is_valid_and_complete() {
         .lines()
         .map(|l| match l.strip_prefix("# ") {
             // run_as needs a relay running as root.
-            Some(rest) if rest.starts_with("run_as") && !crate::run::job_user::relay_is_root() => l,
+            Some(rest) if rest.starts_with("run_as") && !crate::util::accounts::relay_is_root() => {
+                l
+            }
             Some(rest) if rest.contains(" = ") && !rest.contains("Also:") => rest,
             _ => l,
         })

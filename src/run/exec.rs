@@ -102,7 +102,7 @@ impl ExecRuntime {
         // Checked by the config already; resolved again here, as it is now.
         let run_as = match &config.run_as {
             Some(user) => Some(
-                crate::run::job_user::resolve(user, config.run_as_group.as_deref())
+                crate::util::accounts::resolve(user, config.run_as_group.as_deref())
                     .map_err(std::io::Error::other)?,
             ),
             None => None,

@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 
+use crate::config::exec_env::{EnvEntry, RELAY_PREFIX, parse_entry};
+
 /// Taken from the relay's environment when it has them (and every `LC_*`).
 pub const BASE: &[&str] = &[
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TZ", "TMPDIR",
@@ -13,44 +15,6 @@ pub const BASE: &[&str] = &[
 
 /// When the relay itself runs without a PATH.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-
-/// The relay's own settings and secrets: never passed to a job, whatever the config says.
-pub const RELAY_PREFIX: &str = "EXECRELAY_";
-
-/// One `[exec] env` entry: `NAME` passes the relay's `NAME` through, `NAME=value` sets it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EnvEntry<'a> {
-    Pass(&'a str),
-    Set(&'a str, &'a str),
-}
-
-/// Reads an entry; `Err` says what is wrong with it.
-pub fn parse_entry(entry: &str) -> Result<EnvEntry<'_>, String> {
-    let (name, value) = match entry.split_once('=') {
-        Some((name, value)) => (name, Some(value)),
-        None => (entry, None),
-    };
-    let valid = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        return Err(format!(
-            "`{entry}` is not NAME (pass the relay's NAME through) or NAME=value (set it); \
-             names are letters, digits and _"
-        ));
-    }
-    if name.starts_with(RELAY_PREFIX) {
-        return Err(format!(
-            "`{name}`: the relay's own {RELAY_PREFIX}* variables never reach a job"
-        ));
-    }
-    Ok(match value {
-        Some(value) => EnvEntry::Set(name, value),
-        None => EnvEntry::Pass(name),
-    })
-}
 
 /// The job environment from `relay` (the relay's own environment) and the config's entries
 /// (checked already; a bad one is skipped).

@@ -1,11 +1,10 @@
 //! Run: jobs as processes. `exec` spawns and watches each job's supervisor and records its
 //! end with its completion event; `supervisor` is that per-job process; `jobs` ids, outcomes,
-//! text and tails; `job_env` and `job_user` what a job gets and whom it runs as; `retention`
+//! text and tails; `job_env` what a job gets; `retention`
 //! forgets finished work (and old dedupe records) once nothing of it is owed.
 
 pub mod exec;
 pub mod job_env;
-pub mod job_user;
 pub mod jobs;
 pub mod retention;
 pub mod supervisor;

@@ -213,7 +213,7 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
     for (name, _) in std::env::vars_os() {
         if name
             .to_string_lossy()
-            .starts_with(crate::run::job_env::RELAY_PREFIX)
+            .starts_with(crate::config::exec_env::RELAY_PREFIX)
         {
             command.env_remove(name);
         }

@@ -1,7 +1,8 @@
-//! Small shared helpers, each owned by no stage: secret shapes to redact (`credentials`),
+//! Small shared helpers, each owned by no stage: Unix accounts (whom jobs run as), secret shapes to redact (`credentials`),
 //! durations and sizes as people write them, log and answer throttles, test crash points, and
 //! the tests' seeded random numbers.
 
+pub mod accounts;
 pub mod credentials;
 pub mod duration;
 pub mod failpoint;
