@@ -36,15 +36,21 @@ mod source_docs {
         }
     }
 
-    /// Every source file of the workspace opens with `//!`: what it owns, for whoever opens it.
-    #[test]
-    fn every_source_file_says_what_it_owns() {
+    /// Every Rust source file of the workspace.
+    fn workspace_sources() -> Vec<PathBuf> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut files = Vec::new();
         for dir in ["src", "adapters", "tests", "benches"] {
             rust_files(&root.join(dir), &mut files);
         }
         assert!(files.len() > 50, "found only {} files", files.len());
+        files
+    }
+
+    /// Every source file of the workspace opens with `//!`: what it owns, for whoever opens it.
+    #[test]
+    fn every_source_file_says_what_it_owns() {
+        let files = workspace_sources();
         let silent: Vec<_> = files
             .iter()
             .filter(|path| {
@@ -58,12 +64,7 @@ mod source_docs {
     /// No source file grows past 900 lines: past that, it holds more than one job.
     #[test]
     fn no_source_file_is_over_900_lines() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut files = Vec::new();
-        for dir in ["src", "adapters", "tests", "benches"] {
-            rust_files(&root.join(dir), &mut files);
-        }
-        let long: Vec<_> = files
+        let long: Vec<_> = workspace_sources()
             .iter()
             .filter_map(|path| {
                 let lines = std::fs::read_to_string(path).ok()?.lines().count();

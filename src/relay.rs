@@ -293,52 +293,38 @@ async fn start_and_serve(
     stop: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<()> {
-    let Stages {
-        config,
-        listener,
-        bound,
-        store,
-        channels,
-        outbox,
-        heartbeat,
-        heartbeat_loop,
-        exec,
-        inbound,
-        commands,
-        local,
-        webhook,
-        feishu,
-        api_token,
-        local_only,
-    } = stages;
-    tracker.spawn(heartbeat_loop.run(stop.child_token()));
+    tracker.spawn(stages.heartbeat_loop.run(stop.child_token()));
     // Before the command processor: a pending /exec must not be mistaken for a job that was
     // running when the previous relay stopped.
-    exec.reconcile().await.context("cannot reconcile jobs")?;
-    tracker.spawn(commands.run(stop.child_token()));
+    stages
+        .exec
+        .reconcile()
+        .await
+        .context("cannot reconcile jobs")?;
+    tracker.spawn(stages.commands.run(stop.child_token()));
     tracker.spawn(crate::run::retention::prune_dedupe_records(
-        store.clone(),
+        stages.store.clone(),
         stop.child_token(),
     ));
     tracker.spawn(crate::run::retention::run(
-        store.clone(),
-        config.store.jobs_dir(),
-        config.exec.keep_jobs,
+        stages.store.clone(),
+        stages.config.store.jobs_dir(),
+        stages.config.exec.keep_jobs,
         stop.child_token(),
     ));
-    for channel in &channels {
-        let Some(wake) = outbox.waker(channel.name()) else {
+    for channel in &stages.channels {
+        let Some(wake) = stages.outbox.waker(channel.name()) else {
             continue;
         };
         tracker.spawn(crate::deliver::delivery::run_worker(
             channel.clone(),
-            store.clone(),
-            config.outbox.clone(),
+            stages.store.clone(),
+            stages.config.outbox.clone(),
             wake,
-            outbox.health().clone(),
+            stages.outbox.health().clone(),
             stop.child_token(),
         ));
-        let (channel, sink, token) = (channel.clone(), inbound.clone(), stop.child_token());
+        let (channel, sink, token) = (channel.clone(), stages.inbound.clone(), stop.child_token());
         tracker.spawn(async move {
             if let Err(error) = channel.run_inbound(sink, token).await {
                 tracing::error!(channel = channel.name(), error = %error, "inbound stopped");
@@ -356,35 +342,37 @@ async fn start_and_serve(
     }
 
     // Events left queued by the previous run go out with the reason they asked for.
-    for event in store.all_queued_events().await? {
+    for event in stages.store.all_queued_events().await? {
         if let Some(wake) = &event.wake {
-            heartbeat.request(Reason::parse(wake), Some(event.session.clone()));
+            stages
+                .heartbeat
+                .request(Reason::parse(wake), Some(event.session.clone()));
         }
     }
 
     let app = router(ApiState {
-        store: store.clone(),
-        inbound,
-        heartbeat,
-        outbox,
-        local,
-        webhook,
-        feishu,
-        api_token,
-        local_only,
-        max_queued: config.events.max_queued,
+        store: stages.store.clone(),
+        inbound: stages.inbound,
+        heartbeat: stages.heartbeat,
+        outbox: stages.outbox,
+        local: stages.local,
+        webhook: stages.webhook,
+        feishu: stages.feishu,
+        api_token: stages.api_token,
+        local_only: stages.local_only,
+        max_queued: stages.config.events.max_queued,
         stop: stop.clone(),
         rejections: Arc::new(LogThrottle::new(Duration::from_secs(1))),
         tarpit: Arc::default(),
     });
-    tracing::info!("{}", startup_line(&config, bound));
-    for warning in &config.warnings {
+    tracing::info!("{}", startup_line(&stages.config, stages.bound));
+    for warning in &stages.config.warnings {
         tracing::warn!("config: {warning}");
     }
     if let Some(path) = &ready_file {
-        write_ready_file(path, bound)
+        write_ready_file(path, stages.bound)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
-    crate::serve::http::serve(listener, app, stop.clone()).await;
+    crate::serve::http::serve(stages.listener, app, stop.clone()).await;
     Ok(())
 }

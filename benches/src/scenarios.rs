@@ -657,12 +657,6 @@ pub async fn forged(bin: &Path, jobs: usize) -> anyhow::Result<Vec<Figure>> {
     Ok(figures)
 }
 
-/// The outbox row id inside an idempotency key (`<install id, 4 letters><hex row id>.<chunk>`).
-fn row_of(key: &str) -> Option<u64> {
-    let row = key.get(4..)?.split('.').next()?;
-    u64::from_str_radix(row, 16).ok()
-}
-
 /// A platform outage with the default backoff: the receiver answers 503 for 90 % of `outage`
 /// and `429 Retry-After: 2` for the rest, while 20 jobs in 4 conversations finish; then it
 /// recovers. The figure is how long after recovery the last owed message arrived (the target
@@ -727,7 +721,7 @@ pub async fn outage(bin: &Path, outage: Duration) -> anyhow::Result<Vec<Figure>>
         let rows: Vec<Option<u64>> = arrivals
             .iter()
             .filter(|a| a.conversation == format!("outage-{room}"))
-            .map(|a| row_of(&a.key))
+            .map(|a| execrelay_fakes::outbox_row_of(&a.key))
             .collect();
         rows.windows(2).all(|w| w[0] < w[1])
     });

@@ -386,8 +386,9 @@ impl HeartbeatRunner {
         }
         let mut groups: Vec<(execrelay_channel::Route, Vec<&EventRecord>)> = Vec::new();
         let mut blocked: HashMap<String, Vec<i64>> = HashMap::new();
-        // Reasons that are no one's choice (unlike `target none`): worth a warning.
-        let mut undeliverable: HashSet<String> = HashSet::from([target::NO_ROUTE.to_string()]);
+        // Besides `no-route`, reasons that are no one's choice (unlike `target none`): worth a
+        // warning.
+        let mut undeliverable: HashSet<String> = HashSet::new();
         let last = self.store.last_route(session).await?;
         for event in &events {
             match target::resolve(&self.config.target, last.as_ref(), event.origin.as_ref()) {
@@ -438,7 +439,8 @@ impl HeartbeatRunner {
             }
         }
         for (why, ids) in blocked {
-            if undeliverable.contains(&why) && self.told_blocked.admit(&format!("{session}\n{why}"))
+            if (why == target::NO_ROUTE || undeliverable.contains(&why))
+                && self.told_blocked.admit(&format!("{session}\n{why}"))
             {
                 tracing::warn!(session = %session, reason = %why, events = ids.len(), "completions cannot be delivered: they wait, listed by `execrelay outbox`");
             }

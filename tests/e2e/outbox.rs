@@ -5,10 +5,10 @@ use crate::fakes::receiver::Receiver;
 use crate::harness::*;
 use std::process::Stdio;
 
-/// The outbox row id inside an idempotency key (`<install id, 4 letters><hex row id>.<chunk>`).
+/// The outbox row id inside an idempotency key; a key of another shape fails the test.
 fn row_of(key: &str) -> u64 {
-    let row = key.get(4..).and_then(|k| k.split('.').next()).unwrap_or("");
-    u64::from_str_radix(row, 16).unwrap_or_else(|_| panic!("unexpected idempotency key {key}"))
+    execrelay_fakes::outbox_row_of(key)
+        .unwrap_or_else(|| panic!("unexpected idempotency key {key}"))
 }
 
 /// The outage's length: 20 s in CI; `EXECRELAY_OUTAGE_SECS=60` runs the long version.

@@ -613,20 +613,7 @@ impl Backend for SqliteStore {
     async fn next_due(&self, channel: &str) -> Result<Option<Millis>, StoreError> {
         let channel = channel.to_string();
         self.engine
-            .call(move |conn| {
-                Ok(conn
-                    .prepare_cached(
-                        "SELECT MIN(MAX(c.next_attempt_at, COALESCE(c.lease_until, 0)))
-                         FROM outbox o JOIN outbox_chunks c ON c.outbox_id = o.id
-                         WHERE o.channel = ?1 AND o.state = 'pending' AND c.state = 'pending'
-                           AND o.id = (SELECT MIN(p.id) FROM outbox p
-                                       WHERE p.channel = o.channel AND p.chat_key = o.chat_key
-                                         AND p.state = 'pending')
-                           AND c.idx = (SELECT MIN(q.idx) FROM outbox_chunks q
-                                        WHERE q.outbox_id = o.id AND q.state = 'pending')",
-                    )?
-                    .query_row([channel], |row| row.get(0))?)
-            })
+            .call(move |conn| outbox::next_due(conn, &channel))
             .await
     }
 

@@ -16,6 +16,46 @@ pub(super) enum Claim {
     Probe,
 }
 
+/// The heads of `?1`'s chats: each chat's oldest pending message's first unsent chunk (`c`, of
+/// message `o`). A head that is leased or not yet due holds its chat back, which keeps order.
+macro_rules! heads {
+    () => {
+        "FROM outbox o JOIN outbox_chunks c ON c.outbox_id = o.id
+         WHERE o.channel = ?1 AND o.state = 'pending' AND c.state = 'pending'
+           AND o.id = (SELECT MIN(p.id) FROM outbox p
+                       WHERE p.channel = o.channel AND p.chat_key = o.chat_key
+                         AND p.state = 'pending')
+           AND c.idx = (SELECT MIN(q.idx) FROM outbox_chunks q
+                        WHERE q.outbox_id = o.id AND q.state = 'pending')"
+    };
+}
+
+/// Leases the heads that `ready` lets go, `order` first, at most `?5`. A chat with any chunk
+/// leased waits too: rows moved in from a migrated chat sort ahead of a send already in flight
+/// at the new id, and must wait for it. One statement picks the heads and leases them, as
+/// PostgreSQL's `UPDATE … WHERE (…) IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING` would, so
+/// that two writers could never lease one chunk.
+macro_rules! claim_heads {
+    ($ready:literal, $order:literal) => {
+        concat!(
+            "UPDATE outbox_chunks SET lease_owner = ?3, lease_until = ?4, attempts = attempts + 1
+             WHERE (outbox_id, idx) IN (SELECT c.outbox_id, c.idx ",
+            heads!(),
+            " AND ",
+            $ready,
+            " AND (c.lease_until IS NULL OR c.lease_until < ?2)
+               AND NOT EXISTS (SELECT 1 FROM outbox lo JOIN outbox_chunks l ON l.outbox_id = lo.id
+                               WHERE l.lease_owner IS NOT NULL AND l.lease_until >= ?2
+                                 AND lo.channel = o.channel AND lo.chat_key = o.chat_key
+                                 AND lo.state = 'pending')
+             ORDER BY ",
+            $order,
+            " LIMIT ?5)
+             RETURNING outbox_id, idx, text, attempts, moves"
+        )
+    };
+}
+
 pub(super) fn claim(
     conn: &Connection,
     channel: &str,
@@ -24,43 +64,19 @@ pub(super) fn claim(
     lease_ms: Millis,
     now: Millis,
 ) -> Result<Vec<ClaimedChunk>, StoreError> {
-    let (ready, order, limit) = match mode {
-        Claim::Due { limit } => ("c.next_attempt_at <= ?2", "o.id", limit),
+    let (sql, limit) = match mode {
+        Claim::Due { limit } => (claim_heads!("c.next_attempt_at <= ?2", "o.id"), limit),
         Claim::Probe => (
-            "(c.next_attempt_at <= ?2 OR c.channel_wait = 1)",
-            "c.next_attempt_at, o.id",
+            claim_heads!(
+                "(c.next_attempt_at <= ?2 OR c.channel_wait = 1)",
+                "c.next_attempt_at, o.id"
+            ),
             1,
         ),
     };
-    // The head of a chat: its oldest pending message's first unsent chunk. A head that is
-    // leased or not yet due holds the chat back, which keeps order. So does any other leased
-    // chunk of the chat: rows moved in from a migrated chat sort ahead of a send already in
-    // flight at the new id, and must wait for it. One statement picks the heads and leases
-    // them, as PostgreSQL's `UPDATE … WHERE (…) IN (SELECT … FOR UPDATE SKIP LOCKED)
-    // RETURNING` would, so that two writers could never lease one chunk.
-    let sql = format!(
-        "UPDATE outbox_chunks SET lease_owner = ?3, lease_until = ?4, attempts = attempts + 1
-         WHERE (outbox_id, idx) IN (
-             SELECT c.outbox_id, c.idx
-             FROM outbox o JOIN outbox_chunks c ON c.outbox_id = o.id
-             WHERE o.channel = ?1 AND o.state = 'pending' AND c.state = 'pending'
-               AND o.id = (SELECT MIN(p.id) FROM outbox p
-                           WHERE p.channel = o.channel AND p.chat_key = o.chat_key
-                             AND p.state = 'pending')
-               AND c.idx = (SELECT MIN(q.idx) FROM outbox_chunks q
-                            WHERE q.outbox_id = o.id AND q.state = 'pending')
-               AND {ready}
-               AND (c.lease_until IS NULL OR c.lease_until < ?2)
-               AND NOT EXISTS (SELECT 1 FROM outbox lo JOIN outbox_chunks l ON l.outbox_id = lo.id
-                               WHERE l.lease_owner IS NOT NULL AND l.lease_until >= ?2
-                                 AND lo.channel = o.channel AND lo.chat_key = o.chat_key
-                                 AND lo.state = 'pending')
-             ORDER BY {order} LIMIT ?5)
-         RETURNING outbox_id, idx, text, attempts, moves"
-    );
     let leased = collect_rows(
         conn,
-        &sql,
+        sql,
         params![channel, now, node, now + lease_ms, limit as i64],
         |row| {
             Ok((
@@ -95,6 +111,16 @@ pub(super) fn claim(
     // RETURNING names no order: the oldest message first, as the claim chose them.
     claimed.sort_by_key(|chunk| (chunk.outbox_id, chunk.index));
     Ok(claimed)
+}
+
+/// The earliest moment some head of `channel`'s chats becomes due (or its lease runs out).
+pub(super) fn next_due(conn: &Connection, channel: &str) -> Result<Option<Millis>, StoreError> {
+    Ok(conn
+        .prepare_cached(concat!(
+            "SELECT MIN(MAX(c.next_attempt_at, COALESCE(c.lease_until, 0))) ",
+            heads!()
+        ))?
+        .query_row([channel], |row| row.get(0))?)
 }
 
 /// The next outbox row id, drawn from its sequence: never one drawn before.

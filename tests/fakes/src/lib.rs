@@ -90,28 +90,13 @@ pub enum Failure {
     Forbidden,
 }
 
-/// What a platform counts in a message's length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TextUnit {
-    Utf16,
-    Chars,
-}
+pub use execrelay_channel::{TextLimit, TextUnit};
 
-/// The longest message a platform takes from the relay.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TextLimit {
-    pub unit: TextUnit,
-    pub max: usize,
-}
-
-impl TextLimit {
-    /// The length of `text` in this limit's unit.
-    pub fn measure(&self, text: &str) -> usize {
-        match self.unit {
-            TextUnit::Utf16 => text.encode_utf16().count(),
-            TextUnit::Chars => text.chars().count(),
-        }
-    }
+/// The outbox row id inside one of the relay's idempotency keys (`<install id, 4 letters><hex
+/// row id>.<chunk>`): rows are numbered in the order their messages were queued.
+pub fn outbox_row_of(key: &str) -> Option<u64> {
+    let row = key.get(4..)?.split('.').next()?;
+    u64::from_str_radix(row, 16).ok()
 }
 
 /// One message send the relay attempted, whatever the platform answered.
