@@ -4,6 +4,10 @@
 //! at that moment (up to [`MAX_BATCH`]), runs each inside its own SAVEPOINT, and commits them all
 //! with one COMMIT (one fsync). A caller's future resolves only after that COMMIT, so "returned
 //! Ok" always means "durable". One closure failing rolls back only its savepoint.
+//!
+//! Reads ([`Engine::read`]) run on the same thread outside any transaction, answered at once:
+//! they see only what was committed (every write whose caller has been answered), and a batch
+//! whose commit fails (a full disk) cannot fail a read that shared it.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -21,7 +25,14 @@ const FAILURE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// `None` means the batch could not open a transaction: the op only answers with the error.
 /// Besides its reply, an op hands back its own error, which names why a batch was aborted.
-type Op = Box<dyn FnOnce(Option<&Connection>) -> (Reply, Option<StoreError>) + Send>;
+type WriteOp = Box<dyn FnOnce(Option<&Connection>) -> (Reply, Option<StoreError>) + Send>;
+/// Runs its query and answers its caller itself.
+type ReadOp = Box<dyn FnOnce(&Connection) + Send>;
+
+enum Op {
+    Write(WriteOp),
+    Read(ReadOp),
+}
 
 #[derive(Clone)]
 pub(super) struct Engine {
@@ -58,7 +69,7 @@ impl Engine {
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
         let (sender, receiver) = oneshot::channel();
-        let op: Op = Box::new(move |conn| {
+        let op: WriteOp = Box::new(move |conn| {
             let outcome = match conn {
                 Some(conn) => in_savepoint(conn, f),
                 None => Err(StoreError::Unavailable(
@@ -71,7 +82,26 @@ impl Engine {
             });
             (reply, failure)
         });
-        self.ops.send(op).map_err(|_| StoreError::Closed)?;
+        self.ops
+            .send(Op::Write(op))
+            .map_err(|_| StoreError::Closed)?;
+        receiver.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on the store thread outside any transaction, for queries that change nothing:
+    /// it waits for no commit, and no other caller's failed write can fail it.
+    pub(super) async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (sender, receiver) = oneshot::channel();
+        let op: ReadOp = Box::new(move |conn| {
+            let _ = sender.send(f(conn));
+        });
+        self.ops
+            .send(Op::Read(op))
+            .map_err(|_| StoreError::Closed)?;
         receiver.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -100,12 +130,21 @@ fn run_writer(conn: Connection, receiver: mpsc::Receiver<Op>) {
     let failures = LogThrottle::new(FAILURE_LOG_INTERVAL);
     let mut streak = FailStreak::default();
     while let Ok(first) = receiver.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
+        // Reads are answered as they come, before the writes taken with them: those writes'
+        // callers have not been answered yet, so not seeing them is what they expect.
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            match op {
+                Op::Read(read) => read(&conn),
+                Op::Write(write) => batch.push(write),
             }
+            if batch.len() < MAX_BATCH {
+                next = receiver.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
         }
         if let Err(error) = conn
             .prepare_cached("BEGIN IMMEDIATE")

@@ -1,5 +1,5 @@
-//! Accepting a message (dedupe, inbox, last route, in one transaction) and finishing it (its
-//! job and replies).
+//! Accepting a message (dedupe, inbox, last route, in one transaction), reading the messages
+//! not yet acted on, and finishing one (its job and replies).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -150,4 +150,32 @@ pub(super) fn finish_inbox(
             .execute(params![inbox_id, job.as_ref().map(|j| &j.id), last_reply])?;
     }
     Ok(())
+}
+
+pub(super) fn pending(conn: &Connection, limit: usize) -> Result<Vec<InboxRecord>, StoreError> {
+    collect_rows(
+        conn,
+        "SELECT id, session, route, sender, text, sent_at, received_at FROM inbox
+         WHERE processed_at IS NULL ORDER BY id LIMIT ?1",
+        [limit as i64],
+        |row| {
+            let route: String = row.get(2)?;
+            Ok(InboxRecord {
+                id: row.get(0)?,
+                session: row.get(1)?,
+                route: route_from(&route)?,
+                sender: row.get(3)?,
+                text: row.get(4)?,
+                sent_at_ms: row.get(5)?,
+                received_at_ms: row.get(6)?,
+            })
+        },
+    )
+}
+
+/// Forgets the dedupe records of messages seen before `before`.
+pub(super) fn prune_seen(conn: &Connection, before: Millis) -> Result<usize, StoreError> {
+    Ok(conn
+        .prepare_cached("DELETE FROM inbound_seen WHERE seen_at < ?1")?
+        .execute([before])?)
 }

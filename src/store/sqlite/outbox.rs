@@ -1,5 +1,5 @@
 //! The outbox's own statements: claiming chats' head chunks, drawing ids, writing a message
-//! and its chunks, following a chat that moved, reviving a dead letter.
+//! and its chunks, following a chat that moved, reviving dead letters, ending an outage.
 
 use execrelay_channel::Route;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -290,6 +290,89 @@ pub(super) fn revive(conn: &Connection, id: i64, now: Millis) -> Result<Revived,
         was: id,
         channel,
     })
+}
+
+/// Revives dead letter `id`, which must be dead.
+pub(super) fn revive_dead(conn: &Connection, id: i64, now: Millis) -> Result<Revived, StoreError> {
+    let state: Option<String> = conn
+        .prepare_cached("SELECT state FROM outbox WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))
+        .optional()?;
+    match state.as_deref() {
+        None => Err(StoreError::NotFound(format!("no delivery {id}"))),
+        Some("dead") => revive(conn, id, now),
+        Some(other) => Err(StoreError::Conflict(format!(
+            "delivery {id} is {other}, not dead"
+        ))),
+    }
+}
+
+/// Which dead letters to revive together.
+pub(super) enum DeadLetters<'a> {
+    All,
+    /// Those dead for a setting `channel` lacked (`SendOutcome::Unconfigured`).
+    Unconfigured {
+        channel: &'a str,
+    },
+}
+
+pub(super) fn revive_all(
+    conn: &Connection,
+    which: DeadLetters<'_>,
+    now: Millis,
+) -> Result<Vec<Revived>, StoreError> {
+    let ids: Vec<i64> = match which {
+        DeadLetters::All => collect_rows(
+            conn,
+            "SELECT id FROM outbox WHERE state = 'dead' ORDER BY id",
+            [],
+            |row| Ok(row.get(0)?),
+        )?,
+        DeadLetters::Unconfigured { channel } => collect_rows(
+            conn,
+            "SELECT id FROM outbox WHERE state = 'dead' AND dead_cause = 'config'
+               AND channel = ?1 ORDER BY id",
+            [channel],
+            |row| Ok(row.get(0)?),
+        )?,
+    };
+    ids.into_iter().map(|id| revive(conn, id, now)).collect()
+}
+
+/// Frees the chunks `node` had leased: at a start, sends in flight when it stopped.
+pub(super) fn release_leases_of(conn: &Connection, node: &str) -> Result<usize, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE outbox_chunks SET lease_owner = NULL, lease_until = NULL
+             WHERE lease_owner = ?1",
+        )?
+        .execute([node])?)
+}
+
+/// Ends `channel`'s outage: every chunk that waited for it is due now.
+pub(super) fn recover_channel(
+    conn: &Connection,
+    channel: &str,
+    now: Millis,
+) -> Result<usize, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE outbox_chunks SET next_attempt_at = MIN(next_attempt_at, ?2), channel_wait = 0
+             WHERE state = 'pending' AND channel_wait = 1 AND outbox_id IN
+                 (SELECT id FROM outbox WHERE channel = ?1 AND state = 'pending')",
+        )?
+        .execute(params![channel, now])?)
+}
+
+/// Makes every pending chunk of `channel` due now (a local chat client just connected).
+pub(super) fn due_now(conn: &Connection, channel: &str, now: Millis) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE outbox_chunks SET next_attempt_at = ?2
+         WHERE state = 'pending' AND next_attempt_at > ?2 AND outbox_id IN
+             (SELECT id FROM outbox WHERE channel = ?1 AND state = 'pending')",
+    )?
+    .execute(params![channel, now])?;
+    Ok(())
 }
 
 pub(super) fn record_outcome(

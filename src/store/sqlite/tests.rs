@@ -76,3 +76,61 @@ async fn the_id_sequence_goes_on_from_a_database_with_messages() {
     let listed = store.list_outbox(10).await.unwrap();
     assert_eq!(listed[0].key, "abcd2a", "id 42, after the 41 already there");
 }
+
+/// The CI failure of 2026-12-07: with the disk full, a webhook message was answered 503
+/// because its route lookup had shared a group commit with a write whose COMMIT failed.
+#[tokio::test]
+async fn a_read_is_not_failed_by_a_write_whose_commit_fails_beside_it() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine::Engine::open(&dir.path().join("db.sqlite")).unwrap();
+    // A deferred foreign key fails at COMMIT, as a full disk does.
+    engine
+        .call(|conn| {
+            conn.execute_batch(
+                "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                 CREATE TABLE child (parent INTEGER
+                     REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
+                 INSERT INTO parent VALUES (1);",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+
+    // Hold the store thread so that the write and the read queue up for one batch. One poll
+    // queues an op; the store thread is a thread of its own, so blocking here is fine.
+    let mut cx = Context::from_waker(Waker::noop());
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let mut holder = std::pin::pin!(engine.call(move |_| {
+        let _ = started_tx.send(());
+        let _ = release_rx.recv_timeout(std::time::Duration::from_secs(10));
+        Ok(())
+    }));
+    assert!(matches!(holder.as_mut().poll(&mut cx), Poll::Pending));
+    started_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the store thread runs the holder");
+
+    let mut write = std::pin::pin!(engine.call(|conn| {
+        conn.execute("INSERT INTO child VALUES (99)", [])?;
+        Ok(())
+    }));
+    let mut read = std::pin::pin!(engine.read(|conn| {
+        Ok(conn.query_row("SELECT COUNT(*) FROM parent", [], |row| {
+            row.get::<_, i64>(0)
+        })?)
+    }));
+    // Queued in this order while the thread is held.
+    assert!(matches!(write.as_mut().poll(&mut cx), Poll::Pending));
+    assert!(matches!(read.as_mut().poll(&mut cx), Poll::Pending));
+    release_tx.send(()).unwrap();
+
+    let (held, written, count) = tokio::join!(holder, write, read);
+    held.unwrap();
+    assert!(written.is_err(), "the deferred key fails the commit");
+    assert_eq!(count.unwrap(), 1, "the read beside it is answered");
+}
