@@ -145,6 +145,7 @@ async fn deliver(
             idempotency_key: &delivery_id,
             index: chunk.index,
             count: chunk.count,
+            buttons: &chunk.buttons,
         })
         .await;
     match &outcome {
@@ -239,6 +240,7 @@ pub async fn send_unstored(channel: Arc<dyn Channel>, route: Route, text: String
                 idempotency_key: &idempotency_key,
                 index: index as u32,
                 count,
+                buttons: &[],
             })
             .await;
         if !matches!(outcome, SendOutcome::Delivered { .. }) {

@@ -95,6 +95,8 @@ impl Outbox {
             session: session.map(str::to_string),
             kind,
             chunks,
+            job_id: None,
+            buttons: Vec::new(),
         })
     }
 

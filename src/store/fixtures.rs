@@ -95,6 +95,8 @@ pub(crate) fn reply(chat: &str, chunks: &[&str]) -> NewOutbox {
         session: None,
         kind: "reply",
         chunks: chunks.iter().map(|c| c.to_string()).collect(),
+        job_id: None,
+        buttons: Vec::new(),
     }
 }
 

@@ -65,6 +65,8 @@ async fn consume_read(store: &Store, session: usize, events: Vec<EventRecord>, r
         session: Some(key),
         kind: "events",
         chunks,
+        job_id: None,
+        buttons: Vec::new(),
     };
     match store.consume_events(read, message).await {
         Ok(_) | Err(StoreError::Conflict(_)) => {}

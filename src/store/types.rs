@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use execrelay_channel::Route;
+use execrelay_channel::{Button, Route};
 
 /// What went wrong in the store, in terms of what a caller does next; no backend named.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -165,9 +165,14 @@ pub struct EventRecord {
 pub struct NewOutbox {
     pub route: Route,
     pub session: Option<String>,
-    /// `reply` (to a command) or `events` (a heartbeat's delivery).
+    /// `reply` (to a command), `ack` (a job's acknowledgement) or `events` (a heartbeat's
+    /// delivery).
     pub kind: &'static str,
     pub chunks: Vec<String>,
+    /// The job the message is about: its acknowledgement, its completion.
+    pub job_id: Option<String>,
+    /// Under the last chunk.
+    pub buttons: Vec<Button>,
 }
 
 #[derive(Debug, Clone)]
@@ -235,6 +240,8 @@ pub struct ClaimedChunk {
     pub attempts: u32,
     /// How often its chat has moved (a Telegram group become a supergroup) so far.
     pub moves: u32,
+    /// The message's buttons, when this is its last chunk.
+    pub buttons: Vec<Button>,
 }
 
 #[derive(Debug, Clone)]

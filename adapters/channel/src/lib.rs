@@ -102,6 +102,17 @@ pub trait InboundSink: Send + Sync {
 
     /// Durably keeps `value` under `key` for [`InboundSink::load_state`].
     async fn save_state(&self, key: &str, value: &str) -> Result<(), SinkError>;
+
+    /// Takes a button press: returns at once with the answer for the person who pressed (the
+    /// platforms give a few seconds), having stored what it will act on. An adapter answers
+    /// the press and confirms it to its platform whatever this returns: a press replayed
+    /// minutes later would surprise its presser.
+    async fn press(&self, press: Press) -> Result<PressAnswer, SinkError> {
+        let _ = press;
+        Err(SinkError::Unavailable(
+            "this relay takes no button presses".into(),
+        ))
+    }
 }
 
 /// How a platform measures message length.
@@ -163,6 +174,19 @@ pub enum SendOutcome {
     ChatMigrated { chat_id: String },
 }
 
+/// The most a button id may take, in bytes: Telegram's `callback_data` limit, the smallest of
+/// the platforms'.
+pub const MAX_BUTTON_ID_BYTES: usize = 64;
+
+/// A button under a message. Pressing it comes back as a [`Press`] carrying `id`, which is
+/// opaque to the adapter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    /// At most [`MAX_BUTTON_ID_BYTES`].
+    pub id: String,
+    pub label: String,
+}
+
 /// One piece of an outbound message, already within the channel's [`TextLimit`].
 #[derive(Clone, Debug)]
 pub struct OutboundChunk<'a> {
@@ -173,6 +197,65 @@ pub struct OutboundChunk<'a> {
     /// Position of this chunk in its message, from 0.
     pub index: u32,
     pub count: u32,
+    /// Buttons under this chunk: only a message's last chunk carries them. A chunk sent with
+    /// buttons is one the relay may [`Channel::edit`] later (Feishu sends it as a card).
+    pub buttons: &'a [Button],
+}
+
+/// Replaces the text (and buttons) of a message the relay sent earlier with buttons.
+#[derive(Clone, Debug)]
+pub struct Edit<'a> {
+    pub route: &'a Route,
+    /// The platform's id of the message, as [`SendOutcome::Delivered`] returned it.
+    pub message_id: &'a str,
+    /// Within the channel's [`TextLimit`]: an edit is never split.
+    pub text: &'a str,
+    /// The buttons the message keeps; empty removes them.
+    pub buttons: &'a [Button],
+}
+
+/// How one edit attempt ended. Edits are a lane of their own: the relay may drop them, and
+/// never lets them hold back a send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EditOutcome {
+    /// The message shows the new text (an edit to the same text counts).
+    Edited,
+    /// The platform asked for a pause: no edit to this chat before it ends.
+    RetryAfter(Duration),
+    /// Allowed, but too often for this message (Discord's edits to messages older than an
+    /// hour): edit it less often.
+    SlowDown,
+    /// Worth trying again later: 5xx, network errors, timeouts.
+    Transient(String),
+    /// The message cannot be edited any more (deleted, too old, chat gone): stop editing it.
+    Gone(String),
+    /// The platform refused this edit: trying the same again cannot help.
+    Failed(String),
+    /// This channel does not edit messages.
+    Unsupported,
+}
+
+/// Someone pressed a button the relay sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Press {
+    /// Where the pressed message is; answers in the chat go here.
+    pub route: Route,
+    /// The platform's id of the person who pressed, without the channel prefix.
+    pub sender_id: String,
+    /// The [`Button::id`] pressed.
+    pub action: String,
+    /// The platform's id of this press (callback query, interaction, event): the relay
+    /// dedupes on it, so a redelivered press never acts twice.
+    pub press_id: String,
+    /// The message the button sat on, where the platform says.
+    pub on_message_id: Option<String>,
+}
+
+/// What the person who pressed is told; only they see it (Telegram's callback answer,
+/// Discord's ephemeral message, Feishu's toast).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PressAnswer {
+    pub text: String,
 }
 
 /// `key` cut to its last `max_chars` characters, for platforms whose dedupe ids are short
@@ -203,6 +286,13 @@ pub trait Channel: Send + Sync {
 
     /// Attempts one send. Must not retry by itself and must not panic on platform input.
     async fn send(&self, chunk: OutboundChunk<'_>) -> SendOutcome;
+
+    /// Attempts one edit of a message sent with buttons. Must not retry by itself. By default
+    /// the channel edits nothing.
+    async fn edit(&self, edit: Edit<'_>) -> EditOutcome {
+        let _ = edit;
+        EditOutcome::Unsupported
+    }
 
     /// Receives platform traffic until `stop` fires, handing each message to `sink`. By
     /// default nothing: adapters whose inbound traffic arrives through the relay's HTTP server

@@ -292,6 +292,7 @@ mod tests {
                 idempotency_key: "k",
                 index: 0,
                 count: 1,
+                buttons: &[],
             })
             .await;
         let SendOutcome::Transient(error) = outcome else {

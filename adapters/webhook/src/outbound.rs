@@ -434,6 +434,7 @@ mod tests {
             idempotency_key: "msg-1/0",
             index: 0,
             count: 1,
+            buttons: &[],
         };
         assert_eq!(
             channel.send(chunk).await,
@@ -486,6 +487,7 @@ mod tests {
             idempotency_key: "k",
             index: 0,
             count: 1,
+            buttons: &[],
         };
         let outcome = channel(Some(url)).send(chunk.clone()).await;
         assert_eq!(

@@ -4,7 +4,7 @@
 use execrelay_channel::Route;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rows::{chat_key, collect_rows, route_from, route_json};
+use super::rows::{buttons_from, buttons_json, chat_key, collect_rows, route_from, route_json};
 use crate::store::types::*;
 
 /// Which chunks a claim may lease.
@@ -89,15 +89,23 @@ pub(super) fn claim(
         },
     )?;
     let mut message = conn.prepare_cached(
-        "SELECT key, route, (SELECT COUNT(*) FROM outbox_chunks n WHERE n.outbox_id = o.id)
+        "SELECT key, route, (SELECT COUNT(*) FROM outbox_chunks n WHERE n.outbox_id = o.id),
+                buttons
          FROM outbox o WHERE o.id = ?1",
     )?;
     let mut claimed = Vec::with_capacity(leased.len());
     for (outbox_id, index, text, attempts, moves) in leased {
-        let (key, route, count): (String, String, i64) = message.query_row([outbox_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?;
+        let (key, route, count, buttons): (String, String, i64, Option<String>) = message
+            .query_row([outbox_id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })?;
+        // Buttons sit under a message's last chunk.
+        let buttons = match buttons {
+            Some(buttons) if index + 1 == count => buttons_from(&buttons)?,
+            _ => Vec::new(),
+        };
         claimed.push(ClaimedChunk {
+            buttons,
             outbox_id,
             key,
             index: index as u32,
@@ -146,8 +154,9 @@ pub(super) fn insert_outbox(
     // Short on purpose: Discord nonces allow 25 characters, Feishu uuids 50.
     let key = format!("{install}{next_id:x}");
     conn.prepare_cached(
-        "INSERT INTO outbox (id, key, channel, chat_key, route, session, kind, state, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
+        "INSERT INTO outbox (id, key, channel, chat_key, route, session, kind, state, created_at,
+                             job_id, buttons)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10)",
     )?
     .execute(params![
         next_id,
@@ -157,7 +166,9 @@ pub(super) fn insert_outbox(
         route_json(&message.route)?,
         message.session,
         message.kind,
-        now
+        now,
+        message.job_id,
+        buttons_json(&message.buttons)?
     ])?;
     let mut insert_chunk = conn.prepare_cached(
         "INSERT INTO outbox_chunks (outbox_id, idx, text, state, next_attempt_at)
@@ -247,9 +258,9 @@ pub(super) fn revive(conn: &Connection, id: i64, now: Millis) -> Result<Revived,
     let copied = conn
         .prepare_cached(
             "INSERT INTO outbox (id, key, channel, chat_key, route, session, kind, state,
-                                 created_at)
+                                 created_at, job_id, buttons)
              SELECT ?2, substr(key, 1, length(key) - 1), channel, chat_key, route, session, kind,
-                    'pending', created_at
+                    'pending', created_at, job_id, buttons
              FROM outbox WHERE id = ?1 AND state = 'dead'",
         )?
         .execute(params![id, new_id])?;

@@ -1,7 +1,7 @@
 //! Rows to domain values and back: routes as JSON, job and event columns, the one loop every
 //! listing uses.
 
-use execrelay_channel::Route;
+use execrelay_channel::{Button, Route};
 use rusqlite::Connection;
 
 use crate::store::types::*;
@@ -12,6 +12,20 @@ pub(super) fn route_json(route: &Route) -> Result<String, StoreError> {
 
 pub(super) fn route_from(text: &str) -> Result<Route, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("route: {e}")))
+}
+
+/// A message's buttons as stored: `NULL` for none.
+pub(super) fn buttons_json(buttons: &[Button]) -> Result<Option<String>, StoreError> {
+    if buttons.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(buttons)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(super) fn buttons_from(text: &str) -> Result<Vec<Button>, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("buttons: {e}")))
 }
 
 /// What orders messages: one queue per chat, which its threads share. Not the account: a route

@@ -184,6 +184,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO sequences (name, next) SELECT 'outbox', COALESCE(MAX(id), 0) + 1 FROM outbox;
     "#,
+    // 12: a message may carry buttons (JSON, under its last chunk) and name the job it is
+    // about: a job's acknowledgement is found by it, to edit with the job's progress until
+    // `progress_done`. Jobs that ended before this step are done.
+    r#"
+    ALTER TABLE outbox ADD COLUMN job_id TEXT;
+    ALTER TABLE outbox ADD COLUMN buttons TEXT;
+    CREATE INDEX outbox_job ON outbox (job_id) WHERE job_id IS NOT NULL;
+    ALTER TABLE jobs ADD COLUMN progress_done INTEGER NOT NULL DEFAULT 0;
+    UPDATE jobs SET progress_done = 1 WHERE state NOT IN ('starting', 'running');
+    CREATE INDEX jobs_progress ON jobs (id) WHERE progress_done = 0;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

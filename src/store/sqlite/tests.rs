@@ -70,6 +70,8 @@ async fn the_id_sequence_goes_on_from_a_database_with_messages() {
             session: None,
             kind: "reply",
             chunks: vec!["next".into()],
+            job_id: None,
+            buttons: Vec::new(),
         }])
         .await
         .unwrap();

@@ -420,6 +420,38 @@ impl Platform for FakeDiscord {
         let requests = lock(&self.shared);
         requests.requests.iter().filter(|r| r.status == 401).count()
     }
+
+    // Issue 16: filled in with the platform's edits and presses.
+    fn posted(&self, _chat: &Chat) -> Vec<crate::Posted> {
+        todo!("discord: posted")
+    }
+
+    fn edit_attempts(&self, _chat: &Chat) -> Vec<crate::EditAttempt> {
+        todo!("discord: edit_attempts")
+    }
+
+    fn fail_next_edits(&self, _n: usize, _failure: Failure) {
+        todo!("discord: fail_next_edits")
+    }
+
+    fn press(
+        &self,
+        _relay: SocketAddr,
+        _chat: &Chat,
+        _who: Person,
+        _message_id: &str,
+        _button_id: &str,
+    ) -> crate::PressRef {
+        todo!("discord: press")
+    }
+
+    fn press_again(&self, _relay: SocketAddr, _press: &crate::PressRef) {
+        todo!("discord: press_again")
+    }
+
+    fn answers(&self, _press: &crate::PressRef, _timeout: Duration) -> Vec<String> {
+        todo!("discord: answers")
+    }
 }
 
 /// The DM channel of [`Person::Alice`] (Bob's is the next).

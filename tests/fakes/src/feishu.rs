@@ -239,6 +239,38 @@ impl Platform for FakeFeishu {
     fn unauthorized(&self) -> usize {
         self.lock().unauthorized
     }
+
+    // Issue 16: filled in with the platform's edits and presses.
+    fn posted(&self, _chat: &Chat) -> Vec<crate::Posted> {
+        todo!("feishu: posted")
+    }
+
+    fn edit_attempts(&self, _chat: &Chat) -> Vec<crate::EditAttempt> {
+        todo!("feishu: edit_attempts")
+    }
+
+    fn fail_next_edits(&self, _n: usize, _failure: Failure) {
+        todo!("feishu: fail_next_edits")
+    }
+
+    fn press(
+        &self,
+        _relay: SocketAddr,
+        _chat: &Chat,
+        _who: Person,
+        _message_id: &str,
+        _button_id: &str,
+    ) -> crate::PressRef {
+        todo!("feishu: press")
+    }
+
+    fn press_again(&self, _relay: SocketAddr, _press: &crate::PressRef) {
+        todo!("feishu: press_again")
+    }
+
+    fn answers(&self, _press: &crate::PressRef, _timeout: std::time::Duration) -> Vec<String> {
+        todo!("feishu: answers")
+    }
 }
 
 fn open_id(who: Person) -> &'static str {

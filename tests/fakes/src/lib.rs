@@ -111,6 +111,43 @@ pub struct Attempt {
     pub at: Instant,
 }
 
+/// A message the relay posted, as the platform shows it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Posted {
+    /// The platform's id of the message: what an edit or a press names.
+    pub message_id: String,
+    /// The text it was sent with.
+    pub sent_text: String,
+    /// Its text now, after any edits.
+    pub text: String,
+    /// Its buttons now, in order: (label, button id).
+    pub buttons: Vec<(String, String)>,
+}
+
+/// One edit of a message the relay attempted, whatever the platform answered.
+#[derive(Clone, Debug)]
+pub struct EditAttempt {
+    pub message_id: String,
+    pub text: String,
+    /// The buttons the edit leaves: (label, button id).
+    pub buttons: Vec<(String, String)>,
+    /// The HTTP status it was answered with.
+    pub status: u16,
+    pub at: Instant,
+}
+
+/// A button press a fake delivered to the relay: to deliver it again, or to read what its
+/// presser was shown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PressRef {
+    /// The platform's id of the press (callback query, interaction, event, message id).
+    pub id: String,
+    pub chat: Chat,
+    pub who: Person,
+    pub message_id: String,
+    pub button_id: String,
+}
+
 /// A fake platform the relay can be pointed at, and the shared tests' view of it: a test that
 /// speaks only through this reads the same for every platform.
 pub trait Platform {
@@ -161,6 +198,35 @@ pub trait Platform {
     /// Requests of the relay the fake refused for their credentials (a bad signature, a wrong
     /// token).
     fn unauthorized(&self) -> usize;
+
+    /// The messages the relay posted in `chat` that the platform accepted, in order, as they
+    /// show now (edits applied).
+    fn posted(&self, chat: &Chat) -> Vec<Posted>;
+
+    /// Every edit the relay attempted in `chat`, in order, whatever it was answered.
+    fn edit_attempts(&self, chat: &Chat) -> Vec<EditAttempt>;
+
+    /// The next `n` edits (in any chat) fail with `failure`; sends are not affected.
+    fn fail_next_edits(&self, n: usize, failure: Failure);
+
+    /// `who` presses the button `button_id` under message `message_id` in `chat`, handed to
+    /// the relay at `relay` as the platform hands it over (a `callback_query` update, an
+    /// INTERACTION_CREATE, a `card.action.trigger` callback, a signed webhook POST).
+    fn press(
+        &self,
+        relay: SocketAddr,
+        chat: &Chat,
+        who: Person,
+        message_id: &str,
+        button_id: &str,
+    ) -> PressRef;
+
+    /// The platform hands `press` over again, with the same id (a retry, a replay).
+    fn press_again(&self, relay: SocketAddr, press: &PressRef);
+
+    /// What `press`'s presser was shown, one answer per delivery answered, in order; waits at
+    /// most `timeout` for the first.
+    fn answers(&self, press: &PressRef, timeout: Duration) -> Vec<String>;
 }
 
 /// A failure script: the next sends fail, in order.

@@ -341,6 +341,38 @@ impl Platform for Receiver {
     fn unauthorized(&self) -> usize {
         self.rejected_count()
     }
+
+    // Issue 16: filled in with the platform's edits and presses.
+    fn posted(&self, _chat: &Chat) -> Vec<crate::Posted> {
+        todo!("receiver: posted")
+    }
+
+    fn edit_attempts(&self, _chat: &Chat) -> Vec<crate::EditAttempt> {
+        todo!("receiver: edit_attempts")
+    }
+
+    fn fail_next_edits(&self, _n: usize, _failure: Failure) {
+        todo!("receiver: fail_next_edits")
+    }
+
+    fn press(
+        &self,
+        _relay: SocketAddr,
+        _chat: &Chat,
+        _who: Person,
+        _message_id: &str,
+        _button_id: &str,
+    ) -> crate::PressRef {
+        todo!("receiver: press")
+    }
+
+    fn press_again(&self, _relay: SocketAddr, _press: &crate::PressRef) {
+        todo!("receiver: press_again")
+    }
+
+    fn answers(&self, _press: &crate::PressRef, _timeout: Duration) -> Vec<String> {
+        todo!("receiver: answers")
+    }
 }
 
 fn user_id(who: Person) -> &'static str {

@@ -305,6 +305,38 @@ impl Platform for FakeTelegram {
     fn unauthorized(&self) -> usize {
         self.lock().calls.iter().filter(|c| c.status == 401).count()
     }
+
+    // Issue 16: filled in with the platform's edits and presses.
+    fn posted(&self, _chat: &Chat) -> Vec<crate::Posted> {
+        todo!("telegram: posted")
+    }
+
+    fn edit_attempts(&self, _chat: &Chat) -> Vec<crate::EditAttempt> {
+        todo!("telegram: edit_attempts")
+    }
+
+    fn fail_next_edits(&self, _n: usize, _failure: Failure) {
+        todo!("telegram: fail_next_edits")
+    }
+
+    fn press(
+        &self,
+        _relay: SocketAddr,
+        _chat: &Chat,
+        _who: Person,
+        _message_id: &str,
+        _button_id: &str,
+    ) -> crate::PressRef {
+        todo!("telegram: press")
+    }
+
+    fn press_again(&self, _relay: SocketAddr, _press: &crate::PressRef) {
+        todo!("telegram: press_again")
+    }
+
+    fn answers(&self, _press: &crate::PressRef, _timeout: Duration) -> Vec<String> {
+        todo!("telegram: answers")
+    }
 }
 
 /// The basic group of [`Platform::group`].
