@@ -222,6 +222,7 @@ pub async fn build(config: Config) -> anyhow::Result<Stages> {
         outbox.clone(),
         heartbeat.clone(),
         command_wake.clone(),
+        exec.redactor().clone(),
     ));
     let workdir = resolve_workdir(&config.exec.workdir)
         .to_string_lossy()
@@ -302,6 +303,15 @@ async fn start_and_serve(
         .await
         .context("cannot reconcile jobs")?;
     tracker.spawn(stages.commands.run(stop.child_token()));
+    tracker.spawn(
+        crate::deliver::progress::ProgressLane::new(
+            stages.store.clone(),
+            stages.outbox.clone(),
+            stages.exec.clone(),
+            stages.config.clone(),
+        )
+        .run(stop.child_token()),
+    );
     tracker.spawn(crate::run::retention::prune_dedupe_records(
         stages.store.clone(),
         stop.child_token(),

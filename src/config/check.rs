@@ -65,6 +65,25 @@ pub(crate) fn check_values(config: &Config, found: &mut Findings<'_>) {
     if config.events.max_queued == 0 {
         found.error("events.max_queued", "must be at least 1");
     }
+    let progress = &config.progress;
+    if progress.every < super::MIN_PROGRESS_EVERY {
+        found.error(
+            "progress.every",
+            format!(
+                "must be at least {}s: edits more often spend the chat's rate limit",
+                super::MIN_PROGRESS_EVERY.as_secs()
+            ),
+        );
+    }
+    if progress.per_chat < Duration::from_secs(1) {
+        found.error("progress.per_chat", "must be at least 1s");
+    }
+    if progress.lines == 0 || progress.max_chars < 40 {
+        found.error(
+            "progress.lines",
+            "progress.lines must be at least 1 and progress.max_chars at least 40",
+        );
+    }
     for (i, entry) in config.exec.env.iter().enumerate() {
         if let Err(why) = crate::config::exec_env::parse_entry(entry) {
             found.error(&format!("exec.env[{i}]"), why);

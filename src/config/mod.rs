@@ -67,6 +67,7 @@ pub struct Config {
     pub heartbeat: HeartbeatConfig,
     pub events: EventsConfig,
     pub outbox: OutboxConfig,
+    pub progress: ProgressConfig,
     pub channels: ChannelsConfig,
     /// The file this was read from; `None`: the built-in defaults.
     #[serde(skip)]
@@ -337,6 +338,58 @@ impl Default for OutboxConfig {
     }
 }
 
+/// Live jobs in chat: a running job's acknowledgement is edited with its progress.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProgressConfig {
+    pub enabled: bool,
+    /// At most one edit of a message this often (at least [`MIN_PROGRESS_EVERY`]).
+    #[serde(deserialize_with = "de_duration")]
+    pub every: Duration,
+    /// At most one edit in a chat this often, across its jobs.
+    #[serde(deserialize_with = "de_duration")]
+    pub per_chat: Duration,
+    /// Jobs that end sooner are never edited: short commands stay quiet.
+    #[serde(deserialize_with = "de_duration")]
+    pub after: Duration,
+    /// The output shown: its last lines, at most so many characters.
+    pub lines: usize,
+    pub max_chars: usize,
+}
+
+/// Edits more often than this would spend a platform's per-chat budget (Telegram: 20 a minute
+/// in a group) on progress.
+pub const MIN_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+impl Default for ProgressConfig {
+    fn default() -> Self {
+        ProgressConfig {
+            enabled: true,
+            every: Duration::from_secs(5),
+            per_chat: Duration::from_secs(3),
+            after: Duration::from_secs(10),
+            lines: 15,
+            max_chars: 1500,
+        }
+    }
+}
+
+impl Config {
+    /// Whether `channel`'s acknowledgements are edited with progress: `[progress] enabled`, and
+    /// the channel's own `progress` (on by default; the generic webhook's receiver opts in).
+    pub fn progress_on(&self, channel: &str) -> bool {
+        let channels = &self.channels;
+        self.progress.enabled
+            && match channel {
+                "telegram" => channels.telegram.progress,
+                "discord" => channels.discord.progress,
+                "feishu" => channels.feishu.progress,
+                "webhook" => channels.webhook.progress,
+                _ => false,
+            }
+    }
+}
+
 // The channels' defaults are their adapters' constants. A build without an adapter's feature
 // has no adapter crate to take them from, so it keeps a copy, which
 // `tests::copied_defaults_are_the_adapters` holds equal to the constant (in a build with the
@@ -402,6 +455,8 @@ pub struct FeishuChannelConfig {
     pub base_url: String,
     /// Where Feishu posts events, on `[http] listen`.
     pub path: String,
+    /// Edit acknowledgements with progress (`[progress]`).
+    pub progress: bool,
 }
 
 impl Default for FeishuChannelConfig {
@@ -418,6 +473,7 @@ impl Default for FeishuChannelConfig {
             allow_unsigned_events: false,
             base_url: FEISHU_BASE_URL.into(),
             path: FEISHU_EVENTS_PATH.into(),
+            progress: true,
         }
     }
 }
@@ -444,6 +500,8 @@ pub struct DiscordChannelConfig {
     pub api_base: String,
     /// In guild channels, answer only when mentioned or when the message is a command.
     pub require_mention: bool,
+    /// Edit acknowledgements with progress (`[progress]`).
+    pub progress: bool,
 }
 
 impl Default for DiscordChannelConfig {
@@ -454,6 +512,7 @@ impl Default for DiscordChannelConfig {
             token_file: None,
             api_base: DISCORD_API_BASE.into(),
             require_mention: true,
+            progress: true,
         }
     }
 }
@@ -468,6 +527,8 @@ pub struct TelegramChannelConfig {
     pub api_url: String,
     #[serde(deserialize_with = "de_duration")]
     pub poll_timeout: Duration,
+    /// Edit acknowledgements with progress (`[progress]`).
+    pub progress: bool,
 }
 
 impl Default for TelegramChannelConfig {
@@ -478,6 +539,7 @@ impl Default for TelegramChannelConfig {
             token_file: None,
             api_url: TELEGRAM_API_URL.into(),
             poll_timeout: TELEGRAM_POLL_TIMEOUT,
+            progress: true,
         }
     }
 }
@@ -502,6 +564,9 @@ pub struct WebhookChannelConfig {
     pub secret_file: Option<PathBuf>,
     pub callback_url: Option<String>,
     pub max_chars: usize,
+    /// The receiver takes edits (`edit_of`) of acknowledgements with progress: off unless it
+    /// says so.
+    pub progress: bool,
 }
 
 /// By hand: a callback URL may carry a token in its path or query.
@@ -519,6 +584,7 @@ impl std::fmt::Debug for WebhookChannelConfig {
                     .map(execrelay_webhook::redact_url),
             )
             .field("max_chars", &self.max_chars)
+            .field("progress", &self.progress)
             .finish()
     }
 }
@@ -531,6 +597,7 @@ impl Default for WebhookChannelConfig {
             secret_file: None,
             callback_url: None,
             max_chars: execrelay_webhook::DEFAULT_MAX_CHARS,
+            progress: false,
         }
     }
 }

@@ -25,7 +25,8 @@ use tracing::Instrument;
 use crate::config::HeartbeatConfig;
 use crate::deliver::outbox::{Outbox, OutboxError};
 use crate::deliver::target::{self, Resolution};
-use crate::store::{EventRecord, Store, StoreError};
+use crate::run::controls;
+use crate::store::{EventRecord, NewOutbox, Store, StoreError};
 use crate::util::log_throttle::LogThrottle;
 use crate::util::once_per_key::OncePerKey;
 
@@ -393,9 +394,16 @@ impl HeartbeatRunner {
         for event in &events {
             match target::resolve(&self.config.target, last.as_ref(), event.origin.as_ref()) {
                 // Consecutive events for one route share a message; merging across others
-                // would reorder them (topics of one group share that group's order).
+                // would reorder them (topics of one group share that group's order). A job's
+                // completion is a message of its own, so that its buttons name one job.
                 Resolution::Route(route) => match groups.last_mut() {
-                    Some((r, members)) if *r == route => members.push(event),
+                    Some((r, members))
+                        if *r == route
+                            && completion_of(event).is_none()
+                            && members.iter().all(|m| completion_of(m).is_none()) =>
+                    {
+                        members.push(event)
+                    }
                     _ => groups.push((route, vec![event])),
                 },
                 Resolution::Blocked(why) => blocked.entry(why).or_default().push(event.id),
@@ -407,7 +415,17 @@ impl HeartbeatRunner {
         for (route, members) in groups {
             let text = render_events(&members);
             let message = match self.outbox.compose(&route, Some(session), "events", &text) {
-                Ok(message) => message,
+                Ok(message) => match members.as_slice() {
+                    [only] => match completion_of(only) {
+                        Some(job_id) => NewOutbox {
+                            job_id: Some(job_id.to_string()),
+                            buttons: controls::completion_buttons(job_id),
+                            ..message
+                        },
+                        None => message,
+                    },
+                    _ => message,
+                },
                 Err(OutboxError::UnknownChannel(channel)) => {
                     let why = format!("channel {channel} is not enabled");
                     undeliverable.insert(why.clone());
@@ -473,6 +491,15 @@ async fn file_is_effectively_empty(path: &Path) -> bool {
         // permissions mistake cannot silence completions.
         Err(_) => false,
     }
+}
+
+/// The job whose completion `event` is alone: not one that other events were folded into.
+fn completion_of(event: &EventRecord) -> Option<&str> {
+    event
+        .context_key
+        .as_deref()
+        .and_then(|key| key.strip_prefix("exec:"))
+        .filter(|_| event.coalesced == 0)
 }
 
 /// Several events that arrived together become one message, oldest first.

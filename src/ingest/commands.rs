@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use crate::data_dir::FreeSpace;
 use crate::deliver::outbox::Outbox;
+use crate::run::controls;
 use crate::run::exec::ExecRuntime;
 use crate::run::jobs::{self, Redactor, new_job_id};
 use crate::store::{InboxRecord, JobRecord, NewJob, NewOutbox, Store, StoreError, now_ms};
@@ -363,7 +364,16 @@ impl CommandProcessor {
                 job.id,
                 self.exec.redactor().one_line(&command, 300)
             );
-            let replies = self.reply(message, &ack)?;
+            let replies = self
+                .reply(message, &ack)?
+                .into_iter()
+                .map(|reply| NewOutbox {
+                    kind: "ack",
+                    job_id: Some(job.id.clone()),
+                    buttons: controls::ack_buttons(&job.id),
+                    ..reply
+                })
+                .collect();
             match self
                 .store
                 .finish_inbox(message.id, Some(job.clone()), replies)

@@ -11,12 +11,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use execrelay_channel::{Accepted, ChatType, InboundMessage, InboundSink, Route, SinkError};
+use execrelay_channel::{
+    Accepted, ChatType, InboundMessage, InboundSink, Press, PressAnswer, Route, SinkError,
+};
 use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::deliver::heartbeat::{Heartbeat, Reason};
 use crate::deliver::outbox::Outbox;
+use crate::ingest::presses::Presses;
+use crate::run::jobs::Redactor;
 use crate::store::{InboundRecord, InboundResult, Store};
 use crate::util::log_throttle::LogThrottle;
 use crate::util::once_per_key::OncePerKey;
@@ -90,7 +94,7 @@ impl Access {
 }
 
 /// The session of a group chat: everyone in it shares it.
-fn group_session(channel: &str, chat_id: &str) -> String {
+pub(super) fn group_session(channel: &str, chat_id: &str) -> String {
     format!("chat:{channel}:{chat_id}")
 }
 
@@ -102,6 +106,7 @@ pub struct InboundHandler {
     commands: Arc<Notify>,
     refused_recently: OncePerKey,
     refusals_logged: LogThrottle,
+    presses: Presses,
 }
 
 impl InboundHandler {
@@ -111,8 +116,10 @@ impl InboundHandler {
         outbox: Outbox,
         heartbeat: Heartbeat,
         commands: Arc<Notify>,
+        redactor: Redactor,
     ) -> InboundHandler {
         InboundHandler {
+            presses: Presses::new(store.clone(), access.clone(), commands.clone(), redactor),
             store,
             access,
             outbox,
@@ -144,6 +151,10 @@ impl InboundSink for InboundHandler {
             .set_adapter_state(key, value)
             .await
             .map_err(|error| SinkError::Unavailable(error.to_string()))
+    }
+
+    async fn press(&self, press: Press) -> Result<PressAnswer, SinkError> {
+        self.presses.take(press).await
     }
 }
 

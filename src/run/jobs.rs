@@ -2,6 +2,7 @@
 //!
 //! Pure functions and small types; the process side is `exec`, the rows are `store`'s.
 
+use std::borrow::Cow;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
@@ -146,10 +147,12 @@ pub fn read_tail(
         Some((_, rest)) if !whole_file => rest,
         _ => text,
     };
-    let lines: Vec<&str> = if text.is_empty() {
+    let lines: Vec<Cow<'_, str>> = if text.is_empty() {
         Vec::new()
     } else {
-        text.split('\n').map(as_shown).collect()
+        text.split('\n')
+            .map(|line| without_escapes(as_shown(line)))
+            .collect()
     };
     let keep_from = lines.len().saturating_sub(max_lines);
     let mut kept = lines[keep_from..].join("\n");
@@ -166,6 +169,58 @@ pub fn read_tail(
         omitted_lines: whole_file.then_some(keep_from),
         truncated,
     })
+}
+
+/// `line` without terminal escape sequences (colours, cursor moves, titles): a chat shows them
+/// as noise. CSI (`ESC [` … or `\u{9b}` …, to a final byte), OSC (`ESC ]` … to BEL or `ESC \\`)
+/// and other `ESC` sequences go, and any other control character but a tab.
+fn without_escapes(line: &str) -> Cow<'_, str> {
+    if !line.chars().any(|c| c.is_control() && c != '\t') {
+        return line.into();
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                Some('[') => skip_csi(&mut chars),
+                Some(']') => skip_osc(&mut chars),
+                // `ESC ( B` and the like: intermediate bytes, then one final byte.
+                Some(' '..='/') => {
+                    while chars.next_if(|c| (' '..='/').contains(c)).is_some() {}
+                    chars.next();
+                }
+                _ => {}
+            },
+            '\u{9b}' => skip_csi(&mut chars),
+            '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+fn skip_csi(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    // Parameter and intermediate bytes, then one final byte in 0x40..=0x7e.
+    for c in chars.by_ref() {
+        if ('\u{40}'..='\u{7e}').contains(&c) {
+            return;
+        }
+    }
+}
+
+fn skip_osc(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{7}' | '\u{9c}' => return,
+            '\u{1b}' if chars.peek() == Some(&'\\') => {
+                chars.next();
+                return;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A line as a terminal leaves it: what a carriage return rewrote (a progress bar's earlier
@@ -286,6 +341,13 @@ pub fn one_line(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_are_taken_out_of_the_output_shown_in_chat() {
+        let line = "\u{1b}[1;31merror\u{1b}[0m: \u{1b}]0;title\u{7}done\u{9b}2K\tok\u{1b}]8;;http://x\u{1b}\\link\u{1b}(B";
+        assert_eq!(without_escapes(line), "error: done\toklink");
+        assert_eq!(without_escapes("plain"), "plain");
+    }
 
     fn write_log(content: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();

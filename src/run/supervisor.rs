@@ -284,6 +284,10 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
     })
 }
 
+/// Blocks a filesystem may hold past a file's data by itself (delayed allocation, extent
+/// rounding): no sign that the job allocated any.
+const PAST_END_SLACK: u64 = 1 << 20;
+
 /// Keeps a job's log within `max` bytes on disk: past it, the oldest part is freed, keeping
 /// the most recent half. The job writes to the log directly (no copy through this process),
 /// so this looks at it every tick of the supervisor's loop and once at the end.
@@ -322,9 +326,18 @@ impl OutputCap {
                     )
                 } == 0
         };
-        // Everything but the most recent half, and anything allocated past the end.
+        // Everything but the most recent half, and anything allocated past the end. A hole
+        // punched past the end frees nothing (ext4 cuts the range at the end) but what the job
+        // wrote since `size` was read; a truncation at the end as it is then frees what was
+        // allocated past it, and only runs when there is some (the job allocated it).
         let upto = size.saturating_sub(self.max / 2) & !4095;
-        if punch(0, upto) && punch(size, size.saturating_add(1 << 40)) {
+        let held = size.saturating_sub(self.punched.min(size));
+        let allocated_past_end = meta.blocks().saturating_mul(512) > held + PAST_END_SLACK;
+        let freed_past_end = || {
+            let end = self.log.metadata().map_or(size, |m| m.len());
+            self.log.set_len(end).is_ok()
+        };
+        if punch(0, upto) && (!allocated_past_end || freed_past_end()) {
             self.punched = self.punched.max(upto).min(size);
         } else if self.log.set_len(0).is_ok() {
             // No holes here: start the log again (the job appends, so it follows).

@@ -260,6 +260,17 @@ pub trait Backend: Send + Sync {
     async fn unfinished_jobs_of(&self, session: &str) -> Result<usize, StoreError>;
 
     async fn counts(&self) -> Result<Counts, StoreError>;
+
+    // ----- progress -----
+    /// Jobs whose acknowledgement (delivered, sent with buttons) may still be edited with
+    /// their progress: not marked done, started before `started_before`, running or ended.
+    async fn progress_targets(
+        &self,
+        started_before: Millis,
+    ) -> Result<Vec<ProgressTarget>, StoreError>;
+
+    /// No more progress edits for `job_id`.
+    async fn finish_progress(&self, job_id: &str) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]
@@ -273,3 +284,6 @@ mod model_tests;
 
 #[cfg(test)]
 mod operator_tests;
+
+#[cfg(test)]
+mod progress_tests;

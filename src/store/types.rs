@@ -108,6 +108,18 @@ pub struct NewJob {
     pub requester: String,
 }
 
+/// A job whose acknowledgement may be edited with its progress.
+#[derive(Debug, Clone)]
+pub struct ProgressTarget {
+    pub job: JobRecord,
+    /// Where the acknowledgement went.
+    pub route: Route,
+    /// The platform's id of the acknowledgement's last chunk, which carries its buttons.
+    pub message_id: String,
+    /// A message to the same chat waits in the outbox: it goes first.
+    pub chat_busy: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct JobRecord {
     pub id: String,

@@ -529,7 +529,8 @@ fn the_wait_bounds_reconnecting_once_input_has_ended() {
 }
 
 /// The attack: job output carrying terminal control sequences (an OSC 52 clipboard write, a
-/// window title). `chat` and `outbox` show them as text; the operator's terminal obeys none.
+/// window title). A job's output reaches chat without them; `chat` and `outbox` show any other
+/// control characters as text; the operator's terminal obeys none.
 #[test]
 fn job_output_cannot_drive_the_operators_terminal() {
     let rx = Receiver::start();
@@ -539,8 +540,8 @@ fn job_output_cannot_drive_the_operators_terminal() {
     assert_ok("chat", &out);
     let printed = stdout(&out);
     assert!(
-        printed.contains("x^[]52;c;ZXZpbA==^G^[]0;pwned^Gy"),
-        "{printed}"
+        printed.lines().any(|line| line.trim() == "xy"),
+        "the sequences are taken out: {printed}"
     );
     assert!(
         !printed.contains('\u{1b}') && !printed.contains('\u{7}'),

@@ -249,3 +249,30 @@ fn a_job_cannot_trick_the_output_cap_by_truncating_its_log() {
         "the log takes {on_disk} bytes on disk"
     );
 }
+
+/// The other trick: the job allocates blocks past its log's end (`fallocate --keep-size`),
+/// which no size shows. They are freed all the same, and the output written after them is
+/// kept whole (the cap frees past the end only when something is allocated there).
+#[test]
+fn blocks_a_job_allocates_past_its_logs_end_are_freed() {
+    use std::os::unix::fs::MetadataExt;
+    let rx = Receiver::start();
+    let relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .set("exec", "max_output", &toml_str("1MiB"))
+        .start();
+    let trick = "/exec sh -c 'fallocate --keep-size --length 64MiB /dev/stdout && echo allocated; perl -e \"print q(y) x (3 * 1024 * 1024)\"; echo; echo THE-END'";
+    let (job, done) = relay.run_job(&rx, &dm("dm-a", "alice", trick));
+    assert_eq!(
+        output_lines(&done.text).last(),
+        Some(&"THE-END"),
+        "{:?}",
+        &done.text[..200.min(done.text.len())]
+    );
+    let log = relay.path(&format!("jobs/{}/output.log", job.id));
+    let on_disk = std::fs::metadata(&log).unwrap().blocks() * 512;
+    assert!(
+        on_disk <= (1 << 20) + (64 << 10),
+        "the log takes {on_disk} bytes on disk"
+    );
+}

@@ -2,7 +2,7 @@
 //! method that writes is one transaction on the writer thread (`engine.rs`, which also commits
 //! them in groups), each one that reads a query outside any; the statements live in one module
 //! per table group (`inbound`, `routes`, `jobs`, `events`, `outbox`, `history`, `meta`,
-//! `status`), composed here; `schema.rs` holds the migrations, `backup.rs` the online copy.
+//! `status`, `progress`), composed here; `schema.rs` holds the migrations, `backup.rs` the online copy.
 
 mod backup;
 mod engine;
@@ -12,6 +12,7 @@ mod inbound;
 mod jobs;
 mod meta;
 mod outbox;
+mod progress;
 mod routes;
 mod rows;
 mod schema;
@@ -394,6 +395,22 @@ impl Backend for SqliteStore {
         let session = session.to_string();
         self.engine
             .read(move |conn| jobs::unfinished_count_of(conn, &session))
+            .await
+    }
+
+    async fn progress_targets(
+        &self,
+        started_before: Millis,
+    ) -> Result<Vec<ProgressTarget>, StoreError> {
+        self.engine
+            .read(move |conn| progress::targets(conn, started_before))
+            .await
+    }
+
+    async fn finish_progress(&self, job_id: &str) -> Result<(), StoreError> {
+        let job_id = job_id.to_string();
+        self.engine
+            .call(move |conn| progress::finish(conn, &job_id))
             .await
     }
 
