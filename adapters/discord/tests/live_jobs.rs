@@ -286,36 +286,78 @@ impl InboundSink for Relay {
     }
 }
 
+/// The adapter's gateway side running against the fake, handing presses to a [`Relay`].
+struct Listening {
+    rt: tokio::runtime::Runtime,
+    discord: Arc<DiscordChannel>,
+    presses: mpsc::Receiver<Press>,
+    finished: mpsc::Receiver<String>,
+    gate: Gate,
+    stop: execrelay_channel::CancellationToken,
+    inbound: tokio::task::JoinHandle<Result<(), execrelay_channel::ChannelError>>,
+}
+
+impl Listening {
+    fn start(fake: &FakeDiscord) -> Listening {
+        let rt = runtime();
+        let discord = Arc::new(channel(fake));
+        let (press_tx, presses) = mpsc::channel();
+        let (finished_tx, finished) = mpsc::channel();
+        let gate = Gate::closed();
+        let relay = Arc::new(Relay {
+            presses: Mutex::new(press_tx),
+            finished: Mutex::new(finished_tx),
+            gate: gate.clone(),
+        });
+        let stop = execrelay_channel::CancellationToken::new();
+        let inbound = rt.spawn({
+            let (discord, relay, stop) = (discord.clone(), relay.clone(), stop.clone());
+            async move { discord.run_inbound(relay, stop).await }
+        });
+        fake.wait_listening(WAIT);
+        Listening {
+            rt,
+            discord,
+            presses,
+            finished,
+            gate,
+            stop,
+            inbound,
+        }
+    }
+
+    fn next_press(&self) -> Press {
+        self.presses
+            .recv_timeout(WAIT)
+            .expect("a press reaches the relay")
+    }
+
+    fn send(&self, route: &Route, text: &str, buttons: &[Button]) -> String {
+        self.rt.block_on(send(&self.discord, route, text, buttons))
+    }
+
+    /// Stops the gateway side; it must end cleanly.
+    fn stop(self) {
+        self.stop.cancel();
+        let inbound = self.inbound;
+        let ended = self
+            .rt
+            .block_on(async { tokio::time::timeout(WAIT, inbound).await });
+        assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    }
+}
+
 #[test]
 fn presses_reach_the_relay_and_their_pressers_see_its_answer() {
     let fake = FakeDiscord::start();
-    let rt = runtime();
-    let discord = Arc::new(channel(&fake));
-    let (press_tx, presses) = mpsc::channel();
-    let (finished_tx, finished) = mpsc::channel();
-    let gate = Gate::closed();
-    let relay = Arc::new(Relay {
-        presses: Mutex::new(press_tx),
-        finished: Mutex::new(finished_tx),
-        gate: gate.clone(),
-    });
-    let stop = execrelay_channel::CancellationToken::new();
-    let inbound = rt.spawn({
-        let (discord, relay, stop) = (discord.clone(), relay.clone(), stop.clone());
-        async move { discord.run_inbound(relay, stop).await }
-    });
-    fake.wait_listening(WAIT);
-    let next_press = || {
-        presses
-            .recv_timeout(WAIT)
-            .expect("a press reaches the relay")
-    };
+    let relay = Listening::start(&fake);
+    let next_press = || relay.next_press();
 
     // A DM: Alice presses Kill under the acknowledgement.
     let dm = fake.direct(Person::Alice);
     let buttons_here = buttons(&[("Tail", "t:7f3a9c"), ("Kill", "k:7f3a9c")]);
-    let ack = rt.block_on(send(
-        &discord,
+    let ack = relay.rt.block_on(send(
+        &relay.discord,
         &route(&dm, None),
         "started job 7f3a9c",
         &buttons_here,
@@ -345,8 +387,8 @@ fn presses_reach_the_relay_and_their_pressers_see_its_answer() {
 
     // A guild channel: Bob is the presser (as the interaction's member), the chat a group.
     let group = fake.group();
-    let ack = rt.block_on(send(
-        &discord,
+    let ack = relay.rt.block_on(send(
+        &relay.discord,
         &route(&group, None),
         "started job 1",
         &buttons_here,
@@ -362,8 +404,8 @@ fn presses_reach_the_relay_and_their_pressers_see_its_answer() {
     // A thread: its parent is the chat, as for the thread's messages.
     fake.add_thread(220, 210);
     let in_thread = route(&group, Some(220));
-    let ack = rt.block_on(send(
-        &discord,
+    let ack = relay.rt.block_on(send(
+        &relay.discord,
         &in_thread,
         "started job 2",
         &buttons(&[("Kill", "k:2")]),
@@ -377,7 +419,12 @@ fn presses_reach_the_relay_and_their_pressers_see_its_answer() {
     // A relay that cannot take the press, and one too slow to answer in time: the presser is
     // told to try again, within Discord's window; the slow press still reaches its end.
     let both = buttons(&[("Refuse", "refuse:1"), ("Slow", "slow:1")]);
-    let ack = rt.block_on(send(&discord, &route(&dm, None), "started job 3", &both));
+    let ack = relay.rt.block_on(send(
+        &relay.discord,
+        &route(&dm, None),
+        "started job 3",
+        &both,
+    ));
     let refused = fake.press(NO_RELAY, &dm, Person::Alice, &ack, "refuse:1");
     next_press();
     assert_eq!(fake.answers(&refused, WAIT), vec![CANNOT_TAKE]);
@@ -386,18 +433,66 @@ fn presses_reach_the_relay_and_their_pressers_see_its_answer() {
     assert_eq!(fake.answers(&slow, WAIT), vec![CANNOT_TAKE]);
     let answered = fake.callbacks_of(slow.id.parse().unwrap());
     assert_eq!(answered[0].status, 204, "answered within the deadline");
-    gate.open();
+    relay.gate.open();
     loop {
-        match finished.recv_timeout(WAIT) {
+        match relay.finished.recv_timeout(WAIT) {
             Ok(action) if action == "slow:1" => break,
             Ok(_) => {}
             Err(error) => panic!("the slow press never reached its end: {error}"),
         }
     }
 
-    stop.cancel();
-    let ended = rt.block_on(async { tokio::time::timeout(WAIT, inbound).await });
-    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    relay.stop();
+}
+
+/// A resumed session may replay the press it had already dispatched: the relay is handed the
+/// same press id again (and dedupes on it); Discord refuses the second answer.
+#[test]
+fn a_press_replayed_on_a_resumed_session_keeps_its_id() {
+    let fake = FakeDiscord::start();
+    let relay = Listening::start(&fake);
+    let dm = fake.direct(Person::Bob);
+    let ack = relay.send(
+        &route(&dm, None),
+        "started job 5",
+        &buttons(&[("Kill", "k:5")]),
+    );
+    let pressed = fake.press(NO_RELAY, &dm, Person::Bob, &ack, "k:5");
+    assert_eq!(relay.next_press().press_id, pressed.id);
+    assert_eq!(fake.answers(&pressed, WAIT), vec!["pressed k:5"]);
+    fake.replay_last_on_resume();
+    fake.drop_connection();
+    assert_eq!(relay.next_press().press_id, pressed.id);
+    assert!(fake.resumes() >= 1, "delivered again by a RESUME");
+    let id: u64 = pressed.id.parse().unwrap();
+    fire_wait("the replayed press's answer", || {
+        fake.callbacks_of(id).len() == 2
+    });
+    assert_eq!(fake.callbacks_of(id)[1].status, 400);
+    assert_eq!(fake.answers(&pressed, WAIT).len(), 1);
+    relay.stop();
+}
+
+/// A press answered after Discord's window is refused (10062): the fake holds the adapter to
+/// the 3 s, so a slow path would fail a test.
+#[test]
+fn an_answer_after_the_window_is_refused() {
+    let fake = FakeDiscord::start();
+    let relay = Listening::start(&fake);
+    fake.set_callback_deadline(Duration::ZERO);
+    let dm = fake.direct(Person::Alice);
+    let ack = relay.send(
+        &route(&dm, None),
+        "started job 6",
+        &buttons(&[("Kill", "k:6")]),
+    );
+    let pressed = fake.press(NO_RELAY, &dm, Person::Alice, &ack, "k:6");
+    relay.next_press();
+    let id: u64 = pressed.id.parse().unwrap();
+    fire_wait("the late answer", || !fake.callbacks_of(id).is_empty());
+    assert_eq!(fake.callbacks_of(id)[0].status, 404);
+    assert!(fake.answers(&pressed, Duration::ZERO).is_empty());
+    relay.stop();
 }
 
 /// Waits (bounded) until `done` holds.
