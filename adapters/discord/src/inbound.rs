@@ -1,5 +1,6 @@
 //! Inbound: serenity's gateway events (and the backfill's fetched messages) turned into
-//! [`InboundMessage`]s and handed to the relay.
+//! [`InboundMessage`]s and handed to the relay; button presses (`INTERACTION_CREATE`) are routed
+//! here the same way and handed to `press.rs`, which takes and answers them.
 //!
 //! Nothing that reaches the handler is given up while the relay runs: a message that comes
 //! before READY waits for it, and one the relay cannot store yet is retried with capped backoff
@@ -9,17 +10,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use execrelay_channel::{CancellationToken, ChatType, InboundMessage, InboundSink, Route};
 use serenity::all::{
-    Context, EventHandler, GuildId, Message, MessageType, Ready, ResumedEvent, UserId,
+    ComponentInteraction, Context, EventHandler, GuildId, Interaction, Message, MessageType, Ready,
+    ResumedEvent, UserId,
 };
 use tokio::sync::watch;
 
 use crate::CHANNEL;
 use crate::backfill::{Point, Tracker};
 use crate::outbound::classify;
+use crate::press;
 use crate::rest::Rest;
 
 /// Messages held in memory at once, waiting for READY or for the store.
@@ -33,6 +36,9 @@ const FETCH_ATTEMPTS: u32 = 5;
 const FIRST_FETCH_PAUSE: Duration = Duration::from_secs(1);
 /// The longest 429 the backfill sits out; past it, the channel waits for the next READY.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
+/// The longest a press waits for its channel's lookup (when the interaction does not say
+/// whether it came from a thread): the whole answer must be back within 3 s.
+const PRESS_LOOKUP_WAIT: Duration = Duration::from_millis(700);
 
 /// `content` without mentions of the bot (`<@id>`, `<@!id>`), trimmed; and whether there were
 /// any.
@@ -283,6 +289,31 @@ impl Handler {
         parent
     }
 
+    /// A button press: routed like a message in its channel, taken by the relay, answered.
+    /// Before READY the bot's id is the application's (the same on Discord): a press must not
+    /// wait for READY, its answer has 3 s.
+    async fn take_press(&self, interaction: ComponentInteraction) {
+        let received = Instant::now();
+        let press = if self.stop.is_cancelled() {
+            None
+        } else {
+            let parent = match (interaction.guild_id, press::known_parent(&interaction)) {
+                (None, _) => None,
+                (Some(_), Some(parent)) => parent,
+                (Some(_), None) => {
+                    let channel = interaction.channel_id.get();
+                    tokio::time::timeout(PRESS_LOOKUP_WAIT, self.thread_parent(channel))
+                        .await
+                        .unwrap_or(None)
+                }
+            };
+            let known = *self.bot.borrow();
+            let bot = known.map_or(interaction.application_id.get(), UserId::get);
+            press::to_press(&interaction, bot, parent)
+        };
+        press::take(self.sink.clone(), &self.rest, press, &interaction, received).await;
+    }
+
     /// Hands `inbound` to the relay until it is stored (or refused, or known), or the relay
     /// stops. The gateway does not redeliver, so a failing store is waited out.
     async fn store(&self, inbound: InboundMessage, place: Place) -> Handled {
@@ -515,6 +546,14 @@ impl EventHandler for Handler {
 
     async fn message(&self, _context: Context, message: Message) {
         self.handle(message).await;
+    }
+
+    async fn interaction_create(&self, _context: Context, interaction: Interaction) {
+        match interaction {
+            Interaction::Component(interaction) => self.take_press(interaction).await,
+            // Commands, modals, autocomplete: the relay registers none.
+            _ => tracing::debug!("discord interaction that is no button press; ignored"),
+        }
     }
 }
 

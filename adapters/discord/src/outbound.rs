@@ -1,5 +1,6 @@
-//! Outbound: one `POST /channels/{id}/messages` per chunk, its result classified for the
-//! relay's outbox; and the [`Channel`] that ties the gateway and sending together.
+//! Outbound: one `POST /channels/{id}/messages` per chunk (the last one with its buttons), its
+//! result classified for the relay's outbox; one `PATCH` per edit (bodies and classification in
+//! `edit.rs`); and the [`Channel`] that ties the gateway, sending and editing together.
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,12 +9,13 @@ use std::time::Duration;
 use crate::CHANNEL;
 use crate::backfill::{SAVE_EVERY, Tracker};
 use crate::config::DiscordConfig;
+use crate::edit::{classify_edit, components, edit_body};
 use crate::errors::{DiscordError, redact};
 use crate::inbound::Handler;
 use crate::rest::{Rest, http_client};
 use execrelay_channel::{
-    CancellationToken, Channel, ChannelError, InboundSink, OutboundChunk, SendOutcome, TextLimit,
-    TextUnit,
+    CancellationToken, Channel, ChannelError, Edit, EditOutcome, InboundSink, OutboundChunk,
+    SendOutcome, TextLimit, TextUnit,
 };
 use serde_json::{Value, json};
 use serenity::all::{ClientBuilder, GatewayIntents, HttpBuilder};
@@ -99,18 +101,41 @@ pub fn nonce_for(idempotency_key: &str) -> &str {
     execrelay_channel::key_within(idempotency_key, MAX_NONCE)
 }
 
-/// What the outbox should do after a `POST /channels/{id}/messages` answered `status`.
-pub fn classify(status: u16, retry_after_header: Option<&str>, body: &[u8]) -> SendOutcome {
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let describe = || {
-        let detail = match &parsed {
+/// A Discord answer's body, parsed once: what `classify` and `classify_edit` read.
+pub(crate) struct Answer<'a> {
+    pub(crate) status: u16,
+    retry_after_header: Option<&'a str>,
+    body: &'a [u8],
+    pub(crate) parsed: Option<Value>,
+}
+
+impl<'a> Answer<'a> {
+    pub(crate) fn new(status: u16, retry_after_header: Option<&'a str>, body: &'a [u8]) -> Self {
+        Answer {
+            status,
+            retry_after_header,
+            body,
+            parsed: serde_json::from_slice(body).ok(),
+        }
+    }
+
+    /// Discord's JSON error code (`{"code": 10008, …}`), if the body has one.
+    pub(crate) fn code(&self) -> Option<i64> {
+        self.parsed
+            .as_ref()
+            .and_then(|error| error["code"].as_i64())
+    }
+
+    /// `HTTP {status}: {message} (code {code})`, or an excerpt of a body that is not JSON.
+    pub(crate) fn describe(&self) -> String {
+        let detail = match &self.parsed {
             Some(error) => match (error["message"].as_str(), error["code"].as_i64()) {
                 (Some(message), Some(code)) => format!(": {message} (code {code})"),
                 (Some(message), None) => format!(": {message}"),
                 _ => String::new(),
             },
             None => {
-                let text = String::from_utf8_lossy(body);
+                let text = String::from_utf8_lossy(self.body);
                 let excerpt: String = text.chars().take(ERROR_BODY_CHARS).collect();
                 if excerpt.trim().is_empty() {
                     String::new()
@@ -119,32 +144,47 @@ pub fn classify(status: u16, retry_after_header: Option<&str>, body: &[u8]) -> S
                 }
             }
         };
-        format!("HTTP {status}{detail}")
-    };
+        format!("HTTP {}{detail}", self.status)
+    }
+
+    /// How long a 429 asks to wait: the body's `retry_after` (seconds, fractional), else the
+    /// `Retry-After` header, else [`DEFAULT_RETRY_AFTER`]; at most [`MAX_RETRY_AFTER`].
+    pub(crate) fn retry_after(&self) -> Duration {
+        let from_body = self
+            .parsed
+            .as_ref()
+            .and_then(|error| error["retry_after"].as_f64());
+        let from_header = self
+            .retry_after_header
+            .and_then(|value| value.trim().parse::<f64>().ok());
+        from_body
+            .or(from_header)
+            .filter(|secs| secs.is_finite() && *secs >= 0.0)
+            .map_or(DEFAULT_RETRY_AFTER, |secs| {
+                Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64()))
+            })
+    }
+}
+
+/// What the outbox should do after a `POST /channels/{id}/messages` answered `status`.
+pub fn classify(status: u16, retry_after_header: Option<&str>, body: &[u8]) -> SendOutcome {
+    let answer = Answer::new(status, retry_after_header, body);
     match status {
         200..=299 => SendOutcome::Delivered {
-            platform_id: parsed
+            platform_id: answer
+                .parsed
                 .as_ref()
                 .and_then(|message| message["id"].as_str())
                 .map(str::to_string),
         },
-        429 => {
-            let from_body = parsed
-                .as_ref()
-                .and_then(|error| error["retry_after"].as_f64());
-            let from_header = retry_after_header.and_then(|value| value.trim().parse::<f64>().ok());
-            let wait = from_body
-                .or(from_header)
-                .filter(|secs| secs.is_finite() && *secs >= 0.0)
-                .map_or(DEFAULT_RETRY_AFTER, |secs| {
-                    Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64()))
-                });
-            SendOutcome::RetryAfter(wait)
-        }
+        429 => SendOutcome::RetryAfter(answer.retry_after()),
         // Our configuration, not the message, is wrong: keep it until the token is fixed.
-        401 => SendOutcome::Transient(format!("{}; check channels.discord.token", describe())),
-        408 | 500..=599 => SendOutcome::Transient(describe()),
-        _ => SendOutcome::Permanent(describe()),
+        401 => SendOutcome::Transient(format!(
+            "{}; check channels.discord.token",
+            answer.describe()
+        )),
+        408 | 500..=599 => SendOutcome::Transient(answer.describe()),
+        _ => SendOutcome::Permanent(answer.describe()),
     }
 }
 
@@ -159,6 +199,30 @@ impl DiscordChannel {
             Err(error) => SendOutcome::Transient(redact(&error, self.config.token.expose())),
         }
     }
+}
+
+/// The body of a chunk's `POST /channels/{id}/messages`. Buttons (only on a message's last
+/// chunk) become components; without them the body has no `components` at all.
+fn message_body(chunk: &OutboundChunk<'_>) -> Value {
+    let mut body = json!({
+        "content": chunk.text,
+        "nonce": nonce_for(chunk.idempotency_key),
+        "enforce_nonce": true,
+        // Command output must never ping @everyone, roles or users.
+        "allowed_mentions": {"parse": []},
+    });
+    if let Some(message_id) = &chunk.route.reply_to_message_id
+        && chunk.index == 0
+    {
+        body["message_reference"] = json!({
+            "message_id": message_id,
+            "fail_if_not_exists": false,
+        });
+    }
+    if !chunk.buttons.is_empty() {
+        body["components"] = components(chunk.buttons);
+    }
+    body
 }
 
 /// Discord refused a reply because the bot may not read the message it replies to (codes
@@ -196,21 +260,7 @@ impl Channel for DiscordChannel {
         let Ok(channel_id) = target.parse::<u64>() else {
             return SendOutcome::Permanent(format!("`{target}` is not a discord channel id"));
         };
-        let mut body = json!({
-            "content": chunk.text,
-            "nonce": nonce_for(chunk.idempotency_key),
-            "enforce_nonce": true,
-            // Command output must never ping @everyone, roles or users.
-            "allowed_mentions": {"parse": []},
-        });
-        if let Some(message_id) = &route.reply_to_message_id
-            && chunk.index == 0
-        {
-            body["message_reference"] = json!({
-                "message_id": message_id,
-                "fail_if_not_exists": false,
-            });
-        }
+        let mut body = message_body(&chunk);
         let mut outcome = self.post(channel_id, &body).await;
         if cannot_reply(&outcome) && body.get("message_reference").is_some() {
             // Without Read Message History a reply is refused; the message itself is not.
@@ -219,6 +269,30 @@ impl Channel for DiscordChannel {
             outcome = self.post(channel_id, &body).await;
         }
         outcome
+    }
+
+    async fn edit(&self, edit: Edit<'_>) -> EditOutcome {
+        let route = edit.route;
+        // The message lives where it was sent: in the thread, if the route has one.
+        let target = route.thread_id.as_deref().unwrap_or(&route.chat_id);
+        let Ok(channel_id) = target.parse::<u64>() else {
+            return EditOutcome::Failed(format!("`{target}` is not a discord channel id"));
+        };
+        let Ok(message_id) = edit.message_id.parse::<u64>() else {
+            return EditOutcome::Failed(format!(
+                "`{}` is not a discord message id",
+                edit.message_id
+            ));
+        };
+        let body = edit_body(edit.text, edit.buttons);
+        match self.rest.edit_message(channel_id, message_id, &body).await {
+            Ok(reply) => classify_edit(
+                reply.status,
+                reply.retry_after_header.as_deref(),
+                &reply.body,
+            ),
+            Err(error) => EditOutcome::Transient(redact(&error, self.config.token.expose())),
+        }
     }
 
     async fn run_inbound(
@@ -332,6 +406,45 @@ mod tests {
         assert_eq!(nonce.chars().count(), 25);
         assert!(nonce.ends_with(".12"));
         assert_eq!(nonce, nonce_for(&long));
+    }
+
+    #[test]
+    fn only_a_chunk_with_buttons_carries_components() {
+        let route = execrelay_channel::Route {
+            channel: CHANNEL.into(),
+            account: "900".into(),
+            chat_id: "200".into(),
+            thread_id: None,
+            reply_to_message_id: Some("1001".into()),
+            chat_type: execrelay_channel::ChatType::Direct,
+        };
+        let buttons = [execrelay_channel::Button {
+            id: "k:7f3a9c".into(),
+            label: "Kill".into(),
+        }];
+        let mut chunk = OutboundChunk {
+            route: &route,
+            text: "started job 7f3a9c: make",
+            idempotency_key: "abcd1f.0",
+            index: 0,
+            count: 1,
+            buttons: &[],
+        };
+        let plain = message_body(&chunk);
+        assert_eq!(
+            plain,
+            json!({"content": "started job 7f3a9c: make", "nonce": "abcd1f.0",
+                   "enforce_nonce": true, "allowed_mentions": {"parse": []},
+                   "message_reference": {"message_id": "1001", "fail_if_not_exists": false}}),
+            "a send without buttons is what it was before buttons existed"
+        );
+        chunk.buttons = &buttons;
+        let with_buttons = message_body(&chunk);
+        assert_eq!(
+            with_buttons["components"][0]["components"][0]["custom_id"],
+            "k:7f3a9c"
+        );
+        assert_eq!(with_buttons["content"], plain["content"]);
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! Our own calls to Discord's REST API (base URL + `/api/v10`), with the bot token: gateway
-//! discovery, thread lookups, message posts and the backfill's message history.
+//! discovery, thread lookups, message posts and edits, the backfill's message history, and the
+//! answers to button presses (interaction callbacks).
+//!
+//! An interaction callback's path carries the interaction's token, a credential for 15
+//! minutes: no URL of a request made here is ever logged or put in an error text
+//! ([`Rest::describe`] strips it).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -79,8 +84,9 @@ impl Rest {
         }
     }
 
-    /// A network error's text, without the URL (it names channels, never the token, but the
-    /// outbox's last error should say what failed, not where).
+    /// A network error's text, without the URL: a channel's is harmless, but an interaction
+    /// callback's carries the interaction token; and the outbox's last error should say what
+    /// failed, not where.
     fn describe(error: reqwest::Error) -> String {
         use std::error::Error as _;
         let error = error.without_url();
@@ -139,6 +145,47 @@ impl Rest {
             .client
             .post(format!("{}/channels/{channel_id}/messages", self.api))
             .header(reqwest::header::AUTHORIZATION, &self.authorization)
+            .json(body);
+        Self::read(request).await
+    }
+
+    /// `PATCH /channels/{id}/messages/{message}` with `body`: the message's new content and
+    /// components.
+    pub(crate) async fn edit_message(
+        &self,
+        channel_id: u64,
+        message_id: u64,
+        body: &serde_json::Value,
+    ) -> Result<Reply, String> {
+        let request = self
+            .client
+            .patch(format!(
+                "{}/channels/{channel_id}/messages/{message_id}",
+                self.api
+            ))
+            .header(reqwest::header::AUTHORIZATION, &self.authorization)
+            .json(body);
+        Self::read(request).await
+    }
+
+    /// `POST /interactions/{id}/{token}/callback` with `body`: the first (and only) answer to
+    /// a button press, bounded by `timeout` (Discord gives 3 s, far below the client's
+    /// default). The token in the path authorizes it; the bot's header is harmless.
+    pub(crate) async fn interaction_callback(
+        &self,
+        interaction_id: u64,
+        token: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<Reply, String> {
+        let request = self
+            .client
+            .post(format!(
+                "{}/interactions/{interaction_id}/{token}/callback",
+                self.api
+            ))
+            .header(reqwest::header::AUTHORIZATION, &self.authorization)
+            .timeout(timeout)
             .json(body);
         Self::read(request).await
     }

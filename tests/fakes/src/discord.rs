@@ -3,18 +3,28 @@
 //!
 //! REST (`/api/v10`): `GET /gateway` names the fake gateway; `GET /channels/{id}` says whether
 //! a channel is a thread (and its parent); `POST /channels/{id}/messages` records content,
-//! nonce and reference, refuses over 2000 characters (400, code 50035), dedupes on `nonce`
-//! when `enforce_nonce` is set (as Discord does), and fails on cue (`Platform::fail_next`: 429
-//! with `retry_after`, 502, 403 Missing Access; and 403 for a forbidden channel). `GET /channels/{id}/messages?after=&limit=` answers from the channel's
-//! history (every message pushed or posted, connected or not) as Discord does: the `limit`
-//! (1-100, default 50) messages right after `after`, newest first, without `guild_id`. Every
-//! request is recorded, whatever its path.
+//! nonce, reference and buttons (components), refuses over 2000 characters or bad components
+//! (400, code 50035), dedupes on `nonce` when `enforce_nonce` is set (as Discord does), and
+//! fails on cue (`Platform::fail_next`: 429 with `retry_after`, 502, 403 Missing Access; and
+//! 403 for a forbidden channel). `GET /channels/{id}/messages?after=&limit=` answers from the
+//! channel's history (every message pushed or posted, connected or not, edits applied) as
+//! Discord does: the `limit` (1-100, default 50) messages right after `after`, newest first,
+//! without `guild_id`. `PATCH /channels/{id}/messages/{id}` edits a message and
+//! `POST /interactions/{id}/{token}/callback` answers a press (both in `live.rs`, with their
+//! own failure scripts and records). Every request is recorded, whatever its path; all but
+//! interaction callbacks (which Discord authorizes by the token in the path) need the bot token.
 //!
 //! Gateway (WebSocket, JSON text frames): Hello, READY on IDENTIFY (or held back until
 //! `release_ready`, dispatches flowing meanwhile), heartbeat ACKs, RESUME (replaying what the
 //! client missed, then RESUMED), `push_message` to post a message (dispatched as
 //! `MESSAGE_CREATE` to a connected session; a new session is not sent what it missed, as on
-//! Discord), and `drop_connection` to cut the TCP connection mid-session.
+//! Discord), `press_button` to dispatch an `INTERACTION_CREATE` (a button press, kept for
+//! RESUME replays like every dispatch), and `drop_connection` to cut the TCP connection
+//! mid-session.
+
+mod live;
+
+pub use live::{Callback, Edit, PressAt, bot_message, buttons_of, interaction_payload};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -58,6 +68,9 @@ fn now_ms() -> u64 {
 #[derive(Clone, Debug)]
 pub struct Posted {
     pub channel_id: u64,
+    /// The message's id (what edits and presses name).
+    pub id: u64,
+    /// The text as posted; edits do not change it (see [`FakeDiscord::message`]).
     pub content: String,
     pub nonce: Option<String>,
     pub enforce_nonce: bool,
@@ -95,11 +108,14 @@ struct Inner {
     forbidden: HashSet<u64>,
     threads: HashMap<u64, u64>,
     fail_channel_lookups: bool,
-    by_nonce: HashMap<(u64, String), Value>,
+    /// A message post's nonce → the message's id (answered again as it is now).
+    by_nonce: HashMap<(u64, String), u64>,
     next_id: u64,
     /// Channel id → its messages by id, as `GET /channels/{id}/messages` returns them.
     history: HashMap<u64, BTreeMap<u64, Value>>,
     history_rate_limits: usize,
+    /// Edits, presses and their answers.
+    live: live::Live,
     // The gateway.
     seq: u64,
     dispatched: Vec<(u64, String)>,
@@ -421,36 +437,71 @@ impl Platform for FakeDiscord {
         requests.requests.iter().filter(|r| r.status == 401).count()
     }
 
-    // Issue 16: filled in with the platform's edits and presses.
-    fn posted(&self, _chat: &Chat) -> Vec<crate::Posted> {
-        todo!("discord: posted")
+    /// What the relay posted in `chat`, as it shows now: edits applied (a deleted message
+    /// keeps how it was posted).
+    fn posted(&self, chat: &Chat) -> Vec<crate::Posted> {
+        let channel: u64 = chat.id.parse().expect("a discord channel id");
+        self.posted_to(channel)
+            .into_iter()
+            .map(|post| {
+                let now = self.message(channel, post.id);
+                let text = now.as_ref().and_then(|m| m["content"].as_str());
+                crate::Posted {
+                    message_id: post.id.to_string(),
+                    text: text.unwrap_or(&post.content).to_string(),
+                    buttons: now.as_ref().map(buttons_of).unwrap_or_default(),
+                    sent_text: post.content,
+                }
+            })
+            .collect()
     }
 
-    fn edit_attempts(&self, _chat: &Chat) -> Vec<crate::EditAttempt> {
-        todo!("discord: edit_attempts")
+    fn edit_attempts(&self, chat: &Chat) -> Vec<crate::EditAttempt> {
+        let channel: u64 = chat.id.parse().expect("a discord channel id");
+        self.edits()
+            .into_iter()
+            .filter(|edit| edit.channel_id == channel)
+            .map(|edit| crate::EditAttempt {
+                message_id: edit.message_id.to_string(),
+                text: edit.text_after,
+                buttons: edit.buttons_after,
+                status: edit.status,
+                at: edit.at,
+            })
+            .collect()
     }
 
-    fn fail_next_edits(&self, _n: usize, _failure: Failure) {
-        todo!("discord: fail_next_edits")
+    fn fail_next_edits(&self, n: usize, failure: Failure) {
+        lock(&self.shared).live.fail_next_edits(n, failure);
     }
 
+    /// An INTERACTION_CREATE over the gateway (`relay` is not needed).
     fn press(
         &self,
         _relay: SocketAddr,
-        _chat: &Chat,
-        _who: Person,
-        _message_id: &str,
-        _button_id: &str,
+        chat: &Chat,
+        who: Person,
+        message_id: &str,
+        button_id: &str,
     ) -> crate::PressRef {
-        todo!("discord: press")
+        let channel: u64 = chat.id.parse().expect("a discord channel id");
+        let message: u64 = message_id.parse().expect("a discord message id");
+        let id = self.press_button(channel, user_id(who), message, button_id, chat.group);
+        crate::PressRef {
+            id: id.to_string(),
+            chat: chat.clone(),
+            who,
+            message_id: message_id.to_string(),
+            button_id: button_id.to_string(),
+        }
     }
 
-    fn press_again(&self, _relay: SocketAddr, _press: &crate::PressRef) {
-        todo!("discord: press_again")
+    fn press_again(&self, _relay: SocketAddr, press: &crate::PressRef) {
+        self.redeliver_press(press.id.parse().expect("a discord interaction id"));
     }
 
-    fn answers(&self, _press: &crate::PressRef, _timeout: Duration) -> Vec<String> {
-        todo!("discord: answers")
+    fn answers(&self, press: &crate::PressRef, timeout: Duration) -> Vec<String> {
+        self.shown_for(press.id.parse().expect("a discord interaction id"), timeout)
     }
 }
 
@@ -613,7 +664,9 @@ async fn handle_rest(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == format!("Bot {TOKEN}"));
     let query = uri.query().unwrap_or("").to_string();
-    let response = if !authorized {
+    // The interaction token in the path authorizes a callback, with or without the bot's.
+    let callback = path.starts_with("/api/v10/interactions/");
+    let response = if !authorized && !callback {
         discord_error(401, 0, "401: Unauthorized")
     } else {
         route(&shared, &method, &path, &query, &body)
@@ -662,6 +715,12 @@ fn route(shared: &Shared, method: &Method, path: &str, query: &str, body: &Value
             Ok(id) => post_message(shared, id, body),
             Err(_) => discord_error(404, 10003, "Unknown Channel"),
         },
+        ("PATCH", ["channels", channel, "messages", message]) => {
+            live::edit_message(shared, channel, message, body)
+        }
+        ("POST", ["interactions", id, token, "callback"]) => {
+            live::interaction_callback(shared, id, token, body)
+        }
         _ => discord_error(404, 0, "404: Not Found"),
     }
 }
@@ -711,6 +770,12 @@ fn post_message(shared: &Shared, channel_id: u64, body: &Value) -> Response {
     if content.trim().is_empty() {
         return discord_error(400, 50006, "Cannot send an empty message");
     }
+    let components = body.get("components").filter(|c| !c.is_null());
+    if let Some(components) = components
+        && let Err(why) = live::check_components(components)
+    {
+        return discord_error(400, 50035, &format!("Invalid Form Body ({why})"));
+    }
     let mut inner = lock(shared);
     if inner.forbidden.contains(&channel_id) {
         return discord_error(403, 50001, "Missing Access");
@@ -728,7 +793,13 @@ fn post_message(shared: &Shared, channel_id: u64, body: &Value) -> Response {
             return discord_error(400, 50035, "Invalid Form Body (nonce too long)");
         }
         if enforce_nonce && let Some(existing) = inner.by_nonce.get(&(channel_id, nonce.clone())) {
-            return axum::Json(existing.clone()).into_response();
+            let existing = inner
+                .history
+                .get(&channel_id)
+                .and_then(|messages| messages.get(existing));
+            if let Some(existing) = existing {
+                return axum::Json(existing.clone()).into_response();
+            }
         }
     }
     let id = snowflake(now_ms(), inner.next_id);
@@ -738,20 +809,16 @@ fn post_message(shared: &Shared, channel_id: u64, body: &Value) -> Response {
         .map(str::to_string);
     inner.posted.push(Posted {
         channel_id,
+        id,
         content: content.to_string(),
         nonce: nonce.clone(),
         enforce_nonce,
         reference,
         at: Instant::now(),
     });
-    let message = json!({
-        "id": id.to_string(), "channel_id": channel_id.to_string(),
-        "author": user(BOT_ID, true), "content": content, "timestamp": TIMESTAMP,
-        "tts": false, "mention_everyone": false, "mentions": [], "mention_roles": [],
-        "attachments": [], "embeds": [], "pinned": false, "type": 0,
-    });
+    let message = bot_message(id, channel_id, content, components.cloned());
     if let (Some(nonce), true) = (nonce, enforce_nonce) {
-        inner.by_nonce.insert((channel_id, nonce), message.clone());
+        inner.by_nonce.insert((channel_id, nonce), id);
     }
     remember(&mut inner, channel_id, id, message.clone());
     if inner.lose_responses > 0 {
