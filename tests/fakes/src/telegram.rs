@@ -241,8 +241,9 @@ impl FakeTelegram {
 
     /// `user_id` presses the button carrying `data` under the bot's message `message_id` in
     /// `chat_id`: a `callback_query` update whose `message` is that message as it shows now.
-    /// Returns (update id, callback query id); the update id is `None` when the bot did not ask
-    /// for callback queries, so none was queued. Panics if the bot sent no such message.
+    /// An empty `data` leaves `data` out, as for a game's button. Returns (update id, callback
+    /// query id); the update id is `None` when the bot did not ask for callback queries, so none
+    /// was queued. Panics if the bot sent no such message.
     pub fn press_button(
         &self,
         chat_id: i64,
@@ -258,10 +259,15 @@ impl FakeTelegram {
                 .unwrap_or_else(|| panic!("the bot sent no message {message_id} in {chat_id}"))
                 .clone();
             let query_id = format!("cq-{}", inner.next_update_id);
-            let body = json!({
+            let mut body = json!({
                 "id": query_id, "from": user(user_id), "message": message,
-                "chat_instance": chat_id.to_string(), "data": data,
+                "chat_instance": chat_id.to_string(),
             });
+            // Telegram's callback_data is 1 to 64 bytes; a press with none (a game's button)
+            // carries no `data` at all.
+            if !data.is_empty() {
+                body["data"] = json!(data);
+            }
             (inner.deliver(&query_id, body), query_id)
         };
         self.shared.news.notify_waiters();
