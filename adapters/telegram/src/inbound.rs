@@ -383,7 +383,11 @@ async fn take_press(
     let text = match sink.press(press).await {
         Ok(answer) => answer.text,
         Err(error) => {
-            tracing::warn!(update_id = update.id.0, error = %error, "the relay could not take a telegram button press");
+            tracing::warn!(
+                update_id = update.id.0,
+                error = %error,
+                "the relay could not take a telegram button press; its presser is told to try again"
+            );
             PRESS_UNAVAILABLE.to_string()
         }
     };

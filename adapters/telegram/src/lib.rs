@@ -13,9 +13,11 @@
 //! [`InboundSink::accept`](execrelay_channel::InboundSink::accept) returned, so a crash never
 //! skips a message; Telegram redelivers what was not confirmed and the relay dedupes on
 //! `update_id`. A press is the exception: confirmed whatever the relay answered, since a press
-//! replayed later would surprise its presser (the relay dedupes presses on the query id). teloxide's stock dispatcher confirms before the handler has stored anything,
-//! which is why it is not used. Not owned here: chunking (the relay splits at 4096 UTF-16
-//! units, [`TELEGRAM_LIMIT`]), retries and backoff of sends, access control, sessions.
+//! replayed later would surprise its presser (the relay dedupes presses on the query id).
+//! teloxide's stock dispatcher confirms before the handler has stored anything, which is why it
+//! is not used. Not owned here: chunking (the relay splits at 4096 UTF-16 units,
+//! [`TELEGRAM_LIMIT`]), retries and backoff of sends and edits, pacing of edits, what a press
+//! does, access control, sessions.
 
 mod config;
 mod errors;
