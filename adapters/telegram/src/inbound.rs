@@ -1,18 +1,23 @@
 //! Inbound: `getUpdates` in our own long-polling loop, updates turned into
-//! [`InboundMessage`]s, the offset confirmed only after the relay stored each one.
+//! [`InboundMessage`]s (the offset confirmed only after the relay stored each one) and button
+//! presses (`callback_query` updates) into [`Press`]es, each answered with
+//! `answerCallbackQuery` and confirmed whatever the relay made of it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use execrelay_channel::{
-    CancellationToken, ChatType, InboundMessage, InboundSink, Route, SinkError,
+    CancellationToken, ChatType, InboundMessage, InboundSink, Press, Route, SinkError,
 };
 use teloxide::ApiError;
 use teloxide::RequestError;
-use teloxide::payloads::GetUpdatesSetters;
+use teloxide::payloads::{AnswerCallbackQuerySetters, GetUpdatesSetters};
 use teloxide::prelude::Requester;
 use teloxide::requests::Request;
-use teloxide::types::{AllowedUpdate, BotCommand, Message, MessageKind, Update, UpdateKind};
+use teloxide::types::{
+    AllowedUpdate, BotCommand, CallbackQuery, CallbackQueryId, Chat, Message, MessageKind, Update,
+    UpdateKind,
+};
 
 use crate::CHANNEL;
 use crate::errors::redact;
@@ -24,6 +29,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const CONFLICT_BACKOFF: Duration = Duration::from_secs(5);
 /// At shutdown, how long we spend confirming the offset of what was stored.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest answer to a press Telegram shows, in characters.
+const MAX_ANSWER_CHARS: usize = 200;
+/// What the presser is told when the relay could not take the press.
+pub const PRESS_UNAVAILABLE: &str = "the relay cannot take this now; try again";
 
 /// Who the bot is, from `getMe`: its id names the route's account, its username tells our
 /// `/cmd@name` commands from other bots'.
@@ -95,22 +104,55 @@ pub fn to_inbound(update: &Update, me: &BotIdentity) -> Option<InboundMessage> {
     })
 }
 
+/// The press a `callback_query` update carries, if the relay can act on it: a button under a
+/// message in a chat, with its data. Not: a press under an inline-mode message (no `message`),
+/// a game's button (no `data`).
+pub fn to_press(update: &Update, me: &BotIdentity) -> Option<Press> {
+    let UpdateKind::CallbackQuery(query) = &update.kind else {
+        return None;
+    };
+    press_of(query, me)
+}
+
+fn press_of(query: &CallbackQuery, me: &BotIdentity) -> Option<Press> {
+    let message = query.message.as_ref()?;
+    let action = query.data.as_ref().filter(|data| !data.is_empty())?;
+    // A message too old for the bot to read comes as "inaccessible": chat and id, no topic.
+    let thread_id = query.regular_message().and_then(topic_of);
+    Some(Press {
+        route: route_in(message.chat(), thread_id, me),
+        // The presser; the message's own `from` is the bot.
+        sender_id: query.from.id.0.to_string(),
+        action: action.clone(),
+        // A redelivered update carries the same query id: the relay dedupes on it.
+        press_id: query.id.0.clone(),
+        on_message_id: Some(message.id().0.to_string()),
+    })
+}
+
 fn route_of(message: &Message, me: &BotIdentity) -> Route {
-    let chat_type = if message.chat.is_private() {
+    route_in(&message.chat, topic_of(message), me)
+}
+
+/// The forum topic `message` is in. In a forum, replies must name the topic or they land in
+/// "General". Outside forums a thread id is a reply chain, which sendMessage does not take.
+fn topic_of(message: &Message) -> Option<String> {
+    message
+        .thread_id
+        .filter(|_| message.is_topic_message)
+        .map(|thread| thread.0.0.to_string())
+}
+
+fn route_in(chat: &Chat, thread_id: Option<String>, me: &BotIdentity) -> Route {
+    let chat_type = if chat.is_private() {
         ChatType::Direct
     } else {
         ChatType::Group
     };
-    // In a forum, replies must name the topic or they land in "General". Outside forums a
-    // thread id is a reply chain, which sendMessage does not take.
-    let thread_id = message
-        .thread_id
-        .filter(|_| message.is_topic_message)
-        .map(|thread| thread.0.0.to_string());
     Route {
         channel: CHANNEL.to_string(),
         account: me.id.to_string(),
-        chat_id: message.chat.id.0.to_string(),
+        chat_id: chat.id.0.to_string(),
         thread_id,
         reply_to_message_id: None,
         chat_type,
@@ -287,11 +329,81 @@ enum Handoff {
     Unavailable(SinkError),
 }
 
+/// Who answers presses: the sending bot (the polling one's timeout is the long poll's), and
+/// the token to scrub from what it logs.
+struct Answerer<'a> {
+    bot: &'a teloxide::Bot,
+    token: &'a str,
+}
+
+impl Answerer<'_> {
+    /// Answers the press `query_id`: stops the presser's spinner and shows them `text`, cut to
+    /// what Telegram shows (none when empty). In a task of its own, so that a slow answer never
+    /// holds up the updates behind it; never retried, since the query goes stale in seconds.
+    fn answer(&self, query_id: CallbackQueryId, text: &str) {
+        let mut request = self.bot.answer_callback_query(query_id);
+        if !text.is_empty() {
+            request = request.text(text.chars().take(MAX_ANSWER_CHARS).collect::<String>());
+        }
+        let token = self.token.to_string();
+        tokio::spawn(async move {
+            match request.await {
+                Ok(_) => {}
+                // Answered too late (a press redelivered after a restart): nobody is waiting.
+                Err(RequestError::Api(ApiError::InvalidQueryId)) => {
+                    tracing::debug!("a telegram button press went stale before its answer")
+                }
+                Err(error) => tracing::warn!(
+                    error = %redact(&error.to_string(), &token),
+                    "cannot answer a telegram button press"
+                ),
+            }
+        });
+    }
+}
+
+/// Hands a press to the relay and answers it. Unlike a message, a press is confirmed whatever
+/// the relay made of it: a Kill or Rerun replayed minutes later, after an outage, would
+/// surprise its presser, whom the answer told to try again.
+async fn take_press(
+    update: &Update,
+    query: &CallbackQuery,
+    me: &BotIdentity,
+    sink: &dyn InboundSink,
+    answerer: &Answerer<'_>,
+) {
+    let Some(press) = press_of(query, me) else {
+        tracing::debug!(
+            update_id = update.id.0,
+            "telegram button press not for the relay (no message or no data); skipped"
+        );
+        answerer.answer(query.id.clone(), "");
+        return;
+    };
+    let text = match sink.press(press).await {
+        Ok(answer) => answer.text,
+        Err(error) => {
+            tracing::warn!(
+                update_id = update.id.0,
+                error = %error,
+                "the relay could not take a telegram button press; its presser is told to try again"
+            );
+            PRESS_UNAVAILABLE.to_string()
+        }
+    };
+    answerer.answer(query.id.clone(), &text);
+}
+
 async fn hand_over(
     update: &Update,
     me: &BotIdentity,
     sink: &dyn InboundSink,
+    answerer: &Answerer<'_>,
 ) -> Result<(), Handoff> {
+    if let UpdateKind::CallbackQuery(query) = &update.kind {
+        take_press(update, query, me, sink, answerer).await;
+        return Ok(());
+    }
     let Some(message) = to_inbound(update, me) else {
         if matches!(update.kind, UpdateKind::Error(_)) {
             // Confirmed anyway: asking again would get the same undecodable update forever.
@@ -317,9 +429,11 @@ async fn hand_over(
 }
 
 /// Long-polls until `stop` fires. The offset sent with each `getUpdates` confirms exactly the
-/// updates the relay has stored; nothing else moves it.
+/// updates the relay has stored, and the presses it was handed; nothing else moves it.
+/// `answerer` answers presses.
 pub(crate) async fn poll(
     bot: teloxide::Bot,
+    answerer: teloxide::Bot,
     me: BotIdentity,
     sink: Arc<dyn InboundSink>,
     poll_timeout: Duration,
@@ -329,12 +443,17 @@ pub(crate) async fn poll(
     let mut offset: Option<i32> = None;
     let mut backoff = FIRST_BACKOFF;
     let timeout_secs = poll_timeout.as_secs().min(50) as u32;
+    let answerer = Answerer {
+        bot: &answerer,
+        token: &token,
+    };
     tracing::info!(bot = %me.username, "telegram long polling started");
     'polling: loop {
         let mut request = bot
             .get_updates()
             .timeout(timeout_secs)
-            .allowed_updates([AllowedUpdate::Message]);
+            // Telegram keeps the last list it was given; without callback_query no press comes.
+            .allowed_updates([AllowedUpdate::Message, AllowedUpdate::CallbackQuery]);
         if let Some(offset) = offset {
             request = request.offset(offset);
         }
@@ -356,7 +475,7 @@ pub(crate) async fn poll(
             }
         };
         for update in &updates {
-            match hand_over(update, &me, sink.as_ref()).await {
+            match hand_over(update, &me, sink.as_ref(), &answerer).await {
                 Ok(()) => offset = Some(update.id.as_offset()),
                 Err(Handoff::Unavailable(error)) => {
                     // Not confirmed: the next getUpdates asks from this update again.
@@ -484,6 +603,97 @@ mod tests {
         joined.as_object_mut().unwrap().remove("text");
         joined["new_chat_members"] = json!([{"id": 9, "is_bot": false, "first_name": "B"}]);
         assert!(to_inbound(&update(joined), &me()).is_none());
+    }
+
+    /// A `callback_query` update as Telegram sends it: `who` pressed `data` under the bot's
+    /// message 12 in `chat`.
+    fn pressed(chat: serde_json::Value, who: i64, data: Option<&str>) -> serde_json::Value {
+        let mut query = json!({
+            "id": "4382bfdwdsb323b2d9",
+            "from": {"id": who, "is_bot": false, "first_name": "Alice"},
+            "message": {
+                "message_id": 12, "date": 1700000000, "chat": chat,
+                "from": {"id": 4242, "is_bot": true, "first_name": "execrelay", "username": "relay_bot"},
+                "text": "started job 7f3a9c: make",
+                "reply_markup": {"inline_keyboard": [[
+                    {"text": "Tail", "callback_data": "t:7f3a9c"},
+                    {"text": "Kill", "callback_data": "k:7f3a9c"},
+                ]]},
+            },
+            "chat_instance": "-5",
+        });
+        if let Some(data) = data {
+            query["data"] = json!(data);
+        }
+        json!({"update_id": 1003, "callback_query": query})
+    }
+
+    #[test]
+    fn a_press_names_its_presser_message_and_button() {
+        let chat = json!({"id": 111, "type": "private", "first_name": "Alice"});
+        let press = to_press(&parse(pressed(chat, 111, Some("k:7f3a9c"))), &me()).unwrap();
+        assert_eq!(press.route.chat_id, "111");
+        assert_eq!(press.route.chat_type, ChatType::Direct);
+        assert_eq!(press.route.account, "4242");
+        assert_eq!(press.route.thread_id, None);
+        assert_eq!(
+            press.sender_id, "111",
+            "the presser, not the bot that sent the message"
+        );
+        assert_eq!(press.action, "k:7f3a9c");
+        assert_eq!(press.press_id, "4382bfdwdsb323b2d9");
+        assert_eq!(press.on_message_id.as_deref(), Some("12"));
+    }
+
+    #[test]
+    fn a_press_in_a_forum_topic_keeps_its_thread() {
+        let chat =
+            json!({"id": -1001000000123_i64, "type": "supergroup", "title": "g", "is_forum": true});
+        let mut update = pressed(chat, 6, Some("t:7f3a9c"));
+        update["callback_query"]["message"]["message_thread_id"] = json!(77);
+        update["callback_query"]["message"]["is_topic_message"] = json!(true);
+        let press = to_press(&parse(update), &me()).unwrap();
+        assert_eq!(press.route.chat_id, "-1001000000123");
+        assert_eq!(press.route.chat_type, ChatType::Group);
+        assert_eq!(press.route.thread_id.as_deref(), Some("77"));
+        assert_eq!(press.sender_id, "6");
+    }
+
+    #[test]
+    fn a_press_under_an_inaccessible_message_keeps_its_chat() {
+        let chat = json!({"id": -5, "type": "group", "title": "g"});
+        let mut update = pressed(chat, 6, Some("t:7f3a9c"));
+        // Telegram's "inaccessible message": date 0, too old for the bot to read.
+        update["callback_query"]["message"] = json!({
+            "message_id": 12, "date": 0, "chat": {"id": -5, "type": "group", "title": "g"},
+        });
+        let press = to_press(&parse(update), &me()).unwrap();
+        assert_eq!(press.route.chat_id, "-5");
+        assert_eq!(press.route.chat_type, ChatType::Group);
+        assert_eq!(press.on_message_id.as_deref(), Some("12"));
+    }
+
+    #[test]
+    fn presses_without_data_or_message_are_not_for_the_relay() {
+        let chat = json!({"id": 111, "type": "private", "first_name": "Alice"});
+        let no_data = parse(pressed(chat.clone(), 111, None));
+        assert!(matches!(no_data.kind, UpdateKind::CallbackQuery(_)));
+        assert!(to_press(&no_data, &me()).is_none());
+        let mut inline = pressed(chat, 111, Some("k:7f3a9c"));
+        inline["callback_query"]
+            .as_object_mut()
+            .unwrap()
+            .remove("message");
+        inline["callback_query"]["inline_message_id"] = json!("AAAA");
+        let inline = parse(inline);
+        assert!(matches!(inline.kind, UpdateKind::CallbackQuery(_)));
+        assert!(to_press(&inline, &me()).is_none());
+        // A message is no press, and a press no message.
+        let message = update(message(
+            json!({"id": 1, "type": "private", "first_name": "A"}),
+            "hi",
+        ));
+        assert!(to_press(&message, &me()).is_none());
     }
 
     proptest::proptest! {

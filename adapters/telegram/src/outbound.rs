@@ -1,17 +1,21 @@
-//! Outbound: one `sendMessage` per chunk, its result classified for the relay's outbox; and the
-//! [`Channel`] that ties polling and sending together.
+//! Outbound: one `sendMessage` per chunk (with an inline keyboard when the chunk carries
+//! buttons), one `editMessageText` per edit, each result classified for the relay ([`classify`]
+//! for the outbox, [`classify_edit`] for the edit lane); and the [`Channel`] that ties polling,
+//! sending and editing together.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use execrelay_channel::{
-    CancellationToken, Channel, ChannelError, InboundSink, OutboundChunk, SendOutcome, TextLimit,
-    TextUnit,
+    Button, CancellationToken, Channel, ChannelError, Edit, EditOutcome, InboundSink,
+    MAX_BUTTON_ID_BYTES, OutboundChunk, SendOutcome, TextLimit, TextUnit,
 };
-use teloxide::payloads::SendMessageSetters;
+use teloxide::payloads::{EditMessageTextSetters, SendMessageSetters};
 use teloxide::prelude::Requester;
-use teloxide::types::{ChatId, LinkPreviewOptions, MessageId, ThreadId};
+use teloxide::types::{
+    ChatId, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, MessageId, ThreadId,
+};
 use teloxide::{ApiError, Bot, RequestError};
 
 use crate::config::TelegramConfig;
@@ -110,6 +114,97 @@ pub fn classify(error: &RequestError, token: &str) -> SendOutcome {
     }
 }
 
+/// What the relay's edit lane should do after a failed `editMessageText`.
+pub fn classify_edit(error: &RequestError, token: &str) -> EditOutcome {
+    let shown = || redact(&error.to_string(), token);
+    match error {
+        // The message already shows this text and these buttons: what the edit wanted.
+        RequestError::Api(ApiError::MessageNotModified) => EditOutcome::Edited,
+        RequestError::RetryAfter(wait) => {
+            EditOutcome::RetryAfter(wait.duration().min(MAX_RETRY_AFTER))
+        }
+        // The message ids of an old group do not carry over to its supergroup.
+        RequestError::MigrateToChatId(_) => EditOutcome::Gone(shown()),
+        RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => {
+            EditOutcome::Transient(shown())
+        }
+        RequestError::Api(ApiError::InvalidToken) => {
+            EditOutcome::Transient(TelegramError::InvalidToken.to_string())
+        }
+        RequestError::Api(
+            ApiError::MessageToEditNotFound
+            | ApiError::MessageCantBeEdited
+            | ApiError::MessageIdInvalid
+            | ApiError::ChatNotFound
+            | ApiError::BotBlocked
+            | ApiError::BotKicked
+            | ApiError::BotKickedFromSupergroup
+            | ApiError::BotKickedFromChannel
+            | ApiError::UserDeactivated
+            | ApiError::GroupDeactivated,
+        ) => EditOutcome::Gone(shown()),
+        RequestError::Api(ApiError::Unknown(description)) => {
+            // teloxide knows only the long form of "not modified" word for word.
+            if description.starts_with("Bad Request: message is not modified") {
+                EditOutcome::Edited
+            } else if let Some(wait) = retry_after_in(description) {
+                EditOutcome::RetryAfter(wait.min(MAX_RETRY_AFTER))
+            } else if is_out_of_the_chat(description) {
+                EditOutcome::Gone(shown())
+            } else if is_server_side(description) {
+                EditOutcome::Transient(shown())
+            } else {
+                EditOutcome::Failed(shown())
+            }
+        }
+        RequestError::Api(_) => EditOutcome::Failed(shown()),
+    }
+}
+
+/// The bot left a chat in words teloxide has no variant for ("Forbidden: bot was kicked from
+/// the group chat", "Forbidden: bot is not a member of the supergroup chat"): nothing in that
+/// chat can be edited any more.
+fn is_out_of_the_chat(description: &str) -> bool {
+    description.starts_with("Forbidden: bot was kicked")
+        || description.starts_with("Forbidden: bot is not a member")
+}
+
+/// The inline keyboard for `buttons`: one row, in order; `None` when there is none to show.
+/// A button whose id Telegram would refuse as `callback_data` (empty, over 64 bytes) is left
+/// out with a warning: Telegram would refuse the whole message for it (`BUTTON_DATA_INVALID`),
+/// and a message without one of its buttons is worth more than a dead letter.
+pub fn keyboard(buttons: &[Button]) -> Option<InlineKeyboardMarkup> {
+    let row: Vec<InlineKeyboardButton> = buttons
+        .iter()
+        .filter(|button| {
+            let fits = !button.id.is_empty() && button.id.len() <= MAX_BUTTON_ID_BYTES;
+            if !fits {
+                tracing::warn!(
+                    label = %button.label,
+                    id_bytes = button.id.len(),
+                    "a button id telegram cannot carry (1 to 64 bytes); the button is left out"
+                );
+            }
+            fits
+        })
+        .map(|button| InlineKeyboardButton::callback(button.label.clone(), button.id.clone()))
+        .collect();
+    // `new([vec![]])` would be one empty row, `[[]]`, not "no keyboard".
+    (!row.is_empty()).then(|| InlineKeyboardMarkup::new([row]))
+}
+
+/// Link previews off: a command's output that names a URL must not grow a preview card, on
+/// sends and edits alike.
+fn no_preview() -> LinkPreviewOptions {
+    LinkPreviewOptions {
+        is_disabled: true,
+        url: None,
+        prefer_small_media: false,
+        prefer_large_media: false,
+        show_above_text: false,
+    }
+}
+
 /// The wait named by a 429 that came without `parameters`: "Too Many Requests: retry after 7".
 fn retry_after_in(description: &str) -> Option<Duration> {
     let seconds = description.strip_prefix("Too Many Requests: retry after ")?;
@@ -150,13 +245,11 @@ impl Channel for TelegramChannel {
         let mut request = self
             .sender
             .send_message(ChatId(chat_id), chunk.text)
-            .link_preview_options(LinkPreviewOptions {
-                is_disabled: true,
-                url: None,
-                prefer_small_media: false,
-                prefer_large_media: false,
-                show_above_text: false,
-            });
+            .link_preview_options(no_preview());
+        // No buttons, no `reply_markup`: the request stays what it was before buttons existed.
+        if let Some(keyboard) = keyboard(chunk.buttons) {
+            request = request.reply_markup(keyboard);
+        }
         if let Some(thread) = &route.thread_id {
             let Ok(thread) = thread.parse::<i32>() else {
                 return SendOutcome::Permanent(format!("`{thread}` is not a telegram topic id"));
@@ -168,6 +261,33 @@ impl Channel for TelegramChannel {
                 platform_id: Some(message.id.0.to_string()),
             },
             Err(error) => classify(&error, self.config.token.expose()),
+        }
+    }
+
+    async fn edit(&self, edit: Edit<'_>) -> EditOutcome {
+        let Ok(chat_id) = edit.route.chat_id.parse::<i64>() else {
+            return EditOutcome::Failed(format!(
+                "`{}` is not a telegram chat id",
+                edit.route.chat_id
+            ));
+        };
+        let Ok(message_id) = edit.message_id.parse::<i32>() else {
+            return EditOutcome::Failed(format!(
+                "`{}` is not a telegram message id",
+                edit.message_id
+            ));
+        };
+        // No thread id: a chat and a message id name the message, in a forum topic too. The
+        // keyboard is always sent, empty to remove the buttons: whether leaving it out keeps
+        // or drops them is not settled, and this way it does not matter.
+        let request = self
+            .sender
+            .edit_message_text(ChatId(chat_id), MessageId(message_id), edit.text)
+            .link_preview_options(no_preview())
+            .reply_markup(keyboard(edit.buttons).unwrap_or_default());
+        match request.await {
+            Ok(_) => EditOutcome::Edited,
+            Err(error) => classify_edit(&error, self.config.token.expose()),
         }
     }
 
@@ -193,6 +313,7 @@ impl Channel for TelegramChannel {
         .await;
         inbound::poll(
             self.poller.clone(),
+            self.sender.clone(),
             me,
             sink,
             self.config.poll_timeout,
@@ -255,6 +376,115 @@ mod tests {
         }
         let token = classify(&RequestError::Api(ApiError::InvalidToken), TOKEN);
         assert!(matches!(token, SendOutcome::Transient(_)));
+    }
+
+    #[test]
+    fn edit_errors_map_to_the_contract() {
+        let edit = |error: RequestError| classify_edit(&error, TOKEN);
+        let not_modified = ApiError::Unknown("Bad Request: message is not modified".into());
+        assert_eq!(
+            edit(RequestError::Api(ApiError::MessageNotModified)),
+            EditOutcome::Edited
+        );
+        assert_eq!(
+            edit(RequestError::Api(not_modified)),
+            EditOutcome::Edited,
+            "the short form, which teloxide does not know"
+        );
+        assert_eq!(
+            edit(RequestError::RetryAfter(Seconds::from_seconds(5))),
+            EditOutcome::RetryAfter(Duration::from_secs(5))
+        );
+        assert_eq!(
+            edit(RequestError::RetryAfter(Seconds::from_seconds(1_000_000))),
+            EditOutcome::RetryAfter(MAX_RETRY_AFTER),
+            "capped"
+        );
+        let unparameterised = ApiError::Unknown("Too Many Requests: retry after 7".into());
+        assert_eq!(
+            edit(RequestError::Api(unparameterised)),
+            EditOutcome::RetryAfter(Duration::from_secs(7))
+        );
+        for gone in [
+            ApiError::MessageToEditNotFound,
+            ApiError::MessageCantBeEdited,
+            ApiError::MessageIdInvalid,
+            ApiError::ChatNotFound,
+            ApiError::BotBlocked,
+            ApiError::BotKicked,
+            ApiError::BotKickedFromSupergroup,
+            ApiError::UserDeactivated,
+            ApiError::Unknown("Forbidden: bot was kicked from the group chat".into()),
+        ] {
+            let outcome = edit(RequestError::Api(gone.clone()));
+            assert!(
+                matches!(outcome, EditOutcome::Gone(_)),
+                "{gone:?}: {outcome:?}"
+            );
+        }
+        let migrated = edit(RequestError::MigrateToChatId(ChatId(-100777)));
+        assert!(matches!(migrated, EditOutcome::Gone(_)), "{migrated:?}");
+        for server in ["Internal Server Error", "Bad Gateway", "Too Many Requests"] {
+            let outcome = edit(RequestError::Api(ApiError::Unknown(server.into())));
+            assert!(matches!(outcome, EditOutcome::Transient(_)), "{server}");
+        }
+        let token = edit(RequestError::Api(ApiError::InvalidToken));
+        assert!(matches!(token, EditOutcome::Transient(_)), "{token:?}");
+        for refused in [
+            ApiError::EditedMessageIsTooLong,
+            ApiError::ButtonDataInvalid,
+            ApiError::Unknown("Bad Request: something new".into()),
+        ] {
+            let outcome = edit(RequestError::Api(refused.clone()));
+            assert!(
+                matches!(outcome, EditOutcome::Failed(_)),
+                "{refused:?}: {outcome:?}"
+            );
+        }
+    }
+
+    fn button(id: &str, label: &str) -> Button {
+        Button {
+            id: id.into(),
+            label: label.into(),
+        }
+    }
+
+    #[test]
+    fn buttons_are_one_row_of_callback_buttons() {
+        let keyboard = keyboard(&[button("t:7f3a9c", "Tail"), button("k:7f3a9c", "Kill")]);
+        assert_eq!(
+            serde_json::to_value(keyboard).unwrap(),
+            serde_json::json!({"inline_keyboard": [[
+                {"text": "Tail", "callback_data": "t:7f3a9c"},
+                {"text": "Kill", "callback_data": "k:7f3a9c"},
+            ]]})
+        );
+    }
+
+    #[test]
+    fn buttons_telegram_would_refuse_are_left_out() {
+        let long = "x".repeat(MAX_BUTTON_ID_BYTES + 1);
+        let fits = "é".repeat(MAX_BUTTON_ID_BYTES / 2);
+        let kept = keyboard(&[
+            button("", "Empty"),
+            button(&long, "Long"),
+            button(&fits, "Fits"),
+        ]);
+        assert_eq!(
+            serde_json::to_value(kept).unwrap(),
+            serde_json::json!({"inline_keyboard": [[{"text": "Fits", "callback_data": fits}]]})
+        );
+        assert!(keyboard(&[]).is_none(), "no buttons, no keyboard");
+        assert!(
+            keyboard(&[button("", "Empty")]).is_none(),
+            "not an empty row: `[[]]` is not \"no keyboard\""
+        );
+        assert_eq!(
+            serde_json::to_value(InlineKeyboardMarkup::default()).unwrap(),
+            serde_json::json!({"inline_keyboard": []}),
+            "what an edit sends to remove the buttons"
+        );
     }
 
     #[test]

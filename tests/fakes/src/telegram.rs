@@ -4,10 +4,20 @@
 //! (teloxide sends `GetMe`, `SendMessage`). It answers `getMe`, `getWebhookInfo`,
 //! `deleteWebhook`, `setMyCommands`, `getUpdates` (a long poll that honours `offset`: an update
 //! stays queued until a later call's offset confirms it, as on the real API) and `sendMessage`
-//! (recorded with chat id, thread id and text; over 4096 UTF-16 units is a 400 "message is too
-//! long"). Failures on cue: the next sends fail (`Platform::fail_next`: a 429 with
-//! `retry_after`, a 502, a 403 "bot was blocked"), a blocked user (403), a group that migrated
-//! to a supergroup (400 with `migrate_to_chat_id`), and 409 Conflicts on `getUpdates`.
+//! (recorded with chat id, thread id, text and inline keyboard; over 4096 UTF-16 units is a 400
+//! "message is too long"). Failures on cue: the next sends fail (`Platform::fail_next`: a 429
+//! with `retry_after`, a 502, a 403 "bot was blocked"), a blocked user (403), a group that
+//! migrated to a supergroup (400 with `migrate_to_chat_id`), and 409 Conflicts on `getUpdates`.
+//!
+//! Live jobs (issue 16): every message the bot sent is kept as Telegram shows it now, so that
+//! `editMessageText` can change it (answered with the whole edited Message; an edit that changes
+//! nothing is the real 400 "message is not modified: …"; an unknown message is "message to edit
+//! not found"), with a failure script of its own (`Platform::fail_next_edits`) that sends never
+//! consume. A press ([`FakeTelegram::press_button`]) is a `callback_query` update built from the
+//! stored message, as Telegram builds it; `answerCallbackQuery` is recorded per query id and
+//! refused ("query is too old …") for a query not delivered or already answered. `getUpdates`
+//! honours `allowed_updates`: Telegram keeps the last list a call gave, and an update of a kind
+//! not on it is never queued, so a bot that does not ask for presses gets none.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -21,9 +31,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
+mod live;
+
+pub use live::NOT_MODIFIED;
+use live::{buttons_of, keyboard_refused, shown_keyboard};
+
 use crate::{
-    Attempt, Chat, Failure, Failures, Person, Platform, Server, Setting, TextLimit, TextUnit,
-    enable, toml_str, unix_now,
+    Attempt, Chat, EditAttempt, Failure, Failures, POLL, Person, Platform, Posted, PressRef,
+    Server, Setting, TextLimit, TextUnit, enable, toml_str, unix_now,
 };
 
 /// The bot token the relay under test is given. Shaped like a real one (id, colon, 35
@@ -40,8 +55,30 @@ pub const TEXT_LIMIT: usize = 4096;
 pub struct Sent {
     pub chat_id: i64,
     pub thread_id: Option<i64>,
+    /// The text it was sent with (never an edit's).
+    pub text: String,
+    /// The id Telegram gave it: what an edit or a press names.
+    pub message_id: i64,
+    /// Its inline keyboard as sent, one row after another: (label, callback_data).
+    pub buttons: Vec<(String, String)>,
+    pub at: Instant,
+}
+
+/// One `answerCallbackQuery` the fake accepted.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub query_id: String,
+    /// What the presser was shown; empty when the answer had no text.
     pub text: String,
     pub at: Instant,
+}
+
+/// A press delivered as a `callback_query` update.
+struct Query {
+    /// The `callback_query` object, redelivered as it was by [`Platform::press_again`].
+    body: Value,
+    /// Deliveries not answered yet: each delivery may be answered once.
+    unanswered: usize,
 }
 
 /// One call of any method, whatever it was answered.
@@ -66,6 +103,50 @@ struct Inner {
     migrated: HashMap<i64, i64>,
     conflicts: usize,
     commands: Option<Value>,
+    /// The bot's messages as they show now, by (chat id, message id).
+    messages: HashMap<(i64, i64), Value>,
+    /// How the next editMessageText calls fail: a script of its own, never touched by sends.
+    edit_failures: Failures,
+    /// Presses delivered, by callback query id.
+    queries: HashMap<String, Query>,
+    answers: Vec<Answer>,
+    /// The update kinds the bot asked for last (`allowed_updates`); `None`: every kind.
+    allowed: Option<Vec<String>>,
+}
+
+impl Inner {
+    /// Queues a `callback_query` update for the press `query_id` and lets it be answered once
+    /// more; the update's id, if queued.
+    fn deliver(&mut self, query_id: &str, body: Value) -> Option<i64> {
+        let update_id = self.queue(json!({"callback_query": body.clone()}))?;
+        self.queries
+            .entry(query_id.to_string())
+            .or_insert(Query {
+                body,
+                unanswered: 0,
+            })
+            .unanswered += 1;
+        Some(update_id)
+    }
+
+    /// Queues `update` (with its `update_id` set here), unless its kind is one the bot did not
+    /// ask for: Telegram never creates those. The update's id, if queued.
+    fn queue(&mut self, mut update: Value) -> Option<i64> {
+        let update_id = self.next_update_id;
+        self.next_update_id += 1;
+        let kind = update
+            .as_object()
+            .and_then(|fields| fields.keys().next().cloned())
+            .unwrap_or_default();
+        if let Some(allowed) = &self.allowed
+            && !allowed.contains(&kind)
+        {
+            return None;
+        }
+        update["update_id"] = json!(update_id);
+        self.queued.push(update);
+        Some(update_id)
+    }
 }
 
 struct Shared {
@@ -147,18 +228,83 @@ impl FakeTelegram {
     pub fn push(&self, mut message: Value) -> i64 {
         let update_id = {
             let mut inner = self.lock();
-            let update_id = inner.next_update_id;
-            inner.next_update_id += 1;
             message["message_id"] = json!(inner.next_message_id);
             inner.next_message_id += 1;
             message["date"] = json!(unix_now());
             inner
-                .queued
-                .push(json!({"update_id": update_id, "message": message}));
-            update_id
+                .queue(json!({"message": message}))
+                .expect("the bot asks for messages")
         };
         self.shared.news.notify_waiters();
         update_id
+    }
+
+    /// `user_id` presses the button carrying `data` under the bot's message `message_id` in
+    /// `chat_id`: a `callback_query` update whose `message` is that message as it shows now.
+    /// An empty `data` leaves `data` out, as for a game's button. Returns (update id, callback
+    /// query id); the update id is `None` when the bot did not ask for callback queries, so none
+    /// was queued. Panics if the bot sent no such message.
+    pub fn press_button(
+        &self,
+        chat_id: i64,
+        message_id: i64,
+        user_id: i64,
+        data: &str,
+    ) -> (Option<i64>, String) {
+        let (update_id, query_id) = {
+            let mut inner = self.lock();
+            let message = inner
+                .messages
+                .get(&(chat_id, message_id))
+                .unwrap_or_else(|| panic!("the bot sent no message {message_id} in {chat_id}"))
+                .clone();
+            let query_id = format!("cq-{}", inner.next_update_id);
+            let mut body = json!({
+                "id": query_id, "from": user(user_id), "message": message,
+                "chat_instance": chat_id.to_string(),
+            });
+            // Telegram's callback_data is 1 to 64 bytes; a press with none (a game's button)
+            // carries no `data` at all.
+            if !data.is_empty() {
+                body["data"] = json!(data);
+            }
+            (inner.deliver(&query_id, body), query_id)
+        };
+        self.shared.news.notify_waiters();
+        (update_id, query_id)
+    }
+
+    /// Delivers the press `query_id` again, in a new update with the same callback query (as
+    /// after a bot restart that never confirmed it); the new update's id, if queued.
+    pub fn press_button_again(&self, query_id: &str) -> Option<i64> {
+        let update_id = {
+            let mut inner = self.lock();
+            let body = inner
+                .queries
+                .get(query_id)
+                .unwrap_or_else(|| panic!("no press {query_id} was delivered"))
+                .body
+                .clone();
+            inner.deliver(query_id, body)
+        };
+        self.shared.news.notify_waiters();
+        update_id
+    }
+
+    /// Every answerCallbackQuery accepted so far, in order (by press: [`Platform::answers`]).
+    pub fn answered(&self) -> Vec<Answer> {
+        self.lock().answers.clone()
+    }
+
+    /// The bot's message `message_id` in `chat_id` as it shows now, if it sent one.
+    pub fn message(&self, chat_id: i64, message_id: i64) -> Option<Value> {
+        self.lock().messages.get(&(chat_id, message_id)).cloned()
+    }
+
+    /// The next `n` editMessageText calls get a 429 with `retry_after`; sends are not affected.
+    pub fn rate_limit_next_edits(&self, n: usize, retry_after_secs: u64) {
+        assert!(n > 0, "rate_limit_next_edits needs n >= 1");
+        self.fail_next_edits(n, Failure::RateLimited { retry_after_secs });
     }
 
     /// Every sendMessage accepted so far, in order.
@@ -306,36 +452,107 @@ impl Platform for FakeTelegram {
         self.lock().calls.iter().filter(|c| c.status == 401).count()
     }
 
-    // Issue 16: filled in with the platform's edits and presses.
-    fn posted(&self, _chat: &Chat) -> Vec<crate::Posted> {
-        todo!("telegram: posted")
+    /// Message ids as the relay names them: the Message's `message_id`, in decimal.
+    fn posted(&self, chat: &Chat) -> Vec<Posted> {
+        let chat_id: i64 = chat.id.parse().expect("a telegram chat id");
+        let inner = self.lock();
+        inner
+            .sent
+            .iter()
+            .filter(|sent| sent.chat_id == chat_id)
+            .map(|sent| {
+                let now = inner.messages.get(&(chat_id, sent.message_id));
+                Posted {
+                    message_id: sent.message_id.to_string(),
+                    sent_text: sent.text.clone(),
+                    text: now
+                        .and_then(|m| m["text"].as_str())
+                        .unwrap_or(&sent.text)
+                        .to_string(),
+                    buttons: now
+                        .map(|m| buttons_of(&m["reply_markup"]))
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
     }
 
-    fn edit_attempts(&self, _chat: &Chat) -> Vec<crate::EditAttempt> {
-        todo!("telegram: edit_attempts")
+    fn edit_attempts(&self, chat: &Chat) -> Vec<EditAttempt> {
+        let chat_id: i64 = chat.id.parse().expect("a telegram chat id");
+        self.calls("editMessageText")
+            .into_iter()
+            .filter(|c| c.body["chat_id"].as_i64() == Some(chat_id))
+            .map(|c| EditAttempt {
+                message_id: c.body["message_id"].to_string(),
+                text: c.body["text"].as_str().unwrap_or("").to_string(),
+                // No keyboard in an edit leaves none (see `edit_message_text`).
+                buttons: buttons_of(&c.body["reply_markup"]),
+                status: c.status,
+                at: c.at,
+            })
+            .collect()
     }
 
-    fn fail_next_edits(&self, _n: usize, _failure: Failure) {
-        todo!("telegram: fail_next_edits")
+    fn fail_next_edits(&self, n: usize, failure: Failure) {
+        self.lock().edit_failures.push(n, failure);
     }
 
+    /// A `callback_query` update to poll; the relay's address is not needed.
     fn press(
         &self,
         _relay: SocketAddr,
-        _chat: &Chat,
-        _who: Person,
-        _message_id: &str,
-        _button_id: &str,
-    ) -> crate::PressRef {
-        todo!("telegram: press")
+        chat: &Chat,
+        who: Person,
+        message_id: &str,
+        button_id: &str,
+    ) -> PressRef {
+        let chat_id: i64 = chat.id.parse().expect("a telegram chat id");
+        if !chat.group {
+            assert_eq!(chat_id, user_id(who), "a private chat is its user's");
+        }
+        let message: i64 = message_id.parse().expect("a telegram message id");
+        let (update_id, id) = self.press_button(chat_id, message, user_id(who), button_id);
+        assert!(
+            update_id.is_some(),
+            "the bot did not ask for callback_query updates: Telegram would not deliver the press"
+        );
+        PressRef {
+            id,
+            chat: chat.clone(),
+            who,
+            message_id: message_id.to_string(),
+            button_id: button_id.to_string(),
+        }
     }
 
-    fn press_again(&self, _relay: SocketAddr, _press: &crate::PressRef) {
-        todo!("telegram: press_again")
+    fn press_again(&self, _relay: SocketAddr, press: &PressRef) {
+        let update_id = self.press_button_again(&press.id);
+        assert!(
+            update_id.is_some(),
+            "the bot did not ask for callback_query updates: Telegram would not deliver the press"
+        );
     }
 
-    fn answers(&self, _press: &crate::PressRef, _timeout: Duration) -> Vec<String> {
-        todo!("telegram: answers")
+    /// Waits until every delivery of the press is answered, or `timeout` passes.
+    fn answers(&self, press: &PressRef, timeout: Duration) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let (answers, unanswered) = {
+                let inner = self.lock();
+                let answers: Vec<String> = inner
+                    .answers
+                    .iter()
+                    .filter(|a| a.query_id == press.id)
+                    .map(|a| a.text.clone())
+                    .collect();
+                let unanswered = inner.queries.get(&press.id).map_or(0, |q| q.unanswered);
+                (answers, unanswered)
+            };
+            if (!answers.is_empty() && unanswered == 0) || start.elapsed() >= timeout {
+                return answers;
+            }
+            std::thread::sleep(POLL);
+        }
     }
 }
 
@@ -415,11 +632,22 @@ async fn answer(shared: &Shared, method: &str, body: &Value) -> Response {
         }
         "getupdates" => get_updates(shared, body).await,
         "sendmessage" => send_message(shared, body),
+        "editmessagetext" => live::edit_message_text(shared, body),
+        "answercallbackquery" => live::answer_callback_query(shared, body),
         _ => error(404, "Not Found: method not found", None),
     }
 }
 
 async fn get_updates(shared: &Shared, body: &Value) -> Response {
+    // Kept until a later call names another list; an empty list is the default, every kind
+    // we use.
+    if let Some(kinds) = body["allowed_updates"].as_array() {
+        let kinds: Vec<String> = kinds
+            .iter()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect();
+        shared.inner.lock().expect("lock").allowed = (!kinds.is_empty()).then_some(kinds);
+    }
     let offset = body["offset"].as_i64();
     let limit = body["limit"].as_u64().unwrap_or(100) as usize;
     let hold = Duration::from_secs(body["timeout"].as_u64().unwrap_or(0)).min(MAX_HOLD);
@@ -462,6 +690,9 @@ fn send_message(shared: &Shared, body: &Value) -> Response {
     if text.trim().is_empty() {
         return error(400, "Bad Request: message text is empty", None);
     }
+    if let Some(refused) = keyboard_refused(&body["reply_markup"]) {
+        return refused;
+    }
     let mut inner = shared.inner.lock().expect("lock");
     if let Some(new) = inner.migrated.get(&chat_id) {
         let parameters = json!({"migrate_to_chat_id": new});
@@ -496,6 +727,8 @@ fn send_message(shared: &Shared, body: &Value) -> Response {
         chat_id,
         thread_id,
         text: text.to_string(),
+        message_id,
+        buttons: buttons_of(&body["reply_markup"]),
         at: Instant::now(),
     });
     let mut message = json!({
@@ -507,5 +740,11 @@ fn send_message(shared: &Shared, body: &Value) -> Response {
         message["message_thread_id"] = json!(thread_id);
         message["is_topic_message"] = json!(true);
     }
+    if let Some(keyboard) = shown_keyboard(&body["reply_markup"]) {
+        message["reply_markup"] = keyboard;
+    }
+    inner
+        .messages
+        .insert((chat_id, message_id), message.clone());
     ok(message)
 }
