@@ -43,6 +43,9 @@ macro_rules! conformance {
     };
 }
 
+// Other files' shared scenarios (`live_jobs.rs`) run on every platform the same way.
+pub(crate) use {conformance, for_platform};
+
 conformance!(
     exec_is_acknowledged_then_completed_in_the_same_chat,
     long_output_arrives_in_ordered_chunks_within_the_limit,
@@ -53,36 +56,36 @@ conformance!(
 );
 
 /// Starts a platform's fake, given the receiver the relay's webhook channel posts to.
-type Fake = fn(&Arc<Receiver>) -> Arc<dyn Platform>;
+pub(crate) type Fake = fn(&Arc<Receiver>) -> Arc<dyn Platform>;
 
-fn webhook(rx: &Arc<Receiver>) -> Arc<dyn Platform> {
+pub(crate) fn webhook(rx: &Arc<Receiver>) -> Arc<dyn Platform> {
     rx.clone()
 }
 
-fn telegram(_: &Arc<Receiver>) -> Arc<dyn Platform> {
+pub(crate) fn telegram(_: &Arc<Receiver>) -> Arc<dyn Platform> {
     Arc::new(FakeTelegram::start())
 }
 
-fn discord(_: &Arc<Receiver>) -> Arc<dyn Platform> {
+pub(crate) fn discord(_: &Arc<Receiver>) -> Arc<dyn Platform> {
     Arc::new(FakeDiscord::start())
 }
 
-fn feishu(_: &Arc<Receiver>) -> Arc<dyn Platform> {
+pub(crate) fn feishu(_: &Arc<Receiver>) -> Arc<dyn Platform> {
     Arc::new(FakeFeishu::start())
 }
 
 /// A relay pointed at a platform fake and at a webhook receiver.
-struct World {
+pub(crate) struct World {
     // First: the relay stops before the fakes do.
-    relay: Relay,
-    platform: Arc<dyn Platform>,
-    rx: Arc<Receiver>,
+    pub(crate) relay: Relay,
+    pub(crate) platform: Arc<dyn Platform>,
+    pub(crate) rx: Arc<Receiver>,
 }
 
 impl World {
     /// The relay configured by `configure` (on top of the platform's settings), once the
     /// platform is heard.
-    fn start(
+    pub(crate) fn start(
         fake: Fake,
         configure: impl FnOnce(RelayBuilder, &dyn Platform) -> RelayBuilder,
     ) -> World {
@@ -99,23 +102,23 @@ impl World {
     }
 
     /// The relay with `[access] allow` naming Alice.
-    fn for_alice(fake: Fake) -> World {
+    pub(crate) fn for_alice(fake: Fake) -> World {
         World::start(fake, |builder, p| {
             builder.allow(&[p.identity(Alice).as_str()])
         })
     }
 
-    fn p(&self) -> &dyn Platform {
+    pub(crate) fn p(&self) -> &dyn Platform {
         &*self.platform
     }
 
-    fn say(&self, chat: &Chat, who: Person, text: &str) {
+    pub(crate) fn say(&self, chat: &Chat, who: Person, text: &str) {
         self.platform.say(self.relay.addr, chat, who, text);
     }
 
     /// The first text in `chat` that satisfies `pred`, waiting for it (at most `within`).
     #[track_caller]
-    fn wait_sent_within(
+    pub(crate) fn wait_sent_within(
         &self,
         chat: &Chat,
         what: &str,
@@ -129,13 +132,13 @@ impl World {
     }
 
     #[track_caller]
-    fn wait_sent(&self, chat: &Chat, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_sent(&self, chat: &Chat, what: &str, pred: impl Fn(&str) -> bool) -> String {
         self.wait_sent_within(chat, what, SOON, pred)
     }
 
     /// Alice says `command` (an `/exec`) in `chat`; its acknowledgement's job id.
     #[track_caller]
-    fn start_job(&self, chat: &Chat, command: &str) -> String {
+    pub(crate) fn start_job(&self, chat: &Chat, command: &str) -> String {
         let acks = || {
             self.p()
                 .sent_to(chat)
@@ -154,19 +157,24 @@ impl World {
     }
 
     #[track_caller]
-    fn wait_completion(&self, chat: &Chat, id: &str) -> String {
+    pub(crate) fn wait_completion(&self, chat: &Chat, id: &str) -> String {
         self.wait_sent(chat, "the completion", |t| is_completion_of(t, id))
     }
 
     /// The sends to `chat` of the completion of job `id`, whatever they were answered.
-    fn completion_attempts(&self, chat: &Chat, id: &str) -> Vec<Attempt> {
+    pub(crate) fn completion_attempts(&self, chat: &Chat, id: &str) -> Vec<Attempt> {
         let attempts = self.p().attempts(chat).into_iter();
         attempts.filter(|a| is_completion_of(&a.text, id)).collect()
     }
 
     /// Waits until `session`'s last route is `channel`'s `chat_id`.
     #[track_caller]
-    fn wait_route(&self, session: &str, channel: &str, chat_id: &str) -> serde_json::Value {
+    pub(crate) fn wait_route(
+        &self,
+        session: &str,
+        channel: &str,
+        chat_id: &str,
+    ) -> serde_json::Value {
         let what = format!("{session}'s last route to be {channel}:{chat_id}");
         wait_for(&what, SOON, || {
             self.relay.routes().into_iter().find(|r| {

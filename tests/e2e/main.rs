@@ -25,6 +25,7 @@ mod http_limits;
 mod inbound;
 mod last_active;
 mod lifecycle;
+mod live_jobs;
 mod local_chat;
 mod outbox;
 mod retention;

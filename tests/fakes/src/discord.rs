@@ -501,7 +501,7 @@ impl Platform for FakeDiscord {
     }
 
     fn answers(&self, press: &crate::PressRef, timeout: Duration) -> Vec<String> {
-        self.shown_for(press.id.parse().expect("a discord interaction id"), timeout)
+        self.answered_for(press.id.parse().expect("a discord interaction id"), timeout)
     }
 }
 

@@ -224,8 +224,9 @@ pub trait Platform {
     /// The platform hands `press` over again, with the same id (a retry, a replay).
     fn press_again(&self, relay: SocketAddr, press: &PressRef);
 
-    /// What `press`'s presser was shown, one answer per delivery answered, in order; waits at
-    /// most `timeout` for the first.
+    /// What the relay answered `press`'s presser, one answer per delivery of it, in order,
+    /// whether or not the platform showed it (Discord refuses a second answer to one
+    /// interaction); waits at most `timeout` until every delivery is answered.
     fn answers(&self, press: &PressRef, timeout: Duration) -> Vec<String>;
 }
 

@@ -94,6 +94,8 @@ struct Interaction {
     first_dispatched: Instant,
     payload: Value,
     answered: bool,
+    /// How often it was dispatched (a resume or a test delivers it again).
+    deliveries: usize,
 }
 
 /// The fake's state for live messages (inside the fake's one lock).
@@ -481,6 +483,7 @@ impl FakeDiscord {
                 first_dispatched: Instant::now(),
                 payload: payload.clone(),
                 answered: false,
+                deliveries: 1,
             },
         );
         dispatch(&mut inner, "INTERACTION_CREATE", payload);
@@ -490,11 +493,37 @@ impl FakeDiscord {
     /// Dispatches press `interaction_id` again, the same interaction (as a resumed session may).
     pub fn redeliver_press(&self, interaction_id: u64) {
         let mut inner = lock(&self.shared);
-        let payload = match inner.live.interactions.get(&interaction_id) {
-            Some(pressed) => pressed.payload.clone(),
+        let payload = match inner.live.interactions.get_mut(&interaction_id) {
+            Some(pressed) => {
+                pressed.deliveries += 1;
+                pressed.payload.clone()
+            }
             None => panic!("no press {interaction_id} to deliver again"),
         };
         dispatch(&mut inner, "INTERACTION_CREATE", payload);
+    }
+
+    /// What the relay answered to each delivery of `interaction_id`, accepted or not (Discord
+    /// refuses a second answer to one interaction: 40060); waits at most `timeout` until every
+    /// delivery is answered.
+    pub fn answered_for(&self, interaction_id: u64, timeout: Duration) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let deliveries = lock(&self.shared)
+                .live
+                .interactions
+                .get(&interaction_id)
+                .map_or(0, |pressed| pressed.deliveries);
+            let answered: Vec<String> = self
+                .callbacks_of(interaction_id)
+                .iter()
+                .map(|c| c.body["data"]["content"].as_str().unwrap_or("").to_string())
+                .collect();
+            if answered.len() >= deliveries || start.elapsed() >= timeout {
+                return answered;
+            }
+            std::thread::sleep(crate::POLL);
+        }
     }
 
     /// What the presser of `interaction_id` was shown, one entry per accepted answer; waits at
