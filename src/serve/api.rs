@@ -4,7 +4,10 @@
 //! the token generated into the data directory, which only the relay's user (and root) can
 //! read (and then only local, non-browser clients are answered); `/webhook` is authenticated
 //! by its HMAC signature instead. Handlers translate HTTP to calls on the store,
-//! the inbound sink and the heartbeat; they hold no state of their own.
+//! the inbound sink and the heartbeat; they hold no state of their own. A button press (a
+//! webhook body with `"action"`, a Feishu `card.action.trigger`) goes to
+//! [`InboundSink::press`](execrelay_channel::InboundSink::press), and its answer becomes the
+//! HTTP response in the shape the adapter gives (`answer_press` of each).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use execrelay_channel::{Accepted, InboundMessage, Secret};
-use execrelay_webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookChannel};
+use execrelay_webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookChannel, WebhookInbound};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -169,7 +172,8 @@ async fn read_body_within(request: Request, next: Next) -> Response {
 
 /// Feishu's event callbacks: verified and decrypted by the channel, then stored like any
 /// inbound message before the 200 (Feishu retries what is not acknowledged within 3 s, and
-/// the relay dedupes on `event_id`).
+/// the relay dedupes on `event_id`). A card press is answered 200 with a toast within Feishu's
+/// 3 s, whatever the relay made of it.
 #[cfg(feature = "feishu")]
 async fn feishu_events(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
     let body = match platform_body(body).await {
@@ -197,6 +201,10 @@ async fn feishu_events(State(state): State<ApiState>, headers: HeaderMap, body: 
             Json(json!({"ok": true})).into_response()
         }
         Ok(FeishuEvent::Message(message)) => accept(&state, message, Caller::Platform).await,
+        Ok(FeishuEvent::Press(press)) => {
+            let sink: Arc<dyn execrelay_channel::InboundSink> = state.inbound.clone();
+            Json(execrelay_webhook::feishu::answer_press(sink, press).await).into_response()
+        }
         Err(err) => {
             if let Some(held_back) = state.rejections.admit() {
                 tracing::warn!(error = %err, held_back, "feishu: rejected a request");
@@ -297,13 +305,13 @@ async fn webhook(State(state): State<ApiState>, headers: HeaderMap, body: Body) 
     };
     let header_text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let now = chrono::Utc::now().timestamp();
-    let message = match channel.authenticate(
+    let inbound = match channel.authenticate(
         header_text(TIMESTAMP_HEADER),
         header_text(SIGNATURE_HEADER),
         &body,
         now,
     ) {
-        Ok(message) => message,
+        Ok(inbound) => inbound,
         Err(err) => {
             if let Some(held_back) = state.rejections.admit() {
                 tracing::warn!(error = %err, held_back, "webhook: rejected a request");
@@ -312,7 +320,15 @@ async fn webhook(State(state): State<ApiState>, headers: HeaderMap, body: Body) 
             return error(status, err.to_string());
         }
     };
-    accept(&state, message, Caller::Platform).await
+    match inbound {
+        WebhookInbound::Message(message) => accept(&state, message, Caller::Platform).await,
+        WebhookInbound::Press(press) => {
+            let (status, body) =
+                execrelay_webhook::answer_press(state.inbound.as_ref(), press).await;
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            (status, Json(body)).into_response()
+        }
+    }
 }
 
 /// Who handed a message over, which decides how the answer reads.

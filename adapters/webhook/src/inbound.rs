@@ -1,8 +1,11 @@
-//! Inbound requests: the signature scheme (shared with outbound) and the JSON body.
+//! Inbound requests: the signature scheme (shared with outbound) and the JSON body, which is
+//! either a message (`"text"`) or a button press (`"action"`).
 
 use std::time::Duration;
 
-use execrelay_channel::{ChatType, InboundMessage, Route, Secret};
+use execrelay_channel::{
+    ChatType, InboundMessage, InboundSink, MAX_BUTTON_ID_BYTES, Press, Route, Secret,
+};
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha2::Sha256;
@@ -103,11 +106,38 @@ pub(crate) fn check_timestamp(
 /// The smallest `sent_at_ms` taken for milliseconds (2001-09-09): unix seconds are far below.
 const PLAUSIBLE_MILLIS: i64 = 1_000_000_000_000;
 
+/// What one authentic `POST /webhook` asks of the relay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WebhookInbound {
+    /// A message (`"text"`): stored like any inbound message.
+    Message(InboundMessage),
+    /// A button press (`"action"`, a [`Button::id`](execrelay_channel::Button) the relay sent
+    /// in `"actions"`): answered with the sink's [`PressAnswer`](execrelay_channel::PressAnswer).
+    Press(Press),
+}
+
+/// Parses an inbound request body: a press when it has an `"action"` key, else a message
+/// ([`parse_inbound`]). A press's `message_id` is the press's own id (its dedupe key, `None`
+/// when absent); `on_message_id` names the message the button sat on (the `edit_of` of our
+/// edits, i.e. the send's idempotency key).
+pub fn parse_request(body: &[u8]) -> Result<WebhookInbound, WebhookError> {
+    let fields = json_object(body)?;
+    if fields.get("action").is_some_and(|action| !action.is_null()) {
+        parse_press(&fields).map(WebhookInbound::Press)
+    } else {
+        parse_message(&fields).map(WebhookInbound::Message)
+    }
+}
+
 /// Parses an inbound request body into a message on the `webhook` channel.
 ///
 /// Ids may be JSON strings or integers, since some senders emit numbers. Unknown fields are
 /// ignored and `null` counts as absent.
 pub fn parse_inbound(body: &[u8]) -> Result<InboundMessage, WebhookError> {
+    parse_message(&json_object(body)?)
+}
+
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, WebhookError> {
     let bad = |reason: String| WebhookError::BadRequest(reason);
     let text = std::str::from_utf8(body).map_err(|_| bad("body is not UTF-8".into()))?;
     let value: Value =
@@ -115,11 +145,49 @@ pub fn parse_inbound(body: &[u8]) -> Result<InboundMessage, WebhookError> {
     let Value::Object(fields) = value else {
         return Err(bad("body must be a JSON object".into()));
     };
+    Ok(fields)
+}
 
-    let conversation_id = required_id(&fields, "conversation_id")?;
-    let user_id = required_id(&fields, "user_id")?;
-    let message_id = optional_id(&fields, "message_id")?;
-    let thread_id = optional_id(&fields, "thread_id")?;
+/// A press: `action` (a non-empty string of at most [`MAX_BUTTON_ID_BYTES`]),
+/// `conversation_id`, `user_id`; optional `message_id` (the press's id), `on_message_id`,
+/// `thread_id` and `chat_type` as for messages. `press_id` is left empty when `message_id` is
+/// absent: the caller fills it in ([`crate::WebhookChannel::authenticate`]).
+fn parse_press(fields: &Map<String, Value>) -> Result<Press, WebhookError> {
+    let bad = |reason: &str| WebhookError::BadRequest(reason.to_string());
+    let action = match fields.get("action") {
+        Some(Value::String(action)) if action.is_empty() => {
+            return Err(bad("field `action` is empty"));
+        }
+        Some(Value::String(action)) if action.len() > MAX_BUTTON_ID_BYTES => {
+            return Err(WebhookError::BadRequest(format!(
+                "field `action` is over {MAX_BUTTON_ID_BYTES} bytes"
+            )));
+        }
+        Some(Value::String(action)) => action.clone(),
+        _ => return Err(bad("field `action` must be a string")),
+    };
+    Ok(Press {
+        route: Route {
+            channel: "webhook".into(),
+            account: String::new(),
+            chat_id: required_id(fields, "conversation_id")?,
+            thread_id: optional_id(fields, "thread_id")?,
+            reply_to_message_id: None,
+            chat_type: chat_type(fields)?,
+        },
+        sender_id: required_id(fields, "user_id")?,
+        action,
+        press_id: optional_id(fields, "message_id")?.unwrap_or_default(),
+        on_message_id: optional_id(fields, "on_message_id")?,
+    })
+}
+
+fn parse_message(fields: &Map<String, Value>) -> Result<InboundMessage, WebhookError> {
+    let bad = |reason: String| WebhookError::BadRequest(reason);
+    let conversation_id = required_id(fields, "conversation_id")?;
+    let user_id = required_id(fields, "user_id")?;
+    let message_id = optional_id(fields, "message_id")?;
+    let thread_id = optional_id(fields, "thread_id")?;
     let sent_at_ms = match fields.get("sent_at_ms") {
         None | Some(Value::Null) => None,
         // Seconds (or a count from another epoch) would compare as long ago: refuse them.
@@ -135,16 +203,7 @@ pub fn parse_inbound(body: &[u8]) -> Result<InboundMessage, WebhookError> {
         None | Some(Value::Null) => return Err(bad("missing field `text`".into())),
         Some(_) => return Err(bad("field `text` must be a string".into())),
     };
-    let chat_type = match fields.get("chat_type") {
-        None | Some(Value::Null) => ChatType::Direct,
-        Some(Value::String(kind)) if kind == "direct" => ChatType::Direct,
-        Some(Value::String(kind)) if kind == "group" => ChatType::Group,
-        Some(_) => {
-            return Err(bad(
-                "field `chat_type` must be \"direct\" or \"group\"".into()
-            ));
-        }
-    };
+    let chat_type = chat_type(fields)?;
 
     Ok(InboundMessage {
         route: Route {
@@ -161,6 +220,29 @@ pub fn parse_inbound(body: &[u8]) -> Result<InboundMessage, WebhookError> {
         sent_at_ms,
         forwarded: false,
     })
+}
+
+/// `chat_type`: `"direct"` (also when absent) or `"group"`.
+fn chat_type(fields: &Map<String, Value>) -> Result<ChatType, WebhookError> {
+    match fields.get("chat_type") {
+        None | Some(Value::Null) => Ok(ChatType::Direct),
+        Some(Value::String(kind)) if kind == "direct" => Ok(ChatType::Direct),
+        Some(Value::String(kind)) if kind == "group" => Ok(ChatType::Group),
+        Some(_) => Err(WebhookError::BadRequest(
+            "field `chat_type` must be \"direct\" or \"group\"".into(),
+        )),
+    }
+}
+
+/// Hands an authentic press to `sink` and says what to answer the bridge: 200
+/// `{"ok": true, "answer": <text for the presser>}`, or 503 `{"error": …}` when the relay
+/// cannot take it now (as for messages: the bridge may post it again, and the press's id
+/// dedupes it).
+pub async fn answer_press(sink: &dyn InboundSink, press: Press) -> (u16, Value) {
+    match sink.press(press).await {
+        Ok(answer) => (200, serde_json::json!({"ok": true, "answer": answer.text})),
+        Err(err) => (503, serde_json::json!({"error": err.to_string()})),
+    }
 }
 
 /// An id field that must be present and non-empty.
@@ -423,6 +505,85 @@ mod tests {
                 format!(r#"{{"conversation_id":"c","user_id":"a","text":"x","chat_type":{kind}}}"#);
             assert_bad_request(body.as_bytes(), "`chat_type`");
         }
+    }
+
+    #[test]
+    fn a_body_with_an_action_is_a_press() {
+        let body = br#"{"conversation_id":"c1","user_id":"alice","action":"k:7f3a9c",
+            "message_id":"p9","on_message_id":"abcd12.0","thread_id":7,"chat_type":"group"}"#;
+        let Ok(WebhookInbound::Press(press)) = parse_request(body) else {
+            panic!("not a press: {:?}", parse_request(body))
+        };
+        assert_eq!(
+            press,
+            Press {
+                route: Route {
+                    channel: "webhook".into(),
+                    account: String::new(),
+                    chat_id: "c1".into(),
+                    thread_id: Some("7".into()),
+                    reply_to_message_id: None,
+                    chat_type: ChatType::Group,
+                },
+                sender_id: "alice".into(),
+                action: "k:7f3a9c".into(),
+                press_id: "p9".into(),
+                on_message_id: Some("abcd12.0".into()),
+            }
+        );
+        let minimal = br#"{"conversation_id":"c1","user_id":"alice","action":"t:1"}"#;
+        let Ok(WebhookInbound::Press(press)) = parse_request(minimal) else {
+            panic!("not a press")
+        };
+        assert_eq!(press.route.chat_type, ChatType::Direct);
+        assert_eq!((press.press_id.as_str(), press.on_message_id), ("", None));
+        // `"action": null` is no action: a message, which then needs its text.
+        assert!(matches!(
+            parse_request(BODY),
+            Ok(WebhookInbound::Message(message)) if message.text == "hi"
+        ));
+        let null_action = br#"{"conversation_id":"c","user_id":"a","action":null,"text":"x"}"#;
+        assert!(matches!(
+            parse_request(null_action),
+            Ok(WebhookInbound::Message(_))
+        ));
+    }
+
+    #[test]
+    fn a_bad_press_names_its_field() {
+        let refused = |body: &str, needle: &str| match parse_request(body.as_bytes()) {
+            Err(err @ WebhookError::BadRequest(_)) => {
+                assert!(err.to_string().contains(needle), "{err} lacks {needle}")
+            }
+            other => panic!("expected BadRequest for {body}, got {other:?}"),
+        };
+        refused(
+            r#"{"conversation_id":"c","user_id":"a","action":""}"#,
+            "`action` is empty",
+        );
+        refused(
+            r#"{"conversation_id":"c","user_id":"a","action":5}"#,
+            "`action` must be a string",
+        );
+        let long = format!(
+            r#"{{"conversation_id":"c","user_id":"a","action":"{}"}}"#,
+            "k".repeat(65)
+        );
+        refused(&long, "`action` is over 64 bytes");
+        refused(r#"{"user_id":"a","action":"k"}"#, "`conversation_id`");
+        refused(r#"{"conversation_id":"c","action":"k"}"#, "`user_id`");
+        refused(
+            r#"{"conversation_id":"c","user_id":"a","action":"k","message_id":[1]}"#,
+            "`message_id` must be",
+        );
+        refused(
+            r#"{"conversation_id":"c","user_id":"a","action":"k","on_message_id":{}}"#,
+            "`on_message_id` must be",
+        );
+        refused(
+            r#"{"conversation_id":"c","user_id":"a","action":"k","chat_type":"channel"}"#,
+            "`chat_type`",
+        );
     }
 
     proptest::proptest! {

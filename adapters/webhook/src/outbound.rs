@@ -1,15 +1,22 @@
-//! Outbound delivery: one signed POST per chunk to the configured callback URL.
+//! Outbound delivery: one signed POST per chunk to the configured callback URL, and one per
+//! edit of a message sent with buttons (`"edit_of"`: the message's idempotency key, which
+//! [`Channel::send`] returns as its platform id). Also the channel's entry point for inbound
+//! requests ([`WebhookChannel::authenticate`]).
 
 use std::error::Error as _;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use execrelay_channel::{Channel, InboundMessage, OutboundChunk, SendOutcome, TextLimit, TextUnit};
+use execrelay_channel::{
+    Button, Channel, Edit, EditOutcome, OutboundChunk, SendOutcome, TextLimit, TextUnit,
+};
 use serde::Serialize;
 
 use crate::config::{WebhookConfig, redact_url};
 use crate::errors::WebhookError;
-use crate::inbound::{SIGNATURE_HEADER, TIMESTAMP_HEADER, parse_inbound, sign, verify_request};
+use crate::inbound::{
+    SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookInbound, parse_request, sign, verify_request,
+};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -44,6 +51,21 @@ struct OutboundBody<'a> {
     thread_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reply_to: Option<&'a str>,
+    /// `[{"id", "label"}]`; left out when empty, so a body without buttons reads as before.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    actions: &'a [Button],
+}
+
+/// The JSON body of an edit: the message named by `edit_of` (its send's idempotency key) now
+/// reads `text` with `actions` under it; an empty list removes them, so it is always sent.
+#[derive(Serialize)]
+struct EditBody<'a> {
+    conversation_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thread_id: Option<&'a str>,
+    text: &'a str,
+    edit_of: &'a str,
+    actions: &'a [Button],
 }
 
 impl WebhookChannel {
@@ -77,14 +99,15 @@ impl WebhookChannel {
         &self.config
     }
 
-    /// Verifies and parses one inbound request, for the relay's `POST /webhook` handler.
+    /// Verifies and parses one inbound request (a message or a press), for the relay's
+    /// `POST /webhook` handler.
     pub fn authenticate(
         &self,
         timestamp: Option<&str>,
         signature: Option<&str>,
         body: &[u8],
         now_unix: i64,
-    ) -> Result<InboundMessage, WebhookError> {
+    ) -> Result<WebhookInbound, WebhookError> {
         verify_request(
             &self.config.secret,
             timestamp,
@@ -93,15 +116,70 @@ impl WebhookChannel {
             now_unix,
             self.config.max_skew,
         )?;
-        let mut message = parse_inbound(body)?;
         // Without a message id, a captured request could be replayed inside the timestamp
         // window: its signature (unique per timestamp and body) serves as the id instead, in
         // lowercase, since hex in either case verifies and a replay must not pass as new.
-        if message.platform_message_id.is_none() {
-            message.platform_message_id =
-                signature.map(|sig| format!("sig:{}", sig.to_ascii_lowercase()));
-        }
-        Ok(message)
+        // Presses alike: a random id would let a replayed press act twice.
+        let signature_id = || signature.map(|sig| format!("sig:{}", sig.to_ascii_lowercase()));
+        Ok(match parse_request(body)? {
+            WebhookInbound::Message(mut message) => {
+                if message.platform_message_id.is_none() {
+                    message.platform_message_id = signature_id();
+                }
+                WebhookInbound::Message(message)
+            }
+            WebhookInbound::Press(mut press) => {
+                if press.press_id.is_empty() {
+                    press.press_id = signature_id().unwrap_or_default();
+                }
+                WebhookInbound::Press(press)
+            }
+        })
+    }
+
+    /// POSTs `body` to `url`, signed; the HTTP response, or why none came (redacted).
+    async fn post_signed(&self, url: &str, body: Vec<u8>) -> Result<reqwest::Response, String> {
+        let timestamp = now_unix().to_string();
+        let signature = sign(self.config.secret.expose(), &timestamp, &body);
+        self.client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(TIMESTAMP_HEADER, &timestamp)
+            .header(SIGNATURE_HEADER, signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(|err| describe_network_error(err, url))
+    }
+}
+
+fn retry_after_of(response: &reqwest::Response) -> Option<&str> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+}
+
+fn describe_status(status: u16) -> String {
+    let reason = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|code| code.canonical_reason());
+    match reason {
+        Some(reason) => format!("HTTP {status} {reason}"),
+        None => format!("HTTP {status}"),
+    }
+}
+
+/// Maps an edit's HTTP status (and `Retry-After`) to what the relay does next: 2xx edited;
+/// 429 pause the chat's edits for the header's seconds (as [`classify`]); 404 and 410 the
+/// message is gone; 408 and 5xx transient; other statuses (3xx included) refused.
+pub fn classify_edit(status: u16, retry_after_header: Option<&str>) -> EditOutcome {
+    match status {
+        200..=299 => EditOutcome::Edited,
+        429 => EditOutcome::RetryAfter(parse_retry_after(retry_after_header)),
+        404 | 410 => EditOutcome::Gone(describe_status(status)),
+        408 | 500..=599 => EditOutcome::Transient(describe_status(status)),
+        _ => EditOutcome::Failed(describe_status(status)),
     }
 }
 
@@ -111,15 +189,7 @@ impl WebhookChannel {
 /// unparseable, at most 1 h); 408 and 5xx transient; other statuses permanent, including 3xx
 /// since redirects are not followed.
 pub fn classify(status: u16, retry_after_header: Option<&str>) -> SendOutcome {
-    let describe = || {
-        let reason = reqwest::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|code| code.canonical_reason());
-        match reason {
-            Some(reason) => format!("HTTP {status} {reason}"),
-            None => format!("HTTP {status}"),
-        }
-    };
+    let describe = || describe_status(status);
     match status {
         200..=299 => SendOutcome::Delivered { platform_id: None },
         429 => SendOutcome::RetryAfter(parse_retry_after(retry_after_header)),
@@ -200,34 +270,61 @@ impl Channel for WebhookChannel {
             idempotency_key: chunk.idempotency_key,
             thread_id: chunk.route.thread_id.as_deref(),
             reply_to: chunk.route.reply_to_message_id.as_deref(),
+            actions: chunk.buttons,
         };
         let body = match serde_json::to_vec(&body) {
             Ok(body) => body,
             Err(err) => return SendOutcome::Permanent(format!("encoding the body: {err}")),
         };
-        let timestamp = now_unix().to_string();
-        let signature = sign(self.config.secret.expose(), &timestamp, &body);
-        let request = self
-            .client
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(TIMESTAMP_HEADER, &timestamp)
-            .header(SIGNATURE_HEADER, signature)
-            .body(body);
-        let response = match request.send().await {
+        let response = match self.post_signed(url, body).await {
             Ok(response) => response,
-            Err(err) => return SendOutcome::Transient(describe_network_error(err, url)),
+            Err(why) => return SendOutcome::Transient(why),
         };
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok());
-        match classify(response.status().as_u16(), retry_after) {
+        match classify(response.status().as_u16(), retry_after_of(&response)) {
+            // The receiver names the message by its key, and so do our edits (`edit_of`).
+            SendOutcome::Delivered { .. } => SendOutcome::Delivered {
+                platform_id: Some(chunk.idempotency_key.to_string()),
+            },
             SendOutcome::Transient(why) => {
                 SendOutcome::Transient(with_excerpt(why, body_excerpt(response).await))
             }
             SendOutcome::Permanent(why) => {
                 SendOutcome::Permanent(with_excerpt(why, body_excerpt(response).await))
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// One signed POST of an [`EditBody`] to the callback URL. The relay edits only where the
+    /// operator said the receiver takes edits (`[channels.webhook] progress`).
+    async fn edit(&self, edit: Edit<'_>) -> EditOutcome {
+        let Some(url) = self.config.callback_url.as_deref() else {
+            return EditOutcome::Unsupported;
+        };
+        let body = EditBody {
+            conversation_id: &edit.route.chat_id,
+            thread_id: edit.route.thread_id.as_deref(),
+            text: edit.text,
+            edit_of: edit.message_id,
+            actions: edit.buttons,
+        };
+        let body = match serde_json::to_vec(&body) {
+            Ok(body) => body,
+            Err(err) => return EditOutcome::Failed(format!("encoding the body: {err}")),
+        };
+        let response = match self.post_signed(url, body).await {
+            Ok(response) => response,
+            Err(why) => return EditOutcome::Transient(why),
+        };
+        match classify_edit(response.status().as_u16(), retry_after_of(&response)) {
+            EditOutcome::Transient(why) => {
+                EditOutcome::Transient(with_excerpt(why, body_excerpt(response).await))
+            }
+            EditOutcome::Gone(why) => {
+                EditOutcome::Gone(with_excerpt(why, body_excerpt(response).await))
+            }
+            EditOutcome::Failed(why) => {
+                EditOutcome::Failed(with_excerpt(why, body_excerpt(response).await))
             }
             outcome => outcome,
         }
@@ -328,6 +425,69 @@ mod tests {
         ] {
             assert!(is_permanent(&classify(status, None), text), "{status}");
         }
+    }
+
+    #[test]
+    fn classify_edit_outcomes() {
+        for status in [200, 204] {
+            assert_eq!(classify_edit(status, None), EditOutcome::Edited);
+        }
+        assert_eq!(
+            classify_edit(429, Some("3")),
+            EditOutcome::RetryAfter(Duration::from_secs(3))
+        );
+        assert_eq!(
+            classify_edit(429, None),
+            EditOutcome::RetryAfter(Duration::from_secs(5))
+        );
+        assert_eq!(
+            classify_edit(404, None),
+            EditOutcome::Gone("HTTP 404 Not Found".into())
+        );
+        assert_eq!(
+            classify_edit(410, None),
+            EditOutcome::Gone("HTTP 410 Gone".into())
+        );
+        for status in [408, 500, 503] {
+            assert!(matches!(
+                classify_edit(status, None),
+                EditOutcome::Transient(_)
+            ));
+        }
+        for status in [301, 400, 401, 403, 409, 422] {
+            assert!(
+                matches!(classify_edit(status, None), EditOutcome::Failed(_)),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_press_without_an_id_is_named_by_its_signature_like_a_message() {
+        let channel = channel(None);
+        let now = now_unix();
+        let ts = now.to_string();
+        let body = br#"{"conversation_id":"c1","user_id":"alice","action":"k:1"}"#;
+        let signature = sign("s3cret", &ts, body)
+            .to_ascii_uppercase()
+            .replace("SHA256=", "sha256=");
+        let press = match channel.authenticate(Some(&ts), Some(&signature), body, now) {
+            Ok(WebhookInbound::Press(press)) => press,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            press.press_id,
+            format!("sig:{}", signature.to_ascii_lowercase())
+        );
+        let named =
+            br#"{"conversation_id":"c1","user_id":"alice","action":"k:1","message_id":"p1"}"#;
+        let signature = sign("s3cret", &ts, named);
+        match channel.authenticate(Some(&ts), Some(&signature), named, now) {
+            Ok(WebhookInbound::Press(press)) => assert_eq!(press.press_id, "p1"),
+            other => panic!("{other:?}"),
+        }
+        let forged = channel.authenticate(Some(&ts), Some(&signature), body, now);
+        assert!(matches!(forged, Err(WebhookError::Unauthorized(_))));
     }
 
     #[test]
@@ -438,7 +598,9 @@ mod tests {
         };
         assert_eq!(
             channel.send(chunk).await,
-            SendOutcome::Delivered { platform_id: None }
+            SendOutcome::Delivered {
+                platform_id: Some("msg-1/0".into())
+            }
         );
 
         let request = server.await.unwrap();
@@ -472,6 +634,109 @@ mod tests {
             Duration::from_secs(300),
         )
         .unwrap();
+    }
+
+    fn header_of(head: &str, name: &str) -> Option<String> {
+        head.lines()
+            .find_map(|l| {
+                l.split_once(": ")
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            })
+            .map(|(_, v)| v.to_string())
+    }
+
+    #[tokio::test]
+    async fn buttons_ride_along_as_actions_and_edits_name_the_message() {
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        let buttons = [
+            Button {
+                id: "t:7f3a9c".into(),
+                label: "Tail".into(),
+            },
+            Button {
+                id: "k:7f3a9c".into(),
+                label: "Kill".into(),
+            },
+        ];
+        let route = route(Some("t1"), Some("m5"));
+        let (url, server) = one_shot_server(ok).await;
+        let chunk = OutboundChunk {
+            route: &route,
+            text: "started job 7f3a9c: make",
+            idempotency_key: "abcd1.0",
+            index: 0,
+            count: 1,
+            buttons: &buttons,
+        };
+        let sent = channel(Some(url)).send(chunk).await;
+        let SendOutcome::Delivered {
+            platform_id: Some(message_id),
+        } = sent
+        else {
+            panic!("{sent:?}")
+        };
+        let request = server.await.unwrap();
+        let (_, body) = request.split_once("\r\n\r\n").unwrap();
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            json["actions"],
+            serde_json::json!([{"id": "t:7f3a9c", "label": "Tail"}, {"id": "k:7f3a9c", "label": "Kill"}])
+        );
+
+        let (url, server) = one_shot_server(ok).await;
+        let edit = Edit {
+            route: &route,
+            message_id: &message_id,
+            text: "started job 7f3a9c: make\nfinished",
+            buttons: &[],
+        };
+        assert_eq!(
+            channel(Some(url)).edit(edit.clone()).await,
+            EditOutcome::Edited
+        );
+        let request = server.await.unwrap();
+        let (head, body) = request.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("POST /callback?token=qs-secret HTTP/1.1"),
+            "{head}"
+        );
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"conversation_id": "c1", "thread_id": "t1",
+                "text": "started job 7f3a9c: make\nfinished", "edit_of": "abcd1.0",
+                "actions": []})
+        );
+        verify_request(
+            &Secret::new("s3cret"),
+            header_of(head, TIMESTAMP_HEADER).as_deref(),
+            header_of(head, SIGNATURE_HEADER).as_deref(),
+            body.as_bytes(),
+            now_unix(),
+            Duration::from_secs(300),
+        )
+        .expect("edits are signed like sends");
+
+        let (url, _server) = one_shot_server(
+            "HTTP/1.1 410 Gone\r\ncontent-length: 11\r\nconnection: close\r\n\r\nno such one",
+        )
+        .await;
+        assert_eq!(
+            channel(Some(url)).edit(edit.clone()).await,
+            EditOutcome::Gone("HTTP 410 Gone: no such one".into())
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/cb?token=qs-secret");
+        match channel(Some(url)).edit(edit.clone()).await {
+            EditOutcome::Transient(why) => assert!(!why.contains("qs-secret"), "{why}"),
+            other => panic!("expected Transient, got {other:?}"),
+        }
+        assert_eq!(channel(None).edit(edit).await, EditOutcome::Unsupported);
     }
 
     #[tokio::test]

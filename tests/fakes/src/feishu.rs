@@ -8,6 +8,16 @@
 //! `uuid` seen before returns the first message again without posting (Feishu's dedupe); sends
 //! fail on cue (`Platform::fail_next`: 429 with code 99991400 and `x-ogw-ratelimit-reset`, a
 //! gateway's 503, code 230002 for a bot out of the chat). The bot hook checks `sign` against its secret (code 19021 on a mismatch).
+//!
+//! Cards: a send with `msg_type: "interactive"` is recorded with the card's text (its `div`s)
+//! and buttons (label, `value.execrelay`), and the 30 KB body limit of cards (code 230025).
+//! `PATCH /open-apis/im/v1/messages/{id}` updates a card, with the token check of sends and a
+//! failure script of its own (`Platform::fail_next_edits`); like Feishu it refuses an unknown
+//! message, a text message, and a card that is not shared (`update_multi`) before or after
+//! (code 230001 for all three: the real codes are not documented), and records every attempt
+//! apart from the sends (`sent`, `sent_to` and `attempts` keep the first post). A press is a
+//! `card.action.trigger` callback, encrypted and signed like events, posted to
+//! [`EVENTS_PATH`]; the toast in the relay's answer is what the presser sees.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -26,8 +36,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    Attempt, Chat, Failure, Failures, Person, Platform, Server, Setting, TextLimit, TextUnit,
-    enable, next_message_id, post_to_relay, toml_str, unix_now,
+    Attempt, Chat, EditAttempt, Failure, Failures, Person, Platform, Posted, PressRef, Server,
+    Setting, TextLimit, TextUnit, enable, next_message_id, post_to_relay, toml_str, unix_now,
 };
 
 pub const APP_ID: &str = "cli_e2e_app";
@@ -37,13 +47,46 @@ pub const ENCRYPT_KEY: &str = "e2e-encrypt-key";
 pub const BOT_SECRET: &str = "e2e-bot-secret";
 pub const EVENTS_PATH: &str = "/feishu/events";
 
-/// One message posted through `im/v1/messages`.
+/// The request body limit of cards (sends and updates); text messages take 150 KB.
+pub const MAX_CARD_BODY: usize = 30 * 1024;
+
+/// What kind of message a send posted: only a card can be updated (`PATCH`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Card,
+}
+
+/// One message posted through `im/v1/messages`, as first posted.
 #[derive(Clone, Debug)]
 pub struct Sent {
     pub chat_id: String,
+    /// A text message's text, or a card's (its `div`s, one a line).
     pub text: String,
     pub uuid: String,
     pub token: String,
+    /// The `om_` id Feishu gave it.
+    pub message_id: String,
+    pub kind: Kind,
+    /// A card's buttons: (label, `value.execrelay`).
+    pub buttons: Vec<(String, String)>,
+    /// A card that declared `"update_multi": true` (a shared card, which may be updated).
+    pub shared: bool,
+}
+
+/// What a card says: its text, its buttons, whether it is shared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CardView {
+    text: String,
+    buttons: Vec<(String, String)>,
+    shared: bool,
+}
+
+/// One `PATCH` of a message, whatever it was answered.
+#[derive(Clone, Debug)]
+struct EditRecord {
+    chat_id: String,
+    attempt: EditAttempt,
 }
 
 #[derive(Default)]
@@ -64,6 +107,18 @@ struct Inner {
     unauthorized: usize,
     /// Every token issued, valid or expired.
     issued_tokens: HashSet<String>,
+    /// Every `PATCH`, in order.
+    edits: Vec<EditRecord>,
+    /// How the next `PATCH`es fail.
+    edit_failures: Failures,
+    /// Each card's text and buttons now, by message id.
+    current: HashMap<String, CardView>,
+    /// Recalled messages: an update answers 230011.
+    recalled: HashSet<String>,
+    /// Each press's callback, by press (event) id, to deliver again.
+    presses: HashMap<String, Value>,
+    /// What each press's presser was shown (the toasts), by press id.
+    answers: HashMap<String, Vec<String>>,
 }
 
 pub struct FakeFeishu {
@@ -144,6 +199,18 @@ impl FakeFeishu {
 
     pub fn bot_refusals(&self) -> usize {
         self.lock().bot_refusals
+    }
+
+    /// The message is recalled (by someone in the chat): updates of it answer 230011.
+    pub fn recall(&self, message_id: &str) {
+        self.lock().recalled.insert(message_id.to_string());
+    }
+
+    /// A card's text and buttons now, after updates; `None` for a text or unknown message.
+    pub fn current(&self, message_id: &str) -> Option<(String, Vec<(String, String)>)> {
+        let inner = self.lock();
+        let card = inner.current.get(message_id)?;
+        Some((card.text.clone(), card.buttons.clone()))
     }
 }
 
@@ -240,36 +307,98 @@ impl Platform for FakeFeishu {
         self.lock().unauthorized
     }
 
-    // Issue 16: filled in with the platform's edits and presses.
-    fn posted(&self, _chat: &Chat) -> Vec<crate::Posted> {
-        todo!("feishu: posted")
+    /// Messages by the `om_` id Feishu gave them; a card's text and buttons after updates.
+    fn posted(&self, chat: &Chat) -> Vec<Posted> {
+        let inner = self.lock();
+        let in_chat = inner.sent.iter().filter(|s| s.chat_id == chat.id);
+        in_chat
+            .map(|sent| {
+                let now = inner.current.get(&sent.message_id);
+                Posted {
+                    message_id: sent.message_id.clone(),
+                    sent_text: sent.text.clone(),
+                    text: now.map_or(&sent.text, |card| &card.text).clone(),
+                    buttons: now.map_or(&sent.buttons, |card| &card.buttons).clone(),
+                }
+            })
+            .collect()
     }
 
-    fn edit_attempts(&self, _chat: &Chat) -> Vec<crate::EditAttempt> {
-        todo!("feishu: edit_attempts")
+    fn edit_attempts(&self, chat: &Chat) -> Vec<EditAttempt> {
+        let inner = self.lock();
+        let in_chat = inner.edits.iter().filter(|e| e.chat_id == chat.id);
+        in_chat.map(|e| e.attempt.clone()).collect()
     }
 
-    fn fail_next_edits(&self, _n: usize, _failure: Failure) {
-        todo!("feishu: fail_next_edits")
+    fn fail_next_edits(&self, n: usize, failure: Failure) {
+        self.lock().edit_failures.push(n, failure);
     }
 
+    /// A `card.action.trigger` callback for the card `message_id` (which must be a card this
+    /// fake shows in `chat`: Feishu calls back for nothing else). The button need not be on
+    /// the card now: a client that has not caught up with an update still shows it.
     fn press(
         &self,
-        _relay: SocketAddr,
-        _chat: &Chat,
-        _who: Person,
-        _message_id: &str,
-        _button_id: &str,
-    ) -> crate::PressRef {
-        todo!("feishu: press")
+        relay: SocketAddr,
+        chat: &Chat,
+        who: Person,
+        message_id: &str,
+        button_id: &str,
+    ) -> PressRef {
+        {
+            let inner = self.lock();
+            let card = inner
+                .sent
+                .iter()
+                .find(|s| s.message_id == message_id && s.kind == Kind::Card);
+            assert!(
+                card.is_some_and(|card| card.chat_id == chat.id),
+                "no card {message_id} in {} to press",
+                chat.id
+            );
+        }
+        let event_id = next_message_id("ev-press");
+        let event = card_action_event(&event_id, open_id(who), &chat.id, message_id, button_id);
+        let press = PressRef {
+            id: event_id.clone(),
+            chat: chat.clone(),
+            who,
+            message_id: message_id.to_string(),
+            button_id: button_id.to_string(),
+        };
+        self.lock().presses.insert(event_id, event);
+        self.press_again(relay, &press);
+        press
     }
 
-    fn press_again(&self, _relay: SocketAddr, _press: &crate::PressRef) {
-        todo!("feishu: press_again")
+    /// The same callback (same `event_id`), signed anew, as when Feishu tries again.
+    fn press_again(&self, relay: SocketAddr, press: &PressRef) {
+        let event = self.lock().presses.get(&press.id).cloned();
+        let event = event.unwrap_or_else(|| panic!("no press {} was delivered", press.id));
+        let (headers, body) = signed_event(&event, Tamper::None);
+        let (status, answer) = post_to_relay(relay, EVENTS_PATH, &headers, body.as_bytes());
+        let answer: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
+        // Feishu shows a toast only from a 200 that has one.
+        let toast = answer["toast"]["content"]
+            .as_str()
+            .filter(|_| status == 200);
+        let mut inner = self.lock();
+        let answers = inner.answers.entry(press.id.clone()).or_default();
+        answers.extend(toast.map(str::to_string));
     }
 
-    fn answers(&self, _press: &crate::PressRef, _timeout: std::time::Duration) -> Vec<String> {
-        todo!("feishu: answers")
+    fn answers(&self, press: &PressRef, timeout: std::time::Duration) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let answers = self.lock().answers.get(&press.id).cloned();
+            if let Some(answers) = answers.filter(|a| !a.is_empty()) {
+                return answers;
+            }
+            if start.elapsed() >= timeout {
+                return Vec::new();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(15));
+        }
     }
 }
 
@@ -292,11 +421,17 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let size = body.len();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut inner = inner.lock().expect("fake feishu lock");
+    if method == Method::PATCH
+        && let Some(message_id) = uri.path().strip_prefix("/open-apis/im/v1/messages/")
+    {
+        return update_card(&mut inner, message_id, &headers, &body, size);
+    }
     if method != Method::POST {
         return feishu_error(404, 404, "not found");
     }
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let mut inner = inner.lock().expect("fake feishu lock");
     match uri.path() {
         "/open-apis/auth/v3/tenant_access_token/internal" => {
             if body["app_id"] != APP_ID || body["app_secret"] != APP_SECRET {
@@ -312,13 +447,17 @@ async fn handle(
             .into_response()
         }
         "/open-apis/im/v1/messages" => {
-            let response = im_message(&mut inner, uri.query(), &headers, &body);
+            let response = im_message(&mut inner, uri.query(), &headers, &body, size);
             let content: Value = body["content"]
                 .as_str()
                 .and_then(|c| serde_json::from_str(c).ok())
                 .unwrap_or(Value::Null);
+            let text = match body["msg_type"].as_str() {
+                Some("interactive") => read_card(&content).map(|card| card.text),
+                _ => content["text"].as_str().map(str::to_string),
+            };
             let attempt = Attempt {
-                text: content["text"].as_str().unwrap_or("").to_string(),
+                text: text.unwrap_or_default(),
                 key: body["uuid"].as_str().map(str::to_string),
                 status: response.status().as_u16(),
                 at: Instant::now(),
@@ -350,60 +489,197 @@ async fn handle(
     }
 }
 
-/// `POST /open-apis/im/v1/messages`.
-fn im_message(
-    inner: &mut Inner,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    body: &Value,
-) -> Response {
-    if query != Some("receive_id_type=chat_id") {
-        return feishu_error(400, 99992402, "field validation failed: receive_id_type");
-    }
+/// The bearer token of a request, if it is one Feishu takes now; `None` (counted) when not:
+/// answer [`token_refused`] then.
+fn check_token(inner: &mut Inner, headers: &HeaderMap) -> Option<String> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("")
         .to_string();
-    if !inner.valid.contains(&token) {
-        if !inner.issued_tokens.contains(&token) {
-            inner.unauthorized += 1;
-        }
-        inner.token_refusals += 1;
-        let uuid = body["uuid"].as_str().unwrap_or("").to_string();
-        inner.refused_uuids.push(uuid);
-        return feishu_error(400, 99991663, "Invalid access token for authorization.");
+    if inner.valid.contains(&token) {
+        return Some(token);
     }
-    match inner.failures.next() {
-        Some(Failure::RateLimited { retry_after_secs }) => {
+    if !inner.issued_tokens.contains(&token) {
+        inner.unauthorized += 1;
+    }
+    inner.token_refusals += 1;
+    None
+}
+
+fn token_refused() -> Response {
+    feishu_error(400, 99991663, "Invalid access token for authorization.")
+}
+
+/// A scripted failure in Feishu's wire format.
+fn failure_response(failure: Failure) -> Response {
+    match failure {
+        Failure::RateLimited { retry_after_secs } => {
             let body = json!({"code": 99991400, "msg": "request trigger frequency limit"});
             let headers = [
                 ("x-ogw-ratelimit-limit", "5".to_string()),
                 ("x-ogw-ratelimit-reset", retry_after_secs.to_string()),
             ];
-            return (StatusCode::TOO_MANY_REQUESTS, headers, axum::Json(body)).into_response();
+            (StatusCode::TOO_MANY_REQUESTS, headers, axum::Json(body)).into_response()
         }
         // The gateway's own answer: not JSON.
-        Some(Failure::Unavailable) => {
-            return (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
+        Failure::Unavailable => {
+            (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response()
         }
-        Some(Failure::Forbidden) => {
-            return feishu_error(400, 230002, "Bot/User can NOT be out of the chat.");
+        Failure::Forbidden => feishu_error(400, 230002, "Bot/User can NOT be out of the chat."),
+    }
+}
+
+/// A card's text (its `div`s' contents, one a line), buttons (label, our `value.execrelay`
+/// or a bare string value) and `update_multi`; `None` when it is no card.
+fn read_card(card: &Value) -> Option<CardView> {
+    let elements = card["elements"].as_array()?;
+    let mut lines = Vec::new();
+    let mut buttons = Vec::new();
+    for element in elements {
+        match element["tag"].as_str() {
+            Some("div") => lines.extend(element["text"]["content"].as_str()),
+            Some("action") => {
+                for action in element["actions"].as_array().into_iter().flatten() {
+                    let value = &action["value"];
+                    let id = value["execrelay"].as_str().or(value.as_str());
+                    let label = action["text"]["content"].as_str();
+                    if let (Some(label), Some(id)) = (label, id) {
+                        buttons.push((label.to_string(), id.to_string()));
+                    }
+                }
+            }
+            _ => {}
         }
-        None => {}
+    }
+    Some(CardView {
+        text: lines.join("\n"),
+        buttons,
+        shared: card["config"]["update_multi"] == true,
+    })
+}
+
+/// `PATCH /open-apis/im/v1/messages/{id}`: a card's update, recorded whatever the answer.
+fn update_card(
+    inner: &mut Inner,
+    message_id: &str,
+    headers: &HeaderMap,
+    body: &Value,
+    size: usize,
+) -> Response {
+    let new = body["content"]
+        .as_str()
+        .and_then(|c| serde_json::from_str::<Value>(c).ok())
+        .and_then(|card| read_card(&card));
+    let response = update_answer(inner, message_id, headers, new.as_ref(), size);
+    let status = response.status().as_u16();
+    if status == 200
+        && let Some(card) = &new
+    {
+        inner.current.insert(message_id.to_string(), card.clone());
+    }
+    let chat_id = inner
+        .sent
+        .iter()
+        .find(|s| s.message_id == message_id)
+        .map(|s| s.chat_id.clone())
+        .unwrap_or_default();
+    let (text, buttons) = new
+        .map(|card| (card.text, card.buttons))
+        .unwrap_or_default();
+    inner.edits.push(EditRecord {
+        chat_id,
+        attempt: EditAttempt {
+            message_id: message_id.to_string(),
+            text,
+            buttons,
+            status,
+            at: Instant::now(),
+        },
+    });
+    response
+}
+
+fn update_answer(
+    inner: &mut Inner,
+    message_id: &str,
+    headers: &HeaderMap,
+    new: Option<&CardView>,
+    size: usize,
+) -> Response {
+    if check_token(inner, headers).is_none() {
+        return token_refused();
+    }
+    if let Some(failure) = inner.edit_failures.next() {
+        return failure_response(failure);
+    }
+    if size > MAX_CARD_BODY {
+        return feishu_error(400, 230025, "The message content exceeds the length limit.");
+    }
+    let Some(sent) = inner.sent.iter().find(|s| s.message_id == message_id) else {
+        return feishu_error(400, 230001, "invalid message_id: no such message");
+    };
+    if sent.kind != Kind::Card {
+        return feishu_error(400, 230001, "only cards (interactive) can be updated");
+    }
+    if inner.recalled.contains(message_id) {
+        return feishu_error(400, 230011, "The message was recalled.");
+    }
+    let Some(new) = new else {
+        return feishu_error(400, 230099, "Failed to create card content");
+    };
+    let was_shared = inner
+        .current
+        .get(message_id)
+        .map_or(sent.shared, |card| card.shared);
+    if !was_shared || !new.shared {
+        return feishu_error(400, 230001, "the card must be shared: config.update_multi");
+    }
+    axum::Json(json!({"code": 0, "msg": "success", "data": {}})).into_response()
+}
+
+/// `POST /open-apis/im/v1/messages`.
+fn im_message(
+    inner: &mut Inner,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &Value,
+    size: usize,
+) -> Response {
+    if query != Some("receive_id_type=chat_id") {
+        return feishu_error(400, 99992402, "field validation failed: receive_id_type");
+    }
+    let Some(token) = check_token(inner, headers) else {
+        let uuid = body["uuid"].as_str().unwrap_or("").to_string();
+        inner.refused_uuids.push(uuid);
+        return token_refused();
+    };
+    if let Some(failure) = inner.failures.next() {
+        return failure_response(failure);
     }
     let content: Value = body["content"]
         .as_str()
         .and_then(|c| serde_json::from_str(c).ok())
         .unwrap_or(Value::Null);
-    let (Some(chat_id), Some("text"), Some(text)) = (
-        body["receive_id"].as_str(),
-        body["msg_type"].as_str(),
-        content["text"].as_str(),
-    ) else {
+    let (kind, view) = match body["msg_type"].as_str() {
+        Some("text") => (
+            Kind::Text,
+            content["text"].as_str().map(|text| CardView {
+                text: text.to_string(),
+                buttons: Vec::new(),
+                shared: false,
+            }),
+        ),
+        Some("interactive") => (Kind::Card, read_card(&content)),
+        _ => (Kind::Text, None),
+    };
+    let (Some(chat_id), Some(view)) = (body["receive_id"].as_str(), view) else {
         return feishu_error(400, 230001, "invalid message content");
     };
+    if kind == Kind::Card && size > MAX_CARD_BODY {
+        return feishu_error(400, 230025, "The message content exceeds the length limit.");
+    }
     let uuid = body["uuid"].as_str().unwrap_or("").to_string();
     if uuid.chars().count() > 50 {
         return feishu_error(400, 99992402, "uuid too long");
@@ -420,9 +696,13 @@ fn im_message(
     }
     inner.sent.push(Sent {
         chat_id: chat_id.to_string(),
-        text: text.to_string(),
+        text: view.text,
         uuid,
         token,
+        message_id: message_id.clone(),
+        kind,
+        buttons: view.buttons,
+        shared: view.shared,
     });
     axum::Json(json!({"code": 0, "msg": "success", "data": {"message_id": message_id}}))
         .into_response()
@@ -470,6 +750,32 @@ pub fn message_event(
                         "chat_type": chat_type, "message_type": "text",
                         "content": json!({"text": text}).to_string(),
                         "create_time": (unix_now() * 1000).to_string()},
+        },
+    })
+}
+
+/// A `card.action.trigger` callback (schema 2.0): `open_id` pressed the button valued
+/// `{"execrelay": value}` on the card `open_message_id` in `chat_id`. `event.token` is the
+/// delayed-update token, which is no credential.
+pub fn card_action_event(
+    event_id: &str,
+    open_id: &str,
+    chat_id: &str,
+    open_message_id: &str,
+    value: &str,
+) -> Value {
+    json!({
+        "schema": "2.0",
+        "header": {"event_id": event_id, "event_type": "card.action.trigger",
+                   "create_time": (unix_now() * 1000).to_string(), "token": VERIFICATION_TOKEN,
+                   "app_id": APP_ID, "tenant_key": "tenant-e2e"},
+        "event": {
+            "operator": {"open_id": open_id, "user_id": "u-e2e", "union_id": "on_e2e",
+                         "tenant_key": "tenant-e2e"},
+            "token": format!("c-{}", rand::random::<u64>()),
+            "host": "im_message",
+            "action": {"tag": "button", "value": {"execrelay": value}},
+            "context": {"open_message_id": open_message_id, "open_chat_id": chat_id},
         },
     })
 }

@@ -5,7 +5,16 @@
 //! arrival time and the status it was answered with, and answers from a script: an "answer N to
 //! everything" switch, then queued rules (`respond_next`), else 200. Requests that fail
 //! verification are answered 401 and counted, never recorded as messages.
+//!
+//! Edits (a body with `"edit_of"`: the idempotency key of the message they replace, with
+//! `"actions"` always) are recorded beside the sends but never counted as messages: `messages`,
+//! `attempts`, `count` and the [`Platform`] views of sends see sends only, and `respond_next` /
+//! `fail_next` script sends only; edits have `respond_next_edits` / `fail_next_edits`. An edit
+//! of a message the receiver never accepted is answered 404, as a receiver that keeps its
+//! messages would. Presses go the other way: a signed POST of `{"action": <button id>, …}` to
+//! the relay's `/webhook`, whose answer (`{"ok": true, "answer": …}`) is what the presser sees.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,18 +29,24 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use crate::{
-    Attempt, Chat, Failure, Person, Platform, SECRET, Server, Setting, TextLimit, TextUnit,
-    assert_holds, enable, next_message_id, post_to_relay, toml_str, unix_now, wait_for,
+    Attempt, Chat, EditAttempt, Failure, Person, Platform, Posted, PressRef, SECRET, Server,
+    Setting, TextLimit, TextUnit, assert_holds, enable, next_message_id, post_to_relay, toml_str,
+    unix_now, wait_for,
 };
 
-/// One verified callback request.
+/// One verified callback request: a send, or an edit (`edit_of` set).
 #[derive(Clone, Debug)]
 pub struct Delivery {
     pub conversation_id: String,
     pub text: String,
+    /// A send's key; empty on an edit.
     pub idempotency_key: String,
     pub thread_id: Option<String>,
     pub reply_to: Option<Value>,
+    /// The buttons under the message (a send's, or what an edit leaves): (label, id).
+    pub actions: Vec<(String, String)>,
+    /// An edit: the idempotency key of the message it replaces.
+    pub edit_of: Option<String>,
     pub at: Instant,
     /// The status the fake answered with (2xx = the relay may consider it delivered).
     pub status: u16,
@@ -40,6 +55,10 @@ pub struct Delivery {
 impl Delivery {
     pub fn accepted(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+
+    pub fn is_edit(&self) -> bool {
+        self.edit_of.is_some()
     }
 }
 
@@ -62,6 +81,8 @@ struct Inner {
     answer_delay: Duration,
     /// Requests that have arrived, answered or not.
     arrived: usize,
+    /// What each press's presser was shown, by press id: one entry per answered delivery.
+    answers: HashMap<String, Vec<String>>,
 }
 
 struct Shared {
@@ -98,13 +119,25 @@ impl Receiver {
         format!("http://{}/callback", self.addr)
     }
 
-    /// The next `n` requests are answered `status` with `headers`.
-    pub fn respond_next(&self, n: usize, status: u16, headers: &[(&str, &str)]) {
-        self.push_rule(n, status, headers, None);
+    /// [`Platform::settings`] with `progress = true`: the relay edits its messages here.
+    pub fn settings_with_progress(&self) -> Vec<Setting> {
+        let mut settings = self.settings();
+        settings.push(Setting::new("channels.webhook", "progress", "true"));
+        settings
     }
 
-    /// The next `n` requests matching `pred` are answered `status` with `headers`; others are
-    /// unaffected. `usize::MAX` makes it permanent.
+    /// The next `n` sends are answered `status` with `headers` (edits are not affected).
+    pub fn respond_next(&self, n: usize, status: u16, headers: &[(&str, &str)]) {
+        self.push_rule(n, status, headers, Some(Box::new(|d| !d.is_edit())));
+    }
+
+    /// The next `n` edits are answered `status` with `headers` (sends are not affected).
+    pub fn respond_next_edits(&self, n: usize, status: u16, headers: &[(&str, &str)]) {
+        self.push_rule(n, status, headers, Some(Box::new(Delivery::is_edit)));
+    }
+
+    /// The next `n` requests (sends and edits) matching `pred` are answered `status` with
+    /// `headers`; others are unaffected. `usize::MAX` makes it permanent.
     pub fn respond_next_where(
         &self,
         n: usize,
@@ -145,26 +178,45 @@ impl Receiver {
         inner.arrived - inner.attempts.len() - inner.rejected.len()
     }
 
-    /// Every verified request, in arrival order, whatever it was answered.
+    /// Every verified send, in arrival order, whatever it was answered (no edits).
     pub fn attempts(&self) -> Vec<Delivery> {
-        self.lock().attempts.clone()
-    }
-
-    /// Verified requests answered 2xx, in arrival order: what the chat would show.
-    pub fn messages(&self) -> Vec<Delivery> {
-        self.lock()
+        let inner = self.lock();
+        inner
             .attempts
             .iter()
-            .filter(|d| d.accepted())
+            .filter(|d| !d.is_edit())
             .cloned()
             .collect()
     }
 
+    /// Every verified edit, in arrival order, whatever it was answered.
+    pub fn edits(&self) -> Vec<Delivery> {
+        let inner = self.lock();
+        inner
+            .attempts
+            .iter()
+            .filter(|d| d.is_edit())
+            .cloned()
+            .collect()
+    }
+
+    /// Sends answered 2xx, in arrival order: the messages the chat would show (edits change
+    /// them, [`Platform::posted`], but are none).
+    pub fn messages(&self) -> Vec<Delivery> {
+        self.lock()
+            .attempts
+            .iter()
+            .filter(|d| d.accepted() && !d.is_edit())
+            .cloned()
+            .collect()
+    }
+
+    /// Accepted sends matching `pred`.
     pub fn count(&self, pred: impl Fn(&Delivery) -> bool) -> usize {
         self.lock()
             .attempts
             .iter()
-            .filter(|d| d.accepted() && pred(d))
+            .filter(|d| d.accepted() && !d.is_edit() && pred(d))
             .count()
     }
 
@@ -173,7 +225,7 @@ impl Receiver {
         self.lock().rejected.len()
     }
 
-    /// The first accepted message matching `pred` (waiting for it, bounded).
+    /// The first accepted message (a send) matching `pred` (waiting for it, bounded).
     #[track_caller]
     pub fn wait_for_message(
         &self,
@@ -185,7 +237,7 @@ impl Receiver {
             self.lock()
                 .attempts
                 .iter()
-                .find(|d| d.accepted() && pred(d))
+                .find(|d| d.accepted() && !d.is_edit() && pred(d))
                 .cloned()
         })
     }
@@ -209,14 +261,18 @@ impl Receiver {
         let t0 = inner.attempts.first().map(|d| d.at);
         for d in &inner.attempts {
             let dt = t0.map(|t| d.at.duration_since(t)).unwrap_or_default();
+            let what = match &d.edit_of {
+                Some(key) => format!("edit_of={key}"),
+                None => format!("key={}", d.idempotency_key),
+            };
             out.push_str(&format!(
-                "  +{:>7.3}s {} conv={} thread={:?} reply_to={:?} key={} text={:?}\n",
+                "  +{:>7.3}s {} conv={} thread={:?} reply_to={:?} {what} actions={:?} text={:?}\n",
                 dt.as_secs_f64(),
                 d.status,
                 d.conversation_id,
                 d.thread_id,
                 d.reply_to,
-                d.idempotency_key,
+                d.actions,
                 d.text
             ));
         }
@@ -284,18 +340,7 @@ impl Platform for Receiver {
             "message_id": next_message_id("wh"),
             "chat_type": if chat.group { "group" } else { "direct" },
         });
-        let raw = serde_json::to_vec(&body).expect("a JSON body");
-        let ts = unix_now().to_string();
-        let headers = [
-            ("Content-Type", "application/json".to_string()),
-            ("X-Execrelay-Timestamp", ts.clone()),
-            (
-                "X-Execrelay-Signature",
-                sign(&self.shared.secret, &ts, &raw),
-            ),
-        ];
-        let (status, answer) = post_to_relay(relay, "/webhook", &headers, &raw);
-        let answer: Value = serde_json::from_str(&answer).unwrap_or(Value::String(answer));
+        let (status, answer) = self.post_signed(relay, &body);
         assert!(
             status == 200 && answer["ok"] == true && answer["duplicate"] == false,
             "webhook POST of {body} answered {status} {answer}"
@@ -342,36 +387,127 @@ impl Platform for Receiver {
         self.rejected_count()
     }
 
-    // Issue 16: filled in with the platform's edits and presses.
-    fn posted(&self, _chat: &Chat) -> Vec<crate::Posted> {
-        todo!("receiver: posted")
+    /// A message's id is its send's idempotency key (what edits name in `edit_of`); its text
+    /// and buttons are the last accepted edit's.
+    fn posted(&self, chat: &Chat) -> Vec<Posted> {
+        let inner = self.lock();
+        let accepted = || inner.attempts.iter().filter(|d| d.accepted());
+        accepted()
+            .filter(|d| !d.is_edit() && d.conversation_id == chat.id)
+            .map(|sent| {
+                let key = &sent.idempotency_key;
+                let now = accepted()
+                    .rfind(|d| d.edit_of.as_ref() == Some(key))
+                    .unwrap_or(sent);
+                Posted {
+                    message_id: key.clone(),
+                    sent_text: sent.text.clone(),
+                    text: now.text.clone(),
+                    buttons: now.actions.clone(),
+                }
+            })
+            .collect()
     }
 
-    fn edit_attempts(&self, _chat: &Chat) -> Vec<crate::EditAttempt> {
-        todo!("receiver: edit_attempts")
+    fn edit_attempts(&self, chat: &Chat) -> Vec<EditAttempt> {
+        self.edits()
+            .into_iter()
+            .filter(|d| d.conversation_id == chat.id)
+            .map(|d| EditAttempt {
+                message_id: d.edit_of.unwrap_or_default(),
+                text: d.text,
+                buttons: d.actions,
+                status: d.status,
+                at: d.at,
+            })
+            .collect()
     }
 
-    fn fail_next_edits(&self, _n: usize, _failure: Failure) {
-        todo!("receiver: fail_next_edits")
+    fn fail_next_edits(&self, n: usize, failure: Failure) {
+        match failure {
+            Failure::RateLimited { retry_after_secs } => {
+                let wait = retry_after_secs.to_string();
+                self.respond_next_edits(n, 429, &[("Retry-After", &wait)]);
+            }
+            Failure::Unavailable => self.respond_next_edits(n, 503, &[]),
+            Failure::Forbidden => self.respond_next_edits(n, 403, &[]),
+        }
     }
 
+    /// A signed POST of `{"action": button_id, "message_id": <a new press id>,
+    /// "on_message_id": message_id, …}` to the relay's `/webhook`; the answer's `"answer"` is
+    /// recorded for [`Platform::answers`].
     fn press(
         &self,
-        _relay: SocketAddr,
-        _chat: &Chat,
-        _who: Person,
-        _message_id: &str,
-        _button_id: &str,
-    ) -> crate::PressRef {
-        todo!("receiver: press")
+        relay: SocketAddr,
+        chat: &Chat,
+        who: Person,
+        message_id: &str,
+        button_id: &str,
+    ) -> PressRef {
+        let press = PressRef {
+            id: next_message_id("whp"),
+            chat: chat.clone(),
+            who,
+            message_id: message_id.to_string(),
+            button_id: button_id.to_string(),
+        };
+        self.press_again(relay, &press);
+        press
     }
 
-    fn press_again(&self, _relay: SocketAddr, _press: &crate::PressRef) {
-        todo!("receiver: press_again")
+    fn press_again(&self, relay: SocketAddr, press: &PressRef) {
+        let body = serde_json::json!({
+            "conversation_id": press.chat.id,
+            "user_id": user_id(press.who),
+            "action": press.button_id,
+            "message_id": press.id,
+            "on_message_id": press.message_id,
+            "chat_type": if press.chat.group { "group" } else { "direct" },
+        });
+        let (status, answer) = self.post_signed(relay, &body);
+        let shown = answer["answer"].as_str().filter(|_| status == 200);
+        let mut inner = self.lock();
+        let answers = inner.answers.entry(press.id.clone()).or_default();
+        answers.extend(shown.map(str::to_string));
     }
 
-    fn answers(&self, _press: &crate::PressRef, _timeout: Duration) -> Vec<String> {
-        todo!("receiver: answers")
+    fn answers(&self, press: &PressRef, timeout: Duration) -> Vec<String> {
+        let answered = || {
+            let inner = self.lock();
+            let answers = inner.answers.get(&press.id).filter(|a| !a.is_empty());
+            answers.cloned()
+        };
+        let start = Instant::now();
+        loop {
+            if let Some(answers) = answered() {
+                return answers;
+            }
+            if start.elapsed() >= timeout {
+                return Vec::new();
+            }
+            std::thread::sleep(Duration::from_millis(15));
+        }
+    }
+}
+
+impl Receiver {
+    /// POSTs `body` to the relay's `/webhook`, signed as a bridge does: the status and the
+    /// answer (as JSON, or a JSON string when it is none).
+    fn post_signed(&self, relay: SocketAddr, body: &Value) -> (u16, Value) {
+        let raw = serde_json::to_vec(body).expect("a JSON body");
+        let ts = unix_now().to_string();
+        let headers = [
+            ("Content-Type", "application/json".to_string()),
+            ("X-Execrelay-Timestamp", ts.clone()),
+            (
+                "X-Execrelay-Signature",
+                sign(&self.shared.secret, &ts, &raw),
+            ),
+        ];
+        let (status, answer) = post_to_relay(relay, "/webhook", &headers, &raw);
+        let answer = serde_json::from_str(&answer).unwrap_or(Value::String(answer));
+        (status, answer)
     }
 }
 
@@ -431,6 +567,14 @@ fn handle(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> (StatusCode, Hea
     {
         rule.remaining -= 1;
         (rule.status, rule.headers.clone())
+    } else if delivery.edit_of.as_ref().is_some_and(|key| {
+        !inner
+            .attempts
+            .iter()
+            .any(|d| d.accepted() && !d.is_edit() && d.idempotency_key == *key)
+    }) {
+        // No such message here: an edit cannot bring one into being.
+        (404, Vec::new())
     } else {
         (200, Vec::new())
     };
@@ -496,10 +640,40 @@ fn parse(body: &[u8]) -> Result<Delivery, String> {
             .ok_or_else(|| format!("body: missing string field {k:?} in {v}"))
     };
     let opt = |k: &str| v.get(k).filter(|x| !x.is_null()).cloned();
+    // An edit names the message it replaces instead of carrying a key of its own, and always
+    // says which buttons remain.
+    let edit_of = opt("edit_of")
+        .map(|key| {
+            key.as_str()
+                .map(str::to_string)
+                .ok_or("body: `edit_of` is no string")
+        })
+        .transpose()?;
+    let idempotency_key = match edit_of {
+        Some(_) => String::new(),
+        None => s("idempotency_key")?,
+    };
+    let actions = match v.get("actions") {
+        None if edit_of.is_none() => Vec::new(),
+        Some(Value::Array(actions)) => actions
+            .iter()
+            .map(
+                |action| match (action["label"].as_str(), action["id"].as_str()) {
+                    (Some(label), Some(id)) => Ok((label.to_string(), id.to_string())),
+                    _ => Err(format!(
+                        "body: an action is not {{\"id\", \"label\"}}: {action}"
+                    )),
+                },
+            )
+            .collect::<Result<_, _>>()?,
+        _ => return Err(format!("body: `actions` must be a list of actions in {v}")),
+    };
     Ok(Delivery {
         conversation_id: s("conversation_id")?,
         text: s("text")?,
-        idempotency_key: s("idempotency_key")?,
+        idempotency_key,
+        actions,
+        edit_of,
         thread_id: opt("thread_id")
             .map(|t| t.as_str().map(str::to_string).unwrap_or(t.to_string())),
         reply_to: opt("reply_to"),

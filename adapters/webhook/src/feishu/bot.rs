@@ -1,4 +1,6 @@
-//! A Feishu custom group bot: outbound only, signed, paced under its limits.
+//! A Feishu custom group bot: outbound only, signed, paced under its limits. Text only: a
+//! chunk's buttons are left out (a hook bot has no callbacks to take a press), and `edit` keeps
+//! the contract's default, `Unsupported` (a hook bot cannot update what it posted).
 
 use std::collections::VecDeque;
 use std::fmt;

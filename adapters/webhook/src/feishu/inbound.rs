@@ -1,7 +1,12 @@
-//! Inbound Feishu events: verification, decryption, and `im.message.receive_v1` parsing.
+//! Inbound Feishu callbacks: verification, decryption, `im.message.receive_v1` parsing, and
+//! card presses (`card.action.trigger`, which arrive at the same path, verified alike) with
+//! the toast that answers them ([`answer_press`]).
 
-use execrelay_channel::{ChatType, InboundMessage, Route, constant_time_eq};
-use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+use execrelay_channel::{ChatType, InboundMessage, InboundSink, Press, Route, constant_time_eq};
+use serde_json::{Value, json};
 
 use super::config::FeishuConfig;
 use super::crypto::{decrypt, event_signature};
@@ -28,6 +33,11 @@ pub enum FeishuEvent {
     /// A message for the relay. Its text is empty when the message carried none (an image, a
     /// file): the relay answers that it reads text only.
     Message(InboundMessage),
+    /// A press of one of our card's buttons: answer 200 with [`answer_press`]'s toast. Its
+    /// route's chat type is `Group` unless the chat is known to be direct (the callback does
+    /// not say; [`FeishuChannel::receive`](super::FeishuChannel::receive) knows the direct
+    /// chats it has seen).
+    Press(Press),
     /// A genuine event the relay does not act on (its type is given); acknowledged.
     Ignored(String),
 }
@@ -185,6 +195,9 @@ pub(crate) fn receive(
         return Err(unauthorized("wrong verification token"));
     }
     let event_type = text_field(header, &["event_type"]).unwrap_or("unknown");
+    if event_type == "card.action.trigger" {
+        return card_press(config, header, payload.get("event").unwrap_or(&Value::Null));
+    }
     if event_type != "im.message.receive_v1" {
         return Ok(FeishuEvent::Ignored(event_type.to_string()));
     }
@@ -230,6 +243,87 @@ pub(crate) fn receive(
             .or_else(|| millis_field(header, &["create_time"])),
         forwarded: false,
     }))
+}
+
+/// A verified `card.action.trigger`: who pressed which of our buttons on which card in which
+/// chat. `event.token` is the delayed-update token, not the verification one, and is not read.
+fn card_press(
+    config: &FeishuConfig,
+    header: &Value,
+    event: &Value,
+) -> Result<FeishuEvent, WebhookError> {
+    let value = field(event, &["action", "value"]);
+    // Ours are `{"execrelay": id}`; a bare string is tolerated. Other values belong to cards
+    // the relay did not send.
+    let action = value
+        .and_then(|value| value.get(super::card::VALUE_KEY).or(Some(value)))
+        .and_then(Value::as_str)
+        .filter(|action| !action.is_empty());
+    let Some(action) = action else {
+        return Ok(FeishuEvent::Ignored(
+            "card.action.trigger without an execrelay button".into(),
+        ));
+    };
+    let event_id =
+        text_field(header, &["event_id"]).ok_or_else(|| bad("missing header.event_id"))?;
+    let open_id = text_field(event, &["operator", "open_id"])
+        .ok_or_else(|| bad("missing event.operator.open_id"))?;
+    let chat_id = text_field(event, &["context", "open_chat_id"])
+        .ok_or_else(|| bad("missing event.context.open_chat_id"))?;
+    Ok(FeishuEvent::Press(Press {
+        route: Route {
+            channel: super::CHANNEL.to_string(),
+            account: config.app_id.clone(),
+            chat_id: chat_id.to_string(),
+            thread_id: None,
+            reply_to_message_id: None,
+            chat_type: ChatType::Group,
+        },
+        sender_id: open_id.to_string(),
+        action: action.to_string(),
+        press_id: event_id.to_string(),
+        on_message_id: text_field(event, &["context", "open_message_id"]).map(str::to_string),
+    }))
+}
+
+/// Feishu shows an error when a press is not answered within 3 s: the sink gets the rest,
+/// less the way there and back.
+pub const PRESS_ANSWER_WITHIN: Duration = Duration::from_millis(2500);
+
+const CANNOT_TAKE: &str = "The relay cannot take this now; try again.";
+const TOO_SLOW: &str = "The relay is slow to answer; check the chat before you press again.";
+
+/// Hands a verified press to `sink` and returns the body of the 200 that answers it: a toast
+/// only the presser sees, `{"toast": {"type": "info", "content": <answer>}}`, or an error
+/// toast when the relay cannot take it or takes longer than [`PRESS_ANSWER_WITHIN`] (the
+/// press goes on in the background then: it may still act). Never an HTTP error: a 4xx or
+/// 5xx only shows the presser a generic failure.
+pub async fn answer_press(sink: Arc<dyn InboundSink>, press: Press) -> Value {
+    answer_press_within(sink, press, PRESS_ANSWER_WITHIN).await
+}
+
+async fn answer_press_within(sink: Arc<dyn InboundSink>, press: Press, within: Duration) -> Value {
+    // On a task of its own: the wait may end first, and the press must not end with it.
+    let task = tokio::spawn(async move { sink.press(press).await });
+    let (kind, content) = match tokio::time::timeout(within, task).await {
+        Ok(Ok(Ok(answer))) => ("info", answer.text),
+        Ok(Ok(Err(error))) => {
+            tracing::warn!(%error, "feishu: the relay could not take a press");
+            ("error", CANNOT_TAKE.to_string())
+        }
+        Ok(Err(error)) => {
+            tracing::error!(%error, "feishu: a press's task failed");
+            ("error", CANNOT_TAKE.to_string())
+        }
+        Err(_) => {
+            tracing::warn!(
+                within_ms = within.as_millis() as u64,
+                "feishu: a press was not answered in time"
+            );
+            ("error", TOO_SLOW.to_string())
+        }
+    };
+    json!({"toast": {"type": kind, "content": content}})
 }
 
 #[cfg(test)]
@@ -376,6 +470,206 @@ mod tests {
                 .unwrap_err()
                 .http_status(),
             400
+        );
+    }
+
+    fn press_event(value: Value) -> Value {
+        json!({
+            "schema": "2.0",
+            "header": {"event_id": "ev-press-1", "event_type": "card.action.trigger",
+                       "create_time": "1760000000000", "token": "vtoken", "app_id": "cli_app",
+                       "tenant_key": "t"},
+            "event": {
+                "operator": {"open_id": "ou_alice", "user_id": "u1", "union_id": "on_1"},
+                "token": "c-delayed-update-token",
+                "host": "im_message",
+                "action": {"tag": "button", "value": value},
+                "context": {"open_message_id": "om_card", "open_chat_id": "oc_room"},
+            },
+        })
+    }
+
+    #[test]
+    fn a_card_press_becomes_a_press() {
+        let body = press_event(json!({"execrelay": "k:7f3a9c"})).to_string();
+        let signature = event_signature("1760000000", "n", "ekey", body.as_bytes());
+        let headers = FeishuHeaders {
+            timestamp: Some("1760000000"),
+            nonce: Some("n"),
+            signature: Some(&signature),
+        };
+        let event = receive(&config(Some("ekey")), headers, body.as_bytes(), NOW).unwrap();
+        assert_eq!(
+            event,
+            FeishuEvent::Press(Press {
+                route: Route {
+                    channel: "feishu".into(),
+                    account: "cli_app".into(),
+                    chat_id: "oc_room".into(),
+                    thread_id: None,
+                    reply_to_message_id: None,
+                    chat_type: ChatType::Group,
+                },
+                sender_id: "ou_alice".into(),
+                action: "k:7f3a9c".into(),
+                press_id: "ev-press-1".into(),
+                on_message_id: Some("om_card".into()),
+            })
+        );
+        // Verified like every event: unsigned with a key, or with a wrong token, is refused.
+        let unsigned = receive(
+            &config(Some("ekey")),
+            FeishuHeaders::default(),
+            body.as_bytes(),
+            NOW,
+        );
+        assert_eq!(unsigned.unwrap_err().http_status(), 401);
+        let mut wrong = press_event(json!({"execrelay": "k:1"}));
+        wrong["header"]["token"] = json!("c-delayed-update-token");
+        let refused = receive(
+            &config(None),
+            FeishuHeaders::default(),
+            wrong.to_string().as_bytes(),
+            NOW,
+        );
+        assert_eq!(
+            refused.unwrap_err().http_status(),
+            401,
+            "event.token is no credential"
+        );
+    }
+
+    #[test]
+    fn a_press_without_our_value_is_ignored_and_one_without_ids_refused() {
+        let parse = |event: Value| {
+            receive(
+                &config(None),
+                FeishuHeaders::default(),
+                event.to_string().as_bytes(),
+                NOW,
+            )
+        };
+        let bare = parse(press_event(json!("t:1"))).unwrap();
+        assert!(matches!(bare, FeishuEvent::Press(press) if press.action == "t:1"));
+        for foreign in [
+            json!({"other": "x"}),
+            json!({"execrelay": ""}),
+            json!(5),
+            Value::Null,
+        ] {
+            assert!(
+                matches!(
+                    parse(press_event(foreign.clone())),
+                    Ok(FeishuEvent::Ignored(_))
+                ),
+                "{foreign}"
+            );
+        }
+        for (path, name) in [
+            (&["header", "event_id"][..], "header.event_id"),
+            (&["event", "operator"][..], "event.operator.open_id"),
+            (&["event", "context"][..], "event.context.open_chat_id"),
+        ] {
+            let mut event = press_event(json!({"execrelay": "k:1"}));
+            let (last, parents) = path.split_last().unwrap();
+            let parent = parents.iter().fold(&mut event, |v, key| &mut v[*key]);
+            parent.as_object_mut().unwrap().remove(*last);
+            let err = parse(event).unwrap_err();
+            assert_eq!(err.http_status(), 400);
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    struct Answering(Result<&'static str, ()>);
+
+    #[async_trait::async_trait]
+    impl InboundSink for Answering {
+        async fn accept(
+            &self,
+            _: InboundMessage,
+        ) -> Result<execrelay_channel::Accepted, execrelay_channel::SinkError> {
+            unreachable!("presses only")
+        }
+        async fn load_state(
+            &self,
+            _: &str,
+        ) -> Result<Option<String>, execrelay_channel::SinkError> {
+            Ok(None)
+        }
+        async fn save_state(&self, _: &str, _: &str) -> Result<(), execrelay_channel::SinkError> {
+            Ok(())
+        }
+        async fn press(
+            &self,
+            _: Press,
+        ) -> Result<execrelay_channel::PressAnswer, execrelay_channel::SinkError> {
+            match self.0 {
+                Ok(text) => Ok(execrelay_channel::PressAnswer { text: text.into() }),
+                Err(()) => std::future::pending().await,
+            }
+        }
+    }
+
+    fn a_press() -> Press {
+        let FeishuEvent::Press(press) = receive(
+            &config(None),
+            FeishuHeaders::default(),
+            press_event(json!({"execrelay": "k:1"}))
+                .to_string()
+                .as_bytes(),
+            NOW,
+        )
+        .unwrap() else {
+            panic!("not a press")
+        };
+        press
+    }
+
+    #[tokio::test]
+    async fn a_press_is_answered_with_a_toast_in_time_whatever_the_sink_does() {
+        let answered = answer_press(Arc::new(Answering(Ok("Killing job 1"))), a_press()).await;
+        assert_eq!(
+            answered,
+            json!({"toast": {"type": "info", "content": "Killing job 1"}})
+        );
+        // The contract's default `press`: the relay takes none.
+        struct NoPresses;
+        #[async_trait::async_trait]
+        impl InboundSink for NoPresses {
+            async fn accept(
+                &self,
+                _: InboundMessage,
+            ) -> Result<execrelay_channel::Accepted, execrelay_channel::SinkError> {
+                unreachable!()
+            }
+            async fn load_state(
+                &self,
+                _: &str,
+            ) -> Result<Option<String>, execrelay_channel::SinkError> {
+                Ok(None)
+            }
+            async fn save_state(
+                &self,
+                _: &str,
+                _: &str,
+            ) -> Result<(), execrelay_channel::SinkError> {
+                Ok(())
+            }
+        }
+        let refused = answer_press(Arc::new(NoPresses), a_press()).await;
+        assert_eq!(
+            refused,
+            json!({"toast": {"type": "error", "content": CANNOT_TAKE}})
+        );
+        let stuck = answer_press_within(
+            Arc::new(Answering(Err(()))),
+            a_press(),
+            Duration::from_millis(50),
+        )
+        .await;
+        assert_eq!(
+            stuck,
+            json!({"toast": {"type": "error", "content": TOO_SLOW}})
         );
     }
 

@@ -10,8 +10,16 @@
 //! `im/v1/messages` call with a cached tenant access token and `uuid` = the chunk's idempotency
 //! key, which Feishu dedupes. [`FeishuBotChannel`] posts to a custom group bot's hook (signed,
 //! paced under its 5/s and 100/min limits), for use as an explicit heartbeat target.
+//!
+//! Buttons: a chunk with buttons is sent as an interactive card (`card.rs`) instead of text,
+//! and only such a card can be edited (`PATCH`, the whole card again). A press comes back as a
+//! `card.action.trigger` callback at the same path as events, verified the same way, and
+//! becomes a [`FeishuEvent::Press`] (dedupe id: the `event_id`); [`answer_press`] turns the
+//! relay's answer into the toast Feishu shows the presser, within its 3 s. The custom group bot
+//! sends text only: it ignores buttons and cannot edit.
 
 mod bot;
+mod card;
 mod config;
 mod crypto;
 mod inbound;
@@ -20,8 +28,11 @@ mod outbound;
 pub use bot::{FeishuBotChannel, bot_sign};
 pub use config::{DEFAULT_BASE_URL, DEFAULT_EVENTS_PATH, FeishuBotConfig, FeishuConfig};
 pub use crypto::{decrypt, event_signature};
-pub use inbound::{FeishuEvent, FeishuHeaders, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-pub use outbound::{FEISHU_LIMIT, FeishuChannel, classify};
+pub use inbound::{
+    FeishuEvent, FeishuHeaders, NONCE_HEADER, PRESS_ANSWER_WITHIN, SIGNATURE_HEADER,
+    TIMESTAMP_HEADER, answer_press,
+};
+pub use outbound::{FEISHU_LIMIT, FeishuChannel, classify, classify_edit};
 
 /// The route `channel` names of the two flavours.
 pub const CHANNEL: &str = "feishu";
