@@ -383,7 +383,11 @@ fn presses_reach_the_relay_and_their_pressers_see_its_answer() {
     let id: u64 = pressed.id.parse().unwrap();
     fire_wait("the second answer", || fake.callbacks_of(id).len() == 2);
     assert_eq!(fake.callbacks_of(id)[1].status, 400);
-    assert_eq!(fake.shown_for(id, WAIT).len(), 1, "the presser saw one answer");
+    assert_eq!(
+        fake.shown_for(id, WAIT).len(),
+        1,
+        "the presser saw one answer"
+    );
 
     // A guild channel: Bob is the presser (as the interaction's member), the chat a group.
     let group = fake.group();
@@ -469,7 +473,11 @@ fn a_press_replayed_on_a_resumed_session_keeps_its_id() {
         fake.callbacks_of(id).len() == 2
     });
     assert_eq!(fake.callbacks_of(id)[1].status, 400);
-    assert_eq!(fake.shown_for(id, WAIT).len(), 1, "the presser saw one answer");
+    assert_eq!(
+        fake.shown_for(id, WAIT).len(),
+        1,
+        "the presser saw one answer"
+    );
     relay.stop();
 }
 
