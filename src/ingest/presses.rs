@@ -105,6 +105,14 @@ impl Presses {
                 self.redactor.one_line(&job.command, 100)
             ),
         };
+        // A press on a message the platform no longer shows in full (Telegram's inaccessible
+        // ones) names no topic: the job's own, when it is the same chat.
+        if press.route.thread_id.is_none()
+            && job.origin.channel == press.route.channel
+            && job.origin.chat_id == press.route.chat_id
+        {
+            press.route.thread_id = job.origin.thread_id.clone();
+        }
         // Answers in the chat reply to the pressed message, where the platform threads them.
         let route = Route {
             reply_to_message_id: press.on_message_id.clone(),

@@ -169,6 +169,36 @@ fn ok(result: Value) -> Response {
         .into_response()
 }
 
+/// What Telegram answers a send or an edit to `chat_id` before it looks at the message: the
+/// chat moved, the bot was blocked, or the next failure of `script` (sends' or edits').
+fn refusal(
+    inner: &mut Inner,
+    chat_id: i64,
+    script: impl FnOnce(&mut Inner) -> Option<Failure>,
+) -> Option<Response> {
+    if let Some(new) = inner.migrated.get(&chat_id) {
+        let parameters = json!({"migrate_to_chat_id": new});
+        return Some(error(
+            400,
+            "Bad Request: group chat was upgraded to a supergroup chat",
+            Some(parameters),
+        ));
+    }
+    if inner.blocked.contains(&chat_id) {
+        return Some(error(403, "Forbidden: bot was blocked by the user", None));
+    }
+    match script(inner)? {
+        Failure::RateLimited { retry_after_secs } => Some(error(
+            429,
+            &format!("Too Many Requests: retry after {retry_after_secs}"),
+            Some(json!({"retry_after": retry_after_secs})),
+        )),
+        // teloxide waits 10 s before it reads a 5xx answer, as it would from Telegram.
+        Failure::Unavailable => Some(error(502, "Bad Gateway", None)),
+        Failure::Forbidden => Some(error(403, "Forbidden: bot was blocked by the user", None)),
+    }
+}
+
 fn error(status: u16, description: &str, parameters: Option<Value>) -> Response {
     let mut body = json!({"ok": false, "error_code": status, "description": description});
     if let Some(parameters) = parameters {
@@ -694,31 +724,8 @@ fn send_message(shared: &Shared, body: &Value) -> Response {
         return refused;
     }
     let mut inner = shared.inner.lock().expect("lock");
-    if let Some(new) = inner.migrated.get(&chat_id) {
-        let parameters = json!({"migrate_to_chat_id": new});
-        return error(
-            400,
-            "Bad Request: group chat was upgraded to a supergroup chat",
-            Some(parameters),
-        );
-    }
-    if inner.blocked.contains(&chat_id) {
-        return error(403, "Forbidden: bot was blocked by the user", None);
-    }
-    match inner.failures.next() {
-        Some(Failure::RateLimited { retry_after_secs }) => {
-            return error(
-                429,
-                &format!("Too Many Requests: retry after {retry_after_secs}"),
-                Some(json!({"retry_after": retry_after_secs})),
-            );
-        }
-        // teloxide waits 10 s before it reads a 5xx answer, as it would from Telegram.
-        Some(Failure::Unavailable) => return error(502, "Bad Gateway", None),
-        Some(Failure::Forbidden) => {
-            return error(403, "Forbidden: bot was blocked by the user", None);
-        }
-        None => {}
+    if let Some(refused) = refusal(&mut inner, chat_id, |inner| inner.failures.next()) {
+        return refused;
     }
     let thread_id = body["message_thread_id"].as_i64();
     let message_id = inner.next_message_id;

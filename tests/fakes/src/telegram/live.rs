@@ -8,8 +8,8 @@ use std::time::Instant;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{Answer, Shared, TEXT_LIMIT, error, ok};
-use crate::{Failure, unix_now};
+use super::{Answer, Shared, TEXT_LIMIT, error, ok, refusal};
+use crate::unix_now;
 
 /// The buttons of an inline keyboard (a `reply_markup`), row after row: (label, data). None
 /// for no keyboard.
@@ -76,31 +76,8 @@ pub(super) fn edit_message_text(shared: &Shared, body: &Value) -> Response {
         return refused;
     }
     let mut inner = shared.inner.lock().expect("lock");
-    if let Some(new) = inner.migrated.get(&chat_id) {
-        let parameters = json!({"migrate_to_chat_id": new});
-        return error(
-            400,
-            "Bad Request: group chat was upgraded to a supergroup chat",
-            Some(parameters),
-        );
-    }
-    if inner.blocked.contains(&chat_id) {
-        return error(403, "Forbidden: bot was blocked by the user", None);
-    }
-    match inner.edit_failures.next() {
-        Some(Failure::RateLimited { retry_after_secs }) => {
-            return error(
-                429,
-                &format!("Too Many Requests: retry after {retry_after_secs}"),
-                Some(json!({"retry_after": retry_after_secs})),
-            );
-        }
-        // teloxide waits 10 s before it reads a 5xx answer, as it would from Telegram.
-        Some(Failure::Unavailable) => return error(502, "Bad Gateway", None),
-        Some(Failure::Forbidden) => {
-            return error(403, "Forbidden: bot was blocked by the user", None);
-        }
-        None => {}
+    if let Some(refused) = refusal(&mut inner, chat_id, |inner| inner.edit_failures.next()) {
+        return refused;
     }
     let Some(message) = inner.messages.get_mut(&(chat_id, message_id)) else {
         return error(400, "Bad Request: message to edit not found", None);
