@@ -112,3 +112,53 @@ fn issue_41406_empty_heartbeat_md_holds_next_heartbeat_events_until_it_has_conte
     relay.wait_outbox_drained();
     assert_eq!(rx.count(note), 1, "delivered exactly once");
 }
+
+/// Issue 16: completions that come due together for one chat were folded into shared
+/// messages (a burst of 20 arrived as 10-11). Each is now a message of its own, under which
+/// [Tail] [Rerun] name its job alone.
+#[test]
+fn a_burst_of_completions_arrives_one_message_per_job_with_its_buttons() {
+    let rx = Receiver::start();
+    let relay = Relay::builder(&rx).allow(&["webhook:alice"]).start();
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            let exec = gated_exec("go", &format!("burst-{i}"));
+            relay.start_job(&rx, &dm("dm-a", "alice", &exec)).id
+        })
+        .collect();
+    relay.open_gate("go");
+    let completions = wait_for("20 completions", SOON, || {
+        let done: Vec<_> = rx
+            .messages()
+            .into_iter()
+            .filter(|d| d.text.starts_with("exec finished: "))
+            .collect();
+        (done.len() >= 20
+            && ids
+                .iter()
+                .all(|id| done.iter().any(|d| is_completion_of(&d.text, id))))
+        .then_some(done)
+    });
+    relay.wait_outbox_drained();
+    assert_eq!(completions.len(), 20, "one message per completion");
+    for done in &completions {
+        let id = ids
+            .iter()
+            .find(|id| is_completion_of(&done.text, id))
+            .expect("a job's completion");
+        assert_eq!(
+            done.text.matches("exec finished: ").count(),
+            1,
+            "{:?}",
+            done.text
+        );
+        assert_eq!(
+            done.actions,
+            [
+                ("Tail".to_string(), format!("t:{id}")),
+                ("Rerun".to_string(), format!("r:{id}"))
+            ],
+            "{done:?}"
+        );
+    }
+}
