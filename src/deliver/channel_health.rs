@@ -26,6 +26,11 @@ impl ChannelHealth {
         }
     }
 
+    /// Whether `channel` fails as a whole now.
+    pub fn is_failing(&self, channel: &str) -> bool {
+        self.0.lock().is_ok_and(|map| map.contains_key(channel))
+    }
+
     /// A failed send on `channel`: the first marks it failing from now.
     pub(crate) fn failed(&self, channel: &str, error: &str) {
         if let Ok(mut map) = self.0.lock() {

@@ -8,7 +8,8 @@
 //!   `per_chat`, across its jobs; none when the text is unchanged;
 //! - a 429 on an edit pauses that chat's edits for the whole wait: an edit must not earn a
 //!   flood wait that delays a completion; a `SlowDown` halves a message's pace;
-//! - one edit of a message in flight at a time, so an old one cannot land after a newer one.
+//! - one edit of a message in flight at a time, so an old one cannot land after a newer one;
+//! - none while the channel's sends fail as a whole; attempts, not successes, are paced.
 //!
 //! The store says which jobs to edit (`progress_targets`: delivered acknowledgements sent with
 //! buttons, jobs not yet done), so after a restart progress resumes where it was; the pacing
@@ -36,6 +37,9 @@ const EDIT_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_FINAL_TRIES: u32 = 5;
 /// The command as the first line shows it.
 const COMMAND_CHARS: usize = 200;
+/// How often jobs that ended long ago are let go, and how long ago.
+const SETTLE_STALE_EVERY: Duration = Duration::from_secs(60);
+const STALE_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Pacing kept for a chat no edit has touched for this long is forgotten.
 const CHAT_MEMORY: Duration = Duration::from_secs(600);
 
@@ -80,6 +84,17 @@ impl ProgressLane {
     }
 
     pub async fn run(self, stop: CancellationToken) {
+        let mut settle_stale = tokio::time::interval(SETTLE_STALE_EVERY);
+        settle_stale.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if !self.config.progress.enabled {
+            // Nothing to edit; jobs still leave the lane's index.
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = settle_stale.tick() => self.settle_stale().await,
+                }
+            }
+        }
         let mut messages: HashMap<String, MessageState> = HashMap::new();
         let mut chats: HashMap<String, ChatState> = HashMap::new();
         let mut edits: JoinSet<Finished> = JoinSet::new();
@@ -93,6 +108,7 @@ impl ProgressLane {
                         self.settle(done, &mut messages, &mut chats).await;
                     }
                 }
+                _ = settle_stale.tick() => self.settle_stale().await,
                 _ = tick.tick() => {
                     self.look(&mut messages, &mut chats, &mut edits).await;
                     let now = Instant::now();
@@ -135,7 +151,12 @@ impl ProgressLane {
             }
             let chat = format!("{}|{}", target.route.channel, target.route.chat_id);
             let message = messages.entry(job.id.clone()).or_default();
-            if target.chat_busy || message.in_flight {
+            // The outbox goes first: a message waiting for this chat, or a channel whose sends
+            // fail (an edit would only add to what the platform refuses).
+            if target.chat_busy
+                || message.in_flight
+                || self.outbox.health().is_failing(&target.route.channel)
+            {
                 continue;
             }
             if let Some(state) = chats.get(&chat)
@@ -164,6 +185,8 @@ impl ProgressLane {
                 continue;
             };
             message.in_flight = true;
+            // Paced by attempts, not successes: a failing edit is not tried faster.
+            message.last_edit = Some(now);
             let paused_until = chats.get(&chat).map_or(now, |state| state.paused_until);
             chats.insert(
                 chat.clone(),
@@ -217,7 +240,6 @@ impl ProgressLane {
         match done.outcome {
             EditOutcome::Edited => {
                 message.shown = Some(done.text);
-                message.last_edit = Some(Instant::now());
                 if done.is_final {
                     self.done(&done.job_id, messages).await;
                 }
@@ -243,6 +265,17 @@ impl ProgressLane {
                 self.done(&done.job_id, messages).await;
             }
             EditOutcome::Unsupported => self.done(&done.job_id, messages).await,
+        }
+    }
+
+    /// Jobs that ended long ago and whose acknowledgement could never be edited (it went
+    /// nowhere editable, or was dead-lettered) stop being looked at.
+    async fn settle_stale(&self) {
+        let before = now_ms() - STALE_AFTER.as_millis() as i64;
+        match self.store.settle_stale_progress(before).await {
+            Ok(0) => {}
+            Ok(settled) => tracing::debug!(settled, "progress: jobs ended long ago left the lane"),
+            Err(error) => tracing::debug!(error = %error, "progress: cannot settle old jobs"),
         }
     }
 

@@ -119,7 +119,13 @@ impl InboundHandler {
         redactor: Redactor,
     ) -> InboundHandler {
         InboundHandler {
-            presses: Presses::new(store.clone(), access.clone(), commands.clone(), redactor),
+            presses: Presses::new(
+                store.clone(),
+                access.clone(),
+                commands.clone(),
+                heartbeat.clone(),
+                redactor,
+            ),
             store,
             access,
             outbox,

@@ -4,22 +4,29 @@
 //! like the command, acted on by the command processor after it is stored, and deduped on the
 //! platform's id of the press: a redelivered press never kills or reruns twice.
 //!
-//! [Rerun] asks for a second press within [`RERUN_CONFIRM_WINDOW`]; the first is only
-//! remembered (in memory: a restart asks again).
+//! [Rerun] asks for a second press within [`RERUN_CONFIRM_WINDOW`], not a double click; the
+//! first is only remembered (in memory: a restart asks again), and a burst of presses reruns
+//! once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use execrelay_channel::{ChatType, Press, PressAnswer, Route, SinkError};
 use tokio::sync::Notify;
 
 use super::inbound::{Access, group_session};
+use crate::deliver::heartbeat::{Heartbeat, Reason};
 use crate::run::controls::{self, Control};
 use crate::run::jobs::Redactor;
 use crate::store::{InboundRecord, InboundResult, JobRecord, Store};
+use crate::util::log_throttle::LogThrottle;
 
 pub const RERUN_CONFIRM_WINDOW: Duration = Duration::from_secs(30);
+/// A second press sooner than this is a double click, not a confirmation.
+const RERUN_MIN_GAP: Duration = Duration::from_millis(700);
 /// Unconfirmed [Rerun] presses remembered at most; the oldest go first.
 const MAX_PENDING_RERUNS: usize = 1_000;
 
@@ -27,18 +34,28 @@ pub struct Presses {
     store: Store,
     access: Access,
     commands: Arc<Notify>,
+    heartbeat: Heartbeat,
     redactor: Redactor,
+    refusals_logged: LogThrottle,
     /// (presser, job) → the [Rerun] press waiting for its confirmation.
     reruns: Mutex<HashMap<(String, String), PendingRerun>>,
 }
 
 impl Presses {
-    pub fn new(store: Store, access: Access, commands: Arc<Notify>, redactor: Redactor) -> Self {
+    pub fn new(
+        store: Store,
+        access: Access,
+        commands: Arc<Notify>,
+        heartbeat: Heartbeat,
+        redactor: Redactor,
+    ) -> Self {
         Presses {
             store,
             access,
             commands,
+            heartbeat,
             redactor,
+            refusals_logged: LogThrottle::new(Duration::from_secs(1)),
             reruns: Mutex::default(),
         }
     }
@@ -47,7 +64,10 @@ impl Presses {
         let channel = press.route.channel.clone();
         let presser = format!("{channel}:{}", press.sender_id);
         if !self.access.is_allowed(&channel, &press.sender_id) {
-            tracing::info!(sender = %presser, "refused a button press from a sender not in [access] allow");
+            // A group full of strangers pressing must not flood the log.
+            if let Some(held_back) = self.refusals_logged.admit() {
+                tracing::info!(sender = %presser, held_back, "refused a button press from a sender not in [access] allow");
+            }
             return Ok(answer(format!(
                 "not authorized: {presser} is not allowed to use this relay"
             )));
@@ -55,6 +75,7 @@ impl Presses {
         let Some((control, job_id)) = controls::parse(&press.action) else {
             return Ok(answer("this button is not one of this relay's".into()));
         };
+        let job_id = job_id.to_string();
         // As for messages: a conversation seen as a group stays one.
         if press.route.chat_type == ChatType::Direct
             && self
@@ -65,18 +86,12 @@ impl Presses {
         {
             press.route.chat_type = ChatType::Group;
         }
-        let session = self.access.session_key(&press.route, &press.sender_id);
-        let job = self
-            .store
-            .jobs_by_prefix(Some(&session), job_id)
-            .await
-            .map_err(unavailable)?
-            .into_iter()
-            .find(|job| job.id == job_id);
-        let Some(job) = job else {
+        let Some((job, session)) = self.find_job(&mut press, &job_id).await? else {
             return Ok(answer(format!("no job {job_id} in this conversation")));
         };
-        let command = match control {
+        let command_line = self.redactor.one_line(&job.command, 100);
+        let stored_id = format!("press:{}", press.press_id);
+        let (command, done) = match control {
             Control::Kill if job.state.is_final() => {
                 return Ok(answer(format!(
                     "job {} has already finished ({})",
@@ -84,26 +99,41 @@ impl Presses {
                     job.state.as_str()
                 )));
             }
-            Control::Kill => format!("/kill {}", job.id),
-            Control::Tail => format!("/tail {}", job.id),
-            Control::Rerun => {
-                if !self.confirmed(&presser, &job, &press.press_id) {
-                    return Ok(answer(format!(
-                        "press Rerun again within {}s to run `{}` again",
-                        RERUN_CONFIRM_WINDOW.as_secs(),
-                        self.redactor.one_line(&job.command, 100)
-                    )));
-                }
-                format!("/exec {}", job.command)
-            }
-        };
-        let done = match control {
-            Control::Kill => format!("stopping job {}", job.id),
-            Control::Tail => format!("sending the last lines of job {}", job.id),
-            Control::Rerun => format!(
-                "running `{}` again",
-                self.redactor.one_line(&job.command, 100)
+            Control::Kill => (
+                format!("/kill {}", job.id),
+                format!("stopping job {}", job.id),
             ),
+            Control::Tail => (
+                format!("/tail {}", job.id),
+                format!("sending the last lines of job {}", job.id),
+            ),
+            Control::Rerun => {
+                let done = format!("running `{command_line}` again");
+                // A confirming press delivered again (after a restart too) is known by the
+                // store, before it could count as a first press.
+                if self
+                    .store
+                    .was_seen(&press.route, &stored_id)
+                    .await
+                    .map_err(unavailable)?
+                {
+                    return Ok(answer(format!("already pressed: {done}")));
+                }
+                match self.rerun_step(&presser, &job, &press.press_id) {
+                    RerunStep::Ask => {
+                        return Ok(answer(format!(
+                            "press Rerun again within {}s to run `{command_line}` again",
+                            RERUN_CONFIRM_WINDOW.as_secs()
+                        )));
+                    }
+                    RerunStep::AlreadyRan => {
+                        return Ok(answer(format!(
+                            "`{command_line}` was just run again: see its acknowledgement"
+                        )));
+                    }
+                    RerunStep::Go => (format!("/exec {}", job.command), done),
+                }
+            }
         };
         // A press on a message the platform no longer shows in full (Telegram's inaccessible
         // ones) names no topic: the job's own, when it is the same chat.
@@ -119,17 +149,23 @@ impl Presses {
             ..press.route
         };
         let record = InboundRecord {
-            session,
+            session: session.clone(),
             route,
             sender: presser,
             text: command,
-            platform_message_id: Some(format!("press:{}", press.press_id)),
+            platform_message_id: Some(stored_id),
             sent_at_ms: None,
         };
         match self.store.accept_inbound(record).await {
-            Ok(InboundResult::Stored { .. }) => {
+            Ok(InboundResult::Stored {
+                has_queued_events, ..
+            }) => {
                 tracing::info!(job_id = %job.id, control = control.label(), "a button press stored");
                 self.commands.notify_one();
+                if has_queued_events {
+                    // Events waiting for a route (or for this person) go out now.
+                    self.heartbeat.request(Reason::Wake, Some(session));
+                }
                 Ok(answer(done))
             }
             Ok(InboundResult::Duplicate { .. }) => Ok(answer(format!("already pressed: {done}"))),
@@ -140,27 +176,69 @@ impl Presses {
         }
     }
 
-    /// Whether this [Rerun] press goes ahead: it confirms one pressed within the window, or
-    /// it is the confirming press delivered again (then the store's dedupe answers it). The
-    /// first press delivered again confirms nothing; otherwise a press becomes the one waiting.
-    fn confirmed(&self, presser: &str, job: &JobRecord, press_id: &str) -> bool {
+    /// The job `job_id` of the presser's session in this conversation, and that session.
+    /// Feishu's callbacks do not say whether a chat is direct: one the adapter has not seen
+    /// since it started comes as a group; a job started in this very chat, when it was the
+    /// presser's direct chat, is theirs all the same.
+    async fn find_job(
+        &self,
+        press: &mut Press,
+        job_id: &str,
+    ) -> Result<Option<(JobRecord, String)>, SinkError> {
+        let session = self.access.session_key(&press.route, &press.sender_id);
+        if let Some(job) = self.job_of(&session, job_id).await? {
+            return Ok(Some((job, session)));
+        }
+        if press.route.chat_type == ChatType::Group {
+            let direct = Route {
+                chat_type: ChatType::Direct,
+                ..press.route.clone()
+            };
+            let session = self.access.session_key(&direct, &press.sender_id);
+            if let Some(job) = self.job_of(&session, job_id).await?
+                && job.origin.chat_type == ChatType::Direct
+                && job.origin.channel == press.route.channel
+                && job.origin.chat_id == press.route.chat_id
+            {
+                press.route.chat_type = ChatType::Direct;
+                return Ok(Some((job, session)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn job_of(&self, session: &str, job_id: &str) -> Result<Option<JobRecord>, SinkError> {
+        Ok(self
+            .store
+            .jobs_by_prefix(Some(session), job_id)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .find(|job| job.id == job_id))
+    }
+
+    /// Where this [Rerun] press stands: the first of a pair (or a second too soon after it to
+    /// be more than a double click), the confirming one, or one after a rerun the window
+    /// still covers (a burst of clicks runs it once).
+    fn rerun_step(&self, presser: &str, job: &JobRecord, press_id: &str) -> RerunStep {
         let Ok(mut reruns) = self.reruns.lock() else {
-            return false;
+            return RerunStep::Ask;
         };
         let now = Instant::now();
-        reruns.retain(|_, pending| now.duration_since(pending.first_at) < RERUN_CONFIRM_WINDOW);
+        reruns.retain(|_, pending| {
+            let last = pending.confirmed_at.unwrap_or(pending.first_at);
+            now.duration_since(last) < RERUN_CONFIRM_WINDOW
+        });
         let key = (presser.to_string(), job.id.clone());
         if let Some(pending) = reruns.get_mut(&key) {
-            match &pending.confirmed_by {
-                Some(confirming) if confirming == press_id => return true,
-                None if pending.first != press_id => {
-                    pending.confirmed_by = Some(press_id.to_string());
-                    return true;
-                }
-                None => return false,
-                // A new press after a rerun: it starts over.
-                Some(_) => {}
+            if pending.confirmed_at.is_some() {
+                return RerunStep::AlreadyRan;
             }
+            if pending.first == press_id || now.duration_since(pending.first_at) < RERUN_MIN_GAP {
+                return RerunStep::Ask;
+            }
+            pending.confirmed_at = Some(now);
+            return RerunStep::Go;
         }
         if reruns.len() >= MAX_PENDING_RERUNS
             && let Some(oldest) = reruns
@@ -175,18 +253,24 @@ impl Presses {
             PendingRerun {
                 first_at: now,
                 first: press_id.to_string(),
-                confirmed_by: None,
+                confirmed_at: None,
             },
         );
-        false
+        RerunStep::Ask
     }
 }
 
-/// A [Rerun] pressed once, waiting for its confirming press.
+enum RerunStep {
+    Ask,
+    Go,
+    AlreadyRan,
+}
+
+/// A [Rerun] pressed once, waiting for its confirming press, or confirmed.
 struct PendingRerun {
     first_at: Instant,
     first: String,
-    confirmed_by: Option<String>,
+    confirmed_at: Option<Instant>,
 }
 
 fn answer(text: String) -> PressAnswer {
@@ -211,10 +295,14 @@ mod tests {
             "test",
         )
         .unwrap();
+        let outbox = crate::deliver::outbox::Outbox::new(store.clone(), Vec::new());
+        let (heartbeat, _loop) =
+            crate::deliver::heartbeat::new(Default::default(), store.clone(), outbox);
         Presses::new(
             store.clone(),
             Access::from_config(&config),
             Arc::new(Notify::new()),
+            heartbeat,
             Redactor::default(),
         )
     }
@@ -303,8 +391,8 @@ mod tests {
         assert!(stored_commands(&store).await.is_empty());
     }
 
-    #[tokio::test]
-    async fn rerun_runs_the_same_command_line_after_a_second_press() {
+    #[tokio::test(start_paused = true)]
+    async fn rerun_runs_the_same_command_line_once_after_a_second_press() {
         let (_dir, store) = open();
         stored_job(&store, "7f3a9c", ALICE_SESSION).await;
         let presses = presses(&store);
@@ -317,34 +405,98 @@ mod tests {
             first.text.starts_with("press Rerun again within 30s"),
             "{first:?}"
         );
-        // The first press delivered again confirms nothing.
+        // The first press delivered again, or a double click, confirms nothing.
         presses
             .take(press("alice", "r:7f3a9c", "cq-1"))
             .await
             .unwrap();
+        let double = presses
+            .take(press("alice", "r:7f3a9c", "cq-2"))
+            .await
+            .unwrap();
+        assert!(double.text.starts_with("press Rerun again"), "{double:?}");
         assert!(stored_commands(&store).await.is_empty());
 
+        tokio::time::advance(Duration::from_secs(2)).await;
         let second = presses
-            .take(press("alice", "r:7f3a9c", "cq-2"))
+            .take(press("alice", "r:7f3a9c", "cq-3"))
             .await
             .unwrap();
         assert_eq!(second.text, "running `true` again");
         let stored = stored_commands(&store).await;
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].text, "/exec true");
-        // The confirming press delivered again runs nothing more.
+        // The confirming press delivered again runs nothing more, nor do more clicks.
         let replay = presses
-            .take(press("alice", "r:7f3a9c", "cq-2"))
-            .await
-            .unwrap();
-        assert_eq!(replay.text, "already pressed: running `true` again");
-        assert_eq!(stored_commands(&store).await.len(), 1);
-        // A new press after the rerun starts over.
-        let later = presses
             .take(press("alice", "r:7f3a9c", "cq-3"))
             .await
             .unwrap();
-        assert!(later.text.starts_with("press Rerun again"), "{later:?}");
+        assert_eq!(replay.text, "already pressed: running `true` again");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        for id in ["cq-4", "cq-5"] {
+            let more = presses.take(press("alice", "r:7f3a9c", id)).await.unwrap();
+            assert!(more.text.contains("was just run again"), "{more:?}");
+        }
         assert_eq!(stored_commands(&store).await.len(), 1);
+    }
+
+    /// After a restart (nothing in memory), the confirming press delivered again is known by
+    /// the store: it runs nothing and arms nothing.
+    #[tokio::test]
+    async fn a_confirming_press_replayed_after_a_restart_reruns_nothing() {
+        let (_dir, store) = open();
+        stored_job(&store, "7f3a9c", ALICE_SESSION).await;
+        let before = presses(&store);
+        before
+            .take(press("alice", "r:7f3a9c", "cq-1"))
+            .await
+            .unwrap();
+        // A confirmation a moment later than a double click.
+        if let Ok(mut reruns) = before.reruns.lock() {
+            for pending in reruns.values_mut() {
+                pending.first_at -= RERUN_MIN_GAP;
+            }
+        }
+        before
+            .take(press("alice", "r:7f3a9c", "cq-2"))
+            .await
+            .unwrap();
+        assert_eq!(stored_commands(&store).await.len(), 1);
+
+        let after = presses(&store);
+        let replay = after
+            .take(press("alice", "r:7f3a9c", "cq-2"))
+            .await
+            .unwrap();
+        assert!(replay.text.starts_with("already pressed"), "{replay:?}");
+        let next = after
+            .take(press("alice", "r:7f3a9c", "cq-3"))
+            .await
+            .unwrap();
+        assert!(next.text.starts_with("press Rerun again"), "{next:?}");
+        assert_eq!(stored_commands(&store).await.len(), 1);
+    }
+
+    /// Feishu does not say a chat is direct: a press in the presser's own direct chat, on a job
+    /// started there, finds it; the same job from a group chat is not found.
+    #[tokio::test]
+    async fn a_press_in_a_direct_chat_taken_for_a_group_finds_the_job_started_there() {
+        let (_dir, store) = open();
+        stored_job(&store, "7f3a9c", ALICE_SESSION).await;
+        let presses = presses(&store);
+        let mut in_dm = press("alice", "k:7f3a9c", "ev-1");
+        in_dm.route.chat_type = ChatType::Group;
+        assert_eq!(
+            presses.take(in_dm).await.unwrap().text,
+            "stopping job 7f3a9c"
+        );
+        let mut elsewhere = press("alice", "k:7f3a9c", "ev-2");
+        elsewhere.route = Route {
+            chat_id: "group-b".into(),
+            chat_type: ChatType::Group,
+            ..route("a")
+        };
+        let answer = presses.take(elsewhere).await.unwrap();
+        assert_eq!(answer.text, "no job 7f3a9c in this conversation");
     }
 }

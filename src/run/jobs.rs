@@ -139,20 +139,25 @@ pub fn read_tail(
             .count();
         bytes.drain(..partial);
     }
-    let text = redactor.redact(&String::from_utf8_lossy(&bytes));
-    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let raw = String::from_utf8_lossy(&bytes);
+    let raw = raw.strip_suffix('\n').unwrap_or(&raw);
     // A window that starts mid-file starts mid-line: drop that partial line, unless it is the
     // only one (a progress bar, minified JSON, `tr -d '\n'`): then its end is the tail.
-    let text = match text.split_once('\n') {
+    let raw = match raw.split_once('\n') {
         Some((_, rest)) if !whole_file => rest,
-        _ => text,
+        _ => raw,
     };
-    let lines: Vec<Cow<'_, str>> = if text.is_empty() {
+    // Lines as they show, then redacted: escapes between a secret's parts (`grep --color`)
+    // must not hide it from redaction and then join it up again.
+    let shown: Vec<Cow<'_, str>> = raw
+        .split('\n')
+        .map(|line| without_escapes(as_shown(line)))
+        .collect();
+    let text = redactor.redact(&shown.join("\n"));
+    let lines: Vec<&str> = if text.is_empty() {
         Vec::new()
     } else {
-        text.split('\n')
-            .map(|line| without_escapes(as_shown(line)))
-            .collect()
+        text.split('\n').collect()
     };
     let keep_from = lines.len().saturating_sub(max_lines);
     let mut kept = lines[keep_from..].join("\n");
@@ -341,6 +346,17 @@ pub fn one_line(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_split_by_escapes_is_redacted_once_they_are_taken_out() {
+        let (_dir, path) = write_log(
+            b"token: ghp_\x1b[m\x1b[Kabcdefghijklmnopqrstuvwxyz0123456789\nhunt\x1b[1mer2\n",
+        );
+        let redactor = Redactor::new(vec![Secret::new("hunter2")]);
+        let tail = read_tail(&path, 10, 1000, &redactor).unwrap();
+        assert!(!tail.text.contains("abcdefghijklmnop"), "{:?}", tail.text);
+        assert!(!tail.text.contains("hunter2"), "{:?}", tail.text);
+    }
 
     #[test]
     fn escapes_are_taken_out_of_the_output_shown_in_chat() {

@@ -285,7 +285,7 @@ fn supervise(args: &SuperviseArgs, started_at: i64) -> Result<ExitRecord, String
 }
 
 /// Blocks a filesystem may hold past a file's data by itself (delayed allocation, extent
-/// rounding): no sign that the job allocated any.
+/// rounding), at the least: no sign that the job allocated any.
 const PAST_END_SLACK: u64 = 1 << 20;
 
 /// Keeps a job's log within `max` bytes on disk: past it, the oldest part is freed, keeping
@@ -332,7 +332,10 @@ impl OutputCap {
         // allocated past it, and only runs when there is some (the job allocated it).
         let upto = size.saturating_sub(self.max / 2) & !4095;
         let held = size.saturating_sub(self.punched.min(size));
-        let allocated_past_end = meta.blocks().saturating_mul(512) > held + PAST_END_SLACK;
+        // What filesystems allocate ahead by themselves (XFS's speculative preallocation grows
+        // with the file) is left to them: only more than that is the job's doing.
+        let slack = PAST_END_SLACK.max(self.max / 4);
+        let allocated_past_end = meta.blocks().saturating_mul(512) > held + slack;
         let freed_past_end = || {
             let end = self.log.metadata().map_or(size, |m| m.len());
             self.log.set_len(end).is_ok()

@@ -80,6 +80,10 @@ pub trait Backend: Send + Sync {
     /// route, in one transaction. Only for allowed senders: refused ones record nothing.
     async fn accept_inbound(&self, record: InboundRecord) -> Result<InboundResult, StoreError>;
 
+    /// Whether a message with this platform id was stored in the route's chat already (by
+    /// `accept_inbound`, until retention forgets its dedupe record).
+    async fn was_seen(&self, route: &Route, platform_message_id: &str) -> Result<bool, StoreError>;
+
     async fn pending_inbox(&self, limit: usize) -> Result<Vec<InboxRecord>, StoreError>;
 
     /// Marks a message processed, with what processing it produced: at most one new job, and
@@ -271,6 +275,9 @@ pub trait Backend: Send + Sync {
 
     /// No more progress edits for `job_id`.
     async fn finish_progress(&self, job_id: &str) -> Result<(), StoreError>;
+
+    /// No more progress edits for jobs that ended before `finished_before`; how many.
+    async fn settle_stale_progress(&self, finished_before: Millis) -> Result<usize, StoreError>;
 }
 
 #[cfg(test)]

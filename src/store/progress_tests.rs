@@ -124,3 +124,31 @@ async fn buttons_sit_under_the_last_chunk_and_survive_a_revival() {
     assert_eq!(again[0].outbox_id, revived.id);
     assert_eq!(again[0].buttons, buttons);
 }
+
+#[tokio::test]
+async fn jobs_that_ended_long_ago_leave_the_lane_and_running_ones_stay() {
+    let (_dir, store) = open();
+    job_with_delivered_ack(&store, "0a0b0c", 1).await;
+    job_with_delivered_ack(&store, "0d0e0f", 1).await;
+    // exit_ok ends it at 2.
+    assert!(
+        store
+            .finish_job("0a0b0c", exit_ok(), None, 10)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.settle_stale_progress(2).await.unwrap(),
+        0,
+        "not before it ended"
+    );
+    assert_eq!(store.settle_stale_progress(3).await.unwrap(), 1);
+    let left: Vec<String> = store
+        .progress_targets(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.job.id)
+        .collect();
+    assert_eq!(left, ["0d0e0f"]);
+}

@@ -267,6 +267,8 @@ fn rerun_runs_the_same_command_once_after_a_confirming_press(fake: Fake) {
     assert!(ask.starts_with("press Rerun again within 30s"), "{ask:?}");
     assert_eq!(w.relay.jobs().len(), 1, "one press ran it");
 
+    // A person reads the question before pressing again: sooner is a double click.
+    std::thread::sleep(secs(1.0));
     let second = p.press(w.relay.addr, &chat, Alice, &completion.message_id, &rerun);
     assert_eq!(wait_answer(&w, &second, 1), "running `echo rerun-me` again");
     let jobs = wait_for("the rerun", SOON, || {

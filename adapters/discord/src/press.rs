@@ -4,8 +4,8 @@
 //!
 //! Discord gives 3 s from the press to the callback, else the presser sees "This interaction
 //! failed": the relay gets [`PRESS_WAIT`] to answer, and a press it does not answer in time
-//! (or cannot take) is answered "try again". A press the relay is slow with still runs to its
-//! end on its own task: the relay may already have acted on it. Every press is answered; a
+//! (or cannot take) is answered to check the chat before pressing again. A press the relay is
+//! slow with still runs to its end on its own task: the relay may already have acted on it. Every press is answered; a
 //! press replayed on a resumed session is handed over again (the relay dedupes on `press_id`)
 //! and its second callback is refused by Discord as already acknowledged, which is harmless.
 //!
@@ -33,7 +33,9 @@ const CALLBACK_WINDOW: Duration = Duration::from_secs(3);
 /// refused (10062), not harmful.
 const MIN_CALLBACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// What the presser is told when the relay cannot take the press.
-pub const CANNOT_TAKE: &str = "the relay cannot take this now; try again";
+/// Also when the relay answered too late, having perhaps acted: not "try again".
+pub const CANNOT_TAKE: &str =
+    "the relay did not answer in time; check the chat before you press again";
 
 /// Interaction response types: a message (with flag 64, ephemeral), and an acknowledgement
 /// that changes nothing.
@@ -95,7 +97,7 @@ pub fn to_press(
 }
 
 /// The callback for the relay's answer: `Some(text)` shown to the presser alone (cut to 2000
-/// characters; an empty one only acknowledges the press), `None` the "try again" answer.
+/// characters; an empty one only acknowledges the press), `None` the [`CANNOT_TAKE`] answer.
 pub(crate) fn callback_body(answer: Option<&str>) -> Value {
     let text = answer.unwrap_or(CANNOT_TAKE);
     if text.is_empty() {
@@ -176,7 +178,7 @@ async fn ask(sink: Arc<dyn InboundSink>, press: Press, interaction_id: u64) -> O
             tracing::warn!(
                 interaction_id,
                 wait_ms = PRESS_WAIT.as_millis() as u64,
-                "the relay did not answer a discord press in time; its presser is told to try again"
+                "the relay did not answer a discord press in time; its presser is told to check the chat"
             );
             None
         }

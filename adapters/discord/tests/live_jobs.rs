@@ -421,7 +421,7 @@ fn presses_reach_the_relay_and_their_pressers_see_its_answer() {
     assert_eq!(press.route.thread_id.as_deref(), Some("220"));
 
     // A relay that cannot take the press, and one too slow to answer in time: the presser is
-    // told to try again, within Discord's window; the slow press still reaches its end.
+    // told to check the chat, within Discord's window; the slow press still reaches its end.
     let both = buttons(&[("Refuse", "refuse:1"), ("Slow", "slow:1")]);
     let ack = relay.rt.block_on(send(
         &relay.discord,

@@ -117,8 +117,8 @@ pub enum WebhookInbound {
 }
 
 /// Parses an inbound request body: a press when it has an `"action"` key, else a message
-/// ([`parse_inbound`]). A press's `message_id` is the press's own id (its dedupe key, `None`
-/// when absent); `on_message_id` names the message the button sat on (the `edit_of` of our
+/// ([`parse_inbound`]). A press's `message_id` is the press's own id (its dedupe key,
+/// required); `on_message_id` names the message the button sat on (the `edit_of` of our
 /// edits, i.e. the send's idempotency key).
 pub fn parse_request(body: &[u8]) -> Result<WebhookInbound, WebhookError> {
     let fields = json_object(body)?;
@@ -149,9 +149,8 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, WebhookError> {
 }
 
 /// A press: `action` (a non-empty string of at most [`MAX_BUTTON_ID_BYTES`]),
-/// `conversation_id`, `user_id`; optional `message_id` (the press's id), `on_message_id`,
-/// `thread_id` and `chat_type` as for messages. `press_id` is left empty when `message_id` is
-/// absent: the caller fills it in ([`crate::WebhookChannel::authenticate`]).
+/// `conversation_id`, `user_id`, `message_id` (the press's own id, its dedupe key); optional
+/// `on_message_id`, `thread_id` and `chat_type` as for messages.
 fn parse_press(fields: &Map<String, Value>) -> Result<Press, WebhookError> {
     let bad = |reason: &str| WebhookError::BadRequest(reason.to_string());
     let action = match fields.get("action") {
@@ -177,7 +176,9 @@ fn parse_press(fields: &Map<String, Value>) -> Result<Press, WebhookError> {
         },
         sender_id: required_id(fields, "user_id")?,
         action,
-        press_id: optional_id(fields, "message_id")?.unwrap_or_default(),
+        press_id: optional_id(fields, "message_id")?.ok_or_else(|| {
+            bad("missing or empty field `message_id`: a press names its own id, so that a retried press is not a second one")
+        })?,
         on_message_id: optional_id(fields, "on_message_id")?,
     })
 }
@@ -531,12 +532,13 @@ mod tests {
                 on_message_id: Some("abcd12.0".into()),
             }
         );
-        let minimal = br#"{"conversation_id":"c1","user_id":"alice","action":"t:1"}"#;
+        let minimal =
+            br#"{"conversation_id":"c1","user_id":"alice","action":"t:1","message_id":"p1"}"#;
         let Ok(WebhookInbound::Press(press)) = parse_request(minimal) else {
             panic!("not a press")
         };
         assert_eq!(press.route.chat_type, ChatType::Direct);
-        assert_eq!((press.press_id.as_str(), press.on_message_id), ("", None));
+        assert_eq!((press.press_id.as_str(), press.on_message_id), ("p1", None));
         // `"action": null` is no action: a message, which then needs its text.
         assert!(matches!(
             parse_request(BODY),
@@ -577,12 +579,16 @@ mod tests {
             "`message_id` must be",
         );
         refused(
-            r#"{"conversation_id":"c","user_id":"a","action":"k","on_message_id":{}}"#,
+            r#"{"conversation_id":"c","user_id":"a","action":"k","message_id":"p","on_message_id":{}}"#,
             "`on_message_id` must be",
         );
         refused(
             r#"{"conversation_id":"c","user_id":"a","action":"k","chat_type":"channel"}"#,
             "`chat_type`",
+        );
+        refused(
+            r#"{"conversation_id":"c","user_id":"a","action":"k"}"#,
+            "`message_id`: a press names its own id",
         );
     }
 

@@ -118,8 +118,8 @@ impl WebhookChannel {
         )?;
         // Without a message id, a captured request could be replayed inside the timestamp
         // window: its signature (unique per timestamp and body) serves as the id instead, in
-        // lowercase, since hex in either case verifies and a replay must not pass as new.
-        // Presses alike: a random id would let a replayed press act twice.
+        // lowercase, since hex in either case verifies and a replay must not pass as new. A
+        // press always names its own id (a bridge's retry is signed anew).
         let signature_id = || signature.map(|sig| format!("sig:{}", sig.to_ascii_lowercase()));
         Ok(match parse_request(body)? {
             WebhookInbound::Message(mut message) => {
@@ -128,12 +128,7 @@ impl WebhookChannel {
                 }
                 WebhookInbound::Message(message)
             }
-            WebhookInbound::Press(mut press) => {
-                if press.press_id.is_empty() {
-                    press.press_id = signature_id().unwrap_or_default();
-                }
-                WebhookInbound::Press(press)
-            }
+            press @ WebhookInbound::Press(_) => press,
         })
     }
 
@@ -467,18 +462,14 @@ mod tests {
         let channel = channel(None);
         let now = now_unix();
         let ts = now.to_string();
+        // A press without its own id is refused: a bridge's retry, signed anew, would be a
+        // second press.
         let body = br#"{"conversation_id":"c1","user_id":"alice","action":"k:1"}"#;
-        let signature = sign("s3cret", &ts, body)
-            .to_ascii_uppercase()
-            .replace("SHA256=", "sha256=");
-        let press = match channel.authenticate(Some(&ts), Some(&signature), body, now) {
-            Ok(WebhookInbound::Press(press)) => press,
+        let signature = sign("s3cret", &ts, body);
+        match channel.authenticate(Some(&ts), Some(&signature), body, now) {
+            Err(WebhookError::BadRequest(why)) => assert!(why.contains("message_id"), "{why}"),
             other => panic!("{other:?}"),
-        };
-        assert_eq!(
-            press.press_id,
-            format!("sig:{}", signature.to_ascii_lowercase())
-        );
+        }
         let named =
             br#"{"conversation_id":"c1","user_id":"alice","action":"k:1","message_id":"p1"}"#;
         let signature = sign("s3cret", &ts, named);
@@ -486,6 +477,7 @@ mod tests {
             Ok(WebhookInbound::Press(press)) => assert_eq!(press.press_id, "p1"),
             other => panic!("{other:?}"),
         }
+        // The signature of one body does not pass another.
         let forged = channel.authenticate(Some(&ts), Some(&signature), body, now);
         assert!(matches!(forged, Err(WebhookError::Unauthorized(_))));
     }

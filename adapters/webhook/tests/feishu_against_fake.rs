@@ -244,7 +244,7 @@ fn cards_updates_and_presses_through_the_fake_platform() {
     let unheard = fs.press(relay, &group, Person::Bob, &card_id, "t:7f3a9c");
     let answers = fs.answers(&unheard, WAIT);
     assert!(
-        answers.len() == 1 && answers[0].contains("try again"),
+        answers.len() == 1 && answers[0].contains("check the chat before you press again"),
         "{answers:?}"
     );
     sink.set_refusing(false);

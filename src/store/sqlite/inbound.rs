@@ -1,6 +1,7 @@
 //! Accepting a message (dedupe, inbox, last route, in one transaction), reading the messages
 //! not yet acted on, and finishing one (its job and replies).
 
+use execrelay_channel::Route;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::outbox::insert_outbox;
@@ -15,16 +16,32 @@ const MAX_SENT_AT_AHEAD_MS: i64 = 5_000;
 /// within this, clocks of different platforms are too far apart to compare.
 const STALE_SENT_AT_MS: i64 = 5 * 60 * 1000;
 
+/// What a message is deduped on within its channel. Some platforms number messages per chat:
+/// the key includes the chat.
+fn seen_key(route: &Route, platform_message_id: &str) -> String {
+    format!("{}|{}|{platform_message_id}", route.account, route.chat_id)
+}
+
+/// Whether a message with this platform id was stored in this chat already.
+pub(super) fn was_seen(
+    conn: &Connection,
+    route: &Route,
+    platform_message_id: &str,
+) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM inbound_seen WHERE channel = ?1 AND platform_id = ?2")?
+        .exists(params![route.channel, seen_key(route, platform_message_id)])?)
+}
+
 pub(super) fn accept_inbound(
     conn: &Connection,
     record: InboundRecord,
     now: Millis,
 ) -> Result<InboundResult, StoreError> {
-    // Some platforms number messages per chat: the key includes the chat.
     let seen_key = record
         .platform_message_id
         .as_ref()
-        .map(|id| format!("{}|{}|{id}", record.route.account, record.route.chat_id));
+        .map(|id| seen_key(&record.route, id));
     if let Some(key) = &seen_key {
         let inserted = conn
             .prepare_cached(

@@ -79,6 +79,13 @@ impl Backend for SqliteStore {
             .await
     }
 
+    async fn was_seen(&self, route: &Route, platform_message_id: &str) -> Result<bool, StoreError> {
+        let (route, id) = (route.clone(), platform_message_id.to_string());
+        self.engine
+            .read(move |conn| inbound::was_seen(conn, &route, &id))
+            .await
+    }
+
     async fn pending_inbox(&self, limit: usize) -> Result<Vec<InboxRecord>, StoreError> {
         self.engine
             .read(move |conn| inbound::pending(conn, limit))
@@ -411,6 +418,12 @@ impl Backend for SqliteStore {
         let job_id = job_id.to_string();
         self.engine
             .call(move |conn| progress::finish(conn, &job_id))
+            .await
+    }
+
+    async fn settle_stale_progress(&self, finished_before: Millis) -> Result<usize, StoreError> {
+        self.engine
+            .call(move |conn| progress::settle_stale(conn, finished_before))
             .await
     }
 

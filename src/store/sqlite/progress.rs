@@ -51,3 +51,18 @@ pub(super) fn finish(conn: &Connection, job_id: &str) -> Result<(), StoreError> 
         .execute(params![job_id])?;
     Ok(())
 }
+
+/// Marks done the jobs that ended before `finished_before` and are still not: their last edit
+/// never came (nothing editable to edit). Returns how many.
+pub(super) fn settle_stale(
+    conn: &Connection,
+    finished_before: Millis,
+) -> Result<usize, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE jobs SET progress_done = 1
+             WHERE progress_done = 0 AND state NOT IN ('starting', 'running')
+               AND finished_at < ?1",
+        )?
+        .execute([finished_before])?)
+}

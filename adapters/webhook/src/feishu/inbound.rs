@@ -290,7 +290,9 @@ fn card_press(
 /// less the way there and back.
 pub const PRESS_ANSWER_WITHIN: Duration = Duration::from_millis(2500);
 
-const CANNOT_TAKE: &str = "The relay cannot take this now; try again.";
+/// Also when the relay answered too late, having perhaps acted: not "try again".
+const CANNOT_TAKE: &str =
+    "The relay did not answer in time; check the chat before you press again.";
 const TOO_SLOW: &str = "The relay is slow to answer; check the chat before you press again.";
 
 /// Hands a verified press to `sink` and returns the body of the 200 that answers it: a toast
