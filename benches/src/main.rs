@@ -32,6 +32,7 @@ enum Which {
     Flood,
     Forged,
     Outage,
+    Progress,
 }
 
 #[derive(Parser)]
@@ -59,6 +60,11 @@ struct Args {
     /// Seconds the platform is down for the outage figure.
     #[arg(long, default_value_t = 60)]
     outage_secs: u64,
+    /// Jobs of 20 s for the progress figure, and the group chats they are spread over.
+    #[arg(long, default_value_t = 200)]
+    progress_jobs: usize,
+    #[arg(long, default_value_t = 20)]
+    progress_chats: usize,
 }
 
 fn default_bin() -> anyhow::Result<PathBuf> {
@@ -160,6 +166,13 @@ async fn main() -> anyhow::Result<()> {
     if run(Which::Outage) {
         let outage = std::time::Duration::from_secs(args.outage_secs);
         figures.extend(scenarios::outage(&bin, outage).await.context("outage")?);
+    }
+    if run(Which::Progress) {
+        figures.extend(
+            scenarios::progress(&bin, args.progress_jobs, args.progress_chats)
+                .await
+                .context("progress")?,
+        );
     }
     print(&figures);
     if let Some(path) = &args.json {

@@ -1,4 +1,6 @@
-//! An in-process webhook receiver: records every delivered text with its arrival time.
+//! An in-process webhook receiver: records every delivered text with its arrival time, and
+//! every edit (a body with `"edit_of"`: the idempotency key of the message it replaces) apart
+//! from them, so the figures that count messages never see an edit.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,16 @@ pub struct Arrival {
     pub key: String,
 }
 
+/// An edit of a delivered message: its new text and when it arrived.
+#[derive(Clone, Debug)]
+pub struct EditArrival {
+    pub text: String,
+    pub at: SystemTime,
+    pub conversation: String,
+    /// The idempotency key of the message it replaces.
+    pub edit_of: String,
+}
+
 /// How the receiver answers while it is down: a status, and a `Retry-After` (seconds).
 #[derive(Clone, Copy, Debug)]
 pub struct Down {
@@ -31,6 +43,7 @@ pub struct Down {
 #[derive(Default)]
 struct Shared {
     arrivals: Mutex<Vec<Arrival>>,
+    edits: Mutex<Vec<EditArrival>>,
     news: Notify,
     down: Mutex<Option<Down>>,
     refused: Mutex<usize>,
@@ -56,7 +69,16 @@ async fn callback(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     }
     let value = serde_json::from_slice::<Value>(&body).unwrap_or_default();
     let field = |name: &str| value[name].as_str().unwrap_or_default().to_string();
-    if let Ok(mut arrivals) = shared.arrivals.lock() {
+    if value.get("edit_of").is_some() {
+        if let Ok(mut edits) = shared.edits.lock() {
+            edits.push(EditArrival {
+                text: field("text"),
+                at,
+                conversation: field("conversation_id"),
+                edit_of: field("edit_of"),
+            });
+        }
+    } else if let Ok(mut arrivals) = shared.arrivals.lock() {
         arrivals.push(Arrival {
             text: field("text"),
             at,
@@ -104,6 +126,15 @@ impl Receiver {
             .unwrap_or_default()
     }
 
+    /// Edits, in the order they arrived.
+    pub fn edits(&self) -> Vec<EditArrival> {
+        self.shared
+            .edits
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default()
+    }
+
     pub fn count(&self, pred: impl Fn(&Arrival) -> bool) -> usize {
         self.shared
             .arrivals
@@ -114,25 +145,32 @@ impl Receiver {
 
     /// Waits until `pred` holds over the arrivals, at most `timeout`; returns whether it did.
     pub async fn wait(&self, timeout: Duration, pred: impl Fn(&[Arrival]) -> bool) -> bool {
+        self.wait_on(&self.shared.arrivals, timeout, pred).await
+    }
+
+    /// The same over the edits.
+    pub async fn wait_edits(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&[EditArrival]) -> bool,
+    ) -> bool {
+        self.wait_on(&self.shared.edits, timeout, pred).await
+    }
+
+    async fn wait_on<T>(
+        &self,
+        list: &Mutex<Vec<T>>,
+        timeout: Duration,
+        pred: impl Fn(&[T]) -> bool,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let news = self.shared.news.notified();
-            if self
-                .shared
-                .arrivals
-                .lock()
-                .map(|a| pred(&a))
-                .unwrap_or(false)
-            {
+            if list.lock().map(|a| pred(&a)).unwrap_or(false) {
                 return true;
             }
             if tokio::time::timeout_at(deadline, news).await.is_err() {
-                return self
-                    .shared
-                    .arrivals
-                    .lock()
-                    .map(|a| pred(&a))
-                    .unwrap_or(false);
+                return list.lock().map(|a| pred(&a)).unwrap_or(false);
             }
         }
     }
