@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use execrelay::config::{ClientConfig, Config, StoreConfig};
-use execrelay::logging::say;
+use execrelay::logging::{LogFormat, say};
 use execrelay::serve::cli::{self, Cli, Command, ConfigAction};
 
 /// What the subcommand runs, with what it loaded.
@@ -50,7 +50,25 @@ fn main() -> ExitCode {
             }
         },
     };
-    let logs = execrelay::logging::init();
+    // `EXECRELAY_LOG` wins over the file; clients write text.
+    let configured = match &work {
+        Work::Relay(config, _) => config.log.format,
+        Work::Client(_) => LogFormat::Text,
+    };
+    let log_format = match std::env::var(LogFormat::ENV) {
+        Ok(value) => match LogFormat::parse(&value) {
+            Some(format) => format,
+            None => {
+                say(format_args!(
+                    "execrelay: {}: `{value}` is not a log format; write `text` or `json`",
+                    LogFormat::ENV
+                ));
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+        },
+        Err(_) => configured,
+    };
+    let logs = execrelay::logging::init(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

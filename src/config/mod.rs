@@ -68,6 +68,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub outbox: OutboxConfig,
     pub progress: ProgressConfig,
+    pub log: LogConfig,
     pub channels: ChannelsConfig,
     /// The file this was read from; `None`: the built-in defaults.
     #[serde(skip)]
@@ -334,6 +335,37 @@ impl Default for OutboxConfig {
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(300),
             concurrency: 32,
+        }
+    }
+}
+
+/// How the relay writes its log (to stderr).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for a person (and journald).
+    #[default]
+    Text,
+    /// One JSON object a line, with the fields of the spans it happened in (`job_id`,
+    /// `delivery_id`, `channel`, ...) as keys of its own: for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// `EXECRELAY_LOG` (`text` or `json`), which wins over the config file.
+    pub const ENV: &'static str = "EXECRELAY_LOG";
+
+    pub fn parse(text: &str) -> Option<LogFormat> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
         }
     }
 }

@@ -26,6 +26,7 @@ mod inbound;
 mod last_active;
 mod lifecycle;
 mod live_jobs;
+mod logs;
 mod local_chat;
 mod outbox;
 mod retention;

@@ -1,4 +1,5 @@
-//! Logs: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+//! Logs: `tracing` to stderr, filtered by `RUST_LOG` (default `info`), as text for a person or
+//! as one JSON object a line (`[log] format`, `EXECRELAY_LOG`; `json.rs`).
 //!
 //! Logging never stops work. A line is handed to a writer thread through a bounded queue:
 //! a reader that stalls (a paused pager, a stuck pipe) costs lines, never a task's progress,
@@ -12,6 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
+
+pub use crate::config::LogFormat;
+
+mod json;
 
 /// Lines waiting for a slow stderr before new ones are dropped.
 const QUEUE: usize = 1024;
@@ -30,7 +35,7 @@ enum Line {
     Flush,
 }
 
-pub fn init() -> LogGuard {
+pub fn init(format: LogFormat) -> LogGuard {
     let (queue, lines) = std::sync::mpsc::sync_channel(QUEUE);
     let (flushed_tx, flushed) = std::sync::mpsc::channel();
     let dropped = Arc::new(AtomicU64::new(0));
@@ -44,16 +49,31 @@ pub fn init() -> LogGuard {
         // Without its thread, a line goes straight to stderr (and may wait on it).
         direct: started.is_err(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(move || writer.clone())
-        .log_internal_errors(false)
-        // Colour for a person at a terminal; plain text for files and journald.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(move || writer.clone())
+            .log_internal_errors(false)
+            // Colour for a person at a terminal; plain text for files and journald.
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+        LogFormat::Json => {
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(json::SpanFieldsLayer)
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .event_format(json::JsonLines)
+                        .with_writer(move || writer.clone())
+                        .log_internal_errors(false),
+                )
+                .init();
+        }
+    }
     LogGuard { queue, flushed }
 }
 
