@@ -6,6 +6,7 @@
 //!     cargo build --release && cargo run --release -p execrelay-bench -- all --json bench.json
 
 mod forger;
+mod progress;
 mod receiver;
 mod relay;
 mod scenarios;
@@ -169,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if run(Which::Progress) {
         figures.extend(
-            scenarios::progress(&bin, args.progress_jobs, args.progress_chats)
+            progress::progress(&bin, args.progress_jobs, args.progress_chats)
                 .await
                 .context("progress")?,
         );
