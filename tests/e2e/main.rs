@@ -27,6 +27,7 @@ mod last_active;
 mod lifecycle;
 mod live_jobs;
 mod local_chat;
+mod metrics;
 mod outbox;
 mod retention;
 mod secrets;
