@@ -12,6 +12,7 @@ pub mod data_dir;
 pub mod deliver;
 pub mod ingest;
 pub mod logging;
+pub mod metrics;
 pub mod relay;
 pub mod run;
 pub mod serve;

@@ -141,6 +141,8 @@ pub struct Stages {
 
 /// Runs the relay until SIGTERM or SIGINT: [`build`], then [`serve`].
 pub async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    // Before anything counts: what the stages record from here on shows at `GET /metrics`.
+    crate::serve::metrics::install();
     let stages = build(config).await?;
     serve(stages, ready_file).await
 }

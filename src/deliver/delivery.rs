@@ -167,7 +167,9 @@ async fn deliver(
             tracing::info!(new_chat_id = %chat_id, "the chat moved; sending to its new id")
         }
     }
-    if matches!(outcome, SendOutcome::Delivered { .. }) {
+    crate::metrics::delivery(&chunk.route.channel, &outcome);
+    let delivered = matches!(outcome, SendOutcome::Delivered { .. });
+    if delivered {
         crate::util::failpoint::hit(crate::util::failpoint::CHUNK_SENT);
         if chunk.index + 1 < chunk.count {
             crate::util::failpoint::hit(crate::util::failpoint::MID_MESSAGE);
@@ -183,6 +185,9 @@ async fn deliver(
         (now_ms(), jitter()),
     );
     record_outcome(&store, &chunk, settled, &unrecorded).await;
+    if let Some(exited) = chunk.completion_of_exit.filter(|_| delivered) {
+        crate::metrics::exit_to_message(Duration::from_millis((now_ms() - exited).max(0) as u64));
+    }
     Report {
         signal,
         chat: chunk.route.chat_id,

@@ -88,6 +88,20 @@ impl Reason {
     }
 
     /// The seed bug: a reason outside this list was skipped by an empty HEARTBEAT.md.
+    /// The reason without its name (`hook`, not `hook:deploy`): a label with few values.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reason::Retry => "retry",
+            Reason::Interval => "interval",
+            Reason::Other(_) => "other",
+            Reason::ExecEvent => "exec-event",
+            Reason::Wake => "wake",
+            Reason::Manual => "manual",
+            Reason::Hook(_) => "hook",
+            Reason::Cron(_) => "cron",
+        }
+    }
+
     pub fn bypasses_empty_file_guard(&self) -> bool {
         matches!(
             self,
@@ -170,6 +184,17 @@ impl WakeQueue {
                     .map(|(reason, _)| (session, reason))
             })
             .collect()
+    }
+}
+
+/// What a run came to, as `execrelay_heartbeat_runs_total` labels it.
+fn run_label(ran: &Result<RunResult, StoreError>) -> &'static str {
+    match ran {
+        Ok(RunResult::Delivered { .. }) => "delivered",
+        Ok(RunResult::Skipped(_)) => "skipped",
+        Ok(RunResult::Nothing) => "nothing",
+        Ok(RunResult::Raced) => "raced",
+        Err(_) => "failed",
     }
 }
 
@@ -312,7 +337,9 @@ impl HeartbeatRunner {
                         async move {
                             // A failed or raced run asks again with its own reason, so an
                             // exec-event is never left to a guarded scheduled run.
-                            match runner.run_once(&key, &reason).await {
+                            let ran = runner.run_once(&key, &reason).await;
+                            crate::metrics::heartbeat_run(reason.kind(), run_label(&ran));
+                            match ran {
                                 Ok(RunResult::Raced) => Some(reason),
                                 Ok(result) => {
                                     tracing::debug!(?result, "heartbeat run");

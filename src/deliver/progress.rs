@@ -214,6 +214,7 @@ impl ProgressLane {
                     let outcome = tokio::time::timeout(EDIT_TIMEOUT, channel.edit(edit))
                         .await
                         .unwrap_or_else(|_| EditOutcome::Transient("the edit timed out".into()));
+                    crate::metrics::progress_edit(&target.route.channel, &outcome);
                     Finished {
                         job_id,
                         chat,

@@ -21,7 +21,7 @@ use crate::deliver::heartbeat::{Heartbeat, Reason};
 use crate::deliver::outbox::Outbox;
 use crate::ingest::presses::Presses;
 use crate::run::jobs::Redactor;
-use crate::store::{InboundRecord, InboundResult, Store};
+use crate::store::{InboundRecord, InboundResult, Store, StoreError};
 use crate::util::log_throttle::LogThrottle;
 use crate::util::once_per_key::OncePerKey;
 
@@ -193,9 +193,11 @@ impl InboundHandler {
         if addressed_to_another_bot(&message.text) {
             // `/cmd@otherbot`: another bot's business, on every channel (an adapter that knows
             // our own name passes `/cmd@us` on as `/cmd`).
+            crate::metrics::inbound(&channel, "ignored");
             return Ok((Accepted::Stored, None));
         }
         if !self.access.is_allowed(&channel, &message.sender_id) {
+            crate::metrics::inbound(&channel, "unauthorized");
             // A busy group full of strangers (or bots) must not flood the log.
             if let Some(held_back) = self.refusals_logged.admit() {
                 tracing::warn!(sender = %sender, held_back, "refused a message from a sender not in [access] allow");
@@ -219,6 +221,7 @@ impl InboundHandler {
             return Ok((Accepted::Stored, None));
         }
         if message.forwarded {
+            crate::metrics::inbound(&channel, "forwarded");
             // Someone else's words: run as the forwarder's, anyone who gets a message
             // forwarded to the bot by an allowed user would run commands. Nothing is stored;
             // a direct chat is told why.
@@ -245,7 +248,9 @@ impl InboundHandler {
             platform_message_id: message.platform_message_id,
             sent_at_ms: message.sent_at_ms,
         };
-        match self.store.accept_inbound(record).await {
+        let stored = self.store.accept_inbound(record).await;
+        crate::metrics::inbound(&channel, inbound_result(&stored));
+        match stored {
             Ok(InboundResult::Duplicate { inbox_id }) => Ok((Accepted::Duplicate, inbox_id)),
             Ok(InboundResult::Stored {
                 inbox_id,
@@ -270,6 +275,16 @@ impl InboundHandler {
             }
             Err(error) => Err(SinkError::Unavailable(error.to_string())),
         }
+    }
+}
+
+/// What storing a message came to, as `execrelay_inbound_total` labels it.
+fn inbound_result(stored: &Result<InboundResult, StoreError>) -> &'static str {
+    match stored {
+        Ok(InboundResult::Duplicate { .. }) => "duplicate",
+        Ok(InboundResult::Stored { .. }) => "stored",
+        Err(error) if error.is_disk_full() => "refused",
+        Err(_) => "error",
     }
 }
 

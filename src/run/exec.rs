@@ -159,6 +159,7 @@ impl ExecRuntime {
     /// Starts a job whose ledger row is committed; returns at once, the job runs on.
     pub fn start(&self, job: JobRecord) {
         self.inner.running.fetch_add(1, Ordering::SeqCst);
+        crate::metrics::job_started();
         self.track(&job.id, Some(Supervisor::Starting));
         let runtime = self.clone();
         let span = tracing::info_span!("job", job_id = %job.id);
@@ -410,6 +411,7 @@ impl ExecRuntime {
             }
         }
         inner.running.fetch_sub(1, Ordering::SeqCst);
+        crate::metrics::job_finished(outcome.state().as_str(), duration);
         tracing::info!(state = outcome.state().as_str(), "job finished");
         // Even when this call found the job already final (an earlier attempt committed but
         // reported an error), the event may still wait: the wake is only a hint, ask anyway.

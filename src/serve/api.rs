@@ -1,6 +1,6 @@
 //! The local HTTP API and the generic webhook's inbound endpoint.
 //!
-//! `/healthz` is open; `/v1/*` requires `Authorization: Bearer <token>`: `http.api_token`, or
+//! `/healthz` is open; `/v1/*` and `/metrics` require `Authorization: Bearer <token>`: `http.api_token`, or
 //! the token generated into the data directory, which only the relay's user (and root) can
 //! read (and then only local, non-browser clients are answered); `/webhook` is authenticated
 //! by its HMAC signature instead. Handlers translate HTTP to calls on the store,
@@ -98,6 +98,9 @@ pub fn router(state: ApiState) -> Router {
         // The token first: no body is read for a client that has none.
         .layer(middleware::from_fn(read_body_within))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
     let mut signed = Router::new().route("/webhook", post(webhook));
     if let Some((path, _)) = &state.feishu {
         signed = signed.route(path, post(feishu_events));
@@ -106,10 +109,26 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
         .merge(signed.layer(middleware::from_fn(read_body_within)))
         .nest("/v1", v1)
+        .merge(metrics)
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), pace_refusals))
         .with_state(state)
+}
+
+/// The Prometheus text format (`serve::metrics`), with the same token as `/v1/*`.
+async fn metrics(State(state): State<ApiState>) -> Response {
+    match crate::serve::metrics::render(&state.store).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(err) => store_error(err),
+    }
 }
 
 /// Nothing here: as cheap to ask again as a forged webhook, so paced like one.
@@ -208,6 +227,9 @@ async fn feishu_events(State(state): State<ApiState>, headers: HeaderMap, body: 
         Err(err) => {
             if let Some(held_back) = state.rejections.admit() {
                 tracing::warn!(error = %err, held_back, "feishu: rejected a request");
+            }
+            if err.http_status() == 401 {
+                crate::metrics::signature_failure("feishu");
             }
             let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
             error(status, err.to_string())
@@ -315,6 +337,9 @@ async fn webhook(State(state): State<ApiState>, headers: HeaderMap, body: Body) 
         Err(err) => {
             if let Some(held_back) = state.rejections.admit() {
                 tracing::warn!(error = %err, held_back, "webhook: rejected a request");
+            }
+            if err.http_status() == 401 {
+                crate::metrics::signature_failure("webhook");
             }
             let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
             return error(status, err.to_string());

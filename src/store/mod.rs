@@ -265,6 +265,10 @@ pub trait Backend: Send + Sync {
 
     async fn counts(&self) -> Result<Counts, StoreError>;
 
+    /// Per channel with messages pending, when the oldest of them was written (`GET /metrics`
+    /// shows its age).
+    async fn oldest_pending(&self) -> Result<Vec<(String, Millis)>, StoreError>;
+
     // ----- progress -----
     /// Jobs whose acknowledgement (delivered, sent with buttons) may still be edited with
     /// their progress: not marked done, started before `started_before`, running or ended.

@@ -739,3 +739,39 @@ async fn the_store_reads_the_time_from_its_clock() {
         "the lease ran out"
     );
 }
+
+/// What `GET /metrics` reads: each channel's oldest pending message, and a completion's last
+/// chunk carrying its job's exit (an acknowledgement's, or an earlier chunk, none).
+#[tokio::test]
+async fn a_completion_s_last_chunk_carries_its_job_s_exit() {
+    let (_dir, store) = open();
+    stored_job(&store, "j1", "user:webhook:alice").await;
+    store.finish_job("j1", exit_ok(), None, 100).await.unwrap();
+    let ack = NewOutbox {
+        kind: "ack",
+        job_id: Some("j1".into()),
+        ..reply("b", &["started job j1"])
+    };
+    let completion = NewOutbox {
+        kind: "events",
+        job_id: Some("j1".into()),
+        ..reply("a", &["exec finished: 1/2", "2/2"])
+    };
+    store.enqueue_outbox(vec![ack, completion]).await.unwrap();
+    let oldest = store.oldest_pending().await.unwrap();
+    assert_eq!(oldest.len(), 1, "{oldest:?}");
+    assert_eq!(oldest[0].0, "webhook");
+
+    let heads = store.claim_due("webhook", 10, 60_000).await.unwrap();
+    assert_eq!(heads.len(), 2, "each chat's head");
+    assert!(heads.iter().all(|c| c.completion_of_exit.is_none()));
+    for chunk in &heads {
+        mark_sent(&store, chunk).await;
+    }
+    let last = store.claim_due("webhook", 10, 60_000).await.unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].index, 1);
+    assert_eq!(last[0].completion_of_exit, Some(exit_ok().finished_at));
+    mark_sent(&store, &last[0]).await;
+    assert!(store.oldest_pending().await.unwrap().is_empty());
+}

@@ -254,6 +254,9 @@ pub struct ClaimedChunk {
     pub moves: u32,
     /// The message's buttons, when this is its last chunk.
     pub buttons: Vec<Button>,
+    /// When the job exited, if this is the last chunk of its completion (what
+    /// `execrelay_exit_to_message_seconds` measures to).
+    pub completion_of_exit: Option<Millis>,
 }
 
 #[derive(Debug, Clone)]

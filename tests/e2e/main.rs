@@ -28,6 +28,7 @@ mod lifecycle;
 mod live_jobs;
 mod local_chat;
 mod logs;
+mod metrics;
 mod outbox;
 mod retention;
 mod secrets;

@@ -181,11 +181,16 @@ fn run_writer(conn: Connection, receiver: mpsc::Receiver<Op>) {
         }
         let commit = match aborted {
             Some(error) => Err(error),
-            None => conn
-                .prepare_cached("COMMIT")
-                .and_then(|mut commit| commit.execute([]))
-                .map(|_| ())
-                .map_err(StoreError::from),
+            None => {
+                let started = std::time::Instant::now();
+                let commit = conn
+                    .prepare_cached("COMMIT")
+                    .and_then(|mut commit| commit.execute([]))
+                    .map(|_| ())
+                    .map_err(StoreError::from);
+                crate::metrics::store_commit(started.elapsed());
+                commit
+            }
         };
         match &commit {
             Err(error) => {

@@ -430,6 +430,10 @@ impl Backend for SqliteStore {
     async fn counts(&self) -> Result<Counts, StoreError> {
         self.engine.read(status::counts).await
     }
+
+    async fn oldest_pending(&self) -> Result<Vec<(String, Millis)>, StoreError> {
+        self.engine.read(status::oldest_pending).await
+    }
 }
 
 #[cfg(test)]

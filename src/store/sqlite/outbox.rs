@@ -90,14 +90,21 @@ pub(super) fn claim(
     )?;
     let mut message = conn.prepare_cached(
         "SELECT key, route, (SELECT COUNT(*) FROM outbox_chunks n WHERE n.outbox_id = o.id),
-                buttons
+                buttons,
+                (SELECT j.finished_at FROM jobs j WHERE j.id = o.job_id AND o.kind = 'events')
          FROM outbox o WHERE o.id = ?1",
     )?;
     let mut claimed = Vec::with_capacity(leased.len());
     for (outbox_id, index, text, attempts, moves) in leased {
-        let (key, route, count, buttons): (String, String, i64, Option<String>) = message
-            .query_row([outbox_id], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        let (key, route, count, buttons, exited): (String, String, i64, Option<String>, _) =
+            message.query_row([outbox_id], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get::<_, Option<Millis>>(4)?,
+                ))
             })?;
         // Buttons sit under a message's last chunk.
         let buttons = match buttons {
@@ -114,6 +121,7 @@ pub(super) fn claim(
             text,
             attempts: attempts as u32,
             moves: moves as u32,
+            completion_of_exit: exited.filter(|_| index + 1 == count),
         });
     }
     // RETURNING names no order: the oldest message first, as the claim chose them.

@@ -47,6 +47,18 @@ pub(super) fn completion_status(
         .optional()?)
 }
 
+/// Per channel, the creation time of its oldest pending message (through `outbox_pending`:
+/// proportional to what is pending, not to history).
+pub(super) fn oldest_pending(conn: &Connection) -> Result<Vec<(String, Millis)>, StoreError> {
+    collect_rows(
+        conn,
+        "SELECT channel, MIN(created_at) FROM outbox WHERE state = 'pending'
+         GROUP BY channel ORDER BY channel",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+}
+
 pub(super) fn counts(conn: &Connection) -> Result<Counts, StoreError> {
     let count = |sql: &str| -> Result<i64, StoreError> {
         Ok(conn.prepare_cached(sql)?.query_row([], |row| row.get(0))?)
