@@ -227,3 +227,37 @@ fn doctor_names_an_unreachable_callback_url() {
         "cannot reach the receiver",
     );
 }
+
+#[test]
+fn doctor_names_a_discord_bot_without_the_message_content_intent() {
+    let (rx, dc) = (Receiver::start(), FakeDiscord::start());
+    dc.set_application_flags(0);
+    let builder = dc.configure(Relay::builder(&rx));
+    let (code, document, stdout) = doctor_on(&builder, 0o700);
+    assert_only_failure(
+        code,
+        &document,
+        "channel discord",
+        "Message Content intent is off",
+    );
+    assert_no_secret(&stdout);
+}
+
+#[test]
+fn doctor_names_a_receiver_that_refuses_the_signature() {
+    let rx = Receiver::start();
+    let builder = Relay::builder(&rx).set(
+        "channels.webhook",
+        "secret",
+        &toml_str("another-secret-than-the-receivers"),
+    );
+    let (code, document, stdout) = doctor_on(&builder, 0o700);
+    assert_only_failure(
+        code,
+        &document,
+        "channel webhook",
+        "refused the probe's signature",
+    );
+    assert!(!stdout.contains("another-secret"), "{stdout}");
+    assert_eq!(rx.probes(), 0);
+}
