@@ -89,10 +89,7 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 /// the relay user's alone at every start: its folders 0700, the database's files 0600.
 pub(crate) fn make_private(store: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-    let dir = match store.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
+    let dir = data_dir_of(store);
     let private = |path: &Path, mode: u32| -> std::io::Result<()> {
         match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -105,23 +102,17 @@ pub(crate) fn make_private(store: &Path) -> std::io::Result<()> {
             .mode(0o700)
             .create(dir)?;
     }
-    let jobs = dir.join("jobs");
+    let paths = private_paths(store);
     // Made private only if it is ours: another user who planted the folder, a file in it or a
     // symlink there would keep a way in (their own chmod, a token they chose).
-    let mut owned = vec![dir.to_path_buf(), jobs.clone(), dir.join("webhook.secret")];
-    owned.push(api_token_path(dir));
-    owned.extend(
-        ["", "-wal", "-shm", ".lock"]
-            .map(|suffix| PathBuf::from(format!("{}{suffix}", store.display()))),
-    );
-    for path in &owned {
+    for (path, _) in &paths {
         ours(path)?;
     }
     private(dir, 0o700)?;
+    let jobs = dir.join("jobs");
     if !jobs.exists() {
         std::fs::DirBuilder::new().mode(0o700).create(&jobs)?;
     }
-    private(&jobs, 0o700)?;
     // Made private before SQLite first opens it: its WAL and shared-memory files take the
     // database's mode when SQLite creates them.
     if !store.exists() {
@@ -131,14 +122,68 @@ pub(crate) fn make_private(store: &Path) -> std::io::Result<()> {
             .mode(0o600)
             .open(store)?;
     }
-    for suffix in ["", "-wal", "-shm", ".lock"] {
-        private(
-            &PathBuf::from(format!("{}{suffix}", store.display())),
-            0o600,
-        )?;
+    for (path, mode) in &paths {
+        private(path, *mode)?;
     }
-    private(&dir.join("webhook.secret"), 0o600)?;
-    private(&api_token_path(dir), 0o600)
+    Ok(())
+}
+
+/// The folder the store lives in.
+fn data_dir_of(store: &Path) -> &Path {
+    match store.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// What [`make_private`] keeps the relay user's alone, with the mode it gives each: the data
+/// directory and its jobs folder 0700, the database's files and the kept secrets 0600.
+fn private_paths(store: &Path) -> Vec<(PathBuf, u32)> {
+    let dir = data_dir_of(store);
+    let mut paths = vec![(dir.to_path_buf(), 0o700), (dir.join("jobs"), 0o700)];
+    paths.extend(
+        ["", "-wal", "-shm", ".lock"]
+            .map(|suffix| (PathBuf::from(format!("{}{suffix}", store.display())), 0o600)),
+    );
+    paths.push((dir.join("webhook.secret"), 0o600));
+    paths.push((api_token_path(dir), 0o600));
+    paths
+}
+
+/// What [`make_private`] would refuse or change, changing nothing (`execrelay doctor`): for
+/// each path of the data directory that is not this user's, is a symlink, or that other users
+/// may use, what is wrong and what to do. Empty: all private (or not made yet).
+pub fn not_private(store: &Path) -> Vec<(String, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    for (path, mode) in private_paths(store) {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if let Err(error) = ours(&path) {
+            found.push((
+                error.to_string(),
+                format!(
+                    "remove or chown {}, or choose another store.path",
+                    path.display()
+                ),
+            ));
+        } else if meta.permissions().mode() & 0o077 != 0 {
+            found.push((
+                format!(
+                    "{} is {:04o}: other users may {} it",
+                    path.display(),
+                    meta.permissions().mode() & 0o7777,
+                    if meta.is_dir() { "enter" } else { "read" }
+                ),
+                format!(
+                    "chmod {mode:o} {} (the relay does it at its next start)",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    found
 }
 
 /// `path`, if it exists, is this process's user's own and no symlink.
@@ -175,7 +220,7 @@ fn ours(path: &Path) -> std::io::Result<()> {
 pub(crate) fn lock_store(store: &Path) -> anyhow::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
-    let path = PathBuf::from(format!("{}.lock", store.display()));
+    let path = lock_path(store);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -198,6 +243,31 @@ pub(crate) fn lock_store(store: &Path) -> anyhow::Result<std::fs::File> {
         return Err(error).with_context(|| format!("cannot lock {}", path.display()));
     }
     Ok(file)
+}
+
+fn lock_path(store: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.lock", store.display()))
+}
+
+/// Whether a relay runs on `store` now: it holds the lock [`lock_store`] takes. Tested with a
+/// shared lock, taken and let go at once (a relay starting in that instant would stop as if
+/// another one ran). No lock file: no relay ever started on it.
+pub fn relay_running(store: &Path) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let file = match std::fs::File::open(lock_path(store)) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(error) => return Err(error),
+    };
+    // SAFETY: flock(2) on a descriptor this function owns; closing it lets the lock go.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+        return Ok(false);
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Ok(true);
+    }
+    Err(error)
 }
 
 /// "Is there room for another job?": the data directory's filesystem keeps `min_free` for

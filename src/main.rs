@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             action: ConfigAction::Check,
         } => return config_check(config_path),
         Command::Backup { path } => return backup(config_path, path),
+        Command::Doctor { json } => return ExitCode::from(cli::doctor::run(config_path, *json)),
         Command::Run { ready_file } => match Config::load(config_path) {
             Ok(config) => Work::Relay(Box::new(config), ready_file.clone()),
             Err(error) => {

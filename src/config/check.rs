@@ -302,7 +302,7 @@ pub(crate) fn check_secrets(config: &Config, found: &mut Findings<'_>) {
         }
     }
     let c = &config.channels;
-    if config.http.api_token.is_none() && !config.http.listen.ip().is_loopback() {
+    if config.http.exposed_without_token() {
         found.error(
             "http.listen",
             format!(

@@ -122,6 +122,14 @@ pub struct HttpConfig {
     pub api_token_file: Option<PathBuf>,
 }
 
+impl HttpConfig {
+    /// The API would be reachable from other machines with no token of the operator's
+    /// choosing: the relay refuses to start so (`config check`), and `doctor` says it.
+    pub fn exposed_without_token(&self) -> bool {
+        self.api_token.is_none() && !self.listen.ip().is_loopback()
+    }
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {

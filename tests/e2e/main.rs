@@ -17,6 +17,7 @@ mod core_flow;
 mod crash;
 mod discord;
 mod disk_full;
+mod doctor;
 mod duplicate;
 mod fakes_self_test;
 mod feishu;

@@ -267,6 +267,18 @@ pub fn key_within(key: &str, max_chars: usize) -> &str {
         .map_or("", |(at, _)| &key[at..])
 }
 
+/// What [`Channel::check`] found: whether the channel's credentials and settings work as the
+/// platform sees them now (`execrelay doctor` shows it). Every text is free of secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// It works: what was checked and what the platform said (the bot's name, ...).
+    Ok(String),
+    /// It works, but something may not: what, and what to do about it.
+    Warn { problem: String, fix: String },
+    /// It does not work: what failed, and what to do about it.
+    Failed { problem: String, fix: String },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
     #[error("{0}")]
@@ -304,6 +316,14 @@ pub trait Channel: Send + Sync {
     ) -> Result<(), ChannelError> {
         let _ = (sink, stop);
         Ok(())
+    }
+
+    /// Checks with the platform that the channel's credentials really work, as the platform
+    /// answers a harmless call (Telegram's `getMe`, Discord's `GET /users/@me`, Feishu's tenant
+    /// token, a signed probe to the webhook receiver), without sending anyone a message. Must
+    /// not retry by itself and must never show a secret. By default there is nothing to check.
+    async fn check(&self) -> CheckOutcome {
+        CheckOutcome::Ok("nothing to check".into())
     }
 }
 

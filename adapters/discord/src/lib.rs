@@ -26,6 +26,7 @@
 //! does, access control.
 
 mod backfill;
+mod check;
 mod config;
 mod edit;
 mod errors;
@@ -34,6 +35,7 @@ mod outbound;
 mod press;
 mod rest;
 
+pub use check::{GATEWAY_MESSAGE_CONTENT, GATEWAY_MESSAGE_CONTENT_LIMITED};
 pub use config::{DEFAULT_API_BASE, DiscordConfig};
 pub use edit::classify_edit;
 pub use errors::{DiscordError, redact};

@@ -14,8 +14,8 @@ use crate::errors::{DiscordError, redact};
 use crate::inbound::Handler;
 use crate::rest::{Rest, http_client};
 use execrelay_channel::{
-    CancellationToken, Channel, ChannelError, Edit, EditOutcome, InboundSink, OutboundChunk,
-    SendOutcome, TextLimit, TextUnit,
+    CancellationToken, Channel, ChannelError, CheckOutcome, Edit, EditOutcome, InboundSink,
+    OutboundChunk, SendOutcome, TextLimit, TextUnit,
 };
 use serde_json::{Value, json};
 use serenity::all::{ClientBuilder, GatewayIntents, HttpBuilder};
@@ -251,6 +251,11 @@ impl Channel for DiscordChannel {
 
     fn limit(&self) -> TextLimit {
         DISCORD_LIMIT
+    }
+
+    /// `GET /users/@me` and the application's Message Content flags (`check.rs`).
+    async fn check(&self) -> CheckOutcome {
+        crate::check::check(&self.rest, &self.config.api_base).await
     }
 
     async fn send(&self, chunk: OutboundChunk<'_>) -> SendOutcome {

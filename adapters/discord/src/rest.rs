@@ -135,6 +135,16 @@ impl Rest {
             .map_err(|error| format!("GET /gateway: {error}"))
     }
 
+    /// `GET {path}` (under `/api/v10`), for the credential check: `/users/@me`,
+    /// `/applications/@me`.
+    pub(crate) async fn get(&self, path: &str) -> Result<Reply, String> {
+        let request = self
+            .client
+            .get(format!("{}{path}", self.api))
+            .header(reqwest::header::AUTHORIZATION, &self.authorization);
+        Self::read(request).await
+    }
+
     /// `POST /channels/{id}/messages` with `body`.
     pub(crate) async fn post_message(
         &self,

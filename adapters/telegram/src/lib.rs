@@ -19,6 +19,7 @@
 //! [`TELEGRAM_LIMIT`]), retries and backoff of sends and edits, pacing of edits, what a press
 //! does, access control, sessions.
 
+mod check;
 mod config;
 mod errors;
 mod inbound;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use execrelay_channel::{
-    Button, CancellationToken, Channel, ChannelError, Edit, EditOutcome, InboundSink,
+    Button, CancellationToken, Channel, ChannelError, CheckOutcome, Edit, EditOutcome, InboundSink,
     MAX_BUTTON_ID_BYTES, OutboundChunk, SendOutcome, TextLimit, TextUnit,
 };
 use teloxide::payloads::{EditMessageTextSetters, SendMessageSetters};
@@ -289,6 +289,16 @@ impl Channel for TelegramChannel {
             Ok(_) => EditOutcome::Edited,
             Err(error) => classify_edit(&error, self.config.token.expose()),
         }
+    }
+
+    /// `getMe` and `getWebhookInfo` with the sending bot (`check.rs`).
+    async fn check(&self) -> CheckOutcome {
+        crate::check::check(
+            &self.sender,
+            self.config.token.expose(),
+            &self.config.api_url,
+        )
+        .await
     }
 
     async fn run_inbound(

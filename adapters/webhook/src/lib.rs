@@ -12,6 +12,7 @@
 //! deduplication, access control or the choice to edit at all (`[channels.webhook] progress`):
 //! those live in the relay.
 
+mod check;
 mod config;
 mod errors;
 #[cfg(feature = "feishu")]
@@ -19,6 +20,7 @@ pub mod feishu;
 mod inbound;
 mod outbound;
 
+pub use check::PROBE_BODY;
 pub use config::{DEFAULT_MAX_CHARS, DEFAULT_MAX_SKEW, WebhookConfig, redact_url};
 pub use errors::WebhookError;
 pub use inbound::{

@@ -8,7 +8,8 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use execrelay_channel::{
-    Button, Channel, Edit, EditOutcome, OutboundChunk, SendOutcome, TextLimit, TextUnit,
+    Button, Channel, CheckOutcome, Edit, EditOutcome, OutboundChunk, SendOutcome, TextLimit,
+    TextUnit,
 };
 use serde::Serialize;
 
@@ -133,7 +134,11 @@ impl WebhookChannel {
     }
 
     /// POSTs `body` to `url`, signed; the HTTP response, or why none came (redacted).
-    async fn post_signed(&self, url: &str, body: Vec<u8>) -> Result<reqwest::Response, String> {
+    pub(crate) async fn post_signed(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, String> {
         let timestamp = now_unix().to_string();
         let signature = sign(self.config.secret.expose(), &timestamp, &body);
         self.client
@@ -251,6 +256,11 @@ impl Channel for WebhookChannel {
             unit: TextUnit::Chars,
             max: self.config.max_chars,
         }
+    }
+
+    /// A signed `{"probe": true}` to the callback URL (`check.rs`).
+    async fn check(&self) -> CheckOutcome {
+        crate::check::probe(self).await
     }
 
     async fn send(&self, chunk: OutboundChunk<'_>) -> SendOutcome {

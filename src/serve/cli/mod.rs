@@ -1,9 +1,10 @@
-//! The command line: `run`, `config check`, the hidden `supervise`, and the clients of a
+//! The command line: `run`, `config check`, `doctor`, the hidden `supervise`, and the clients of a
 //! running relay (`chat`, `jobs`, `notify`, `outbox`, `events`), which speak its HTTP API and
 //! need only its address and API token ([`ClientConfig`]).
 //!
 //! Here: the arguments, the dispatch, the HTTP client and the output helpers; `listings.rs`
-//! the listings and one-shot clients; `chat.rs` the conversation.
+//! the listings and one-shot clients; `chat.rs` the conversation; `doctor.rs` the checks of a
+//! relay's setup.
 //!
 //! Clients print through [`out`]: a reader that goes away (`execrelay jobs | head -2`) ends the
 //! command quietly with status 0, without changing how the process treats SIGPIPE.
@@ -22,6 +23,7 @@ use crate::config::ClientConfig;
 use crate::run::supervisor::SuperviseArgs;
 
 mod chat;
+pub mod doctor;
 mod listings;
 
 use chat::chat;
@@ -59,6 +61,13 @@ pub enum Command {
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+    /// Check that this relay would work: config, data directory, store, supervisor, listener
+    /// and each channel's credentials with its platform; exit 1 when a check fails.
+    Doctor {
+        /// Print the checks as one JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Talk to the running relay as the local user (type /exec ..., see the completion).
     Chat(ChatArgs),
@@ -260,6 +269,7 @@ pub async fn run_client(settings: &ClientConfig, command: &Command) -> anyhow::R
         } => notify(settings, client, text, session.as_deref(), mode).await,
         Command::Run { .. }
         | Command::Backup { .. }
+        | Command::Doctor { .. }
         | Command::Config { .. }
         | Command::Supervise { .. } => {
             bail!("not a client command")

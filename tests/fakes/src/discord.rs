@@ -1,7 +1,9 @@
 //! A fake Discord: the REST API and the gateway that serenity (and our own REST calls) talk
 //! to in the tests.
 //!
-//! REST (`/api/v10`): `GET /gateway` names the fake gateway; `GET /channels/{id}` says whether
+//! REST (`/api/v10`): `GET /gateway` names the fake gateway; `GET /users/@me` the bot user and
+//! `GET /applications/@me` its application, whose `flags` carry the Message Content intent
+//! unless a test sets them otherwise ([`FakeDiscord::set_application_flags`]); `GET /channels/{id}` says whether
 //! a channel is a thread (and its parent); `POST /channels/{id}/messages` records content,
 //! nonce, reference and buttons (components), refuses over 2000 characters or bad components
 //! (400, code 50035), dedupes on `nonce` when `enforce_nonce` is set (as Discord does), and
@@ -51,6 +53,8 @@ pub const TOKEN: &str = "MTAxNTQ2OTAw.e2e-fake.DiscordTokenSecretPart42";
 pub const BOT_ID: u64 = 900;
 pub const GUILD_ID: u64 = 300;
 pub const TEXT_LIMIT: usize = 2000;
+/// The application flag of the Message Content intent (`GATEWAY_MESSAGE_CONTENT`, 1 << 18).
+pub const MESSAGE_CONTENT_FLAG: u64 = 1 << 18;
 const TIMESTAMP: &str = "2026-12-03T07:00:00.000000+00:00";
 const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 
@@ -125,6 +129,8 @@ struct Inner {
     replay_last_on_resume: bool,
     hold_ready: bool,
     held_ready: Option<Value>,
+    /// `GET /applications/@me`'s `flags`.
+    application_flags: u64,
 }
 
 struct Shared {
@@ -154,6 +160,7 @@ impl FakeDiscord {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 next_id: 5000,
+                application_flags: MESSAGE_CONTENT_FLAG,
                 ..Inner::default()
             }),
             gateway_url: format!("ws://{gateway_addr}"),
@@ -172,6 +179,11 @@ impl FakeDiscord {
             shared,
             _server: server,
         }
+    }
+
+    /// `GET /applications/@me` answers these `flags` (0: no privileged intent is on).
+    pub fn set_application_flags(&self, flags: u64) {
+        lock(&self.shared).application_flags = flags;
     }
 
     pub fn api_base(&self) -> String {
@@ -692,6 +704,12 @@ fn route(shared: &Shared, method: &Method, path: &str, query: &str, body: &Value
     let parts: Vec<&str> = path.trim_start_matches("/api/v10/").split('/').collect();
     match (method.as_str(), parts.as_slice()) {
         ("GET", ["gateway"]) => axum::Json(json!({"url": shared.gateway_url})).into_response(),
+        ("GET", ["users", "@me"]) => axum::Json(json!({"id": BOT_ID.to_string(),
+            "username": "execrelay-test", "discriminator": "0", "bot": true}))
+        .into_response(),
+        ("GET", ["applications", "@me"]) => axum::Json(json!({"id": BOT_ID.to_string(),
+            "name": "execrelay-test", "flags": lock(shared).application_flags}))
+        .into_response(),
         ("GET", ["channels", id]) => {
             let Ok(id) = id.parse::<u64>() else {
                 return discord_error(404, 10003, "Unknown Channel");

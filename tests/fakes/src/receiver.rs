@@ -11,7 +11,9 @@
 //! `attempts`, `count` and the [`Platform`] views of sends see sends only, and `respond_next` /
 //! `fail_next` script sends only; edits have `respond_next_edits` / `fail_next_edits`. An edit
 //! of a message the receiver never accepted is answered 404, as a receiver that keeps its
-//! messages would. Presses go the other way: a signed POST of `{"action": <button id>, …}` to
+//! messages would. A verified probe (`{"probe": true}`, what `execrelay doctor` sends) is
+//! answered 200 and counted ([`Receiver::probes`]), never recorded as a message. Presses go
+//! the other way: a signed POST of `{"action": <button id>, …}` to
 //! the relay's `/webhook`, whose answer (`{"ok": true, "answer": …}`) is what the presser sees.
 
 use std::collections::HashMap;
@@ -83,6 +85,8 @@ struct Inner {
     arrived: usize,
     /// What each press's presser was shown, by press id: one entry per answered delivery.
     answers: HashMap<String, Vec<String>>,
+    /// Verified probes answered.
+    probes: usize,
 }
 
 struct Shared {
@@ -117,6 +121,15 @@ impl Receiver {
 
     pub fn callback_url(&self) -> String {
         format!("http://{}/callback", self.addr)
+    }
+
+    /// Verified probes (`{"probe": true}`) answered so far.
+    pub fn probes(&self) -> usize {
+        self.shared
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .probes
     }
 
     /// [`Platform::settings`] with `progress = true`: the relay edits its messages here.
@@ -544,8 +557,19 @@ async fn callback(
 }
 
 fn handle(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> (StatusCode, HeaderMap, String) {
-    let parsed = verify(&shared.secret, headers, body).and_then(|()| parse(body));
+    let verified = verify(&shared.secret, headers, body);
     let mut inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+    if verified.is_ok()
+        && serde_json::from_slice::<Value>(body).is_ok_and(|v| v["probe"] == Value::Bool(true))
+    {
+        inner.probes += 1;
+        return (
+            StatusCode::OK,
+            HeaderMap::new(),
+            r#"{"ok":true}"#.to_string(),
+        );
+    }
+    let parsed = verified.and_then(|()| parse(body));
     let mut delivery = match parsed {
         Ok(d) => d,
         Err(why) => {

@@ -2,7 +2,8 @@
 //!
 //! `POST /bot<token>/<Method>` with JSON bodies, method names matched case-insensitively
 //! (teloxide sends `GetMe`, `SendMessage`). It answers `getMe`, `getWebhookInfo`,
-//! `deleteWebhook`, `setMyCommands`, `getUpdates` (a long poll that honours `offset`: an update
+//! `deleteWebhook` (a webhook is set on cue, [`FakeTelegram::set_webhook`], as another
+//! deployment of the bot would leave it), `setMyCommands`, `getUpdates` (a long poll that honours `offset`: an update
 //! stays queued until a later call's offset confirms it, as on the real API) and `sendMessage`
 //! (recorded with chat id, thread id, text and inline keyboard; over 4096 UTF-16 units is a 400
 //! "message is too long"). Failures on cue: the next sends fail (`Platform::fail_next`: a 429
@@ -112,6 +113,8 @@ struct Inner {
     answers: Vec<Answer>,
     /// The update kinds the bot asked for last (`allowed_updates`); `None`: every kind.
     allowed: Option<Vec<String>>,
+    /// The webhook set on the token (`getWebhookInfo`'s `url`), until `deleteWebhook`.
+    webhook: Option<String>,
 }
 
 impl Inner {
@@ -248,6 +251,12 @@ impl FakeTelegram {
 
     pub fn api_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// A webhook is set on the bot token (by another deployment of the bot): `getWebhookInfo`
+    /// names `url` until `deleteWebhook`.
+    pub fn set_webhook(&self, url: &str) {
+        self.lock().webhook = Some(url.to_string());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -653,9 +662,17 @@ async fn answer(shared: &Shared, method: &str, body: &Value) -> Response {
             "supports_inline_queries": false, "can_connect_to_business": false,
             "has_main_web_app": false,
         })),
-        "getwebhookinfo" => ok(json!({"url": "", "has_custom_certificate": false,
-                                       "pending_update_count": 0})),
-        "deletewebhook" => ok(json!(true)),
+        "getwebhookinfo" => {
+            let url = shared.inner.lock().expect("lock").webhook.clone();
+            ok(
+                json!({"url": url.unwrap_or_default(), "has_custom_certificate": false,
+                      "pending_update_count": 0}),
+            )
+        }
+        "deletewebhook" => {
+            shared.inner.lock().expect("lock").webhook = None;
+            ok(json!(true))
+        }
         "setmycommands" => {
             shared.inner.lock().expect("lock").commands = Some(body["commands"].clone());
             ok(json!(true))

@@ -104,6 +104,13 @@ impl Channel for FeishuBotChannel {
         FEISHU_LIMIT
     }
 
+    /// A custom group bot has no call that posts nothing: its hook is not checked.
+    async fn check(&self) -> execrelay_channel::CheckOutcome {
+        execrelay_channel::CheckOutcome::Ok(
+            "not checked: a custom group bot can only be tried by posting to its group".into(),
+        )
+    }
+
     async fn send(&self, chunk: OutboundChunk<'_>) -> SendOutcome {
         self.pace().await;
         let text = super::defuse_mentions(chunk.text);

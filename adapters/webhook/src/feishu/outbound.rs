@@ -10,7 +10,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use execrelay_channel::{
-    Channel, ChatType, Edit, EditOutcome, OutboundChunk, Secret, SendOutcome, TextLimit, TextUnit,
+    Channel, ChatType, CheckOutcome, Edit, EditOutcome, OutboundChunk, Secret, SendOutcome,
+    TextLimit, TextUnit,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -385,6 +386,21 @@ impl Channel for FeishuChannel {
 
     fn limit(&self) -> TextLimit {
         FEISHU_LIMIT
+    }
+
+    /// A tenant access token, fetched anew: the app's id and secret work.
+    async fn check(&self) -> CheckOutcome {
+        match self.tenant_token().await {
+            Ok(_) => CheckOutcome::Ok(format!(
+                "a tenant access token was obtained for app {}",
+                self.config.app_id
+            )),
+            Err(problem) => CheckOutcome::Failed {
+                problem,
+                fix: "set channels.feishu.app_id and app_secret as the Feishu console shows                       them (Credentials & Basic Info), and check that this machine reaches                       channels.feishu.base_url"
+                    .into(),
+            },
+        }
     }
 
     async fn send(&self, chunk: OutboundChunk<'_>) -> SendOutcome {
