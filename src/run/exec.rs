@@ -222,32 +222,21 @@ impl ExecRuntime {
             )));
         }
         let config = &self.inner.config;
+        let launch = supervisor::SuperviseArgs {
+            job_dir: dir.clone(),
+            shell: config.shell.clone(),
+            workdir: job.cwd.clone().into(),
+            command: String::new(),
+            timeout: config.timeout,
+            grace: config.kill_grace,
+            job_id: job.id.clone(),
+            keep_background: config.keep_background,
+            max_output: config.max_output,
+            run_as: self.inner.run_as,
+        };
         let mut command = tokio::process::Command::new(&self.inner.executable);
         command
-            .arg("supervise")
-            .arg("--job-dir")
-            .arg(&dir)
-            .arg("--job-id")
-            .arg(&job.id)
-            .arg("--shell")
-            .arg(&config.shell)
-            .arg("--workdir")
-            .arg(&job.cwd)
-            .arg("--timeout-ms")
-            .arg(config.timeout.as_millis().to_string())
-            .arg("--grace-ms")
-            .arg(config.kill_grace.as_millis().to_string())
-            .args(config.keep_background.then_some("--keep-background"))
-            .arg("--max-output")
-            .arg(config.max_output.to_string())
-            .args(self.inner.run_as.iter().flat_map(|(uid, gid)| {
-                [
-                    "--uid".to_string(),
-                    uid.to_string(),
-                    "--gid".to_string(),
-                    gid.to_string(),
-                ]
-            }))
+            .args(launch.to_argv())
             // Not the relay's environment: its tokens stay with it.
             .env_clear()
             .envs(self.inner.job_env.iter().map(|(k, v)| (k, v)))

@@ -67,6 +67,39 @@ pub struct SuperviseArgs {
     pub run_as: Option<(u32, u32)>,
 }
 
+impl SuperviseArgs {
+    /// The arguments after `execrelay` that start a supervisor with these settings (the
+    /// relay's for a job, `doctor`'s for its trial job). Not `command`: it is read from the
+    /// job directory, never passed in argv, which every local user can read.
+    pub fn to_argv(&self) -> Vec<std::ffi::OsString> {
+        let mut argv: Vec<std::ffi::OsString> = vec![
+            "supervise".into(),
+            "--job-dir".into(),
+            self.job_dir.clone().into(),
+            "--job-id".into(),
+            self.job_id.clone().into(),
+            "--shell".into(),
+            self.shell.clone().into(),
+            "--workdir".into(),
+            self.workdir.clone().into(),
+            "--timeout-ms".into(),
+            self.timeout.as_millis().to_string().into(),
+            "--grace-ms".into(),
+            self.grace.as_millis().to_string().into(),
+            "--max-output".into(),
+            self.max_output.to_string().into(),
+        ];
+        if self.keep_background {
+            argv.push("--keep-background".into());
+        }
+        if let Some((uid, gid)) = self.run_as {
+            argv.extend(["--uid".into(), uid.to_string().into()]);
+            argv.extend(["--gid".into(), gid.to_string().into()]);
+        }
+        argv
+    }
+}
+
 static TERM_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sigterm(_: libc::c_int) {

@@ -345,8 +345,6 @@ pub struct Counts {
     pub queued_events: i64,
     pub pending_deliveries: i64,
     pub dead_deliveries: i64,
-    /// When the oldest pending delivery was queued; `None`: nothing pending.
-    pub oldest_pending_at: Option<Millis>,
     /// Queued events that wait for a target, by why (`no-route`, a channel not enabled, …).
     pub blocked_events: Vec<(String, i64)>,
 }

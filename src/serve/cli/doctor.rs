@@ -354,9 +354,13 @@ async fn store(config: &Config) -> Check {
             );
         }
     };
-    let waited = counts
-        .oldest_pending_at
-        .map(|at| Duration::from_millis(now_ms().saturating_sub(at).max(0) as u64));
+    // Per channel, as `/metrics` shows it; the oldest of all here.
+    let oldest = store
+        .oldest_pending()
+        .await
+        .ok()
+        .and_then(|per_channel| per_channel.into_iter().map(|(_, at)| at).min());
+    let waited = oldest.map(|at| Duration::from_millis(now_ms().saturating_sub(at).max(0) as u64));
     let blocked: i64 = counts.blocked_events.iter().map(|(_, n)| n).sum();
     let detail = format!(
         "writable; {} pending deliveries{}, {} dead letters, {} running jobs, {} queued events \
@@ -450,30 +454,20 @@ fn try_supervisor(exec: &crate::config::ExecConfig) -> Result<String, (String, S
             "run execrelay by its path",
         )
     })?;
+    let launch = crate::run::supervisor::SuperviseArgs {
+        job_dir: dir.0.clone(),
+        shell: exec.shell.clone(),
+        workdir: workdir.clone(),
+        command: String::new(),
+        timeout: SUPERVISOR_TIMEOUT,
+        grace: Duration::from_secs(1),
+        job_id: "doctor".into(),
+        keep_background: false,
+        max_output: exec.max_output,
+        run_as: run_as.as_ref().map(|account| (account.uid, account.gid)),
+    };
     let mut command = std::process::Command::new(executable);
-    command
-        .arg("supervise")
-        .arg("--job-dir")
-        .arg(&dir.0)
-        .arg("--job-id")
-        .arg("doctor")
-        .arg("--shell")
-        .arg(&exec.shell)
-        .arg("--workdir")
-        .arg(&workdir)
-        .arg("--timeout-ms")
-        .arg(SUPERVISOR_TIMEOUT.as_millis().to_string())
-        .arg("--grace-ms")
-        .arg("1000")
-        .arg("--max-output")
-        .arg(exec.max_output.to_string());
-    if let Some(account) = &run_as {
-        command
-            .arg("--uid")
-            .arg(account.uid.to_string())
-            .arg("--gid")
-            .arg(account.gid.to_string());
-    }
+    command.args(launch.to_argv());
     command
         .env_clear()
         .envs(crate::run::job_env::job_environment(

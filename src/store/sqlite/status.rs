@@ -68,9 +68,6 @@ pub(super) fn counts(conn: &Connection) -> Result<Counts, StoreError> {
         queued_events: count("SELECT COUNT(*) FROM events WHERE state = 'queued'")?,
         pending_deliveries: count("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")?,
         dead_deliveries: count("SELECT COUNT(*) FROM outbox WHERE state = 'dead'")?,
-        oldest_pending_at: conn
-            .prepare_cached("SELECT MIN(created_at) FROM outbox WHERE state = 'pending'")?
-            .query_row([], |row| row.get(0))?,
         blocked_events: collect_rows(
             conn,
             "SELECT blocked, COUNT(*) FROM events
