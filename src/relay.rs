@@ -368,6 +368,7 @@ async fn start_and_serve(
         heartbeat: stages.heartbeat,
         outbox: stages.outbox,
         local: stages.local,
+        exec: stages.exec.clone(),
         webhook: stages.webhook,
         feishu: stages.feishu,
         api_token: stages.api_token,
