@@ -122,6 +122,16 @@ fn console_shows_jobs_tail_completion_and_retries_a_dead_letter_in_chromium() {
     });
     browser.screenshot("console-dead-letter", Some("#dead"));
     browser.screenshot("console-channels", Some("#channels"));
+    // The whole page with a job running too (the README's picture, docs/console.png).
+    let running = relay.start_job(
+        &rx,
+        &dm("console-room", "alice", &gated_exec("g4", "later")),
+    );
+    let running_row = format!("#running-rows tr[data-job=\"{}\"]", running.id);
+    browser.wait_text("the third running job", &running_row, |t| {
+        t.contains("Kill")
+    });
+    browser.screenshot("console-overview", None);
     browser.click("#dead-rows button");
     rx.wait_for_message("the retried completion", SOON, |d| {
         is_completion_of(&d.text, &refused.id)
@@ -129,6 +139,8 @@ fn console_shows_jobs_tail_completion_and_retries_a_dead_letter_in_chromium() {
     browser.wait_text("no dead letter left", "#dead-rows", str::is_empty);
     browser.wait_text("the route", "#route-rows", |t| t.contains("console-room"));
     browser.screenshot("console-routes", Some("#routes"));
+    relay.open_gate("g4");
+    browser.wait_text("the third job finished", "#running-rows", str::is_empty);
     browser.screenshot("console", None);
     assert_no_console_errors(&browser);
     let status = browser.text("#status");

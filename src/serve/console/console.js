@@ -8,6 +8,8 @@
   const EVERY_MS = 2000;
   const FINISHED_SHOWN = 20;
   let selectedJob = null;
+  // Until the operator picks a job, the tail follows the newest running one.
+  let pinned = false;
   let timer = null;
   // A finished job's completion, by job id, once its message can change no more.
   const settled = new Map();
@@ -42,6 +44,7 @@
     const td = document.createElement("td");
     td.textContent = text === null || text === undefined ? "" : String(text);
     if (className) td.className = className;
+    if (className === "text") td.title = td.textContent;
     return td;
   }
 
@@ -115,7 +118,7 @@
     const tr = document.createElement("tr");
     tr.dataset.job = job.id;
     if (job.id === selectedJob) tr.className = "selected";
-    tr.addEventListener("click", () => select(job.id));
+    tr.addEventListener("click", () => { pinned = true; select(job.id); });
     tr.append(...cells);
     return tr;
   }
@@ -123,13 +126,13 @@
   async function renderJobs(jobs, now) {
     const running = jobs.filter((j) => j.state === "starting" || j.state === "running");
     const finished = jobs.filter((j) => j.state !== "starting" && j.state !== "running").slice(0, FINISHED_SHOWN);
-    if (!selectedJob && running.length) selectedJob = running[0].id;
+    if ((!selectedJob || !pinned) && running.length) selectedJob = running[0].id;
     replaceRows($("running-rows"), running.map((j) => {
       const kill = cell("");
       kill.append(button("Kill", () => api("/v1/jobs/" + encodeURIComponent(j.id) + "/kill", "POST")));
       return jobRow(j, [
         cell(j.id), cell(j.command, "text"), cell(j.requester),
-        cell(duration(now - (j.started_at || j.created_at))), kill,
+        cell(duration(now - (j.started_at || j.created_at)), "nowrap"), kill,
       ]);
     }));
     $("running-empty").hidden = running.length > 0;
@@ -137,8 +140,8 @@
     replaceRows($("finished-rows"), finished.map((j, i) => jobRow(j, [
       cell(j.id), cell(j.command, "text"),
       cell(outcome(j), j.state === "exited" && j.exit_code === 0 ? "ok" : "bad"),
-      cell(duration(j.finished_at - (j.started_at || j.created_at))),
-      cell(when(j.finished_at)),
+      cell(duration(j.finished_at - (j.started_at || j.created_at)), "nowrap"),
+      cell(when(j.finished_at), "nowrap"),
       cell(completionText(completions[i])),
     ])));
   }
