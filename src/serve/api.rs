@@ -413,6 +413,7 @@ fn delivery_json(delivery: &Option<DeliveryRef>) -> serde_json::Value {
             "channel": d.channel,
             "state": d.state,
             "chunks": d.chunks,
+            "finished_at": d.finished_at,
         }),
         None => serde_json::Value::Null,
     }

@@ -99,7 +99,7 @@ fn console_shows_jobs_tail_completion_and_retries_a_dead_letter_in_chromium() {
     relay.open_gate("g2");
     let done_row = format!("#finished-rows tr[data-job=\"{}\"]", job.id);
     browser.wait_text("the job's completion delivered", &done_row, |t| {
-        t.contains("exit 0") && t.contains("delivered via webhook")
+        t.contains("exit 0") && t.contains("delivered via webhook at ")
     });
     rx.wait_for_message("the completion", SOON, |d| {
         is_completion_of(&d.text, &job.id)
@@ -245,6 +245,13 @@ fn console_assets_have_a_strict_csp_and_no_page_of_another_origin_reads_or_acts_
         "another origin read the API: {tried}"
     );
     assert_eq!(tried["opaque"], "opaque", "{tried}");
+    // The browser said why (which also shows that the console test reads its log for real).
+    let log = browser.console_log();
+    assert!(
+        log.iter()
+            .any(|line| line.starts_with("SEVERE") && line.contains("CORS")),
+        "no CORS refusal in the browser's log: {log:#?}"
+    );
     assert_holds(
         "the job still running after the foreign [Kill]",
         secs(1.0),

@@ -94,7 +94,8 @@
     if (completion.blocked) return "held: " + completion.blocked;
     const d = completion.delivery;
     if (!d) return "event " + completion.event_state;
-    return d.state + " via " + d.channel + " (message " + d.id + ")";
+    const at = d.finished_at ? " at " + when(d.finished_at) : "";
+    return d.state + " via " + d.channel + at + " (message " + d.id + ")";
   }
 
   async function completionOf(job) {
