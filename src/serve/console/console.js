@@ -226,8 +226,12 @@
     }
   }
 
+  let refreshing = false;
+
   async function refresh() {
-    if (!token()) return;
+    // A slow answer never stacks a second round of requests behind it.
+    if (!token() || refreshing) return;
+    refreshing = true;
     try {
       const [jobs, outbox, routes, metrics] = await Promise.all([
         apiJson("/v1/jobs"), apiJson("/v1/outbox"), apiJson("/v1/routes"), api("/metrics"),
@@ -239,6 +243,8 @@
       status("Connected; updated " + new Date().toLocaleTimeString() + ".", false);
     } catch (err) {
       status(err.message, true);
+    } finally {
+      refreshing = false;
     }
   }
 
