@@ -262,3 +262,36 @@ fn console_assets_have_a_strict_csp_and_no_page_of_another_origin_reads_or_acts_
         is_completion_of(&d.text, &job.id)
     });
 }
+
+/// With a configured `http.api_token` the API answers any client that presents it (no
+/// loopback rule), the console's own origin included, and still no other web page.
+#[test]
+fn with_a_configured_token_the_console_is_answered_and_other_pages_are_not() {
+    let rx = Receiver::start();
+    let token = "console-configured-token-5b1e7c";
+    let relay = Relay::builder(&rx)
+        .allow(&["webhook:alice"])
+        .set("http", "api_token", &toml_str(token))
+        .start();
+    let origin = format!("http://{}", relay.addr);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = reqwest::Client::new();
+    let status = |headers: &[(&str, &str)]| {
+        let mut req = client.get(format!("{origin}/v1/jobs")).bearer_auth(token);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        rt.block_on(async move { req.send().await.expect("GET").status().as_u16() })
+    };
+    assert_eq!(status(&[]), 200, "a client that is no web page");
+    assert_eq!(
+        status(&[("Origin", &origin), ("Sec-Fetch-Site", "same-origin")]),
+        200
+    );
+    assert_eq!(status(&[("Origin", "http://127.0.0.1:1")]), 403);
+    assert_eq!(status(&[("Sec-Fetch-Site", "cross-site")]), 403);
+    assert_eq!(status(&[("Origin", "null")]), 403);
+}
