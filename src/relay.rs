@@ -135,7 +135,8 @@ pub struct Stages {
     webhook: Option<Arc<execrelay_webhook::WebhookChannel>>,
     feishu: Option<crate::serve::api::FeishuEndpoint>,
     api_token: execrelay_channel::Secret,
-    /// The API token is the generated one: the API answers local, non-browser clients only.
+    /// The API token is the generated one: the API answers local clients only (and no web
+    /// page but the console).
     local_only: bool,
 }
 
@@ -368,6 +369,7 @@ async fn start_and_serve(
         heartbeat: stages.heartbeat,
         outbox: stages.outbox,
         local: stages.local,
+        exec: stages.exec.clone(),
         webhook: stages.webhook,
         feishu: stages.feishu,
         api_token: stages.api_token,

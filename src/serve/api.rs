@@ -2,7 +2,8 @@
 //!
 //! `/healthz` is open; `/v1/*` and `/metrics` require `Authorization: Bearer <token>`: `http.api_token`, or
 //! the token generated into the data directory, which only the relay's user (and root) can
-//! read (and then only local, non-browser clients are answered); `/webhook` is authenticated
+//! read (and then only local clients are answered); no web page but the relay's own console
+//! (`serve::console`, same origin) is ever answered; `/webhook` is authenticated
 //! by its HMAC signature instead. Handlers translate HTTP to calls on the store,
 //! the inbound sink and the heartbeat; they hold no state of their own. A button press (a
 //! webhook body with `"action"`, a Feishu `card.action.trigger`) goes to
@@ -28,6 +29,8 @@ use crate::deliver::heartbeat::{Heartbeat, Reason};
 use crate::deliver::outbox::Outbox;
 use crate::ingest::inbound::{InboundHandler, LOCAL_USER};
 use crate::ingest::local::LocalChannel;
+use crate::run::exec::ExecRuntime;
+use crate::serve::origin::{is_local_client, is_own_page_or_no_page};
 use crate::store::{DeliveryRef, JobRecord, NewEvent, Revived, Store, StoreError};
 use crate::util::log_throttle::LogThrottle;
 
@@ -41,12 +44,14 @@ pub struct ApiState {
     pub heartbeat: Heartbeat,
     pub outbox: Outbox,
     pub local: Option<Arc<LocalChannel>>,
+    /// For a job's tail and [Kill] (`serve::job_actions`).
+    pub exec: ExecRuntime,
     pub webhook: Option<Arc<WebhookChannel>>,
     /// The path Feishu posts events to, and the channel that verifies them.
     pub feishu: Option<FeishuEndpoint>,
     /// Every `/v1` request presents it: configured, or generated into the data directory.
     pub api_token: Secret,
-    /// The token is the generated one: the API also answers only local, non-browser clients.
+    /// The token is the generated one: the API also answers only clients on this machine.
     pub local_only: bool,
     pub max_queued: usize,
     /// Ends long-lived responses (the chat stream) so that shutdown is not held open.
@@ -84,6 +89,8 @@ pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(get_job))
+        .route("/jobs/{id}/tail", get(crate::serve::job_actions::tail))
+        .route("/jobs/{id}/kill", post(crate::serve::job_actions::kill))
         .route("/inbox/{id}", get(get_inbox))
         .route("/events", get(list_events).post(post_event))
         .route("/events/{id}", delete(drop_event))
@@ -110,6 +117,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(signed.layer(middleware::from_fn(read_body_within)))
         .nest("/v1", v1)
         .merge(metrics)
+        .merge(crate::serve::console::routes())
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), pace_refusals))
@@ -242,11 +250,11 @@ async fn feishu_events() -> Response {
     error(StatusCode::NOT_FOUND, "built without the feishu channel")
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
-fn store_error(err: StoreError) -> Response {
+pub(crate) fn store_error(err: StoreError) -> Response {
     if err.is_disk_full() {
         return error(StatusCode::INSUFFICIENT_STORAGE, err.to_string());
     }
@@ -257,27 +265,6 @@ fn store_error(err: StoreError) -> Response {
     }
     tracing::error!(error = %err, "api: store error");
     error(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
-}
-
-/// Without a token, only requests addressed to a loopback name and sent by no web page: a
-/// browser on this machine must not be able to run commands (DNS rebinding, CSRF).
-fn is_local_non_browser(headers: &HeaderMap) -> bool {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
-        _ => host,
-    };
-    // An address, not a name that merely starts like one (`127.0.0.1.evil.example` resolves
-    // wherever its owner likes).
-    let loopback = name == "localhost"
-        || name == "[::1]"
-        || name
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    loopback && !headers.contains_key(header::ORIGIN)
 }
 
 /// Every answer that refuses a request (4xx: a bad signature or token, a body too large, no
@@ -293,10 +280,16 @@ async fn pace_refusals(State(state): State<ApiState>, request: Request, next: Ne
 }
 
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    if state.local_only && !is_local_non_browser(request.headers()) {
+    if !is_own_page_or_no_page(request.headers()) {
         return error(
             StatusCode::FORBIDDEN,
-            "without http.api_token the API only answers local, non-browser clients",
+            "the API answers no web page but the relay's own console",
+        );
+    }
+    if state.local_only && !is_local_client(request.headers()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "without http.api_token the API only answers local clients",
         );
     }
     let presented = request
@@ -400,6 +393,7 @@ fn job_json(job: &JobRecord) -> serde_json::Value {
     json!({
         "id": job.id,
         "session": job.session,
+        "requester": job.requester,
         "command": job.command,
         "state": job.state.as_str(),
         "exit_code": job.exit_code,
@@ -419,6 +413,7 @@ fn delivery_json(delivery: &Option<DeliveryRef>) -> serde_json::Value {
             "channel": d.channel,
             "state": d.state,
             "chunks": d.chunks,
+            "finished_at": d.finished_at,
         }),
         None => serde_json::Value::Null,
     }
@@ -521,56 +516,6 @@ async fn drop_event(State(state): State<ApiState>, Path(id): Path<i64>) -> Respo
     match state.store.drop_event(id).await {
         Ok(()) => Json(json!({"dropped": id})).into_response(),
         Err(err) => store_error(err),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.insert(name.clone(), value.parse().unwrap());
-        }
-        map
-    }
-
-    #[test]
-    fn tokenless_api_answers_only_local_non_browser_clients() {
-        assert!(is_local_non_browser(&headers(&[(
-            header::HOST,
-            "127.0.0.1:8787"
-        )])));
-        assert!(is_local_non_browser(&headers(&[(
-            header::HOST,
-            "localhost:8787"
-        )])));
-        assert!(is_local_non_browser(&headers(&[(
-            header::HOST,
-            "[::1]:8787"
-        )])));
-        assert!(!is_local_non_browser(&headers(&[(
-            header::HOST,
-            "evil.example:8787"
-        )])));
-        assert!(!is_local_non_browser(&headers(&[(
-            header::HOST,
-            "localhost.evil.example"
-        )])));
-        assert!(!is_local_non_browser(&headers(&[(
-            header::HOST,
-            "127.0.0.1.evil.example:8787"
-        )])));
-        assert!(is_local_non_browser(&headers(&[(
-            header::HOST,
-            "127.0.0.2"
-        )])));
-        assert!(!is_local_non_browser(&headers(&[
-            (header::HOST, "127.0.0.1:8787"),
-            (header::ORIGIN, "http://evil.example"),
-        ])));
-        assert!(!is_local_non_browser(&HeaderMap::new()));
     }
 }
 

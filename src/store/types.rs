@@ -328,6 +328,8 @@ pub struct DeliveryRef {
     pub channel: String,
     pub state: String,
     pub chunks: i64,
+    /// When it was delivered, dead-lettered or dropped; `None` while pending.
+    pub finished_at: Option<Millis>,
 }
 
 /// Where a job's completion is: its event, and the message that carries it once consumed.

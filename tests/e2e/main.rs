@@ -4,6 +4,7 @@
 //! One test binary (style §10). Every test owns its temp dir, relay process and receiver, so the
 //! tests run in parallel. Every wait is bounded and names what it waited for.
 
+mod browser;
 mod cli_process;
 mod fakes;
 mod harness;
@@ -13,6 +14,7 @@ mod chunking;
 mod cli;
 mod config_check;
 mod conformance;
+mod console;
 mod core_flow;
 mod crash;
 mod discord;

@@ -106,7 +106,8 @@ pub(super) fn events_from(
 pub(super) const EVENT_COLUMNS: &str =
     "id, session, context_key, text, origin, wake, blocked, coalesced, created_at";
 
-/// A `DeliveryRef` from the five columns at `at` (id, key, channel, state, chunk count) of a
+/// A `DeliveryRef` from the six columns at `at` (id, key, channel, state, chunk count,
+/// finished_at) of a
 /// LEFT JOIN: `None` when the join found no row.
 pub(super) fn delivery_ref(
     row: &rusqlite::Row<'_>,
@@ -121,5 +122,6 @@ pub(super) fn delivery_ref(
         channel: row.get(at + 2)?,
         state: row.get(at + 3)?,
         chunks: row.get(at + 4)?,
+        finished_at: row.get(at + 5)?,
     }))
 }

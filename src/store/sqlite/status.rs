@@ -10,7 +10,7 @@ pub(super) fn inbox_status(conn: &Connection, id: i64) -> Result<Option<InboxSta
     Ok(conn
         .prepare_cached(
             "SELECT i.processed_at IS NOT NULL, i.job_id, o.id, o.key, o.channel, o.state,
-                    (SELECT COUNT(*) FROM outbox_chunks c WHERE c.outbox_id = o.id)
+                    (SELECT COUNT(*) FROM outbox_chunks c WHERE c.outbox_id = o.id), o.finished_at
              FROM inbox i LEFT JOIN outbox o ON o.id = i.last_reply WHERE i.id = ?1",
         )?
         .query_row([id], |row| {
@@ -31,7 +31,7 @@ pub(super) fn completion_status(
     Ok(conn
         .prepare_cached(
             "SELECT e.id, e.state, e.blocked, o.id, o.key, o.channel, o.state,
-                    (SELECT COUNT(*) FROM outbox_chunks c WHERE c.outbox_id = o.id)
+                    (SELECT COUNT(*) FROM outbox_chunks c WHERE c.outbox_id = o.id), o.finished_at
              FROM event_keys k JOIN events e ON e.id = k.event_id
              LEFT JOIN outbox o ON o.id = e.outbox_id
              WHERE k.context_key = ?1",
