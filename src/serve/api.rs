@@ -90,6 +90,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(get_job))
         .route("/jobs/{id}/tail", get(crate::serve::job_actions::tail))
+        .route(
+            "/jobs/{id}/tail/stream",
+            get(crate::serve::job_actions::tail_stream),
+        )
         .route("/jobs/{id}/kill", post(crate::serve::job_actions::kill))
         .route("/inbox/{id}", get(get_inbox))
         .route("/events", get(list_events).post(post_event))

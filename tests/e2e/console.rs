@@ -295,3 +295,67 @@ fn with_a_configured_token_the_console_is_answered_and_other_pages_are_not() {
     assert_eq!(status(&[("Sec-Fetch-Site", "cross-site")]), 403);
     assert_eq!(status(&[("Origin", "null")]), 403);
 }
+
+/// The live tail the console reads: a line at once, one each time the tail changes, and the
+/// stream ends after the line that shows the job ended; a stranger without the token gets none.
+#[test]
+fn the_live_tail_streams_each_change_until_the_job_ends() {
+    use futures_util::StreamExt;
+
+    let rx = Receiver::start();
+    let relay = Relay::builder(&rx).allow(&["webhook:alice"]).start();
+    let job = relay.start_job(&rx, &dm("dm-a", "alice", &two_step_exec("g1", "g2")));
+    let url = format!(
+        "http://{}/v1/jobs/{}/tail/stream?lines=10",
+        relay.addr, job.id
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let lines: Vec<Value> = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let refused = client.get(&url).send().await.expect("GET");
+        assert_eq!(refused.status(), 401, "no token, no tail");
+        let response = client
+            .get(&url)
+            .bearer_auth(relay.api_token())
+            .send()
+            .await
+            .expect("GET the stream");
+        assert_eq!(response.status(), 200);
+        let mut body = response.bytes_stream();
+        let mut buffered = String::new();
+        let mut lines = Vec::new();
+        let deadline = tokio::time::Instant::now() + SOON;
+        loop {
+            let next = tokio::time::timeout_at(deadline, body.next())
+                .await
+                .expect("the stream to end once the job ends");
+            let Some(chunk) = next else { break };
+            buffered.push_str(&String::from_utf8_lossy(&chunk.expect("a chunk")));
+            while let Some(at) = buffered.find('\n') {
+                let line: Value = serde_json::from_str(&buffered[..at]).expect("a JSON line");
+                buffered.drain(..=at);
+                // Each step of the job when the previous one has been seen.
+                let text = line["text"].as_str().unwrap_or_default().to_string();
+                if text.ends_with("first-line") {
+                    relay.open_gate("g1");
+                } else if text.ends_with("second-line") {
+                    relay.open_gate("g2");
+                }
+                lines.push(line);
+            }
+        }
+        lines
+    });
+    let texts: Vec<&str> = lines.iter().filter_map(|l| l["text"].as_str()).collect();
+    assert!(texts.iter().any(|t| *t == "first-line"), "{lines:#?}");
+    assert!(
+        texts.iter().any(|t| *t == "first-line\nsecond-line"),
+        "{lines:#?}"
+    );
+    let last = lines.last().expect("lines");
+    assert_eq!(last["state"], "exited", "{lines:#?}");
+    assert_eq!(last["text"], "first-line\nsecond-line\nlast-line");
+    for pair in lines.windows(2) {
+        assert_ne!(pair[0], pair[1], "a line that changed nothing");
+    }
+}

@@ -1,5 +1,5 @@
 // The execrelay console: reads the relay's /v1 API with the operator's token every 2 s and
-// renders it. Everything shown is set with textContent (never parsed as HTML). The token
+// renders it; the selected job's tail comes as a stream. Everything shown is set with textContent (never parsed as HTML). The token
 // lives in this tab's sessionStorage and goes only in the Authorization header.
 "use strict";
 
@@ -109,7 +109,7 @@
 
   function select(id) {
     selectedJob = id;
-    refreshTail();
+    followTail();
     for (const tr of document.querySelectorAll("tr[data-job]")) {
       tr.classList.toggle("selected", tr.dataset.job === selectedJob);
     }
@@ -213,17 +213,57 @@
     }));
   }
 
-  async function refreshTail() {
+  // The live tail: one stream of the selected job's tail (newline-delimited JSON, a line each
+  // time it changes, ending once the job has ended), read with the token in its header.
+  let tail = null;
+
+  function showTail(shown) {
+    $("tail-title").textContent = shown.id + " (" + shown.state + ")";
+    $("tail-text").textContent = shown.text || "(nothing printed yet)";
+  }
+
+  function followTail() {
     if (!selectedJob || !token()) return;
+    // Following it already, or it ended with its last line shown.
+    if (tail && tail.id === selectedJob) return;
+    if (tail) tail.controller.abort();
     const id = selectedJob;
-    try {
-      const tail = await apiJson("/v1/jobs/" + encodeURIComponent(id) + "/tail?lines=200");
-      if (id !== selectedJob) return;
-      $("tail-title").textContent = tail.id + " (" + tail.state + ")";
-      $("tail-text").textContent = tail.text || "(nothing printed yet)";
-    } catch (err) {
-      status(err.message, true);
-    }
+    const controller = new AbortController();
+    const following = { id, controller };
+    tail = following;
+    (async () => {
+      try {
+        const response = await fetch(
+          "/v1/jobs/" + encodeURIComponent(id) + "/tail/stream?lines=200",
+          {
+            headers: { Authorization: "Bearer " + token() },
+            cache: "no-store",
+            credentials: "omit",
+            signal: controller.signal,
+          },
+        );
+        if (!response.ok) throw new Error("GET tail of " + id + ": " + response.status);
+        const reader = response.body.getReader();
+        const decoder = new TextDecoder();
+        let buffered = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffered += decoder.decode(value, { stream: true });
+          let at;
+          while ((at = buffered.indexOf("\n")) >= 0) {
+            const line = buffered.slice(0, at);
+            buffered = buffered.slice(at + 1);
+            if (line && tail === following) showTail(JSON.parse(line));
+          }
+        }
+      } catch (err) {
+        if (err.name === "AbortError") return;
+        status(err.message, true);
+        // Followed again at the next refresh.
+        if (tail === following) tail = null;
+      }
+    })();
   }
 
   let refreshing = false;
@@ -239,7 +279,7 @@
       await renderJobs(jobs.jobs, Date.now());
       renderOutbox(outbox, parseMetrics(metrics));
       renderRoutes(routes.routes);
-      await refreshTail();
+      followTail();
       status("Connected; updated " + new Date().toLocaleTimeString() + ".", false);
     } catch (err) {
       status(err.message, true);
