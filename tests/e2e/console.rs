@@ -347,11 +347,8 @@ fn the_live_tail_streams_each_change_until_the_job_ends() {
         lines
     });
     let texts: Vec<&str> = lines.iter().filter_map(|l| l["text"].as_str()).collect();
-    assert!(texts.iter().any(|t| *t == "first-line"), "{lines:#?}");
-    assert!(
-        texts.iter().any(|t| *t == "first-line\nsecond-line"),
-        "{lines:#?}"
-    );
+    assert!(texts.contains(&"first-line"), "{lines:#?}");
+    assert!(texts.contains(&"first-line\nsecond-line"), "{lines:#?}");
     let last = lines.last().expect("lines");
     assert_eq!(last["state"], "exited", "{lines:#?}");
     assert_eq!(last["text"], "first-line\nsecond-line\nlast-line");
