@@ -378,6 +378,7 @@ async fn start_and_serve(
         stop: stop.clone(),
         rejections: Arc::new(LogThrottle::new(Duration::from_secs(1))),
         tarpit: Arc::default(),
+        proofs: Arc::default(),
     });
     tracing::info!("{}", startup_line(&stages.config, stages.bound));
     for warning in &stages.config.warnings {

@@ -60,6 +60,8 @@ pub struct ApiState {
     pub rejections: Arc<LogThrottle>,
     /// Requests that fail authentication are answered at a bounded pace.
     pub tarpit: Arc<crate::serve::tarpit::Tarpit>,
+    /// The console's signed calls taken so far (`serve::token_proof`).
+    pub proofs: Arc<crate::serve::token_proof::Proofs>,
 }
 
 #[cfg(feature = "feishu")]
@@ -296,13 +298,33 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
             "without http.api_token the API only answers local clients",
         );
     }
-    let presented = request
+    let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !state.api_token.matches(presented.as_bytes()) {
+    // The CLI and scripts present the token; the console a proof of it for this request.
+    let authorized = match authorization.strip_prefix(crate::serve::token_proof::SCHEME) {
+        Some(proof) => {
+            // As the page asked for it: a nested router sees its path without `/v1`.
+            let uri = request
+                .extensions()
+                .get::<axum::extract::OriginalUri>()
+                .map_or(request.uri(), |original| &original.0);
+            let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+            state.proofs.admit(
+                &state.api_token,
+                proof,
+                request.method().as_str(),
+                target,
+                chrono::Utc::now().timestamp(),
+            )
+        }
+        None => authorization
+            .strip_prefix("Bearer ")
+            .is_some_and(|token| state.api_token.matches(token.as_bytes())),
+    };
+    if !authorized {
         let hint = if state.local_only {
             "missing or wrong bearer token: the API is its user's alone (the token is in the \
              data directory's api.token, which execrelay's own commands read)"

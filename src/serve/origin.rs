@@ -23,6 +23,16 @@ fn is_loopback_host(headers: &HeaderMap) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A page at `localhost` may not be the relay's: browsers try `::1` first, where another
+/// local user can listen while the relay holds 127.0.0.1. The console is opened at the
+/// address the relay listens on.
+fn names_localhost(authority: &str) -> bool {
+    let name = authority
+        .rsplit_once(':')
+        .map_or(authority, |(name, _)| name);
+    name.eq_ignore_ascii_case("localhost")
+}
+
 fn host(headers: &HeaderMap) -> &str {
     headers
         .get(header::HOST)
@@ -42,7 +52,9 @@ pub fn is_own_page_or_no_page(headers: &HeaderMap) -> bool {
             .to_str()
             .ok()
             .and_then(|origin| origin.strip_prefix("http://"))
-            .is_some_and(|authority| !authority.is_empty() && authority == host(headers)),
+            .is_some_and(|authority| {
+                !authority.is_empty() && authority == host(headers) && !names_localhost(authority)
+            }),
     };
     let site_ok = headers
         .get("sec-fetch-site")
@@ -132,6 +144,15 @@ mod tests {
         assert!(!is_local_client(&headers(&[
             (header::HOST, "evil.example:8787"),
             (header::ORIGIN, "http://evil.example:8787"),
+        ])));
+        // A page at `localhost` may be another user's on ::1: the console is at 127.0.0.1.
+        assert!(!is_own_page_or_no_page(&headers(&[
+            (header::HOST, "localhost:8787"),
+            (header::ORIGIN, "http://localhost:8787"),
+        ])));
+        assert!(is_own_page_or_no_page(&headers(&[
+            (header::HOST, "127.0.0.1:8787"),
+            (header::ORIGIN, "http://127.0.0.1:8787"),
         ])));
     }
 }

@@ -356,3 +356,52 @@ fn the_live_tail_streams_each_change_until_the_job_ends() {
         assert_ne!(pair[0], pair[1], "a line that changed nothing");
     }
 }
+
+/// The console never sends the token: each call carries a proof of it for that one call
+/// (`serve::token_proof`). A proof taken off the wire works once, for its own request only,
+/// and the token still works for the CLI's bearer header.
+#[test]
+fn a_console_proof_is_good_for_its_one_request_once() {
+    use execrelay::serve::token_proof::sign;
+
+    let rx = Receiver::start();
+    let relay = Relay::builder(&rx).start();
+    let token = relay.api_token();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let client = reqwest::Client::new();
+    let now = chrono::Utc::now().timestamp();
+    let proof = |path: &str, nonce: &str| {
+        format!(
+            "Execrelay-Proof t={now},n={nonce},mac={}",
+            sign(&token, now, nonce, "GET", path)
+        )
+    };
+    let get = |path: &str, authorization: &str| {
+        runtime.block_on(async {
+            client
+                .get(format!("http://{}{path}", relay.addr))
+                .header("Authorization", authorization)
+                .send()
+                .await
+                .expect("GET")
+                .status()
+                .as_u16()
+        })
+    };
+    let jobs = proof("/v1/jobs", "aaaa1111");
+    assert_eq!(get("/v1/jobs", &jobs), 200);
+    assert_eq!(get("/v1/jobs", &jobs), 401, "a proof replayed");
+    let routes_proof = proof("/v1/jobs?limit=1", "bbbb2222");
+    assert_eq!(
+        get("/v1/routes", &routes_proof),
+        401,
+        "a proof for another request"
+    );
+    let old = format!(
+        "Execrelay-Proof t={},n=cccc3333,mac={}",
+        now - 120,
+        sign(&token, now - 120, "cccc3333", "GET", "/v1/jobs")
+    );
+    assert_eq!(get("/v1/jobs", &old), 401, "a proof from two minutes ago");
+    assert_eq!(get("/v1/jobs", &format!("Bearer {token}")), 200);
+}

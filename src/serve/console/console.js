@@ -1,10 +1,15 @@
-// The execrelay console: reads the relay's /v1 API with the operator's token every 2 s and
-// renders it; the selected job's tail comes as a stream. Everything shown is set with textContent (never parsed as HTML). The token
-// lives in this tab's sessionStorage and goes only in the Authorization header.
+// The execrelay console: reads the relay's /v1 API every 2 s and renders it; the selected
+// job's tail comes as a stream. Everything shown is set with textContent (never parsed as
+// HTML). The token is kept in this page's memory only and never sent: each call carries a
+// proof of it for that one call (serve::token_proof), so a tab left open gives nothing
+// reusable to whoever might answer at this address after the relay stops.
 "use strict";
 
 (function () {
-  const TOKEN_KEY = "execrelay.token";
+  // The token, in this page's memory only: a reload asks for it again.
+  let secret = "";
+  let signingKey = null;
+  const encoder = new TextEncoder();
   const EVERY_MS = 2000;
   const FINISHED_SHOWN = 20;
   let selectedJob = null;
@@ -17,13 +22,33 @@
   const $ = (id) => document.getElementById(id);
 
   function token() {
-    return sessionStorage.getItem(TOKEN_KEY) || "";
+    return secret;
+  }
+
+  function setToken(value) {
+    secret = value;
+    signingKey = null;
+  }
+
+  // `Execrelay-Proof t=<s>,n=<nonce>,mac=<HMAC-SHA256(token, "t\nn\nMETHOD\npath")>`.
+  async function authorization(method, path) {
+    if (!signingKey) {
+      signingKey = await crypto.subtle.importKey(
+        "raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    }
+    const t = Math.floor(Date.now() / 1000);
+    const nonce = Array.from(crypto.getRandomValues(new Uint8Array(12)),
+      (b) => b.toString(16).padStart(2, "0")).join("");
+    const mac = await crypto.subtle.sign(
+      "HMAC", signingKey, encoder.encode(t + "\n" + nonce + "\n" + method + "\n" + path));
+    const hex = Array.from(new Uint8Array(mac), (b) => b.toString(16).padStart(2, "0")).join("");
+    return "Execrelay-Proof t=" + t + ",n=" + nonce + ",mac=" + hex;
   }
 
   async function api(path, method) {
     const response = await fetch(path, {
       method: method || "GET",
-      headers: { Authorization: "Bearer " + token() },
+      headers: { Authorization: await authorization(method || "GET", path) },
       cache: "no-store",
       credentials: "omit",
     });
@@ -233,10 +258,11 @@
     tail = following;
     (async () => {
       try {
+        const path = "/v1/jobs/" + encodeURIComponent(id) + "/tail/stream?lines=200";
         const response = await fetch(
-          "/v1/jobs/" + encodeURIComponent(id) + "/tail/stream?lines=200",
+          path,
           {
-            headers: { Authorization: "Bearer " + token() },
+            headers: { Authorization: await authorization("GET", path) },
             cache: "no-store",
             credentials: "omit",
             signal: controller.signal,
@@ -296,7 +322,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     $("connect").addEventListener("click", () => {
-      sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+      setToken($("token").value.trim());
       $("token").value = "";
       start();
     });
@@ -304,11 +330,13 @@
       if (event.key === "Enter") $("connect").click();
     });
     $("forget").addEventListener("click", () => {
-      sessionStorage.removeItem(TOKEN_KEY);
+      setToken("");
+      if (tail) tail.controller.abort();
+      tail = null;
+      $("tail-text").textContent = "";
       if (timer) clearInterval(timer);
       timer = null;
       status("Token forgotten.", false);
     });
-    if (token()) start();
   });
 })();
