@@ -2,8 +2,10 @@
 //! calling the API; if the relay stops and another local user takes its port, a bearer token
 //! would go to them with the next call. The console instead signs each call:
 //!
-//!     Authorization: Execrelay-Proof t=<unix seconds>,n=<nonce>,mac=<hex HMAC-SHA256(token,
-//!         "<t>\n<nonce>\n<METHOD>\n<path and query>")>
+//! ```text
+//! Authorization: Execrelay-Proof t=<unix seconds>,n=<nonce>,mac=<hex HMAC-SHA256(token,
+//!     "<t>\n<nonce>\n<METHOD>\n<path and query>")>
+//! ```
 //!
 //! A proof names one request (method, path and query) at one moment: the relay takes it
 //! within [`WINDOW_SECS`] of its own clock and once only, so whoever receives one can neither
