@@ -272,6 +272,7 @@
         const reader = response.body.getReader();
         const decoder = new TextDecoder();
         let buffered = "";
+        let ended = false;
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
@@ -280,9 +281,15 @@
           while ((at = buffered.indexOf("\n")) >= 0) {
             const line = buffered.slice(0, at);
             buffered = buffered.slice(at + 1);
-            if (line && tail === following) showTail(JSON.parse(line));
+            if (!line) continue;
+            const shown = JSON.parse(line);
+            ended = shown.state !== "running" && shown.state !== "starting";
+            if (tail === following) showTail(shown);
           }
         }
+        // A stream that ended before its job did (the relay stopped, or its hour was up) is
+        // followed again at the next refresh.
+        if (!ended && tail === following) tail = null;
       } catch (err) {
         if (err.name === "AbortError") return;
         status(err.message, true);
