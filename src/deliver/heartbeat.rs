@@ -424,10 +424,11 @@ impl HeartbeatRunner {
                 // would reorder them (topics of one group share that group's order). A job's
                 // completion is a message of its own, so that its buttons name one job.
                 Resolution::Route(route) => match groups.last_mut() {
+                    // A completion's group holds it alone: its first member says.
                     Some((r, members))
                         if *r == route
                             && completion_of(event).is_none()
-                            && members.iter().all(|m| completion_of(m).is_none()) =>
+                            && completion_of(members[0]).is_none() =>
                     {
                         members.push(event)
                     }

@@ -207,14 +207,14 @@ impl Presses {
         Ok(None)
     }
 
+    /// The job by its whole id (buttons carry it), if it is `session`'s.
     async fn job_of(&self, session: &str, job_id: &str) -> Result<Option<JobRecord>, SinkError> {
         Ok(self
             .store
-            .jobs_by_prefix(Some(session), job_id)
+            .job(job_id)
             .await
             .map_err(unavailable)?
-            .into_iter()
-            .find(|job| job.id == job_id))
+            .filter(|job| job.session == session))
     }
 
     /// Where this [Rerun] press stands: the first of a pair (or a second too soon after it to

@@ -9,11 +9,7 @@ use axum::http::{HeaderMap, header};
 /// Without a configured token, only requests addressed to a loopback name: a page from
 /// another name that resolves here (DNS rebinding) is refused before its token is looked at.
 fn is_loopback_host(headers: &HeaderMap) -> bool {
-    let host = host(headers);
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
-        _ => host,
-    };
+    let name = name_of(host(headers));
     // An address, not a name that merely starts like one (`127.0.0.1.evil.example` resolves
     // wherever its owner likes).
     name == "localhost"
@@ -27,10 +23,15 @@ fn is_loopback_host(headers: &HeaderMap) -> bool {
 /// local user can listen while the relay holds 127.0.0.1. The console is opened at the
 /// address the relay listens on.
 fn names_localhost(authority: &str) -> bool {
-    let name = authority
-        .rsplit_once(':')
-        .map_or(authority, |(name, _)| name);
-    name.eq_ignore_ascii_case("localhost")
+    name_of(authority).eq_ignore_ascii_case("localhost")
+}
+
+/// The name in a `Host` or an origin's authority, without its port.
+fn name_of(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => authority,
+    }
 }
 
 fn host(headers: &HeaderMap) -> &str {
